@@ -1,0 +1,46 @@
+# Two entry points for a fresh Debian machine (run as root or with sudo available):
+#   make demo   installs everything, starts a local lab, runs celeryctl against it
+#   make test   installs everything and runs the whole test suite against real servers
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAB_DIR ?= $(CURDIR)/.lab
+export CELERYCTL_LAB_DIR := $(LAB_DIR)
+
+.PHONY: demo test deps venv lint bench clean lab-down
+
+deps:
+	@bash scripts/install-deps.sh
+
+venv: deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+
+demo: venv
+	@$(BIN)/celeryctl lab down >/dev/null 2>&1 || true
+	$(BIN)/celeryctl lab up --workers 2
+	@eval "$$($(BIN)/celeryctl lab env)"; \
+	  $(BIN)/python -m celeryctl.lab.publish --count 25 >/dev/null; \
+	  echo; echo '$$ celeryctl workers'; $(BIN)/celeryctl workers; \
+	  echo; echo '$$ celeryctl queues'; $(BIN)/celeryctl queues; \
+	  echo; echo '$$ celeryctl connections'; $(BIN)/celeryctl connections; true
+	@echo; echo "lab still running: 'make lab-down' (or .venv/bin/celeryctl lab down) stops it"
+
+lab-down:
+	-$(BIN)/celeryctl lab down
+
+test: venv
+	$(BIN)/ruff check celeryctl tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: venv
+	$(BIN)/ruff check celeryctl tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/bench_help.py
+	$(BIN)/python benchmarks/bench_workers.py
+
+clean: lab-down
+	rm -rf $(VENV) .lab *.egg-info

@@ -1,0 +1,3 @@
+from celeryctl.cli import main
+
+main()

@@ -1,0 +1,112 @@
+"""`celeryctl lab up|down|status|env`: real local servers and workers for demos and drills."""
+
+from __future__ import annotations
+
+import typer
+
+lab_app = typer.Typer(help="A throwaway Celery cluster on loopback: redis-server, rabbitmq-server "
+                      "(management plugin) and real Celery workers of a bundled demo app.",
+                      rich_markup_mode=None, add_completion=False, no_args_is_help=True)
+
+DirOpt = typer.Option(None, "--dir", help="Lab directory [env: CELERYCTL_LAB_DIR; default "
+                      "~/.local/state/celeryctl/lab].")
+
+
+def _dir(d: str | None):
+    from pathlib import Path
+
+    from celeryctl.lab.lab import default_dir
+
+    return Path(d) if d else default_dir()
+
+
+def _err(msg: str) -> None:
+    import sys
+
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _print_state(st) -> None:
+    typer.echo(f"lab directory: {st.dir}")
+    if st.redis:
+        typer.echo(f"redis:    {st.redis['info']['url']}   (pid {st.redis['pid']})")
+    if st.rabbitmq:
+        i = st.rabbitmq["info"]
+        typer.echo(f"rabbitmq: {i['url']}   management API {i['api']}   node {i['node']} "
+                   f"(pid {st.rabbitmq['pid']}; user guest)")
+    names = ", ".join(w["name"] for w in st.workers) or "none"
+    typer.echo(f"workers:  {names} on {st.broker}")
+    flags = f"--broker '{st.broker_url}'"
+    if st.broker == "rabbitmq" and st.api_url:
+        flags += f" --rabbitmq-api '{st.api_url}'"
+    typer.echo(f"try:      celeryctl workers {flags}")
+    typer.echo(f"          celeryctl queues {flags}")
+    typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
+
+
+@lab_app.command("up")
+def up(
+    broker: str = typer.Option("redis", "--broker", help="Broker for the workers: redis or "
+                               "rabbitmq."),
+    workers: int = typer.Option(2, "--workers", "-n", min=0, max=16, help="Number of workers."),
+    pool: str = typer.Option("prefork", "--pool", help="prefork, threads or solo."),
+    concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, max=16),
+    rabbitmq: bool = typer.Option(True, "--rabbitmq/--no-rabbitmq",
+                                  help="Also start rabbitmq-server (when installed)."),
+    d: str | None = DirOpt,
+) -> None:
+    """Start the lab and print the URLs to use."""
+    from celeryctl.lab import lab
+    from celeryctl.lab.servers import LabError
+    from celeryctl.status import UsageError
+
+    if broker not in ("redis", "rabbitmq"):
+        raise UsageError(f"--broker must be redis or rabbitmq, got {broker!r}")
+    if pool not in ("prefork", "threads", "solo"):
+        raise UsageError(f"--pool must be prefork, threads or solo, got {pool!r}")
+    try:
+        st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
+                    concurrency=concurrency, progress=_err)
+    except LabError as exc:
+        _err(f"celeryctl: lab: {exc}")
+        raise typer.Exit(3) from None
+    _print_state(st)
+
+
+@lab_app.command("down")
+def down(d: str | None = DirOpt) -> None:
+    """Stop exactly what `lab up` started."""
+    from celeryctl.lab import lab
+
+    stopped = lab.down(_dir(d), progress=_err)
+    typer.echo(f"stopped {len(stopped)} processes" if stopped else "no lab running")
+
+
+@lab_app.command("status")
+def status(d: str | None = DirOpt) -> None:
+    """What the lab is running. Exit 0 all up, 1 some process died, 3 no lab."""
+    from celeryctl.lab import lab
+
+    st = lab.load(_dir(d))
+    if st is None:
+        typer.echo("no lab running")
+        raise typer.Exit(3)
+    _print_state(st)
+    dead = [p for p in st.procs() if not p.alive()]
+    for p in dead:
+        typer.echo(f"DEAD: {p.kind} {p.name} (pid {p.pid}); log {p.log}")
+    raise typer.Exit(1 if dead else 0)
+
+
+@lab_app.command("env")
+def env(d: str | None = DirOpt) -> None:
+    """Shell exports pointing celeryctl (and celery) at the lab."""
+    from celeryctl.lab import lab
+
+    st = lab.load(_dir(d))
+    if st is None:
+        _err("no lab running")
+        raise typer.Exit(3)
+    for k, v in st.env().items():
+        typer.echo(f"export {k}='{v}'")

@@ -1,0 +1,68 @@
+"""Options shared by every read command, and turning them into a Target.
+
+They are accepted both before the subcommand (`celeryctl --broker URL workers`) and after it
+(`celeryctl workers --broker URL`); the later one wins.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+H = "Where to look"
+Broker = Annotated[str | None, typer.Option(
+    "--broker", "-b", help="Broker URL: redis://, rediss://, amqp://, amqps://, pyamqp://; "
+    "';'-separated failover list. [env: CELERY_BROKER_URL]", rich_help_panel=H, show_default=False)]
+Backend = Annotated[str | None, typer.Option(
+    "--result-backend", help="Result backend URL. [env: CELERY_RESULT_BACKEND]",
+    rich_help_panel=H, show_default=False)]
+RabbitAPI = Annotated[str | None, typer.Option(
+    "--rabbitmq-api", help="RabbitMQ management API URL (default: derived from an AMQP broker, "
+    "http://HOST:15672 with its credentials). [env: CELERYCTL_RABBITMQ_API]",
+    rich_help_panel=H, show_default=False)]
+Vhost = Annotated[str | None, typer.Option(
+    "--vhost", help="RabbitMQ virtual host (default: from the broker URL).", rich_help_panel=H,
+    show_default=False)]
+Queue = Annotated[list[str] | None, typer.Option(
+    "--queue", "-Q", help="A queue to look at (repeatable).", rich_help_panel=H,
+    show_default=False)]
+Timeout = Annotated[float | None, typer.Option(
+    "--timeout", "-t", help="Seconds to wait for any source (default 2).", rich_help_panel=H,
+    show_default=False)]
+App = Annotated[str | None, typer.Option(
+    "--app", "-A", help="Celery app MODULE[:ATTR] to read settings from, as `celery -A`.",
+    rich_help_panel=H, show_default=False)]
+Profile = Annotated[str | None, typer.Option(
+    "--profile", help="Named cluster from ~/.config/celeryctl/config.toml [env: CELERYCTL_CONFIG].",
+    rich_help_panel=H, show_default=False)]
+Format = Annotated[str, typer.Option(
+    "--format", "-f", help="table or json.", rich_help_panel="Output")]
+
+
+def collect_flags(ctx: typer.Context, broker, result_backend, rabbitmq_api, vhost, queue,
+                  timeout, app, profile):
+    """Merge root-level options (ctx.obj) with this command's."""
+    from celeryctl.targets import Flags
+
+    root = (ctx.obj or {}).get("flags") if ctx is not None else None
+    base = root or Flags()
+    return Flags(
+        broker=broker or base.broker,
+        result_backend=result_backend or base.result_backend,
+        rabbitmq_api=rabbitmq_api or base.rabbitmq_api,
+        vhost=vhost if vhost is not None else base.vhost,
+        queues=tuple(queue or ()) or base.queues,
+        timeout=timeout if timeout is not None else base.timeout,
+        app=app or base.app,
+        profile=profile or base.profile,
+    )
+
+
+def check_format(fmt: str) -> str:
+    from celeryctl.status import UsageError
+
+    fmt = fmt.lower()
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format must be table or json, got {fmt!r}")
+    return fmt

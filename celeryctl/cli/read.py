@@ -1,0 +1,255 @@
+"""Read commands: `workers`, `workers inspect KIND`, `queues`, `connections`.
+
+They never change broker state: no consuming, acking or requeueing, no unpickling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from celeryctl.cli import options as o
+
+WORKER_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues")
+INSPECT_KINDS = {
+    "active": "active", "reserved": "reserved", "scheduled": "scheduled",
+    "registered": "registered", "conf": "conf", "stats": "stats", "queues": "active_queues",
+    "ping": "ping", "revoked": "revoked",
+}
+
+workers_app = typer.Typer(
+    help="Workers as they answer remote control: one row per worker. Exit 0 all expected "
+    "workers replied, 1 some expected worker is silent, 2 no worker replied, 3 broker "
+    "unreachable.",
+    invoke_without_command=True, rich_markup_mode=None, add_completion=False,
+)
+
+
+class Ctx:
+    """What every read command sets up: target, consoles, format."""
+
+    def __init__(self, ctx: typer.Context, fmt: str, **flags: Any) -> None:
+        from celeryctl.render.console import make_console
+        from celeryctl.targets import resolve
+
+        self.fmt = o.check_format(fmt)
+        self.target = resolve(o.collect_flags(ctx, **flags))
+        self.out = make_console()
+        self.err = make_console(stderr=True)
+
+    def origin_lines(self) -> list[str]:
+        lines = []
+        if self.target.used_default_broker:
+            lines.append(f"no broker given (--broker, CELERY_BROKER_URL, --profile or -A): "
+                         f"using the default {self.target.broker_redacted}")
+        if self.target.app and self.target.app.errors:
+            lines += [f"app {self.target.app.name}: {e}" for e in self.target.app.errors]
+        return lines
+
+    def footer(self, g) -> None:
+        from celeryctl.render.tables import render_sources
+
+        render_sources(self.err, g.sources, g.notes, self.origin_lines())
+
+    def json(self, kind: str, rows: Any, g, **extra: Any) -> None:
+        import sys
+
+        from celeryctl.render.jsonout import render_json
+
+        render_json(sys.stdout, kind, rows, sources=g.sources, target=self.target.summary(),
+                    notes=self.origin_lines() + g.notes, **extra)
+
+
+def _workers_status(g) -> int:
+    from celeryctl.status import ExitStatus
+
+    if not g.workers.ok:
+        return ExitStatus.UNKNOWN
+    view = g.workers.value
+    if not view.nodes:
+        return ExitStatus.CRITICAL
+    if view.missing:
+        return ExitStatus.WARNING
+    return ExitStatus.OK
+
+
+@workers_app.callback()
+def workers(
+    ctx: typer.Context,
+    broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
+    profile: o.Profile = None, fmt: o.Format = "table",
+    destination: list[str] = typer.Option(None, "--destination", "-d",
+                                          help="Only these worker node names (repeatable)."),
+) -> None:
+    """Workers as they answer remote control: one row per worker."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = dict(ctx.obj or {})
+        ctx.obj["workers_flags"] = o.collect_flags(ctx, broker, result_backend, rabbitmq_api,
+                                                   vhost, queue, timeout, app_, profile)
+        return
+    from celeryctl.collect import gather
+    from celeryctl.views import duplicate_names, worker_rows
+
+    c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+    g = gather(c.target, workers=WORKER_METHODS, destination=list(destination or []) or None)
+    rows = worker_rows(g.workers.value) if g.workers.ok else None
+    dups = duplicate_names(g.workers.value) if g.workers.ok else []
+    if dups:
+        g.notes.append("duplicate worker node names (kept as separate rows): " + ", ".join(dups))
+    if g.workers.ok and g.workers.value.foreign_replies:
+        g.notes.append(f"{g.workers.value.foreign_replies} worker replies in "
+                       f"{', '.join(g.workers.value.foreign_content_types)} were not decoded "
+                       f"(never unpickled)")
+    if c.fmt == "json":
+        view = g.workers.value if g.workers.ok else None
+        c.json("workers", rows, g,
+               expected=list(view.expected) if view and view.expected is not None else None,
+               missing=view.missing if view else None)
+    else:
+        from celeryctl.render.tables import render_workers
+
+        if rows is not None:
+            if rows:
+                render_workers(c.out, rows)
+            else:
+                c.err.print(f"no worker replied within {g.workers.value.waited_seconds:.1f} s")
+        c.footer(g)
+    raise typer.Exit(int(_workers_status(g)))
+
+
+@workers_app.command("inspect")
+def inspect(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="active, reserved, scheduled, registered, conf, stats, "
+                               "queues, ping, revoked"),
+    broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
+    profile: o.Profile = None, fmt: o.Format = "table",
+    destination: list[str] = typer.Option(None, "--destination", "-d",
+                                          help="Only these worker node names (repeatable)."),
+) -> None:
+    """The raw per-worker replies to one inspect method (duplicate node names kept)."""
+    from celeryctl.collect import gather
+    from celeryctl.status import UsageError
+
+    method = INSPECT_KINDS.get(kind.lower())
+    if method is None:
+        raise UsageError(f"unknown inspect kind {kind!r}; one of: {', '.join(INSPECT_KINDS)}")
+    parent = (ctx.obj or {}).get("workers_flags")
+    if parent is not None:
+        ctx.obj = dict(ctx.obj)
+        ctx.obj["flags"] = parent
+    c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+    g = gather(c.target, workers=(method,), destination=list(destination or []) or None)
+    view = g.workers.value if g.workers.ok else None
+    replies = [{"name": n.name, "reply": n.replies.get(method)} for n in view.nodes] \
+        if view else None
+    if c.fmt == "json":
+        c.json("replies", replies, g, method=method,
+               expected=list(view.expected) if view and view.expected is not None else None,
+               missing=view.missing if view else None)
+    else:
+        from celeryctl.render.tables import render_replies
+
+        if replies is not None:
+            render_replies(c.out, method, replies)
+            for name in view.missing:
+                c.err.print(f"[red]no reply[/] from {name} (expected: {view.expected_source})",
+                            markup=True)
+            if not replies:
+                c.err.print(f"no worker replied within {view.waited_seconds:.1f} s")
+        c.footer(g)
+    raise typer.Exit(int(_workers_status(g)))
+
+
+def queues(
+    ctx: typer.Context,
+    broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
+    profile: o.Profile = None, fmt: o.Format = "table",
+    all_: bool = typer.Option(False, "--all", "-a",
+                              help="Include Celery's internal queues (pidbox replies, celeryev, "
+                              "result queues)."),
+) -> None:
+    """True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, consumers,
+    rates. Exit 0 observed, 3 the broker could not be read."""
+    from celeryctl.collect import gather
+    from celeryctl.status import ExitStatus
+    from celeryctl.views import queue_rows
+
+    c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+    g = gather(c.target, queues=True)
+    rows = queue_rows(g.queues.value, include_internal=all_, names=c.target.queues) \
+        if g.queues.ok else None
+    unacked = g.redis_unacked.value if g.redis_unacked.ok else None
+    extra: dict[str, Any] = {}
+    if unacked is not None:
+        extra["redis_unacked"] = {"total": unacked.total,
+                                  "oldest_seconds": unacked.oldest_seconds,
+                                  "unattributed": unacked.unattributed,
+                                  "per_queue_known": unacked.per_queue is not None}
+        if unacked.per_queue is None and unacked.total:
+            g.notes.append(f"{unacked.total} in-flight messages: too many to attribute per queue "
+                           f"cheaply; per-queue unacked shown as unknown")
+    if g.queues.ok:
+        g.notes.extend(n for n in g.queues.notes if n not in g.notes)
+    if c.fmt == "json":
+        c.json("queues", rows, g, **extra)
+    else:
+        from celeryctl.render.tables import render_queues
+
+        if rows is not None:
+            if rows:
+                render_queues(c.out, rows, "redis" if c.target.broker_kind == "redis"
+                              else "rabbitmq")
+            else:
+                c.err.print("no queues found")
+            if unacked is not None and unacked.total:
+                c.err.print(f"in flight (unacked): {unacked.total}, oldest "
+                            f"{unacked.oldest_seconds or 0:.0f} s")
+        c.footer(g)
+    raise typer.Exit(int(ExitStatus.OK if g.queues.ok else ExitStatus.UNKNOWN))
+
+
+def connections(
+    ctx: typer.Context,
+    broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
+    profile: o.Profile = None, fmt: o.Format = "table",
+) -> None:
+    """Redis clients (CLIENT LIST) or RabbitMQ connections, with the worker each belongs to.
+    Exit 0 observed, 3 the broker (or management API) could not be read."""
+    from celeryctl.collect import gather
+    from celeryctl.status import ExitStatus
+    from celeryctl.views import attribute_connections, connection_row
+
+    c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+    g = gather(c.target, connections=True, workers=("ping",))
+    rows = None
+    if g.connections.ok:
+        view = g.workers.value if g.workers.ok else None
+        conns = attribute_connections(g.connections.value, view, g.host_addresses)
+        rows = [connection_row(x) for x in sorted(conns, key=lambda x: (x.worker or "~",
+                                                                        x.address))]
+    if c.fmt == "json":
+        c.json("connections", rows, g)
+    else:
+        from celeryctl.render.tables import render_connections
+
+        if rows is not None:
+            render_connections(c.out, rows, "redis" if c.target.broker_kind == "redis"
+                               else "rabbitmq")
+        c.footer(g)
+    raise typer.Exit(int(ExitStatus.OK if g.connections.ok else ExitStatus.UNKNOWN))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(workers_app, name="workers")
+    app.command("queues")(queues)
+    app.command("connections")(connections)

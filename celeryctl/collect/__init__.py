@@ -1,0 +1,415 @@
+"""Collectors: the only code that does I/O.
+
+`gather()` runs what a command needs in parallel under one deadline (`--timeout` from the
+start of collection) and returns a `Gathered` whose every part is an `Observed` — the value,
+or the precise reason it could not be seen. Sources (broker, workers, management API, AMQP,
+result backend) are listed with their redacted URL, whether they answered and why not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeryctl.collect.bounded import spawn
+from celeryctl.snapshot import (
+    BackendStatus,
+    Connection,
+    Observed,
+    QueueDepth,
+    SourceStatus,
+    WorkersView,
+)
+from celeryctl.targets import Target
+
+# Time kept back from the worker broadcast for the follow-up depth round trip.
+DEPTH_RESERVE = 0.2
+# Hard cap past the deadline for the last quick step (depth pipeline, passive declares).
+GRACE = 0.6
+
+
+@dataclass
+class Gathered:
+    target: Target
+    workers: Observed = field(default_factory=Observed)
+    queues: Observed = field(default_factory=Observed)
+    connections: Observed = field(default_factory=Observed)
+    redis_server: Observed = field(default_factory=Observed)
+    redis_unacked: Observed = field(default_factory=Observed)
+    rabbit_server: Observed = field(default_factory=Observed)
+    backend: Observed = field(default_factory=Observed)
+    host_addresses: dict[str, list[str]] = field(default_factory=dict)
+    sources: list[SourceStatus] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    elapsed_seconds: float = 0.0
+
+    def source_ok(self, name: str) -> bool | None:
+        for s in self.sources:
+            if s.name == name:
+                return s.ok
+        return None
+
+
+def not_asked(reason: str) -> Observed:
+    return Observed(error=reason)
+
+
+def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = False,
+           connections: bool = False, server: bool = False, backend: bool = False,
+           destination: list[str] | None = None) -> Gathered:
+    """Collect the requested parts. `workers` lists inspect methods (empty: none asked)."""
+    started = time.monotonic()
+    g = Gathered(target=target)
+    deadline = started + target.timeout
+    backend_task = None
+    if backend:
+        backend_task = _spawn_backend(target, deadline)
+    if target.broker_kind == "redis":
+        _gather_redis(g, target, workers, queues, connections, server, destination, deadline)
+    else:
+        _gather_rabbit(g, target, workers, queues, connections, server, destination, deadline)
+    if backend_task is not None:
+        _finish_backend(g, target, backend_task, deadline)
+    g.elapsed_seconds = time.monotonic() - started
+    return g
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
+                  connections: bool, server: bool, destination, deadline: float) -> None:
+    from celeryctl.collect import redis as r
+
+    t = target.timeout
+    broker_url = target.broker_redacted
+
+    def connect_and_discover():
+        client, ep = r.connect_first(target.broker, t)
+        return client, ep, r.collect_discovery(client, target.transport_options)
+
+    first = spawn("broker", connect_and_discover, f"redis broker {_addr(target)}")
+    obs = first.wait(deadline)
+    g.sources.append(SourceStatus("broker", broker_url, obs.ok, obs.error, obs.elapsed_seconds,
+                                  detail="redis"))
+    if not obs.ok:
+        why = f"not observed: the broker did not answer ({obs.error})"
+        for part in ("workers", "queues", "connections", "redis_server", "redis_unacked"):
+            setattr(g, part, not_asked(why))
+        if methods:
+            g.sources.append(SourceStatus("workers", broker_url, False, why))
+        return
+    client, ep, discovery = obs.value
+    layout = discovery.layout
+    if layout.prefix_source.startswith("detected"):
+        g.notes.append(f"global_keyprefix {layout.prefix!r} detected from _kombu.binding keys")
+    if layout.other_prefixes:
+        g.notes.append("other kombu key prefixes on this db: "
+                       + ", ".join(repr(p) for p in layout.other_prefixes))
+    options = dict(target.transport_options)
+    if layout.prefix:
+        options["global_keyprefix"] = layout.prefix
+
+    want_workers = bool(methods) or queues or connections
+    worker_methods = tuple(methods) or (("active_queues",) if queues else ("ping",))
+    if queues and "active_queues" not in worker_methods:
+        worker_methods = (*worker_methods, "active_queues")
+    wtask = None
+    if want_workers:
+        nodes = discovery.pidbox_nodes
+        expected_obs = Observed(value=nodes, source="redis binding _kombu.binding.celery.pidbox")
+        wdeadline = deadline - (DEPTH_RESERVE if queues else 0.0)
+        wtask = spawn("workers", lambda: _collect_workers(target, options, worker_methods, t,
+                                                          wdeadline, lambda: expected_obs,
+                                                          destination),
+                      f"workers via redis {ep.address}")
+
+    def server_side():
+        out: dict[str, Any] = {}
+        if server or queues or connections:
+            out["server"] = r.collect_server(client, layout)
+        if queues or server:
+            out["unacked"] = r.collect_unacked(client, layout, discovery)
+        if connections:
+            out["clients"] = r.collect_clients(client)
+        return out
+
+    stask = spawn("redis-server", server_side, f"redis broker {ep.address}")
+    sobs = stask.wait(deadline)
+    if sobs.ok:
+        parts = sobs.value
+        g.redis_server = Observed(parts.get("server"), source="redis") if "server" in parts \
+            else not_asked("not asked")
+        g.redis_unacked = Observed(parts.get("unacked"), source="redis") if "unacked" in parts \
+            else not_asked("not asked")
+        if connections:
+            g.connections = Observed(parts["clients"], source="redis")
+    else:
+        g.redis_server = g.redis_unacked = Observed(error=sobs.error)
+        if connections:
+            g.connections = Observed(error=sobs.error)
+
+    if wtask is not None:
+        wobs = wtask.wait(deadline + (GRACE if not queues else 0.0))
+        g.workers = wobs
+        g.sources.append(_workers_source(wobs, broker_url))
+        if connections and g.connections.ok and wobs.ok:
+            g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
+
+    if queues:
+        names = _queue_names_redis(discovery, target, g.workers)
+        depth_deadline = max(deadline, time.monotonic()) + GRACE
+        dtask = spawn("depths", lambda: r.collect_depths(client, layout, sorted(names)),
+                      f"redis broker {ep.address}")
+        dobs = dtask.wait(depth_deadline)
+        if not dobs.ok:
+            g.queues = Observed(error=dobs.error)
+        else:
+            consumers = _consumers_from_workers(g.workers)
+            unacked = g.redis_unacked.value if g.redis_unacked.ok else None
+            g.queues = Observed(r.build_queue_depths(names, dobs.value, unacked, consumers),
+                                source="redis")
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _queue_names_redis(discovery, target: Target, workers: Observed
+                       ) -> dict[str, tuple[bool, tuple[str, ...]]]:
+    """Every queue celeryctl knows of, with where it learned of it."""
+    from celeryctl.knowledge import classify_queue
+
+    found: dict[str, tuple[bool, list[str]]] = {}
+
+    def add(name: str, how: str, internal: bool | None = None) -> None:
+        if not name:
+            return
+        internal = classify_queue(name) != "task" if internal is None else internal
+        cur = found.setdefault(name, (internal, []))
+        if how not in cur[1]:
+            cur[1].append(how)
+
+    for name, internal in discovery.queue_names().items():
+        add(name, "binding", internal)
+    if workers.ok and workers.value:
+        for node in workers.value.nodes:
+            for q in node.replies.get("active_queues") or []:
+                if isinstance(q, dict) and q.get("name"):
+                    add(q["name"], "worker")
+    if target.app:
+        for name in target.app.queue_names:
+            add(name, "app")
+    for name in target.queues:
+        add(name, "flag")
+    # Fanout "queues" (worker pidbox, event receivers) are PUB/SUB on Redis: never lists.
+    return {n: (i, tuple(h)) for n, (i, h) in found.items()
+            if classify_queue(n) not in ("pidbox", "events")}
+
+
+def _consumers_from_workers(workers: Observed) -> dict[str, list[str]] | None:
+    if not workers.ok or workers.value is None:
+        return None
+    out: dict[str, list[str]] = {}
+    for node in workers.value.nodes:
+        for q in node.replies.get("active_queues") or []:
+            if isinstance(q, dict) and q.get("name"):
+                out.setdefault(q["name"], []).append(node.name)
+    return out
+
+
+# --- RabbitMQ ----------------------------------------------------------------------------
+
+def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
+                   connections: bool, server: bool, destination, deadline: float) -> None:
+    from celeryctl.collect import rabbitmq as rq
+
+    t = target.timeout
+    vhost = target.effective_vhost
+    api = rq.ManagementAPI(target.rabbitmq_api, t) if target.rabbitmq_api else None
+    api_url = target.rabbitmq_api.redacted if target.rabbitmq_api else None
+    broker_url = target.broker_redacted
+
+    ptask = None
+    if api is not None and (methods or queues):
+        ptask = spawn("pidbox", lambda: Observed(rq.collect_pidbox_nodes(api, vhost),
+                                                 source="management-api binding celery.pidbox"),
+                      "management API")
+
+    def expected():
+        if ptask is None:
+            return Observed(error="no management API to read pidbox bindings from")
+        if not ptask.done():
+            return None
+        return ptask.wait(deadline)
+
+    want_workers = bool(methods) or queues
+    worker_methods = tuple(methods) or ("active_queues",)
+    wtask = None
+    if want_workers:
+        wtask = spawn("workers", lambda: _collect_workers(
+            target, target.transport_options, worker_methods, t, deadline - DEPTH_RESERVE,
+            expected, destination), f"workers via amqp {_addr(target)}")
+
+    mtask = None
+    if api is not None and (queues or connections or server):
+        def mgmt():
+            out: dict[str, Any] = {}
+            out["server"] = rq.collect_rabbit_server(api)
+            if queues:
+                out["queues"] = rq.collect_rabbit_queues(api, vhost)
+            if connections:
+                out["connections"] = rq.collect_rabbit_connections(api, vhost)
+            return out
+        mtask = spawn("management-api", mgmt, f"management API {target.rabbitmq_api.address}")
+
+    mobs = mtask.wait(deadline) if mtask else None
+    if mobs is not None:
+        g.sources.append(SourceStatus("management-api", api_url, mobs.ok, mobs.error,
+                                      mobs.elapsed_seconds,
+                                      detail=f"RabbitMQ {mobs.value['server'].version}"
+                                      if mobs.ok else None))
+        if mobs.ok:
+            g.rabbit_server = Observed(mobs.value["server"], source="management-api")
+            if queues:
+                qs, notes = mobs.value["queues"]
+                g.queues = Observed(qs, source="management-api", notes=tuple(notes))
+            if connections:
+                g.connections = Observed(mobs.value["connections"], source="management-api")
+        else:
+            g.rabbit_server = Observed(error=mobs.error)
+            if connections:
+                g.connections = Observed(error=mobs.error)
+    elif (queues or connections or server):
+        why = "no management API URL (give --rabbitmq-api)"
+        g.rabbit_server = Observed(error=why)
+        if connections:
+            g.connections = Observed(error=why)
+
+    need_fallback = queues and not g.queues.ok
+    if wtask is not None and (methods or need_fallback):
+        wobs = wtask.wait(deadline + (GRACE if methods else 0.0))
+        g.workers = wobs
+        g.sources.append(_workers_source(wobs, broker_url))
+    elif wtask is not None:
+        g.workers = not_asked("not needed: the management API listed the queues")
+
+    if need_fallback:
+        names = set(target.queues)
+        if target.app:
+            names.update(target.app.queue_names)
+        consumers = _consumers_from_workers(g.workers) or {}
+        names.update(consumers)
+        if not names:
+            names.add("celery")
+        atask = spawn("amqp", lambda: rq.collect_amqp_queues(target.broker, t, vhost,
+                                                            sorted(names)),
+                      f"AMQP {_addr(target)}")
+        aobs = atask.wait(max(deadline, time.monotonic()) + GRACE)
+        g.sources.append(SourceStatus("amqp", broker_url, aobs.ok, aobs.error,
+                                      aobs.elapsed_seconds,
+                                      detail="queue depth by passive declare (fallback)"))
+        if aobs.ok:
+            note = ("management API unavailable: depth and consumers from AMQP passive declare; "
+                    "unacked and rates unknown")
+            g.queues = Observed(aobs.value, source="amqp", notes=(note,))
+            g.notes.append(note)
+        else:
+            g.queues = Observed(error=f"{g.queues.error or 'management API unavailable'}; "
+                                      f"AMQP fallback: {aobs.error}")
+    if connections and g.connections.ok:
+        wobs = g.workers if g.workers.ok else None
+        if wobs is not None:
+            g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
+    if not any(s.name == "broker" for s in g.sources):
+        # The broker itself was reached if workers or AMQP answered over it.
+        reached = [s for s in g.sources if s.name in ("workers", "amqp")]
+        if reached:
+            ok = any(s.ok for s in reached)
+            err = None if ok else reached[0].error
+            g.sources.insert(0, SourceStatus("broker", broker_url, ok, err))
+    if api is not None and all(tk is None or tk.done() for tk in (mtask, ptask)):
+        api.close()
+
+
+# --- shared ------------------------------------------------------------------------------
+
+def _collect_workers(target: Target, options: dict[str, Any], methods: tuple[str, ...],
+                     timeout: float, deadline: float, expected, destination) -> Observed:
+    from celeryctl.collect.workers import collect_workers
+
+    control = "celery"
+    if target.app and target.app.settings.get("control_exchange"):
+        control = str(target.app.settings["control_exchange"])
+    return collect_workers(target.broker, options, methods, timeout, deadline, expected,
+                           destination, control)
+
+
+def _workers_source(wobs: Observed, url: str) -> SourceStatus:
+    detail = None
+    if wobs.ok:
+        view: WorkersView = wobs.value
+        detail = f"{len(view.nodes)} replied"
+        if view.expected is not None:
+            detail += f" of {len(view.expected)} expected ({view.expected_source})"
+        detail += f" in {view.waited_seconds:.2f} s"
+        if view.returned_early:
+            detail += " (returned early)"
+    return SourceStatus("workers", url, wobs.ok, wobs.error, wobs.elapsed_seconds, detail)
+
+
+def _spawn_backend(target: Target, deadline: float):
+    from celeryctl.collect.backend import collect_backend
+
+    return spawn("backend", lambda: collect_backend(target.result_backend, target.broker,
+                                                    target.timeout), "result backend")
+
+
+def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:
+    from celeryctl.collect.backend import backend_kind
+    from celeryctl.urls import redact
+
+    obs = task.wait(deadline + GRACE)
+    url = redact(target.result_backend)
+    if obs.ok:
+        g.backend = obs
+        status: BackendStatus = obs.value
+        ok = status.reachable is not False
+        g.sources.append(SourceStatus("result-backend", url, ok, status.error,
+                                      obs.elapsed_seconds,
+                                      detail=status.detail or status.kind))
+    else:
+        g.backend = Observed(BackendStatus(url=url, kind=backend_kind(target.result_backend),
+                                           reachable=False, error=obs.error), error=obs.error)
+        g.sources.append(SourceStatus("result-backend", url, False, obs.error,
+                                      obs.elapsed_seconds))
+
+
+def _resolve_hosts(view: WorkersView | None, deadline: float) -> dict[str, list[str]]:
+    """Worker host names (after the @) -> IP addresses, bounded (DNS can hang)."""
+    import socket
+
+    from celeryctl.knowledge import node_host
+
+    if view is None:
+        return {}
+    hosts = sorted({node_host(n.name) for n in view.nodes})
+
+    def resolve():
+        out = {}
+        for h in hosts:
+            try:
+                out[h] = sorted({ai[4][0] for ai in socket.getaddrinfo(h, None)})
+            except OSError:
+                out[h] = []
+        return out
+
+    obs = spawn("dns", resolve, "host name lookup").wait(deadline)
+    return obs.value if obs.ok else {}
+
+
+def _addr(target: Target) -> str:
+    return target.broker[0].address
+
+
+__all__ = ["Gathered", "gather", "Connection", "QueueDepth"]

@@ -1,0 +1,87 @@
+"""Result backend collector: what kind it is, whether it answers, whether it shares the broker.
+
+Redis: `PING` on the backend's own db. rpc:// results travel over the broker, so it is probed
+by connecting to the broker. amqp:// (removed in Celery 5: "Unknown result backend: 'amqp'")
+is probed as an AMQP server and flagged. Database, cache and other backends are not probed:
+their status is "not checked", never "ok".
+"""
+
+from __future__ import annotations
+
+from celeryctl.snapshot import BackendStatus
+from celeryctl.urls import Endpoint, parse_endpoint, redact
+
+REDIS_SCHEMES = ("redis", "rediss")
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def backend_kind(url: str | None) -> str:
+    if not url:
+        return "none"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
+    if scheme in REDIS_SCHEMES or scheme in ("sentinel", "redis+socket"):
+        return "redis"
+    if scheme == "rpc":
+        return "rpc"
+    if scheme in AMQP_SCHEMES:
+        return "amqp"
+    if scheme.startswith("db+") or scheme in ("django-db", "database", "sqlalchemy"):
+        return "database"
+    if scheme.startswith("cache+") or scheme in ("cache", "memcache", "django-cache"):
+        return "cache"
+    if scheme in ("disabled",):
+        return "none"
+    return "other"
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "ip6-localhost") else host
+
+
+def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: float
+                    ) -> BackendStatus:
+    kind = backend_kind(url)
+    red = redact(url)
+    if kind == "none":
+        return BackendStatus(url=None, kind="none", reachable=None,
+                             detail="no result backend configured")
+    if kind == "redis" and url and url.split("://", 1)[0].lower() in REDIS_SCHEMES:
+        from celeryctl.collect.redis import redis_client
+
+        ep = parse_endpoint(url, what="result backend URL")
+        b = broker[0]
+        same_instance = b.kind == "redis" and \
+            (_loopback(b.host), b.port) == (_loopback(ep.host), ep.port)
+        same_db = same_instance and b.redis_db == ep.redis_db
+        client = redis_client(ep, timeout)
+        try:
+            client.ping()
+            return BackendStatus(url=red, kind=kind, reachable=True,
+                                 same_instance_as_broker=same_instance, same_db_as_broker=same_db)
+        finally:
+            client.close()
+    if kind == "rpc":
+        b = broker[0]
+        if b.kind == "amqp":
+            from celeryctl.collect.rabbitmq import amqp_connect
+
+            conn, _ = amqp_connect(broker, timeout, None)
+            conn.close()
+        else:
+            from celeryctl.collect.redis import connect_first
+
+            client, _ = connect_first(broker, timeout)
+            client.close()
+        return BackendStatus(url=red, kind=kind, reachable=True, same_instance_as_broker=True,
+                             detail="rpc:// results travel over the broker as messages")
+    if kind == "amqp" and url:
+        from celeryctl.collect.rabbitmq import amqp_connect
+
+        ep = parse_endpoint(url, what="result backend URL")
+        conn, _ = amqp_connect((ep,), timeout, None)
+        conn.close()
+        return BackendStatus(url=red, kind=kind, reachable=True,
+                             detail="the amqp:// result backend was removed in Celery 5 "
+                                    "(\"Unknown result backend: 'amqp'\"); use rpc:// or redis://")
+    return BackendStatus(url=red, kind=kind, reachable=None,
+                         detail=f"celeryctl does not probe {kind} result backends")

@@ -1,0 +1,376 @@
+"""Redis broker collector: the only code that talks to a Redis broker.
+
+Key layout is kombu's (celery/kombu `kombu/transport/redis.py`, see
+shared/reference/celery-internals.md §1): queue `q` is the list `P+q` for priority step 0 and
+`P+q+SEP+str(step)` for each other step; bindings are SETs `P_kombu.binding.<exchange>` whose
+members are `routing_key SEP pattern SEP queue`; in-flight messages are the global HASH
+`P+unacked` (tag -> `[envelope, exchange, routing_key]`) with the ZSET `P+unacked_index`
+(tag -> epoch seconds when a consumer received it).
+
+Read-only: SCAN, SMEMBERS, LLEN, HLEN, HSCAN, ZRANGE, PTTL, INFO, CONFIG GET, CLIENT LIST,
+CLIENT ID. Never KEYS, never a write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeryctl.snapshot import Connection, QueueDepth, RedisServer, RedisUnacked
+from celeryctl.urls import Endpoint
+
+DEFAULT_SEP = "\x06\x16"
+DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
+BINDING = "_kombu.binding."
+SCAN_COUNT = 5000
+# HSCAN of `unacked` moves every in-flight body over the wire; above this many entries only
+# the total and the oldest age are read (per-queue attribution is then reported as unknown).
+UNACKED_ATTRIBUTION_LIMIT = 5000
+CONFIG_KEYS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory", "maxmemory-policy",
+               "save", "appendonly", "client-output-buffer-limit")
+
+
+def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
+    """A redis-py client with connect and read timeouts and no retries (redis-py >= 6
+    otherwise retries 3 times with backoff, which would break the time budget)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs: dict[str, Any] = dict(
+        host=ep.host, port=ep.port, db=ep.redis_db if db is None else db,
+        username=ep.username or None, password=ep.password or None,
+        socket_connect_timeout=timeout, socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0), health_check_interval=0,
+        client_name=None, decode_responses=False,
+    )
+    if ep.scheme == "rediss":
+        import ssl
+
+        params = dict(ep.query)
+        kwargs["ssl"] = True
+        reqs = params.get("ssl_cert_reqs", "required").lower()
+        kwargs["ssl_cert_reqs"] = {"none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE,
+                                   "optional": ssl.CERT_OPTIONAL}.get(reqs, ssl.CERT_REQUIRED)
+    return redis.Redis(**kwargs)
+
+
+def connect_first(endpoints: tuple[Endpoint, ...], timeout: float):
+    """Try each failover URL in order; return (client, endpoint) of the first that PINGs.
+    Raises the last error, with every attempt named."""
+    errors = []
+    for ep in endpoints:
+        client = redis_client(ep, timeout)
+        try:
+            client.ping()
+            return client, ep
+        except Exception as exc:  # noqa: BLE001 - collected, reported together
+            from celeryctl.collect.bounded import describe_error
+
+            errors.append(f"{ep.address}: {describe_error(exc)}" if len(endpoints) > 1
+                          else describe_error(exc))
+            client.close()
+    raise ConnectionError("; ".join(errors))
+
+
+@dataclass
+class RedisLayout:
+    """Where kombu keeps things on this broker (from transport options, else detected)."""
+
+    prefix: str = ""
+    prefix_source: str = "default"
+    sep: str = DEFAULT_SEP
+    priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
+    visibility_timeout: float = 3600.0
+    other_prefixes: tuple[str, ...] = ()
+
+    def key(self, queue: str, step: int = 0) -> bytes:
+        name = f"{self.prefix}{queue}" if not step else f"{self.prefix}{queue}{self.sep}{step}"
+        return name.encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> RedisLayout:
+        layout = cls()
+        if options.get("global_keyprefix") not in (None, "", "********"):
+            layout.prefix = str(options["global_keyprefix"])
+            layout.prefix_source = "transport options"
+        if options.get("sep"):
+            layout.sep = str(options["sep"])
+        steps = options.get("priority_steps")
+        if steps:
+            layout.priority_steps = tuple(sorted({int(s) for s in steps} | {0}))
+        if options.get("visibility_timeout"):
+            layout.visibility_timeout = float(options["visibility_timeout"])
+        return layout
+
+
+@dataclass
+class Binding:
+    exchange: str
+    routing_key: str
+    pattern: str
+    queue: str
+
+
+@dataclass
+class RedisDiscovery:
+    layout: RedisLayout
+    bindings: list[Binding] = field(default_factory=list)
+
+    @property
+    def pidbox_nodes(self) -> list[str]:
+        """Worker node names from the `<control_exchange>.pidbox` fanout bindings."""
+        out = []
+        for b in self.bindings:
+            if b.exchange.endswith(".pidbox") and not b.exchange.startswith("reply.") \
+                    and b.queue.endswith(f".{b.exchange}"):
+                out.append(b.queue[: -len(b.exchange) - 1])
+        return sorted(set(out))
+
+    def queue_names(self) -> dict[str, bool]:
+        """Queues that are Redis lists: name -> internal. Fanout queues (worker pidbox,
+        celeryev receivers) are PUB/SUB and never hold messages, so they are left out."""
+        out: dict[str, bool] = {}
+        for b in self.bindings:
+            if b.exchange.startswith("reply.") and b.exchange.endswith(".pidbox"):
+                out[b.queue] = True
+            elif b.exchange.endswith(".pidbox") or b.exchange == "celeryev" or \
+                    b.queue.startswith("celeryev."):
+                continue
+            else:
+                out.setdefault(b.queue, False)
+        return out
+
+    def resolve(self, exchange: str, routing_key: str) -> list[str]:
+        """kombu's `_lookup`: the queues a message published to (exchange, routing_key) went to."""
+        if not exchange:
+            return [routing_key]
+        table = [b for b in self.bindings if b.exchange == exchange]
+        direct = [b.queue for b in table if b.routing_key == routing_key]
+        if direct:
+            return direct
+        return sorted({b.queue for b in table}) if table and all(
+            not b.routing_key or b.routing_key == "#" for b in table) else []
+
+
+def detect_layout(client, options: dict[str, Any]) -> tuple[RedisLayout, list[bytes]]:
+    """Read transport options and SCAN for `*_kombu.binding.*` to find the global key prefix
+    when none was configured (one SCAN pass serves both purposes)."""
+    layout = RedisLayout.from_options(options)
+    keys = list(client.scan_iter(match=b"*" + BINDING.encode() + b"*", count=SCAN_COUNT))
+    by_prefix: dict[str, list[bytes]] = {}
+    for k in keys:
+        text = k.decode("utf-8", "surrogateescape")
+        prefix = text[: text.find(BINDING)]
+        by_prefix.setdefault(prefix, []).append(k)
+    if layout.prefix_source == "default" and "" not in by_prefix and len(by_prefix) == 1:
+        layout.prefix = next(iter(by_prefix))
+        layout.prefix_source = "detected from _kombu.binding keys"
+    layout.other_prefixes = tuple(sorted(p for p in by_prefix if p != layout.prefix))
+    return layout, by_prefix.get(layout.prefix, [])
+
+
+def collect_discovery(client, options: dict[str, Any]) -> RedisDiscovery:
+    """`SCAN MATCH *_kombu.binding.*` then `SMEMBERS` each (pipelined) -> bindings."""
+    layout, keys = detect_layout(client, options)
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        pipe.smembers(k)
+    members = pipe.execute() if keys else []
+    bindings = []
+    plen = len(layout.prefix) + len(BINDING)
+    for k, mems in zip(keys, members, strict=True):
+        exchange = k.decode("utf-8", "surrogateescape")[plen:]
+        for m in mems or ():
+            parts = m.decode("utf-8", "surrogateescape").split(layout.sep)
+            if len(parts) == 3:
+                bindings.append(Binding(exchange, parts[0], parts[1], parts[2]))
+    return RedisDiscovery(layout=layout, bindings=bindings)
+
+
+def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | None,
+                    now: float | None = None) -> RedisUnacked:
+    """`HLEN unacked`, `ZRANGE unacked_index 0 0 WITHSCORES`, `PTTL unacked_mutex`; when the hash
+    is small enough, `HSCAN unacked` + `ZRANGE unacked_index 0 -1 WITHSCORES` to attribute each
+    in-flight message to its queue (via its exchange/routing key, as kombu's restore does)."""
+    now = time.time() if now is None else now
+    p = layout.prefix
+    pipe = client.pipeline(transaction=False)
+    pipe.hlen(f"{p}unacked")
+    pipe.zrange(f"{p}unacked_index", 0, 0, withscores=True)
+    pipe.pttl(f"{p}unacked_mutex")
+    total, oldest, mutex_ttl = pipe.execute()
+    oldest_seconds = max(0.0, now - oldest[0][1]) if oldest else None
+    per_queue: dict[str, int] | None = None
+    oldest_per_queue: dict[str, float] | None = None
+    unattributed = 0
+    if not total:
+        per_queue, oldest_per_queue = {}, {}
+    elif total <= UNACKED_ATTRIBUTION_LIMIT:
+        scores = dict(client.zrange(f"{p}unacked_index", 0, -1, withscores=True))
+        per_queue, oldest_per_queue = {}, {}
+        for tag, raw in client.hscan_iter(f"{p}unacked", count=1000):
+            try:
+                _env, exchange, routing_key = json.loads(raw)
+                queues = (discovery.resolve(exchange or "", routing_key or "")
+                          if discovery else [routing_key])
+            except (ValueError, TypeError):
+                queues = []
+            if not queues:
+                unattributed += 1
+                continue
+            age = now - scores[tag] if tag in scores else None
+            for q in queues:
+                per_queue[q] = per_queue.get(q, 0) + 1
+                if age is not None:
+                    oldest_per_queue[q] = max(oldest_per_queue.get(q, 0.0), age)
+    return RedisUnacked(total=int(total or 0), oldest_seconds=oldest_seconds,
+                        per_queue=per_queue, oldest_per_queue=oldest_per_queue,
+                        unattributed=unattributed,
+                        mutex_ttl_ms=int(mutex_ttl) if mutex_ttl and mutex_ttl > 0 else None)
+
+
+def collect_depths(client, layout: RedisLayout, queues: list[str]) -> dict[str, dict[str, int]]:
+    """One pipelined round trip: `LLEN` of every queue's priority sub-lists, as kombu's
+    `Channel._size`. Returns queue -> {step: length} (step "0" is the bare list)."""
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        for step in layout.priority_steps:
+            pipe.llen(layout.key(q, step))
+    lengths = pipe.execute() if queues else []
+    out: dict[str, dict[str, int]] = {}
+    i = 0
+    for q in queues:
+        buckets = {}
+        for step in layout.priority_steps:
+            buckets[str(step)] = int(lengths[i] or 0)
+            i += 1
+        out[q] = buckets
+    return out
+
+
+def collect_server(client, layout: RedisLayout) -> RedisServer:
+    """`INFO` (all default sections) and `CONFIG GET` of the settings doctor needs. Managed
+    Redis often disables or renames CONFIG: that is recorded, not fatal."""
+    import redis
+
+    info = client.info()
+    config: dict[str, str] | None = {}
+    config_error = None
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in CONFIG_KEYS:
+            pipe.config_get(key)
+        for part in pipe.execute():
+            config.update({_s(k): _s(v) for k, v in (part or {}).items()})
+    except redis.ResponseError as exc:
+        config, config_error = None, f"CONFIG GET refused: {exc}"
+    return RedisServer(version=str(info.get("redis_version")) if info else None,
+                       info=_jsonable_info(info), config=config, config_error=config_error,
+                       keyprefix=layout.prefix, keyprefix_source=layout.prefix_source,
+                       other_keyprefixes=layout.other_prefixes)
+
+
+def collect_clients(client) -> list[Connection]:
+    """`CLIENT LIST` -> one Connection per line (`k=v` tokens; unknown fields kept in raw,
+    missing ones tolerated: the field set grows with each Redis release). The line of this
+    very command's connection (`CLIENT ID`) is marked role "celeryctl"."""
+    own_id = str(client.client_id())
+    raw = client.execute_command("CLIENT LIST")
+    if isinstance(raw, list):  # redis-py parsed it into dicts already
+        rows = [{_s(k): _s(v) for k, v in row.items()} for row in raw if isinstance(row, dict)]
+    else:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        rows = [parse_client_fields(line) for line in text.splitlines()]
+    return [c for c in (client_from_fields(f, own_id) for f in rows) if c]
+
+
+def parse_client_fields(line: str) -> dict[str, str]:
+    """One CLIENT LIST line as `k=v` tokens (values never contain spaces)."""
+    fields: dict[str, str] = {}
+    for token in line.strip().split(" "):
+        if "=" in token:
+            k, _, v = token.partition("=")
+            fields[k] = v
+    return fields
+
+
+def client_from_fields(fields: dict[str, str], own_id: str | None = None) -> Connection | None:
+    if "addr" not in fields:
+        return None
+    flags = fields.get("flags", "")
+    cmd = fields.get("cmd", "")
+    sub = _int(fields.get("sub")) or 0
+    psub = _int(fields.get("psub")) or 0
+    if own_id is not None and fields.get("id") == own_id:
+        role = "celeryctl"
+    elif "P" in flags or sub or psub:
+        role = "pubsub"
+    elif cmd in ("brpop", "blpop", "bzpopmin", "bzpopmax", "blmove", "brpoplpush"):
+        role = "consumer"
+    elif "M" in flags or "S" in flags:
+        role = "replication"
+    else:
+        role = "client"
+    return Connection(
+        broker="redis", address=fields["addr"], name=fields.get("name") or None,
+        id=fields.get("id"), age_seconds=_float(fields.get("age")),
+        idle_seconds=_float(fields.get("idle")), command=cmd or None, flags=flags or None,
+        db=_int(fields.get("db")), user=fields.get("user"), role=role, raw=fields,
+    )
+
+
+def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
+                       depths: dict[str, dict[str, int]], unacked: RedisUnacked | None,
+                       consumers: dict[str, list[str]] | None) -> list[QueueDepth]:
+    """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution
+    and worker consumers into QueueDepth records."""
+    out = []
+    for name, (internal, discovered_by) in sorted(names.items()):
+        buckets = depths.get(name)
+        per_q = unacked.per_queue if unacked else None
+        workers = (consumers or {}).get(name, [])
+        out.append(QueueDepth(
+            name=name, broker="redis",
+            ready=sum(buckets.values()) if buckets is not None else None,
+            buckets=buckets,
+            unacked=(per_q.get(name, 0) if per_q is not None else None),
+            oldest_unacked_seconds=(unacked.oldest_per_queue or {}).get(name) if unacked else None,
+            consumers=len(workers) if consumers is not None else None,
+            consumers_source="workers" if consumers is not None else None,
+            consumer_workers=tuple(workers), internal=internal,
+            exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by,
+            source="redis", discovered_by=discovered_by,
+        ))
+    return out
+
+
+def _s(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _int(v: str | None) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (info or {}).items():
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, dict):
+            v = _jsonable_info(v)
+        out[_s(k)] = v
+    return out

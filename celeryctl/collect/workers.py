@@ -1,0 +1,234 @@
+"""Workers collector: Celery remote control (inspect) over the broker.
+
+Celery's `inspect` sends one method at a time and always waits its full timeout unless given
+a `limit` — which would also silently drop a second worker with a duplicate node name. Here
+every method is published at once, each with its own ticket, to the `celery.pidbox` fanout
+exchange, and the replies (all routed to one reply queue `<oid>.reply.celery.pidbox`) are
+collected in one loop that returns as soon as every *expected* worker has answered every
+method. The expected set comes from the workers' pidbox bindings (Redis
+`_kombu.binding.celery.pidbox`; RabbitMQ bindings of the `celery.pidbox` exchange). Without it,
+the loop waits the whole timeout, as Celery does.
+
+Requests are published without kombu's `retry=True` (unbounded retries on a dead broker).
+Replies are decoded only if JSON/YAML/msgpack: a worker replying in pickle is counted as
+"foreign" and never unpickled.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celeryctl.snapshot import Observed, WorkerNode, WorkersView
+from celeryctl.urls import Endpoint
+
+INSPECT_METHODS = {
+    "ping": {},
+    "stats": {},
+    "active": {},
+    "reserved": {},
+    "scheduled": {},
+    "registered": {"taskinfoitems": []},
+    "conf": {"with_defaults": True},
+    "active_queues": {},
+    "revoked": {},
+}
+SAFE_CONTENT = ("application/json", "application/x-yaml", "application/x-msgpack")
+DUPLICATE_GRACE = 0.03  # after every expected reply, wait this long for duplicate node names
+POLL = 0.05
+
+
+def kombu_connection(ep: Endpoint, timeout: float, transport_options: dict[str, Any]):
+    """A kombu Connection that fails fast: connect timeout, socket timeouts, no retries."""
+    from kombu import Connection
+
+    opts = {k: v for k, v in transport_options.items()
+            if k in ("global_keyprefix", "sep", "priority_steps", "fanout_prefix",
+                     "fanout_patterns", "visibility_timeout", "queue_order_strategy")}
+    opts.update(max_retries=0, interval_start=0, interval_step=0, interval_max=0)
+    if ep.kind == "redis":
+        # BRPOP blocks up to 1 s server-side: the read timeout must exceed it.
+        # ack_emulation=False: kombu's poller otherwise runs `restore_visible`, which requeues
+        # other consumers' overdue unacked messages — a write no read command may make.
+        opts.update(socket_connect_timeout=timeout, socket_timeout=max(timeout, 2.0),
+                    health_check_interval=0, ack_emulation=False)
+    else:
+        opts.update(read_timeout=max(timeout, 2.0), write_timeout=timeout)
+    url = ep.raw.replace("pyamqp://", "amqp://", 1) if ep.scheme == "pyamqp" else ep.raw
+    return Connection(url, connect_timeout=timeout, heartbeat=0, transport_options=opts,
+                      ssl=ep.scheme in ("amqps",) or None)
+
+
+def connect(endpoints: tuple[Endpoint, ...], timeout: float, transport_options: dict[str, Any]):
+    """Connect to the first failover URL that answers; errors name every attempt."""
+    from celeryctl.collect.bounded import describe_error
+
+    errors = []
+    for ep in endpoints:
+        conn = kombu_connection(ep, timeout, transport_options)
+        try:
+            conn.ensure_connection(max_retries=0, timeout=timeout)
+            return conn, ep
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{ep.address}: {describe_error(exc)}" if len(endpoints) > 1
+                          else describe_error(exc))
+            _quiet_release(conn)
+    raise ConnectionError("; ".join(errors))
+
+
+def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str, Any],
+                    methods: tuple[str, ...], timeout: float, deadline: float,
+                    expected: Callable[[], Observed | None] | None = None,
+                    destination: list[str] | None = None,
+                    control_exchange: str = "celery") -> Observed:
+    """Broadcast `methods` and collect per-worker raw replies until every expected node answered
+    or `timeout` passed. `expected()` returns an Observed list of node names when known (polled:
+    it may be computed concurrently), or None while still unknown."""
+    from celery import Celery
+    from kombu import Consumer, Producer
+    from kombu.common import maybe_declare
+    from kombu.exceptions import ContentDisallowed, DecodeError
+    from kombu.serialization import loads
+
+    started = time.monotonic()
+    app = Celery("celeryctl", set_as_current=False)
+    app.conf.control_exchange = control_exchange
+    conn, ep = connect(endpoints, timeout, transport_options)
+    try:
+        mailbox = app.control.mailbox(conn)
+        chan = conn.default_channel
+        reply_queue = mailbox.reply_queue(chan)
+        maybe_declare(reply_queue)
+        tickets: dict[str, str] = {}
+        with Producer(chan) as producer:
+            for method in methods:
+                ticket = str(uuid.uuid4())
+                tickets[ticket] = method
+                producer.publish(
+                    {"method": method, "arguments": INSPECT_METHODS.get(method, {}),
+                     "destination": destination, "pattern": None, "matcher": None,
+                     "ticket": ticket,
+                     "reply_to": {"exchange": mailbox.reply_exchange.name,
+                                  "routing_key": mailbox.oid}},
+                    exchange=mailbox.exchange.name, declare=[mailbox.exchange],
+                    headers={"clock": mailbox.clock.forward(), "expires": time.time() + timeout},
+                    serializer="json", retry=False,
+                )
+
+        # replies[(method)] -> list of (node, reply); order of arrival kept
+        replies: dict[str, list[tuple[str, Any]]] = {m: [] for m in methods}
+        foreign: list[str] = []
+
+        def on_message(message) -> None:
+            method = tickets.get(message.headers.get("ticket"))
+            if method is None:
+                return  # a late reply to an earlier request of this oid
+            try:
+                body = loads(message.body, message.content_type, message.content_encoding,
+                             accept=SAFE_CONTENT)
+            except (ContentDisallowed, DecodeError, Exception):  # noqa: BLE001
+                foreign.append(message.content_type or "unknown")
+                return
+            if isinstance(body, dict):
+                for node, reply in body.items():
+                    replies[method].append((str(node), reply))
+
+        end = min(deadline, started + timeout)
+        wanted: set[str] | None = set(destination) if destination else None
+        expected_obs: Observed | None = None
+        returned_early = False
+        complete_at: float | None = None
+        consumer = Consumer(chan, [reply_queue], no_ack=True, on_message=on_message,
+                            accept=list(SAFE_CONTENT))
+        with consumer:
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if wanted is None and expected is not None and expected_obs is None:
+                    expected_obs = expected()
+                    if expected_obs is not None and expected_obs.ok and expected_obs.value:
+                        wanted = set(expected_obs.value)
+                if wanted and all(wanted <= {n for n, _ in replies[m]} for m in methods):
+                    if complete_at is None:
+                        complete_at = now
+                    if now - complete_at >= DUPLICATE_GRACE:
+                        returned_early = True
+                        break
+                limit = end - now
+                if complete_at is not None:
+                    limit = min(limit, complete_at + DUPLICATE_GRACE - now)
+                try:
+                    conn.drain_events(timeout=max(0.001, min(POLL, limit)))
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    import socket
+
+                    if isinstance(exc, socket.timeout):
+                        continue
+                    raise
+        after = getattr(chan, "after_reply_message_received", None)
+        if after is not None:
+            try:
+                after(reply_queue.name)
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
+        if expected is not None and expected_obs is None:
+            expected_obs = expected()
+    finally:
+        # Closing a kombu Redis connection waits out a BRPOP still in flight (up to 1 s):
+        # release in the background; the process exiting closes the socket anyway.
+        import threading
+
+        threading.Thread(target=_quiet_release, args=(conn,), daemon=True).start()
+
+    nodes = _assemble(methods, replies)
+    view = WorkersView(
+        nodes=tuple(nodes), methods=tuple(methods),
+        expected=tuple(sorted(expected_obs.value)) if expected_obs and expected_obs.ok
+        and expected_obs.value is not None else None,
+        expected_source=expected_obs.source if expected_obs and expected_obs.ok else None,
+        expected_error=expected_obs.error if expected_obs else None,
+        waited_seconds=time.monotonic() - started, returned_early=returned_early,
+        foreign_replies=len(foreign), foreign_content_types=tuple(sorted(set(foreign))),
+    )
+    return Observed(value=view, source=f"workers via {ep.kind} {ep.address}",
+                    elapsed_seconds=time.monotonic() - started)
+
+
+def _assemble(methods: tuple[str, ...], replies: dict[str, list[tuple[str, Any]]]) -> list[WorkerNode]:
+    """Group replies into nodes. The k-th reply of node N to each method belongs to the k-th
+    worker named N, so duplicate node names stay separate workers."""
+    order: list[str] = []
+    counts: dict[str, int] = {}
+    for m in methods:
+        seen: dict[str, int] = {}
+        for node, _ in replies[m]:
+            seen[node] = seen.get(node, 0) + 1
+            if seen[node] > counts.get(node, 0):
+                counts[node] = seen[node]
+                order.append(node)
+    slots: dict[tuple[str, int], dict[str, Any]] = {}
+    for m in methods:
+        seen = {}
+        for node, reply in replies[m]:
+            k = seen.get(node, 0)
+            seen[node] = k + 1
+            slots.setdefault((node, k), {})[m] = reply
+    out = []
+    emitted: dict[str, int] = {}
+    for node in order:
+        k = emitted.get(node, 0)
+        emitted[node] = k + 1
+        out.append(WorkerNode(name=node, replies=slots.get((node, k), {})))
+    return out
+
+
+def _quiet_release(conn) -> None:
+    try:
+        conn.release()
+    except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+        pass

@@ -1,0 +1,54 @@
+"""The lab's demo Celery app: a few tasks and queues, configured from the environment so the
+same module serves every deployment shape (Redis or RabbitMQ broker; Redis, rpc or no backend;
+a global key prefix; priority queues).
+
+Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_LAB_KEYPREFIX,
+CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+from kombu import Queue
+
+app = Celery("celeryctl_lab")
+
+_transport: dict = {}
+if os.environ.get("CELERYCTL_LAB_KEYPREFIX"):
+    _transport["global_keyprefix"] = os.environ["CELERYCTL_LAB_KEYPREFIX"]
+
+app.conf.update(
+    broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
+    broker_transport_options=_transport,
+    broker_connection_retry_on_startup=True,
+    task_serializer=os.environ.get("CELERYCTL_LAB_SERIALIZER", "json"),
+    accept_content=os.environ.get("CELERYCTL_LAB_ACCEPT", "json").split(","),
+    worker_prefetch_multiplier=int(os.environ.get("CELERYCTL_LAB_PREFETCH", "4")),
+    task_queues=[Queue("celery", routing_key="celery"),
+                 Queue("hipri", routing_key="hipri", queue_arguments={"x-max-priority": 10}),
+                 Queue("slow", routing_key="slow")],
+    task_default_queue="celery",
+    task_routes={"celeryctl.lab.demoapp.sleep": {"queue": "slow"}},
+    result_expires=3600,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="celeryctl.lab.demoapp.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="celeryctl.lab.demoapp.sleep")
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="celeryctl.lab.demoapp.fail")
+def fail() -> None:
+    raise RuntimeError("demo failure")

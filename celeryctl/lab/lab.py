@@ -1,0 +1,123 @@
+"""`celeryctl lab`: a throwaway Celery cluster on loopback, recorded in DIR/state.json so that
+`down` stops exactly what `up` started. The test suite's fixtures use the same functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celeryctl.lab import servers as s
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("CELERYCTL_LAB_DIR")
+                or os.path.expanduser("~/.local/state/celeryctl/lab"))
+
+
+@dataclass
+class LabState:
+    dir: str
+    broker: str  # redis | rabbitmq
+    redis: dict | None = None
+    rabbitmq: dict | None = None
+    workers: list[dict] = field(default_factory=list)
+
+    def procs(self) -> list[s.Proc]:
+        out = [s.from_dict(w) for w in self.workers]
+        out += [s.from_dict(p) for p in (self.redis, self.rabbitmq) if p]
+        return out
+
+    @property
+    def broker_url(self) -> str | None:
+        src = self.redis if self.broker == "redis" else self.rabbitmq
+        return src["info"]["url"] if src else None
+
+    @property
+    def api_url(self) -> str | None:
+        return self.rabbitmq["info"]["api"] if self.rabbitmq else None
+
+    def env(self) -> dict[str, str]:
+        out = {}
+        if self.broker_url:
+            out["CELERY_BROKER_URL"] = self.broker_url
+        if self.api_url and self.broker == "rabbitmq":
+            out["CELERYCTL_RABBITMQ_API"] = self.api_url
+        return out
+
+
+def state_path(d: Path) -> Path:
+    return d / "state.json"
+
+
+def load(d: Path) -> LabState | None:
+    try:
+        return LabState(**json.loads(state_path(d).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save(st: LabState) -> None:
+    p = state_path(Path(st.dir))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st.__dict__, indent=2))
+    tmp.replace(p)
+
+
+def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
+       pool: str = "prefork", concurrency: int = 2, progress=print) -> LabState:
+    existing = load(d)
+    if existing and any(p.alive() for p in existing.procs()):
+        raise s.LabError(f"a lab is already running from {d} (celeryctl lab down first)")
+    if existing:
+        down(d, progress=lambda *_: None)
+    d.mkdir(parents=True, exist_ok=True)
+    st = LabState(dir=str(d.resolve()), broker=broker)
+    try:
+        if s.redis_binary():
+            progress("starting redis-server ...")
+            st.redis = s.to_dict(s.start_redis(d))
+            save(st)
+        elif broker == "redis":
+            raise s.LabError("redis-server is not installed (apt-get install redis-server)")
+        if rabbitmq or broker == "rabbitmq":
+            if s.rabbitmq_binary():
+                progress("starting rabbitmq-server with the management plugin (a few seconds) ...")
+                st.rabbitmq = s.to_dict(s.start_rabbitmq(d))
+                save(st)
+            elif broker == "rabbitmq":
+                raise s.LabError("rabbitmq-server is not installed "
+                                 "(apt-get install rabbitmq-server)")
+            else:
+                progress("rabbitmq-server not installed: lab runs without it")
+        url = st.broker_url
+        assert url is not None
+        for i in range(1, workers + 1):
+            progress(f"starting worker w{i} ({pool}, concurrency {concurrency}) on {broker} ...")
+            st.workers.append(s.to_dict(s.start_worker(d, url, f"w{i}@%h", pool=pool,
+                                                       concurrency=concurrency)))
+            save(st)
+    except BaseException:
+        down(d, progress=lambda *_: None)
+        raise
+    return st
+
+
+def down(d: Path, progress=print) -> list[str]:
+    st = load(d)
+    if st is None:
+        return []
+    stopped = []
+    # workers first, so they do not reconnect-loop against stopped servers
+    for p in st.procs():
+        if p.alive():
+            progress(f"stopping {p.kind} {p.name} (pid {p.pid}) ...")
+            p.stop()
+            stopped.append(f"{p.kind} {p.name}")
+    for sub in ("rabbitmq", "redis"):
+        shutil.rmtree(Path(st.dir) / sub, ignore_errors=True)
+    state_path(d).unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,27 @@
+"""Publish demo tasks to the lab (used by `make demo` and drills):
+`python -m celeryctl.lab.publish --count 25 [--queue nobody] [--priority 6]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--queue", default="unconsumed")
+    p.add_argument("--priority", type=int, default=None)
+    p.add_argument("--task", default="add", choices=("add", "sleep", "fail"))
+    args = p.parse_args()
+    from celeryctl.lab import demoapp
+
+    task = getattr(demoapp, args.task)
+    targs = (1, 2) if args.task == "add" else ((5,) if args.task == "sleep" else ())
+    for i in range(args.count):
+        task.apply_async(targs, queue=args.queue,
+                         priority=args.priority if args.priority is not None else (i % 10))
+    print(f"published {args.count} {task.name} to {args.queue}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Throwaway real servers and workers on loopback: redis-server, rabbitmq-server with the
+management plugin (own node name, data directory, cookie and ports), and Celery workers of the
+bundled demo app. Used by `celeryctl lab` and by the test suite's fixtures.
+
+Every process is started in its own session (process group) and recorded with its pid and a
+marker from its command line, so `stop` kills exactly what `start` started and never a process
+that reused the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RABBIT_BIN_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
+MARKER_VAR = "CELERYCTL_LAB_PROCESS"
+
+
+class LabError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Proc:
+    kind: str  # redis | rabbitmq | worker
+    name: str
+    pid: int
+    marker: str  # a substring of /proc/<pid>/cmdline (or environ) proving identity
+    log: str
+    info: dict = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except OSError:
+            return False
+        try:
+            if Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            environ = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return True  # no /proc: trust kill(0)
+        # The marker is in the environment: Celery rewrites its command line (setproctitle).
+        return f"{MARKER_VAR}={self.marker}".encode() in environ
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
+        if not self.alive():
+            return
+        try:
+            pgid = os.getpgid(self.pid)
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGTERM)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(self.pid, os.WNOHANG)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False
+    # zombies still count for killpg(0): reap ours, then check /proc for live members
+    with contextlib.suppress(ChildProcessError, OSError):
+        while os.waitpid(-pgid, os.WNOHANG)[0]:
+            pass
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parts = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(parts[2]) == pgid and parts[0] != "Z":
+            return True
+    return False
+
+
+def _marker(kind: str, name: str) -> str:
+    return f"{kind}:{name}:{os.getpid()}:{time.monotonic_ns()}"
+
+
+def _spawn(cmd: list[str], log: Path, marker: str, env: dict[str, str] | None = None,
+           cwd: str | None = None) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ if env is None else env)
+    env[MARKER_VAR] = marker
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=cwd, start_new_session=True)
+    return proc.pid
+
+
+def redis_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+def rabbitmq_binary() -> str | None:
+    for d in RABBIT_BIN_DIRS:
+        p = Path(d) / "rabbitmq-server"
+        if p.exists():
+            return str(p)
+    return shutil.which("rabbitmq-server")
+
+
+def start_redis(base: Path, *, port: int | None = None, password: str | None = None,
+                name: str = "redis") -> Proc:
+    binary = redis_binary()
+    if not binary:
+        raise LabError("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(d), "--daemonize", "no", "--protected-mode", "no"]
+    if password:
+        cmd += ["--requirepass", password]
+    log = d / "redis.log"
+    marker = _marker("redis", name)
+    pid = _spawn(cmd, log, marker)
+    _wait(lambda: port_open(port), 10, f"redis-server on port {port}", log)
+    auth = f":{password}@" if password else ""
+    return Proc("redis", name, pid, marker, str(log),
+                {"port": port, "url": f"redis://{auth}127.0.0.1:{port}/0"})
+
+
+def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0) -> Proc:
+    binary = rabbitmq_binary()
+    if not binary:
+        raise LabError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    amqp, mgmt, dist = free_port(), free_port(), free_port()
+    d = (base / name).resolve()
+    for sub in ("mnesia", "log"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    (d / "rabbitmq.conf").write_text(
+        f"listeners.tcp.default = 127.0.0.1:{amqp}\n"
+        f"management.tcp.port = {mgmt}\n"
+        f"management.tcp.ip = 127.0.0.1\n"
+        "collect_statistics_interval = 500\n"
+        "loopback_users = none\n"
+    )
+    node = f"celeryctl{amqp}@localhost"
+    env = dict(os.environ)
+    env.update(
+        HOME=str(d), RABBITMQ_NODENAME=node, RABBITMQ_CONFIG_FILE=str(d / "rabbitmq.conf"),
+        RABBITMQ_MNESIA_BASE=str(d / "mnesia"), RABBITMQ_LOG_BASE=str(d / "log"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=str(d / "enabled_plugins"),
+        RABBITMQ_DIST_PORT=str(dist), RABBITMQ_PID_FILE=str(d / "pid"),
+        RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
+    )
+    (d / "rabbitmq-env.conf").write_text("")
+    log = d / "server.log"
+    marker = _marker("rabbitmq", name)
+    pid = _spawn([binary], log, marker, env=env, cwd=str(d))
+    proc = Proc("rabbitmq", name, pid, marker, str(log),
+                {"amqp_port": amqp, "management_port": mgmt, "node": node,
+                 # no userinfo: every client defaults to RabbitMQ's guest/guest
+                 "url": f"amqp://127.0.0.1:{amqp}//",
+                 "api": f"http://127.0.0.1:{mgmt}"})
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise LabError(f"rabbitmq-server exited during start-up; see {log} and {d / 'log'}")
+        return _http_ok(f"http://127.0.0.1:{mgmt}/api/overview")
+
+    _wait(ready, timeout, f"rabbitmq-server (management on {mgmt})", log)
+    return proc
+
+
+def _http_ok(url: str) -> bool:
+    import base64
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={
+        "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=1) as resp:  # noqa: S310 - loopback only
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celery,hipri,slow",
+                 pool: str = "threads", concurrency: int = 2, env: dict[str, str] | None = None,
+                 backend: str | None = None, extra: list[str] | None = None,
+                 wait: bool = True, timeout: float = 30.0) -> Proc:
+    """A real `celery worker` of the demo app, logging to `base/workers/<name>.log`."""
+    log = base / "workers" / f"{name.replace('@', '_')}.log"
+    if log.exists():
+        log.unlink()
+    wenv = dict(os.environ)
+    wenv.update(env or {})
+    wenv["CELERY_BROKER_URL"] = broker_url
+    wenv["CELERY_RESULT_BACKEND"] = backend or ""
+    wenv["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "celery", "-A", "celeryctl.lab.demoapp", "worker", "-n", name,
+           "-P", pool, "-c", str(concurrency), "-Q", queues, "-l", "INFO",
+           "--without-mingle", "--without-gossip", *(extra or [])]
+    marker = _marker("worker", name)
+    pid = _spawn(cmd, log, marker, env=wenv)
+    proc = Proc("worker", name, pid, marker, str(log), {"queues": queues, "pool": pool})
+    if wait:
+        def ready() -> bool:
+            if not proc.alive():
+                raise LabError(f"worker {name} exited during start-up; see {log}")
+            try:
+                return " ready." in log.read_text(errors="replace")
+            except OSError:
+                return False
+
+        _wait(ready, timeout, f"worker {name}", log)
+    return proc
+
+
+def _wait(cond, timeout: float, what: str, log: Path) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    tail = ""
+    with contextlib.suppress(OSError):
+        tail = "\n".join(Path(log).read_text(errors="replace").splitlines()[-15:])
+    raise LabError(f"{what} not ready after {timeout:.0f} s; last lines of {log}:\n{tail}")
+
+
+def to_dict(p: Proc) -> dict:
+    return asdict(p)
+
+
+def from_dict(d: dict) -> Proc:
+    return Proc(**d)

@@ -1,0 +1,196 @@
+"""Plain, JSON-serialisable records of what was observed.
+
+Collectors produce them, checks and renderers read them. Nothing here does I/O. Every
+observation is an `Observed`: a value, or the precise reason it could not be seen — an
+unreachable source is never an empty list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Observed(Generic[T]):
+    value: T | None = None
+    error: str | None = None  # "redis 127.0.0.1:6379: connection refused (2.0 s)"
+    source: str = ""  # which source answered: "redis", "management-api", "amqp", "workers"
+    elapsed_seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """One line of the `sources` list in every JSON output."""
+
+    name: str  # "broker", "workers", "management-api", "result-backend", "amqp"
+    url: str | None  # redacted
+    ok: bool
+    error: str | None = None
+    elapsed_seconds: float = 0.0
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "ok": self.ok, "error": self.error,
+                "elapsed_seconds": round(self.elapsed_seconds, 3), "detail": self.detail}
+
+
+# --- workers -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerNode:
+    """One worker as it answered remote control. Two workers with the same node name are two
+    WorkerNodes: they are never merged."""
+
+    name: str
+    replies: dict[str, Any] = field(default_factory=dict)  # method -> raw reply
+    undecodable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkersView:
+    nodes: tuple[WorkerNode, ...] = ()
+    methods: tuple[str, ...] = ()
+    expected: tuple[str, ...] | None = None  # node names from pidbox bindings; None = unknown
+    expected_source: str | None = None  # "redis binding", "management-api binding"
+    expected_error: str | None = None
+    waited_seconds: float = 0.0
+    returned_early: bool = False
+    foreign_replies: int = 0  # replies that could not be decoded (e.g. pickle)
+    foreign_content_types: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def missing(self) -> list[str]:
+        if self.expected is None:
+            return []
+        seen = set(self.names)
+        return [e for e in self.expected if e not in seen]
+
+
+# --- queues ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueDepth:
+    name: str
+    broker: str  # "redis" | "rabbitmq"
+    vhost: str | None = None
+    ready: int | None = None
+    buckets: dict[str, int] | None = None  # Redis: priority step -> LLEN ("0", "3", ...)
+    unacked: int | None = None
+    oldest_unacked_seconds: float | None = None
+    consumers: int | None = None
+    consumers_source: str | None = None  # "broker" | "workers"
+    consumer_workers: tuple[str, ...] = ()
+    publish_rate: float | None = None  # messages/s (management API)
+    deliver_rate: float | None = None
+    ack_rate: float | None = None
+    internal: bool = False  # pidbox replies, celeryev, result queues
+    exists: bool = True
+    source: str = ""  # "redis" | "management-api" | "amqp"
+    discovered_by: tuple[str, ...] = ()  # binding, worker, app, flag, broker
+    type: str | None = None  # classic | quorum | stream
+    state: str | None = None
+    node: str | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+    messages_bytes: int | None = None
+    idle_since: str | None = None
+    error: str | None = None  # this queue alone could not be read
+
+
+@dataclass(frozen=True)
+class RedisUnacked:
+    """kombu's ack emulation: the global `unacked` hash and `unacked_index` zset."""
+
+    total: int
+    oldest_seconds: float | None
+    per_queue: dict[str, int] | None  # None when too many to attribute cheaply
+    oldest_per_queue: dict[str, float] | None
+    unattributed: int = 0
+    mutex_ttl_ms: int | None = None
+
+
+# --- connections -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Connection:
+    """A Redis client (CLIENT LIST) or a RabbitMQ connection (/api/connections), normalised."""
+
+    broker: str  # "redis" | "rabbitmq"
+    address: str
+    name: str | None = None
+    id: str | None = None
+    age_seconds: float | None = None
+    idle_seconds: float | None = None
+    command: str | None = None  # Redis cmd=; RabbitMQ: state
+    state: str | None = None
+    flags: str | None = None
+    db: int | None = None
+    user: str | None = None
+    vhost: str | None = None
+    channels: int | None = None
+    heartbeat_seconds: int | None = None
+    role: str | None = None  # consumer-brpop | pubsub | pool | celeryctl | ...
+    worker: str | None = None  # attributed worker node name(s)
+    worker_match: str | None = None  # "exact" (pidbox consumer / name) | "host"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+# --- servers -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisServer:
+    version: str | None
+    info: dict[str, Any]
+    config: dict[str, str] | None
+    config_error: str | None
+    keyprefix: str
+    keyprefix_source: str
+    other_keyprefixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RabbitServer:
+    version: str | None
+    cluster_name: str | None
+    management_version: str | None
+    overview: dict[str, Any]
+    nodes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    url: str | None  # redacted
+    kind: str  # redis | rpc | amqp | database | cache | other | none
+    reachable: bool | None  # None = not checked (kind celeryctl cannot probe)
+    error: str | None = None
+    same_instance_as_broker: bool | None = None
+    same_db_as_broker: bool | None = None
+    detail: str | None = None
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses (incl. Observed) to plain dicts/lists, recursively."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Observed):
+            out["ok"] = obj.ok
+        return out
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    return obj

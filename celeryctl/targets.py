@@ -1,0 +1,350 @@
+"""Where to look: the one place that decides which broker, backend and API celeryctl reads.
+
+Precedence, per setting: command-line flags > environment > profile > Celery app config >
+built-in default. Each resolved value remembers where it came from (`origins`), so output can
+say "broker from CELERY_BROKER_URL" or "default redis://localhost:6379/0 (nothing given)".
+
+Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_RABBITMQ_API, CELERYCTL_CONFIG.
+Profiles: TOML at ~/.config/celeryctl/config.toml (or $CELERYCTL_CONFIG)::
+
+    [clusters.prod]
+    broker = "redis://:secret@redis.prod:6379/0"
+    result_backend = "redis://redis.prod:6379/1"
+    rabbitmq_api = "http://user:pass@rabbit.prod:15672"
+    vhost = "/"
+    queues = ["celery", "emails"]
+    timeout = 3
+    app = "proj.celery:app"
+    transport_options = { global_keyprefix = "proj:" }
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from celeryctl.status import UsageError
+from celeryctl.urls import SECRETS, Endpoint, parse_broker, parse_endpoint, parse_http, redact
+
+DEFAULT_BROKER = "redis://localhost:6379/0"
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_CONFIG = "~/.config/celeryctl/config.toml"
+
+# Celery settings celeryctl reads from an app (names as in celery/app/defaults.py).
+APP_SETTINGS = (
+    "broker_url", "broker_read_url", "broker_write_url", "result_backend",
+    "broker_transport_options", "result_backend_transport_options",
+    "task_serializer", "result_serializer", "event_serializer", "accept_content",
+    "result_accept_content", "task_queues", "task_routes", "task_default_queue",
+    "task_default_exchange", "task_default_routing_key", "task_queue_max_priority",
+    "task_default_priority", "broker_pool_limit", "broker_pool_acquire_timeout",
+    "broker_connection_timeout", "broker_connection_retry", "broker_connection_max_retries",
+    "broker_heartbeat", "worker_prefetch_multiplier", "task_acks_late",
+    "task_reject_on_worker_lost", "result_expires", "result_persistent",
+    "worker_max_tasks_per_child", "worker_concurrency", "task_always_eager",
+    "control_exchange", "event_queue_ttl", "event_queue_expires", "control_queue_ttl",
+    "control_queue_expires", "task_create_missing_queues", "worker_send_task_events",
+    "redis_max_connections", "task_time_limit", "task_soft_time_limit",
+)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What celeryctl read from a Celery app: JSON-safe settings, and what could not be read."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    queue_names: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    broker: tuple[Endpoint, ...]
+    result_backend: str | None
+    rabbitmq_api: Endpoint | None
+    vhost: str | None
+    queues: tuple[str, ...]
+    timeout: float
+    transport_options: dict[str, Any]
+    app: AppConfig | None
+    profile: str | None
+    origins: dict[str, str]
+    used_default_broker: bool = False
+
+    @property
+    def broker_kind(self) -> str:
+        return self.broker[0].kind
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(e.raw for e in self.broker)
+
+    @property
+    def broker_redacted(self) -> str:
+        return redact(self.broker_url) or ""
+
+    @property
+    def effective_vhost(self) -> str:
+        return self.vhost if self.vhost is not None else self.broker[0].vhost
+
+    def describe(self) -> list[str]:
+        """Human lines saying where each value came from (for stderr / headers)."""
+        lines = [f"broker {self.broker_redacted} ({self.origins.get('broker', '?')})"]
+        if self.result_backend:
+            lines.append(f"result backend {redact(self.result_backend)} "
+                         f"({self.origins.get('result_backend', '?')})")
+        if self.rabbitmq_api:
+            lines.append(f"management API {self.rabbitmq_api.redacted} "
+                         f"({self.origins.get('rabbitmq_api', '?')})")
+        return lines
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe, redacted description of the target."""
+        return {
+            "broker": self.broker_redacted,
+            "broker_kind": self.broker_kind,
+            "result_backend": redact(self.result_backend),
+            "rabbitmq_api": self.rabbitmq_api.redacted if self.rabbitmq_api else None,
+            "vhost": self.effective_vhost if self.broker_kind == "amqp" else None,
+            "queues": list(self.queues),
+            "timeout_seconds": self.timeout,
+            "profile": self.profile,
+            "app": self.app.name if self.app else None,
+            "origins": dict(self.origins),
+            "used_default_broker": self.used_default_broker,
+        }
+
+
+@dataclass
+class Flags:
+    """Values given on the command line (None = not given)."""
+
+    broker: str | None = None
+    result_backend: str | None = None
+    rabbitmq_api: str | None = None
+    vhost: str | None = None
+    queues: tuple[str, ...] = ()
+    timeout: float | None = None
+    app: str | None = None
+    profile: str | None = None
+
+
+def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
+    """Resolve flags > environment > profile > app config > default into a Target."""
+    env = dict(os.environ if env is None else env)
+    profile_name, profile = _load_profile(flags.profile, env)
+    app_name = flags.app or profile.get("app")
+    app = load_app_config(app_name) if app_name else None
+    app_settings = app.settings if app else {}
+    origins: dict[str, str] = {}
+
+    def pick(name: str, flag: Any, env_key: str | None, profile_key: str, app_key: str | None):
+        if flag not in (None, ()):
+            origins[name] = "flag"
+            return flag
+        if env_key and env.get(env_key):
+            origins[name] = f"env {env_key}"
+            return env[env_key]
+        if profile.get(profile_key) not in (None, ""):
+            origins[name] = f"profile {profile_name}"
+            return profile[profile_key]
+        if app_key and app_settings.get(app_key) not in (None, ""):
+            origins[name] = f"app {app.name}"  # type: ignore[union-attr]
+            return app_settings[app_key]
+        return None
+
+    broker_url = pick("broker", flags.broker, "CELERY_BROKER_URL", "broker", "broker_url")
+    used_default = False
+    if broker_url is None:
+        broker_url, used_default = DEFAULT_BROKER, True
+        origins["broker"] = "default: nothing given"
+    if isinstance(broker_url, (list, tuple)):
+        broker_url = ";".join(broker_url)
+    SECRETS.add_url(str(broker_url))
+    broker = tuple(parse_broker(str(broker_url)))
+
+    backend = pick("result_backend", flags.result_backend, "CELERY_RESULT_BACKEND",
+                   "result_backend", "result_backend")
+    if backend is not None:
+        backend = str(backend)
+        SECRETS.add_url(backend)
+        if "://" in backend:
+            parse_endpoint(backend, what="result backend URL")  # malformed -> exit 64
+
+    api_url = pick("rabbitmq_api", flags.rabbitmq_api, "CELERYCTL_RABBITMQ_API",
+                   "rabbitmq_api", None)
+    api: Endpoint | None = None
+    if api_url:
+        SECRETS.add_url(str(api_url))
+        api = parse_http(str(api_url))
+    else:
+        api = derive_management_api(broker[0], backend)
+        if api is not None:
+            origins["rabbitmq_api"] = "derived from the AMQP broker/backend URL (port 15672)"
+
+    vhost = pick("vhost", flags.vhost, None, "vhost", None)
+    queues = tuple(flags.queues) or tuple(profile.get("queues") or ())
+    if flags.queues:
+        origins["queues"] = "flag"
+    timeout = pick("timeout", flags.timeout, "CELERYCTL_TIMEOUT", "timeout", None)
+    try:
+        timeout = float(timeout) if timeout is not None else DEFAULT_TIMEOUT
+    except (TypeError, ValueError):
+        raise UsageError(f"timeout must be a number of seconds, got {timeout!r}") from None
+    if not 0 < timeout <= 600:
+        raise UsageError(f"timeout must be between 0 and 600 seconds, got {timeout}")
+
+    transport_options: dict[str, Any] = {}
+    if isinstance(app_settings.get("broker_transport_options"), dict):
+        transport_options.update(app_settings["broker_transport_options"])
+    if isinstance(profile.get("transport_options"), dict):
+        transport_options.update(profile["transport_options"])
+
+    return Target(
+        broker=broker,
+        result_backend=backend,
+        rabbitmq_api=api,
+        vhost=vhost,
+        queues=queues,
+        timeout=timeout,
+        transport_options=transport_options,
+        app=app,
+        profile=profile_name,
+        origins=origins,
+        used_default_broker=used_default,
+    )
+
+
+def derive_management_api(broker: Endpoint, backend: str | None) -> Endpoint | None:
+    """When the broker (or an amqp/rpc backend's broker) is AMQP and no API URL was given,
+    the management API is assumed at http://HOST:15672 with the same credentials."""
+    source = broker if broker.kind == "amqp" else None
+    if source is None and backend and backend.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
+        try:
+            source = parse_endpoint(backend)
+        except UsageError:
+            source = None
+    if source is None:
+        return None
+    user = source.username or "guest"
+    password = source.password if source.password is not None else "guest"
+    from urllib.parse import quote
+
+    host = f"[{source.host}]" if ":" in source.host else source.host
+    raw = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{host}:15672"
+    return parse_http(raw)
+
+
+def _load_profile(name: str | None, env: dict[str, str]) -> tuple[str | None, dict[str, Any]]:
+    path = Path(os.path.expanduser(env.get("CELERYCTL_CONFIG") or DEFAULT_CONFIG))
+    if name is None:
+        name = env.get("CELERYCTL_PROFILE")
+    if not path.exists():
+        if name:
+            raise UsageError(f"profile {name!r} asked for, but {path} does not exist")
+        return None, {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read profile file {path}: {exc}") from None
+    clusters = data.get("clusters") or {}
+    if name is None:
+        name = data.get("default")
+        if name is None:
+            return None, {}
+    if name not in clusters:
+        known = ", ".join(sorted(clusters)) or "none"
+        raise UsageError(f"no profile {name!r} in {path} (profiles: {known})")
+    profile = clusters[name]
+    if not isinstance(profile, dict):
+        raise UsageError(f"profile {name!r} in {path} is not a table")
+    for key in ("broker", "result_backend", "rabbitmq_api"):
+        SECRETS.add_url(profile.get(key))
+    return name, profile
+
+
+def load_app_config(spec: str) -> AppConfig:
+    """Import a Celery app the way `celery -A` does and read its settings one by one, so one
+    broken setting (say, the `amqp://` result backend Celery 5 removed) does not lose the rest.
+    The app's backend is never instantiated."""
+    try:
+        from celery.app.utils import find_app
+    except ImportError as exc:  # pragma: no cover
+        raise UsageError(f"celery is not importable: {exc}") from None
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        app = find_app(spec)
+    except Exception as exc:  # noqa: BLE001 - user code can raise anything on import
+        raise UsageError(
+            f"cannot import Celery app {spec!r}: {type(exc).__name__}: {SECRETS.scrub(str(exc))}"
+        ) from None
+    errors: list[str] = []
+    settings: dict[str, Any] = {}
+    try:
+        conf = app.conf
+        conf.get("broker_url")  # forces pending config_from_object to load
+    except Exception as exc:  # noqa: BLE001
+        return AppConfig(name=spec, errors=(f"app config could not be loaded: "
+                                            f"{type(exc).__name__}: {SECRETS.scrub(str(exc))}",))
+    for key in APP_SETTINGS:
+        try:
+            settings[key] = jsonable(conf.get(key))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{key}: {type(exc).__name__}: {SECRETS.scrub(str(exc))}")
+    for key in ("broker_url", "result_backend", "broker_read_url", "broker_write_url"):
+        if isinstance(settings.get(key), str):
+            SECRETS.add_url(settings[key])
+    return AppConfig(name=spec, settings=settings, queue_names=tuple(_queue_names(conf)),
+                     errors=tuple(errors))
+
+
+def _queue_names(conf: Any) -> list[str]:
+    names: list[str] = []
+    try:
+        default = conf.get("task_default_queue") or "celery"
+        names.append(default)
+        for q in conf.get("task_queues") or ():
+            name = getattr(q, "name", None) or (q if isinstance(q, str) else None)
+            if name:
+                names.append(name)
+        routes = conf.get("task_routes") or ()
+        route_maps = routes if isinstance(routes, (list, tuple)) else [routes]
+        for r in route_maps:
+            if isinstance(r, dict):
+                for v in r.values():
+                    q = v.get("queue") if isinstance(v, dict) else None
+                    name = getattr(q, "name", q)
+                    if isinstance(name, str):
+                        names.append(name)
+    except Exception:  # noqa: BLE001 - routes can be arbitrary objects
+        pass
+    return list(dict.fromkeys(names))
+
+
+def jsonable(value: Any) -> Any:
+    """Settings as JSON-safe values: timedeltas in seconds, kombu Queues as dicts,
+    anything else unknown as its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    name = getattr(value, "name", None)
+    if name is not None and hasattr(value, "routing_key"):  # kombu Queue
+        return {"name": name, "routing_key": getattr(value, "routing_key", None),
+                "max_priority": getattr(value, "max_priority", None),
+                "queue_arguments": jsonable(getattr(value, "queue_arguments", None) or {})}
+    return repr(value)

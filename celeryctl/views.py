@@ -1,0 +1,184 @@
+"""Pure functions: observations -> the rows commands print (tables and JSON alike).
+
+No I/O and no thresholds here; renderers only lay these rows out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from celeryctl.knowledge import classify_queue, node_host
+from celeryctl.snapshot import Connection, QueueDepth, WorkersView
+
+POOL_NAMES = {
+    "celery.concurrency.prefork:TaskPool": "prefork",
+    "celery.concurrency.thread:TaskPool": "threads",
+    "celery.concurrency.solo:TaskPool": "solo",
+    "celery.concurrency.eventlet:TaskPool": "eventlet",
+    "celery.concurrency.gevent:TaskPool": "gevent",
+}
+
+
+def _count(reply: Any) -> int | None:
+    return len(reply) if isinstance(reply, list) else None
+
+
+def worker_rows(view: WorkersView) -> list[dict[str, Any]]:
+    """One row per replying worker (duplicates kept), then one per expected-but-silent one."""
+    rows = []
+    for node in view.nodes:
+        r = node.replies
+        stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
+        pool = stats.get("pool") or {}
+        impl = pool.get("implementation")
+        rusage = stats.get("rusage") or {}
+        total = stats.get("total")
+        queues = r.get("active_queues")
+        rows.append({
+            "name": node.name,
+            "ok": True,
+            "pool": POOL_NAMES.get(impl, impl),
+            "concurrency": pool.get("max-concurrency"),
+            "active": _count(r.get("active")),
+            "reserved": _count(r.get("reserved")),
+            "scheduled": _count(r.get("scheduled")),
+            "prefetch_count": stats.get("prefetch_count"),
+            "processed": sum(total.values()) if isinstance(total, dict) else None,
+            "uptime_seconds": stats.get("uptime"),
+            "max_rss_kb": rusage.get("maxrss"),
+            "pid": stats.get("pid"),
+            "max_tasks_per_child": pool.get("max-tasks-per-child"),
+            "queues": [q.get("name") for q in queues if isinstance(q, dict)]
+            if isinstance(queues, list) else None,
+            "missing_replies": [m for m in view.methods if m not in r],
+            "error": None,
+        })
+    for name in view.missing:
+        rows.append({
+            "name": name, "ok": False, "pool": None, "concurrency": None, "active": None,
+            "reserved": None, "scheduled": None, "prefetch_count": None, "processed": None,
+            "uptime_seconds": None, "max_rss_kb": None, "pid": None,
+            "max_tasks_per_child": None, "queues": None, "missing_replies": list(view.methods),
+            "error": f"expected ({view.expected_source}) but did not reply within "
+                     f"{view.waited_seconds:.1f} s",
+        })
+    return rows
+
+
+def duplicate_names(view: WorkersView) -> list[str]:
+    seen: dict[str, int] = {}
+    for n in view.nodes:
+        seen[n.name] = seen.get(n.name, 0) + 1
+    return sorted(n for n, c in seen.items() if c > 1)
+
+
+def queue_row(q: QueueDepth) -> dict[str, Any]:
+    return {
+        "name": q.name, "broker": q.broker, "vhost": q.vhost, "kind": classify_queue(q.name),
+        "internal": q.internal, "exists": q.exists, "ready": q.ready, "buckets": q.buckets,
+        "unacked": q.unacked, "oldest_unacked_seconds": _round(q.oldest_unacked_seconds),
+        "consumers": q.consumers, "consumers_source": q.consumers_source,
+        "consumer_workers": list(q.consumer_workers), "publish_rate": q.publish_rate,
+        "deliver_rate": q.deliver_rate, "ack_rate": q.ack_rate, "source": q.source,
+        "discovered_by": list(q.discovered_by), "type": q.type, "state": q.state,
+        "node": q.node, "arguments": q.arguments, "messages_bytes": q.messages_bytes,
+        "idle_since": q.idle_since, "error": q.error,
+    }
+
+
+def queue_rows(queues: list[QueueDepth], *, include_internal: bool,
+               names: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    chosen = [q for q in queues
+              if (include_internal or not q.internal or q.name in names)
+              and (not names or q.name in names)]
+    return [queue_row(q) for q in sorted(chosen, key=lambda q: (q.internal, q.name))]
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip in ("localhost",)
+
+
+def _host_of(address: str) -> str:
+    host = address.rsplit(":", 1)[0] if ":" in address else address
+    return host.strip("[]")
+
+
+def attribute_connections(conns: list[Connection], view: WorkersView | None,
+                          host_addresses: dict[str, list[str]]) -> list[Connection]:
+    """Name the worker each connection belongs to. Exact matches (a worker's pidbox consumer
+    on RabbitMQ, or a client name containing the node name) are kept; otherwise the peer
+    address is matched against the workers' resolved host addresses (loopback matches
+    loopback). Several workers on one host make the match ambiguous: all are named."""
+    import dataclasses
+
+    if view is None:
+        return conns
+    nodes = [n.name for n in view.nodes]
+    out = []
+    for c in conns:
+        if c.worker:
+            out.append(c)
+            continue
+        if c.name:
+            named = [n for n in nodes if n in c.name]
+            if named:
+                out.append(dataclasses.replace(c, worker=named[0], worker_match="exact"))
+                continue
+        ip = _host_of(c.address)
+        candidates = []
+        for n in dict.fromkeys(nodes):
+            addrs = host_addresses.get(node_host(n), [])
+            if ip in addrs or (_is_loopback(ip) and any(_is_loopback(a) for a in addrs)):
+                candidates.append(n)
+        if c.role == "celeryctl":
+            candidates = []
+        if len(candidates) == 1:
+            out.append(dataclasses.replace(c, worker=candidates[0], worker_match="host"))
+        elif candidates:
+            out.append(dataclasses.replace(c, worker=", ".join(candidates),
+                                           worker_match="host (ambiguous: same host)"))
+        else:
+            out.append(c)
+    return out
+
+
+def connection_row(c: Connection) -> dict[str, Any]:
+    return {
+        "broker": c.broker, "address": c.address, "name": c.name, "id": c.id,
+        "age_seconds": _round(c.age_seconds), "idle_seconds": _round(c.idle_seconds),
+        "command": c.command, "state": c.state, "flags": c.flags, "role": c.role, "db": c.db,
+        "user": c.user, "vhost": c.vhost, "channels": c.channels,
+        "heartbeat_seconds": c.heartbeat_seconds, "worker": c.worker,
+        "worker_match": c.worker_match,
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return round(v, 3) if isinstance(v, float) else v
+
+
+def human_seconds(v: float | None) -> str:
+    if v is None:
+        return "-"
+    v = float(v)
+    if v < 60:
+        return f"{v:.0f}s"
+    if v < 3600:
+        return f"{v / 60:.0f}m"
+    if v < 86400:
+        return f"{v / 3600:.1f}h"
+    return f"{v / 86400:.1f}d"
+
+
+def human_kb(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v < 1024:
+        return f"{v:.0f} KiB"
+    if v < 1024 * 1024:
+        return f"{v / 1024:.0f} MiB"
+    return f"{v / 1024 / 1024:.1f} GiB"

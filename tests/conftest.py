@@ -1,0 +1,162 @@
+"""Fixtures: real redis-server, rabbitmq-server (management plugin) and Celery workers on
+loopback, started with the same code as `celeryctl lab`. They never skip: a missing server
+binary fails the run (`make test` installs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from celeryctl.lab import servers as s
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERYCTL = [sys.executable, "-m", "celeryctl"]
+
+
+@pytest.fixture(scope="session")
+def labdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="session")
+def redis_server(labdir):
+    proc = s.start_redis(labdir, name="redis-main")
+    yield proc.info
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_auth(labdir):
+    proc = s.start_redis(labdir, name="redis-auth", password="s3cret-redis-pw")
+    yield proc.info
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbit(labdir):
+    proc = s.start_rabbitmq(labdir, name="rabbit-main")
+    yield proc.info
+    proc.stop(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def redis_workers(labdir, redis_server):
+    """Two real workers (threads pool) on db 0 of the session Redis."""
+    url = redis_server["url"]
+    procs = [s.start_worker(labdir, url, f"rw{i}@%h", queues="celery,hipri", pool="threads",
+                            concurrency=2) for i in (1, 2)]
+    yield {"url": url, "names": [f"rw{i}@{socket.gethostname()}" for i in (1, 2)],
+           "procs": procs}
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbit_workers(labdir, rabbit):
+    url = rabbit["url"]
+    procs = [s.start_worker(labdir, url, f"mw{i}@%h", queues="celery,mq_work", pool="threads",
+                            concurrency=2) for i in (1, 2)]
+    yield {"url": url, "api": rabbit["api"],
+           "names": [f"mw{i}@{socket.gethostname()}" for i in (1, 2)], "procs": procs}
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture
+def vhost(rabbit):
+    """A fresh RabbitMQ vhost (with guest permissions) for one test."""
+    import requests
+
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    api = f"http://127.0.0.1:{rabbit['management_port']}/api"
+    auth = ("guest", "guest")
+    requests.put(f"{api}/vhosts/{name}", auth=auth, timeout=5).raise_for_status()
+    requests.put(f"{api}/permissions/{name}/guest", auth=auth, timeout=5,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    yield name
+    requests.delete(f"{api}/vhosts/{name}", auth=auth, timeout=5)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+            input: str | None = None):
+    """Run the installed package as a subprocess; returns (code, stdout, stderr, seconds)."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("CELERY_", "CELERYCTL_"))}
+    e["CELERYCTL_CONFIG"] = "/nonexistent/celeryctl.toml"
+    e["NO_COLOR"] = "1"
+    e.update(env or {})
+    t0 = time.monotonic()
+    p = subprocess.run([*CELERYCTL, *args], capture_output=True, text=True, env=e,
+                       timeout=timeout, cwd=str(ROOT), input=input)
+    return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
+
+
+def run_json(*args: str, **kw):
+    code, out, err, secs = run_cli(*args, "--format", "json", **kw)
+    try:
+        doc = json.loads(out)
+    except ValueError:
+        raise AssertionError(f"not JSON (exit {code}):\n{out}\n--- stderr:\n{err}") from None
+    return code, doc, err, secs
+
+
+def closed_port() -> int:
+    return s.free_port()
+
+
+class SilentListener:
+    """A TCP server that accepts connections and never answers (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+                self.conns.append(c)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop = True
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def silent_listener():
+    ln = SilentListener()
+    yield ln
+    ln.close()
+
+
+def wait_for(fn, timeout: float = 15.0, interval: float = 0.3):
+    """Poll `fn` until it returns a truthy value (management API stats lag behind)."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    return last
