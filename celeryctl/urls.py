@@ -154,6 +154,9 @@ def parse_broker(url: str) -> list[Endpoint]:
     ]
     if not endpoints:
         raise UsageError("empty broker URL")
+    for e in endpoints:
+        if e.kind == "redis":
+            e.redis_db  # noqa: B018 - validates: a non-numeric db is a usage error
     kinds = {e.kind for e in endpoints}
     if len(kinds) > 1:
         raise UsageError(f"broker failover list mixes transports: {redact(url)}")

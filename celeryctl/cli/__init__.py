@@ -79,6 +79,8 @@ def run(args: list[str]) -> int:
     from typer.main import get_command
 
     debug = _debug_requested(args)
+    # --debug is accepted anywhere on the line, not only before the subcommand.
+    args = [a for a in args if a != "--debug"]
     command = get_command(app)
     try:
         result = command.main(args=args, prog_name="celeryctl", standalone_mode=False)

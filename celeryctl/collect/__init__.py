@@ -29,16 +29,20 @@ DEPTH_RESERVE = 0.2
 GRACE = 0.6
 
 
+def _not_collected() -> Observed:
+    return Observed(error="not collected")
+
+
 @dataclass
 class Gathered:
     target: Target
-    workers: Observed = field(default_factory=Observed)
-    queues: Observed = field(default_factory=Observed)
-    connections: Observed = field(default_factory=Observed)
-    redis_server: Observed = field(default_factory=Observed)
-    redis_unacked: Observed = field(default_factory=Observed)
-    rabbit_server: Observed = field(default_factory=Observed)
-    backend: Observed = field(default_factory=Observed)
+    workers: Observed = field(default_factory=_not_collected)
+    queues: Observed = field(default_factory=_not_collected)
+    connections: Observed = field(default_factory=_not_collected)
+    redis_server: Observed = field(default_factory=_not_collected)
+    redis_unacked: Observed = field(default_factory=_not_collected)
+    rabbit_server: Observed = field(default_factory=_not_collected)
+    backend: Observed = field(default_factory=_not_collected)
     host_addresses: dict[str, list[str]] = field(default_factory=dict)
     sources: list[SourceStatus] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -278,11 +282,15 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
                 g.connections = Observed(mobs.value["connections"], source="management-api")
         else:
             g.rabbit_server = Observed(error=mobs.error)
+            if queues:
+                g.queues = Observed(error=mobs.error)
             if connections:
                 g.connections = Observed(error=mobs.error)
     elif (queues or connections or server):
         why = "no management API URL (give --rabbitmq-api)"
         g.rabbit_server = Observed(error=why)
+        if queues:
+            g.queues = Observed(error=why)
         if connections:
             g.connections = Observed(error=why)
 

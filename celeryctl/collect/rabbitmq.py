@@ -62,33 +62,33 @@ class ManagementAPI:
         try:
             resp = self.session.get(self.base + path, params=params, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout:
-            raise ManagementError(f"management API {self.ep.address}: connect timed out") from None
+            raise ManagementError("connect timed out") from None
         except requests.exceptions.ReadTimeout:
-            raise ManagementError(f"management API {self.ep.address}: no answer (read timed out)"
+            raise ManagementError("no answer (read timed out)"
                                   ) from None
         except requests.exceptions.ConnectionError as exc:
             text = str(exc).lower()
             why = "connection refused" if "refused" in text else "cannot connect"
-            raise ManagementError(f"management API {self.ep.address}: {why}") from None
+            raise ManagementError(f"{why}") from None
         except requests.exceptions.RequestException as exc:
-            raise ManagementError(f"management API {self.ep.address}: {type(exc).__name__}"
+            raise ManagementError(f"{type(exc).__name__}"
                                   ) from None
         if resp.status_code == 401:
             raise ManagementError(
-                f"management API {self.ep.address}: authentication failed (HTTP 401: wrong "
-                f"user name or password)", 401)
+                "authentication failed (HTTP 401: wrong "
+                "user name or password)", 401)
         if resp.status_code == 403:
-            raise ManagementError(f"management API {self.ep.address}: forbidden (HTTP 403: the "
-                                  f"user lacks the monitoring/management tag)", 403)
+            raise ManagementError("forbidden (HTTP 403: the "
+                                  "user lacks the monitoring/management tag)", 403)
         if resp.status_code == 404:
-            raise ManagementError(f"management API {self.ep.address}: {path} not found (404)", 404)
+            raise ManagementError(f"{path} not found (404)", 404)
         if resp.status_code >= 400:
-            raise ManagementError(f"management API {self.ep.address}: HTTP {resp.status_code} "
+            raise ManagementError(f"HTTP {resp.status_code} "
                                   f"on {path}", resp.status_code)
         try:
             return resp.json()
         except ValueError:
-            raise ManagementError(f"management API {self.ep.address}: {path} did not return "
+            raise ManagementError(f"{path} did not return "
                                   f"JSON (is this the management port?)") from None
 
     def close(self) -> None:

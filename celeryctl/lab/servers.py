@@ -45,7 +45,7 @@ class Proc:
     kind: str  # redis | rabbitmq | worker
     name: str
     pid: int
-    marker: str  # a substring of /proc/<pid>/cmdline (or environ) proving identity
+    marker: str  # the process start time (/proc/PID/stat field 22) proving identity
     log: str
     info: dict = field(default_factory=dict)
 
@@ -54,14 +54,14 @@ class Proc:
             os.kill(self.pid, 0)
         except OSError:
             return False
-        try:
-            if Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            environ = Path(f"/proc/{self.pid}/environ").read_bytes().split(b"\0")
-        except OSError:
+        started = _start_time(self.pid)
+        if started is None:
             return True  # no /proc: trust kill(0)
-        # The marker is in the environment: Celery rewrites its command line (setproctitle).
-        return f"{MARKER_VAR}={self.marker}".encode() in environ
+        if started == "Z":
+            return False
+        # Identity is the start time: redis-server and Celery rewrite their command line and
+        # environ (setproctitle), but a reused pid never has the same start time.
+        return started == self.marker
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group, then SIGKILL what is left after `timeout`."""
@@ -104,19 +104,24 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _marker(kind: str, name: str) -> str:
-    return f"{kind}:{name}:{os.getpid()}:{time.monotonic_ns()}"
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks), or "Z" for a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return "Z" if fields[0] == "Z" else fields[19]
 
 
-def _spawn(cmd: list[str], log: Path, marker: str, env: dict[str, str] | None = None,
-           cwd: str | None = None) -> int:
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None,
+           cwd: str | None = None) -> tuple[int, str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ if env is None else env)
-    env[MARKER_VAR] = marker
+    env[MARKER_VAR] = "1"
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, cwd=cwd, start_new_session=True)
-    return proc.pid
+    return proc.pid, _start_time(proc.pid) or ""
 
 
 def redis_binary() -> str | None:
@@ -144,8 +149,7 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     if password:
         cmd += ["--requirepass", password]
     log = d / "redis.log"
-    marker = _marker("redis", name)
-    pid = _spawn(cmd, log, marker)
+    pid, marker = _spawn(cmd, log)
     _wait(lambda: port_open(port), 10, f"redis-server on port {port}", log)
     auth = f":{password}@" if password else ""
     return Proc("redis", name, pid, marker, str(log),
@@ -179,8 +183,7 @@ def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0)
     )
     (d / "rabbitmq-env.conf").write_text("")
     log = d / "server.log"
-    marker = _marker("rabbitmq", name)
-    pid = _spawn([binary], log, marker, env=env, cwd=str(d))
+    pid, marker = _spawn([binary], log, env=env, cwd=str(d))
     proc = Proc("rabbitmq", name, pid, marker, str(log),
                 {"amqp_port": amqp, "management_port": mgmt, "node": node,
                  # no userinfo: every client defaults to RabbitMQ's guest/guest
@@ -225,8 +228,7 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
     cmd = [sys.executable, "-m", "celery", "-A", "celeryctl.lab.demoapp", "worker", "-n", name,
            "-P", pool, "-c", str(concurrency), "-Q", queues, "-l", "INFO",
            "--without-mingle", "--without-gossip", *(extra or [])]
-    marker = _marker("worker", name)
-    pid = _spawn(cmd, log, marker, env=wenv)
+    pid, marker = _spawn(cmd, log, env=wenv)
     proc = Proc("worker", name, pid, marker, str(log), {"queues": queues, "pool": pool})
     if wait:
         def ready() -> bool:
