@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from celeryctl.collect.redis import (
+    Binding,
+    RedisDiscovery,
+    RedisLayout,
+    build_queue_depths,
+    client_from_fields,
+    parse_client_fields,
+)
+from celeryctl.collect.workers import _assemble
+from celeryctl.knowledge import classify_queue
+from celeryctl.snapshot import Connection, RedisUnacked, WorkerNode, WorkersView, to_jsonable
+from celeryctl.status import ExitStatus, worst
+from celeryctl.views import attribute_connections, duplicate_names, queue_rows, worker_rows
+
+STATS = {"pid": 10, "uptime": 30, "prefetch_count": 8, "total": {"a": 3, "b": 2},
+         "pool": {"implementation": "celery.concurrency.prefork:TaskPool", "max-concurrency": 2,
+                  "max-tasks-per-child": None},
+         "rusage": {"maxrss": 50000}}
+
+
+def test_worker_rows_with_missing_and_duplicates():
+    view = WorkersView(
+        nodes=(WorkerNode("a@h", {"stats": STATS, "active": [{}], "reserved": [],
+                                   "scheduled": [], "active_queues": [{"name": "celery"}]}),
+               WorkerNode("a@h", {"stats": STATS})),
+        methods=("stats", "active", "reserved", "scheduled", "active_queues"),
+        expected=("a@h", "b@h"), expected_source="redis binding")
+    rows = worker_rows(view)
+    assert [r["name"] for r in rows] == ["a@h", "a@h", "b@h"]
+    assert rows[0]["pool"] == "prefork" and rows[0]["processed"] == 5 and rows[0]["active"] == 1
+    assert rows[0]["queues"] == ["celery"] and rows[1]["queues"] is None
+    assert rows[1]["missing_replies"] == ["active", "reserved", "scheduled", "active_queues"]
+    assert rows[2]["ok"] is False and "expected" in rows[2]["error"]
+    assert duplicate_names(view) == ["a@h"]
+    json.dumps(to_jsonable(view))
+
+
+def test_assemble_keeps_duplicate_node_names_apart():
+    replies = {"ping": [("x@h", {"ok": "pong"}), ("x@h", {"ok": "pong"}), ("y@h", {"ok": 1})],
+               "stats": [("x@h", {"pid": 1}), ("y@h", {"pid": 3}), ("x@h", {"pid": 2})]}
+    nodes = _assemble(("ping", "stats"), replies)
+    assert [n.name for n in nodes] == ["x@h", "x@h", "y@h"]
+    assert [n.replies["stats"]["pid"] for n in nodes] == [1, 2, 3]
+
+
+def test_client_list_parsing_and_roles():
+    line = ("id=4 addr=10.0.0.5:43158 laddr=10.0.0.9:6379 fd=7 name= age=30 idle=0 flags=b db=0 "
+            "sub=0 psub=0 cmd=brpop user=default future-field=1")
+    c = client_from_fields(parse_client_fields(line))
+    assert c.role == "consumer" and c.age_seconds == 30 and c.db == 0 and c.name is None
+    assert c.raw["future-field"] == "1"
+    p = client_from_fields(parse_client_fields("id=8 addr=a:1 flags=P psub=1 cmd=psubscribe"))
+    assert p.role == "pubsub"
+    me = client_from_fields(parse_client_fields("id=9 addr=a:2 cmd=client|list"), own_id="9")
+    assert me.role == "celeryctl"
+    assert client_from_fields(parse_client_fields("garbage line")) is None
+
+
+def test_discovery_and_lookup():
+    d = RedisDiscovery(layout=RedisLayout(), bindings=[
+        Binding("celery", "celery", "", "celery"),
+        Binding("celery.pidbox", "", "", "w1@h.celery.pidbox"),
+        Binding("reply.celery.pidbox", "oid", "", "oid.reply.celery.pidbox"),
+        Binding("celeryev", "#", "", "celeryev.123"),
+        Binding("tasks", "a", "", "qa"),
+        Binding("tasks", "b", "", "qb"),
+    ])
+    assert d.pidbox_nodes == ["w1@h"]
+    assert d.queue_names() == {"celery": False, "oid.reply.celery.pidbox": True, "qa": False,
+                               "qb": False}
+    assert d.resolve("", "anything") == ["anything"]
+    assert d.resolve("tasks", "b") == ["qb"]
+    assert d.resolve("nope", "x") == []
+
+
+def test_layout_keys():
+    lay = RedisLayout(prefix="p:", sep=":", priority_steps=(0, 5))
+    assert lay.key("q") == b"p:q" and lay.key("q", 5) == b"p:q:5"
+    assert RedisLayout().key("q", 3) == b"q\x06\x163"
+    opts = RedisLayout.from_options({"global_keyprefix": "********"})  # masked by inspect conf
+    assert opts.prefix == "" and opts.prefix_source == "default"
+
+
+def test_queue_depths_unknown_vs_zero():
+    names = {"a": (False, ("binding",)), "b": (False, ("flag",))}
+    depths = {"a": {"0": 2, "3": 1}, "b": {"0": 0, "3": 0}}
+    rows = build_queue_depths(names, depths, None, None)
+    assert rows[0].ready == 3 and rows[0].unacked is None and rows[0].consumers is None
+    assert rows[1].exists is False
+    un = RedisUnacked(total=2, oldest_seconds=5.0, per_queue={"a": 2}, oldest_per_queue={"a": 5.0})
+    rows = build_queue_depths(names, depths, un, {"a": ["w@h"]})
+    assert rows[0].unacked == 2 and rows[0].consumers == 1 and rows[1].consumers == 0
+    assert rows[1].unacked == 0
+    shown = queue_rows(rows, include_internal=False)
+    assert [r["name"] for r in shown] == ["a", "b"]
+
+
+def test_classify_queue():
+    assert classify_queue("w@h.celery.pidbox") == "pidbox"
+    assert classify_queue("5c1d-x.reply.celery.pidbox") == "pidbox-reply"
+    assert classify_queue("celeryev.9f1c") == "events"
+    assert classify_queue("e5c92d88-5caa-33d4-a25d-c26f80dfa699") == "result-rpc"
+    assert classify_queue("e5c92d885caa33d4a25dc26f80dfa699") == "result-amqp"
+    assert classify_queue("emails") == "task"
+
+
+def test_attribution_by_host_and_name():
+    view = WorkersView(nodes=(WorkerNode("w1@web1"), WorkerNode("w2@web2"),
+                              WorkerNode("w3@web2")))
+    hosts = {"web1": ["10.0.0.1"], "web2": ["10.0.0.2"]}
+    conns = [Connection("redis", "10.0.0.1:5"), Connection("redis", "10.0.0.2:6"),
+             Connection("redis", "10.0.0.3:7"), Connection("redis", "10.0.0.2:8", name="w3@web2"),
+             Connection("rabbitmq", "10.0.0.9:9", worker="w1@web1", worker_match="exact")]
+    out = attribute_connections(conns, view, hosts)
+    assert out[0].worker == "w1@web1" and out[0].worker_match == "host"
+    assert out[1].worker == "w2@web2, w3@web2" and "ambiguous" in out[1].worker_match
+    assert out[2].worker is None
+    assert out[3].worker == "w3@web2" and out[3].worker_match == "exact"
+    assert out[4].worker == "w1@web1"
+
+
+def test_worst_status():
+    assert worst(ExitStatus.OK, ExitStatus.WARNING) == ExitStatus.WARNING
+    assert worst(ExitStatus.UNKNOWN, ExitStatus.CRITICAL) == ExitStatus.CRITICAL
+    assert worst() == ExitStatus.OK
+
+
+def test_cli_module_imports_nothing_heavy():
+    """`celeryctl --help` stays fast: the CLI module imports neither celery, kombu, redis,
+    pika, requests nor rich."""
+    import subprocess
+
+    code = ("import sys; import celeryctl.cli; "
+            "heavy = [m for m in ('celery', 'kombu', 'redis', 'pika', 'requests', 'rich') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
