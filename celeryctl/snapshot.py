@@ -35,7 +35,7 @@ class SourceStatus:
 
     name: str  # "broker", "workers", "management-api", "result-backend", "amqp"
     url: str | None  # redacted
-    ok: bool
+    ok: bool | None  # None: not checked (celeryctl cannot probe this kind of source)
     error: str | None = None
     elapsed_seconds: float = 0.0
     detail: str | None = None

@@ -38,6 +38,12 @@ class Ctx:
         self.out = make_console()
         self.err = make_console(stderr=True)
 
+    @property
+    def has_backend(self) -> bool:
+        """The result backend is reported in `sources` whenever one is configured (probed in
+        parallel; it never changes a listing's exit status)."""
+        return bool(self.target.result_backend)
+
     def origin_lines(self) -> list[str]:
         lines = []
         if self.target.used_default_broker:
@@ -94,7 +100,8 @@ def workers(
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
-    g = gather(c.target, workers=WORKER_METHODS, destination=list(destination or []) or None)
+    g = gather(c.target, workers=WORKER_METHODS, destination=list(destination or []) or None,
+               backend=c.has_backend)
     rows = worker_rows(g.workers.value) if g.workers.ok else None
     dups = duplicate_names(g.workers.value) if g.workers.ok else []
     if dups:
@@ -183,7 +190,7 @@ def queues(
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
-    g = gather(c.target, queues=True)
+    g = gather(c.target, queues=True, backend=c.has_backend)
     rows = queue_rows(g.queues.value, include_internal=all_, names=c.target.queues) \
         if g.queues.ok else None
     unacked = g.redis_unacked.value if g.redis_unacked.ok else None
@@ -230,7 +237,7 @@ def connections(
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
-    g = gather(c.target, connections=True, workers=("ping",))
+    g = gather(c.target, connections=True, workers=("ping",), backend=c.has_backend)
     rows = None
     if g.connections.ok:
         view = g.workers.value if g.workers.ok else None

@@ -382,10 +382,18 @@ def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:
     if obs.ok:
         g.backend = obs
         status: BackendStatus = obs.value
-        ok = status.reachable is not False
+        ok = status.reachable
+        detail = status.kind
+        if status.same_db_as_broker:
+            detail += ", same Redis instance and db as the broker"
+        elif status.same_instance_as_broker and status.kind == "redis":
+            detail += ", same Redis instance as the broker (other db)"
+        if status.reachable is None:
+            detail += ", not checked"
+        if status.detail:
+            detail += f": {status.detail}"
         g.sources.append(SourceStatus("result-backend", url, ok, status.error,
-                                      obs.elapsed_seconds,
-                                      detail=status.detail or status.kind))
+                                      obs.elapsed_seconds, detail=detail))
     else:
         g.backend = Observed(BackendStatus(url=url, kind=backend_kind(target.result_backend),
                                            reachable=False, error=obs.error), error=obs.error)

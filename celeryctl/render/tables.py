@@ -30,7 +30,7 @@ def render_sources(err, sources, notes: list[str], origin_lines: list[str]) -> N
     for line in origin_lines:
         err.print(f"[dim]{line}[/dim]", markup=True, highlight=False)
     for s in sources:
-        if not s.ok:
+        if s.ok is False:
             err.print(f"[bold red]unreachable[/]: {s.name} {s.url or ''}: {s.error}",
                       markup=True, highlight=False)
     for n in notes:
