@@ -16,7 +16,7 @@ deps:
 venv: deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -m pip install -q '.[dev]'
 
 demo: venv
 	@$(BIN)/celeryctl lab down >/dev/null 2>&1 || true

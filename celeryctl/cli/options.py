@@ -12,32 +12,32 @@ import typer
 
 H = "Where to look"
 Broker = Annotated[str | None, typer.Option(
-    "--broker", "-b", help="Broker URL: redis://, rediss://, amqp://, amqps://, pyamqp://; "
+    "--broker", "-b", metavar="URL", help="Broker URL: redis://, rediss://, amqp://, amqps://, pyamqp://; "
     "';'-separated failover list. [env: CELERY_BROKER_URL]", rich_help_panel=H, show_default=False)]
 Backend = Annotated[str | None, typer.Option(
-    "--result-backend", help="Result backend URL. [env: CELERY_RESULT_BACKEND]",
+    "--result-backend", metavar="URL", help="Result backend URL. [env: CELERY_RESULT_BACKEND]",
     rich_help_panel=H, show_default=False)]
 RabbitAPI = Annotated[str | None, typer.Option(
-    "--rabbitmq-api", help="RabbitMQ management API URL (default: derived from an AMQP broker, "
+    "--rabbitmq-api", metavar="URL", help="RabbitMQ management API URL (default: derived from an AMQP broker, "
     "http://HOST:15672 with its credentials). [env: CELERYCTL_RABBITMQ_API]",
     rich_help_panel=H, show_default=False)]
 Vhost = Annotated[str | None, typer.Option(
-    "--vhost", help="RabbitMQ virtual host (default: from the broker URL).", rich_help_panel=H,
+    "--vhost", metavar="NAME", help="RabbitMQ virtual host (default: from the broker URL).", rich_help_panel=H,
     show_default=False)]
 Queue = Annotated[list[str] | None, typer.Option(
-    "--queue", "-Q", help="A queue to look at (repeatable).", rich_help_panel=H,
+    "--queue", "-Q", metavar="NAME", help="A queue to look at (repeatable).", rich_help_panel=H,
     show_default=False)]
 Timeout = Annotated[float | None, typer.Option(
-    "--timeout", "-t", help="Seconds to wait for any source (default 2).", rich_help_panel=H,
+    "--timeout", "-t", metavar="SECONDS", help="Seconds to wait for any source (default 2).", rich_help_panel=H,
     show_default=False)]
 App = Annotated[str | None, typer.Option(
-    "--app", "-A", help="Celery app MODULE[:ATTR] to read settings from, as `celery -A`.",
+    "--app", "-A", metavar="MODULE[:ATTR]", help="Celery app MODULE[:ATTR] to read settings from, as `celery -A`.",
     rich_help_panel=H, show_default=False)]
 Profile = Annotated[str | None, typer.Option(
-    "--profile", help="Named cluster from ~/.config/celeryctl/config.toml [env: CELERYCTL_CONFIG].",
+    "--profile", metavar="NAME", help="Named cluster from ~/.config/celeryctl/config.toml [env: CELERYCTL_CONFIG].",
     rich_help_panel=H, show_default=False)]
 Format = Annotated[str, typer.Option(
-    "--format", "-f", help="table or json.", rich_help_panel="Output")]
+    "--format", "-f", metavar="table|json", help="table or json.", rich_help_panel="Output")]
 
 
 def collect_flags(ctx: typer.Context, broker, result_backend, rabbitmq_api, vhost, queue,

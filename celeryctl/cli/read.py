@@ -86,7 +86,7 @@ def workers(
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
-    destination: list[str] = typer.Option(None, "--destination", "-d",
+    destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
                                           help="Only these worker node names (repeatable)."),
 ) -> None:
     """Workers as they answer remote control: one row per worker."""
@@ -135,7 +135,7 @@ def inspect(
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
-    destination: list[str] = typer.Option(None, "--destination", "-d",
+    destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
                                           help="Only these worker node names (repeatable)."),
 ) -> None:
     """The raw per-worker replies to one inspect method (duplicate node names kept)."""
