@@ -182,3 +182,26 @@ def human_kb(v: float | None) -> str:
     if v < 1024 * 1024:
         return f"{v / 1024:.0f} MiB"
     return f"{v / 1024 / 1024:.1f} GiB"
+
+
+REDIS_INFO_KEYS = ("redis_version", "uptime_in_seconds", "connected_clients", "maxclients",
+                   "blocked_clients", "rejected_connections", "used_memory", "maxmemory",
+                   "maxmemory_policy", "evicted_keys", "pubsub_channels", "pubsub_patterns")
+
+
+def server_summary(g) -> dict[str, Any] | None:
+    """The broker server as observed: version and the few numbers an operator reads first.
+    `None` when it could not be read (never an empty dict)."""
+    if g.redis_server.ok and g.redis_server.value is not None:
+        srv = g.redis_server.value
+        return {"kind": "redis", "version": srv.version,
+                "info": {k: srv.info.get(k) for k in REDIS_INFO_KEYS},
+                "config": srv.config, "config_error": srv.config_error,
+                "keyprefix": srv.keyprefix, "keyprefix_source": srv.keyprefix_source,
+                "other_keyprefixes": list(srv.other_keyprefixes)}
+    if g.rabbit_server.ok and g.rabbit_server.value is not None:
+        srv = g.rabbit_server.value
+        return {"kind": "rabbitmq", "version": srv.version, "cluster_name": srv.cluster_name,
+                "management_version": srv.management_version, "nodes": srv.nodes,
+                "object_totals": srv.overview.get("object_totals")}
+    return None

@@ -206,7 +206,9 @@ def queues(
     if g.queues.ok:
         g.notes.extend(n for n in g.queues.notes if n not in g.notes)
     if c.fmt == "json":
-        c.json("queues", rows, g, **extra)
+        from celeryctl.views import server_summary
+
+        c.json("queues", rows, g, server=server_summary(g), **extra)
     else:
         from celeryctl.render.tables import render_queues
 
@@ -245,7 +247,9 @@ def connections(
         rows = [connection_row(x) for x in sorted(conns, key=lambda x: (x.worker or "~",
                                                                         x.address))]
     if c.fmt == "json":
-        c.json("connections", rows, g)
+        from celeryctl.views import server_summary
+
+        c.json("connections", rows, g, server=server_summary(g))
     else:
         from celeryctl.render.tables import render_connections
 

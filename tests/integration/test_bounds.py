@@ -93,3 +93,22 @@ def test_password_never_printed_in_usage_errors():
 def test_default_broker_is_announced():
     code, out, err, _ = run_cli("queues", "--timeout", "0.5")
     assert "default redis://localhost:6379/0" in err
+
+
+def test_ctrl_c_exits_130_without_traceback(silent_listener):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY")}
+    env["CELERYCTL_CONFIG"] = "/nonexistent"
+    p = subprocess.Popen([sys.executable, "-m", "celeryctl", "workers", "--broker",
+                          f"redis://127.0.0.1:{silent_listener.port}/0", "--timeout", "20"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 130, (out, err)
+    assert "Traceback" not in err

@@ -193,3 +193,35 @@ def test_wrong_password_is_clear_and_redacted(redis_auth):
                                 f"redis://:s3cret-redis-pw@127.0.0.1:{port}/0")
     assert code == 0, err
     assert "s3cret-redis-pw" not in out + err
+
+
+def test_managed_redis_with_config_disabled(labdir):
+    """Managed Redis often renames CONFIG away: recorded, not fatal."""
+    import subprocess
+
+    from celeryctl.lab import servers as s
+
+    port = s.free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--rename-command", "CONFIG", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        s._wait(lambda: s.port_open(port), 10, "redis", labdir / "none.log")
+        url = f"redis://127.0.0.1:{port}/0"
+        _publish(url, "managed", [0, 0])
+        code, doc, err, _ = run_json("queues", "--broker", url)
+        assert code == 0, err
+        assert doc["server"]["config"] is None and "CONFIG" in doc["server"]["config_error"]
+        assert doc["server"]["version"].startswith("7.")
+        assert next(r for r in doc["queues"] if r["name"] == "managed")["ready"] == 2
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_server_summary_reports_clients(redis_server):
+    code, doc, err, _ = run_json("connections", "--broker", redis_server["url"])
+    assert code == 0, err
+    info = doc["server"]["info"]
+    assert info["connected_clients"] >= 1 and info["maxclients"] == 10000
+    assert doc["server"]["config"]["maxmemory-policy"] == "noeviction"
