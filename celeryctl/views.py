@@ -107,21 +107,43 @@ def _host_of(address: str) -> str:
     return host.strip("[]")
 
 
+def worker_pids(view: WorkersView) -> dict[int, str]:
+    """pid -> node name: each worker's main pid and its pool's child processes (stats)."""
+    out: dict[int, str] = {}
+    for n in view.nodes:
+        stats = n.replies.get("stats")
+        if not isinstance(stats, dict):
+            continue
+        if isinstance(stats.get("pid"), int):
+            out[stats["pid"]] = n.name
+        for child in (stats.get("pool") or {}).get("processes") or []:
+            if isinstance(child, int):
+                out[child] = n.name
+    return out
+
+
 def attribute_connections(conns: list[Connection], view: WorkersView | None,
-                          host_addresses: dict[str, list[str]]) -> list[Connection]:
+                          host_addresses: dict[str, list[str]],
+                          local_pids: dict[str, int] | None = None) -> list[Connection]:
     """Name the worker each connection belongs to. Exact matches (a worker's pidbox consumer
-    on RabbitMQ, or a client name containing the node name) are kept; otherwise the peer
-    address is matched against the workers' resolved host addresses (loopback matches
-    loopback). Several workers on one host make the match ambiguous: all are named."""
+    on RabbitMQ, a client name containing the node name, or — for peers on this machine — the
+    process owning the socket being a worker's pid or pool child) come first; otherwise the
+    peer address is matched against the workers' resolved host addresses (loopback matches
+    loopback). Several workers on one host make that match ambiguous: all are named."""
     import dataclasses
 
     if view is None:
         return conns
     nodes = [n.name for n in view.nodes]
+    pids = worker_pids(view)
     out = []
     for c in conns:
         if c.worker:
             out.append(c)
+            continue
+        pid = (local_pids or {}).get(c.address)
+        if pid is not None and pid in pids:
+            out.append(dataclasses.replace(c, worker=pids[pid], worker_match="exact"))
             continue
         if c.name:
             named = [n for n in nodes if n in c.name]

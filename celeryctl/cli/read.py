@@ -239,11 +239,12 @@ def connections(
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
-    g = gather(c.target, connections=True, workers=("ping",), backend=c.has_backend)
+    g = gather(c.target, connections=True, workers=("stats",), backend=c.has_backend)
     rows = None
     if g.connections.ok:
         view = g.workers.value if g.workers.ok else None
-        conns = attribute_connections(g.connections.value, view, g.host_addresses)
+        conns = attribute_connections(g.connections.value, view, g.host_addresses,
+                                      g.local_pids)
         rows = [connection_row(x) for x in sorted(conns, key=lambda x: (x.worker or "~",
                                                                         x.address))]
     if c.fmt == "json":

@@ -44,6 +44,7 @@ class Gathered:
     rabbit_server: Observed = field(default_factory=_not_collected)
     backend: Observed = field(default_factory=_not_collected)
     host_addresses: dict[str, list[str]] = field(default_factory=dict)
+    local_pids: dict[str, int] = field(default_factory=dict)  # "ip:port" -> pid on this host
     sources: list[SourceStatus] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed_seconds: float = 0.0
@@ -159,6 +160,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         g.sources.append(_workers_source(wobs, broker_url))
         if connections and g.connections.ok and wobs.ok:
             g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
+            g.local_pids = _local_pids(g.connections.value, deadline + GRACE)
 
     if queues:
         names = _queue_names_redis(discovery, target, g.workers)
@@ -329,6 +331,7 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         wobs = g.workers if g.workers.ok else None
         if wobs is not None:
             g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
+            g.local_pids = _local_pids(g.connections.value, deadline + GRACE)
     if not any(s.name == "broker" for s in g.sources):
         # The broker itself was reached if workers or AMQP answered over it.
         reached = [s for s in g.sources if s.name in ("workers", "amqp")]
@@ -421,6 +424,24 @@ def _resolve_hosts(view: WorkersView | None, deadline: float) -> dict[str, list[
         return out
 
     obs = spawn("dns", resolve, "host name lookup").wait(deadline)
+    return obs.value if obs.ok else {}
+
+
+def _local_pids(conns: list[Connection], deadline: float) -> dict[str, int]:
+    """Peer "ip:port" -> pid, for connections whose peer is this machine (bounded)."""
+    from celeryctl.collect.local import local_addresses, local_socket_pids
+
+    def find():
+        mine = local_addresses()
+        ports = {}
+        for c in conns:
+            host, _, port = c.address.rpartition(":")
+            if host.strip("[]") in mine and port.isdigit():
+                ports[int(port)] = c.address
+        owners = local_socket_pids(set(ports))
+        return {ports[p]: pid for p, pid in owners.items()}
+
+    obs = spawn("local-sockets", find, "local socket owners").wait(deadline)
     return obs.value if obs.ok else {}
 
 

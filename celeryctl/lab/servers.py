@@ -217,6 +217,7 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
                  backend: str | None = None, extra: list[str] | None = None,
                  wait: bool = True, timeout: float = 30.0) -> Proc:
     """A real `celery worker` of the demo app, logging to `base/workers/<name>.log`."""
+    name = name.replace("%h", socket.gethostname())  # as Celery expands it
     log = base / "workers" / f"{name.replace('@', '_')}.log"
     if log.exists():
         log.unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import closed_port, run_json
@@ -66,23 +68,7 @@ def test_database_backend_is_not_checked(redis_server):
     assert b["ok"] is None and "not checked" in b["detail"]
 
 
-SEED_APP = """
-from celery import Celery
-import os
-app = Celery('worker')
-app.config_from_object({
-'broker_url': os.getenv('CELERY_BROKER_URL', 'redis://localhost:6379/0'),
-'result_backend': os.getenv('CELERY_RESULT_BACKEND', 'amqp://guest:guest@localhost:5672//'),
-'task_serializer': 'json',
-'result_serializer': 'json',
-'accept_content': ['json'],
-'broker_pool_limit': 10,
-'result_expires': 3600,
-'task_acks_late': True,
-'worker_prefetch_multiplier': 1,
-'timezone': 'UTC'
-})
-"""
+SEED_APP = (Path(__file__).parent.parent / "fixtures" / "seed_000_celery_config.py").read_text()
 
 
 def test_seed_redis_broker_amqp_backend_app_via_cli(redis_server, tmp_path):

@@ -152,8 +152,10 @@ def test_connections_attributes_workers(redis_workers):
     roles = {c["role"] for c in doc["connections"]}
     assert {"consumer", "pubsub", "celeryctl"} <= roles
     consumers = [c for c in doc["connections"] if c["role"] == "consumer"]
-    assert consumers and all(c["worker"] for c in consumers)
-    assert all(c["command"] == "brpop" for c in consumers)
+    assert consumers and all(c["command"] == "brpop" for c in consumers)
+    # the workers run on this machine: each socket's owning process names its worker exactly
+    assert {c["worker"] for c in consumers} == set(redis_workers["names"])
+    assert all(c["worker_match"] == "exact" for c in consumers)
 
 
 def test_duplicate_node_names_are_kept(labdir, redis_server):

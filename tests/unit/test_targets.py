@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -65,23 +66,8 @@ def test_derived_management_api(tmp_path):
 def test_seed_app_with_removed_amqp_backend_imports(tmp_path, monkeypatch):
     """The seed article's exact config: Redis broker, amqp:// result backend (gone in
     Celery 5). Reading it must not fail."""
-    (tmp_path / "seedcfg.py").write_text(textwrap.dedent("""
-        from celery import Celery
-        import os
-        app = Celery('worker')
-        app.config_from_object({
-        'broker_url': os.getenv('CELERY_BROKER_URL', 'redis://localhost:6379/0'),
-        'result_backend': os.getenv('CELERY_RESULT_BACKEND', 'amqp://guest:guest@localhost:5672//'),
-        'task_serializer': 'json',
-        'result_serializer': 'json',
-        'accept_content': ['json'],
-        'broker_pool_limit': 10,
-        'result_expires': 3600,
-        'task_acks_late': True,
-        'worker_prefetch_multiplier': 1,
-        'timezone': 'UTC'
-        })
-    """))
+    seed = Path(__file__).parent.parent / "fixtures" / "seed_000_celery_config.py"
+    (tmp_path / "seedcfg.py").write_text(seed.read_text())
     monkeypatch.syspath_prepend(str(tmp_path))
     t = resolve(Flags(app="seedcfg:app"), env=_env(tmp_path))
     assert t.result_backend == "amqp://guest:guest@localhost:5672//"
