@@ -194,3 +194,57 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     return obj
+
+
+# --- doctor ------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """Everything doctor observed, in one place: checks read only this.
+
+    `parts` maps a name (broker, workers, queues, connections, redis_server, redis_unacked,
+    rabbit_server, backend, app) to an Observed. A part that is missing or failed makes the
+    checks that need it *skipped*, with the reason."""
+
+    broker_kind: str  # redis | amqp
+    target: dict[str, Any]
+    parts: dict[str, Observed] = field(default_factory=dict)
+    sources: list[SourceStatus] = field(default_factory=list)
+    taken_at: float = 0.0
+    broker_hosts: tuple[str, ...] = ()
+
+    def observed(self, name: str) -> bool:
+        part = self.parts.get(name)
+        return part is not None and part.ok and part.value is not None
+
+    def why_not(self, name: str) -> str:
+        part = self.parts.get(name)
+        if part is None:
+            return "not collected"
+        return part.error or "no value"
+
+    def get(self, name: str) -> Any:
+        part = self.parts.get(name)
+        return part.value if part is not None and part.ok else None
+
+    @property
+    def workers(self) -> WorkersView | None:
+        return self.get("workers")
+
+    @property
+    def queues(self) -> list[QueueDepth]:
+        return self.get("queues") or []
+
+    @property
+    def app_settings(self) -> dict[str, Any] | None:
+        return self.get("app")
+
+    def worker_confs(self) -> dict[str, dict[str, Any]]:
+        """node name -> `inspect conf(with_defaults=True)` reply (first of duplicate names)."""
+        out: dict[str, dict[str, Any]] = {}
+        view = self.workers
+        for n in view.nodes if view else ():
+            conf = n.replies.get("conf")
+            if isinstance(conf, dict):
+                out.setdefault(n.name, conf)
+        return out

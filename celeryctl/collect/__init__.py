@@ -18,6 +18,7 @@ from celeryctl.snapshot import (
     Connection,
     Observed,
     QueueDepth,
+    Snapshot,
     SourceStatus,
     WorkersView,
 )
@@ -54,6 +55,27 @@ class Gathered:
             if s.name == name:
                 return s.ok
         return None
+
+
+def to_snapshot(g: Gathered) -> Snapshot:
+    """The doctor's view of a Gathered: plain parts keyed by name."""
+    import time as _time
+
+    t = g.target
+    broker_ok = next((s.ok for s in g.sources if s.name == "broker"), None)
+    broker_err = next((s.error for s in g.sources if s.name == "broker"), None)
+    parts = {
+        "broker": Observed(value=True) if broker_ok else Observed(error=broker_err or
+                                                                  "not reached"),
+        "workers": g.workers, "queues": g.queues, "connections": g.connections,
+        "redis_server": g.redis_server, "redis_unacked": g.redis_unacked,
+        "rabbit_server": g.rabbit_server, "backend": g.backend,
+        "app": Observed(value=t.app.settings) if t.app else Observed(
+            error="no Celery app given (-A/--app): producer-side settings unknown"),
+    }
+    return Snapshot(broker_kind=t.broker_kind, target=t.summary(), parts=parts,
+                    sources=list(g.sources), taken_at=_time.time(),
+                    broker_hosts=tuple(e.host for e in t.broker))
 
 
 def not_asked(reason: str) -> Observed:

@@ -1,0 +1,236 @@
+"""Doctor's checks: pure functions Snapshot -> findings, registered with a stable code.
+
+A check is declared once::
+
+    @check("QUE001", "queue-backlog", needs=("queues",))
+    def queue_backlog(snap, limits): ...
+
+The registry stamps code and name on every finding, so an id is written once. A check whose
+`needs` were not observed is reported as *skipped* with the reason — "no findings" never
+means "didn't look". A check that does not apply to this deployment (a Redis-only check on
+RabbitMQ) is reported as not applicable. Codes are a family prefix plus three digits; retired
+codes stay documented and are never reused. This package imports only the snapshot model and
+the standard library.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+FAMILIES = {
+    "SRC": "sources",
+    "WRK": "workers",
+    "SER": "serialization",
+    "CON": "connections",
+    "POOL": "capacity and pool exhaustion",
+    "QUE": "queues",
+    "RES": "result backend",
+    "BRK": "broker server",
+    "CFG": "Celery settings",
+    "SEC": "security",
+}
+HEADINGS = ("What it finds", "Why it matters", "How to fix")
+_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC)\d{3}$")
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+class Severity(enum.IntEnum):
+    OK = 0
+    INFO = 1
+    WARNING = 2
+    CRITICAL = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        return cls[text.upper()]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    subject: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    hint: str = ""
+    commands: tuple[str, ...] = ()
+    code: str = ""  # stamped by the registry
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "name": self.name, "severity": self.severity.label,
+                "subject": self.subject, "message": self.message, "evidence": self.evidence,
+                "hint": self.hint, "commands": list(self.commands)}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    code: str
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "name": self.name, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds, each with a documented default and a doctor flag."""
+
+    queue_warn: int = 100
+    queue_crit: int = 1000
+    stale_after: float = 300.0
+    clients_warn_ratio: float = 0.80
+    clients_crit_ratio: float = 0.95
+    memory_warn_ratio: float = 0.80
+    connections_per_worker: int = 30
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    name: str
+    needs: tuple[str, ...]
+    applies: Callable[[Any], str | None] | None
+    fn: Callable[..., Iterator[Finding]]
+
+    @property
+    def family(self) -> str:
+        return re.match(r"[A-Z]+", self.code).group(0)  # type: ignore[union-attr]
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.fn.__doc__ or "")
+
+    def section(self, heading: str) -> str:
+        m = re.search(rf"## {re.escape(heading)}\n(.*?)(?=\n## |\Z)", self.doc, re.S)
+        return m.group(1).strip() if m else ""
+
+    @property
+    def summary(self) -> str:
+        return " ".join(self.section("What it finds").split("\n\n")[0].split())
+
+
+REGISTRY: dict[str, Check] = {}
+
+
+def check(code: str, name: str, needs: tuple[str, ...] = (),
+          applies: Callable[[Any], str | None] | None = None):
+    """Register a check. `needs`: snapshot parts that must have been observed. `applies`:
+    returns a reason string when the check does not apply to this deployment, else None."""
+    if not _CODE.match(code):
+        raise ValueError(f"bad check code {code!r}")
+    if not _NAME.match(name):
+        raise ValueError(f"bad check name {name!r}")
+
+    def deco(fn):
+        if code in REGISTRY or any(c.name == name for c in REGISTRY.values()):
+            raise ValueError(f"duplicate check {code} {name}")
+        REGISTRY[code] = Check(code, name, tuple(needs), applies, fn)
+        return fn
+
+    return deco
+
+
+def catalogue() -> list[Check]:
+    _load()
+    return [REGISTRY[c] for c in sorted(REGISTRY, key=_sort_key)]
+
+
+def _sort_key(code: str) -> tuple[int, str]:
+    fam = re.match(r"[A-Z]+", code).group(0)  # type: ignore[union-attr]
+    return (list(FAMILIES).index(fam), code)
+
+
+def find(code_or_name: str) -> Check | None:
+    _load()
+    key = code_or_name.strip()
+    return REGISTRY.get(key.upper()) or next(
+        (c for c in REGISTRY.values() if c.name == key.lower()), None)
+
+
+def _load() -> None:
+    # importing the family modules registers their checks
+    from celeryctl.checks import (  # noqa: F401
+        brk,
+        cfg,
+        con,
+        pool,
+        que,
+        res,
+        sec,
+        ser,
+        src,
+        wrk,
+    )
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    skipped: list[Skipped]
+    not_applicable: list[Skipped]
+    ran: list[str]
+
+    def worst(self) -> Severity:
+        return max((f.severity for f in self.findings), default=Severity.OK)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.label: 0 for s in Severity if s is not Severity.OK}
+        for f in self.findings:
+            if f.severity is not Severity.OK:
+                out[f.severity.label] += 1
+        return out
+
+
+def select_checks(select: list[str] | None, ignore: list[str] | None) -> list[Check]:
+    """--select / --ignore take codes, names or family prefixes (e.g. QUE)."""
+    def match(c: Check, keys: list[str]) -> bool:
+        for k in keys:
+            k = k.strip()
+            if k.upper() == c.code or k.lower() == c.name or k.upper() == c.family:
+                return True
+        return False
+
+    checks = catalogue()
+    for keys in (select or [], ignore or []):
+        for k in keys:
+            if not any(match(c, [k]) for c in checks):
+                raise KeyError(k)
+    if select:
+        checks = [c for c in checks if match(c, select)]
+    if ignore:
+        checks = [c for c in checks if not match(c, ignore)]
+    return checks
+
+
+def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> Report:
+    checks = catalogue() if checks is None else checks
+    findings: list[Finding] = []
+    skipped: list[Skipped] = []
+    na: list[Skipped] = []
+    ran: list[str] = []
+    for c in checks:
+        reason = c.applies(snap) if c.applies else None
+        if reason:
+            na.append(Skipped(c.code, c.name, reason))
+            continue
+        missing = [n for n in c.needs if not snap.observed(n)]
+        if missing:
+            skipped.append(Skipped(c.code, c.name, "; ".join(
+                f"{n} not observed: {snap.why_not(n)}" for n in missing)))
+            continue
+        ran.append(c.code)
+        for f in c.fn(snap, limits) or ():
+            findings.append(Finding(f.severity, f.subject, f.message, f.evidence, f.hint,
+                                    tuple(f.commands), c.code, c.name))
+    findings.sort(key=lambda f: (-f.severity, _sort_key(f.code), f.subject))
+    return Report(findings, skipped, na, ran)

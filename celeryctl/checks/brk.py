@@ -1,0 +1,94 @@
+"""BRK: the broker server itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from celeryctl.checks import Finding, Limits, Severity, check
+
+
+def _redis(snap):
+    return None if snap.broker_kind == "redis" else "broker is not Redis"
+
+
+def _rabbit(snap):
+    return None if snap.broker_kind == "amqp" else "broker is not RabbitMQ"
+
+
+@check("BRK001", "redis-eviction-policy", needs=("redis_server",), applies=_redis)
+def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A Redis broker whose `maxmemory-policy` is not `noeviction`.
+
+    ## Why it matters
+    At maxmemory, `allkeys-*` policies evict queue lists, the `unacked` hash or
+    `_kombu.binding.*` tables: tasks vanish and routing breaks ("InconsistencyError: Probably
+    the key ('_kombu.binding.celery') has been removed"). `volatile-*` policies can evict
+    queues that have a TTL.
+
+    ## How to fix
+    `CONFIG SET maxmemory-policy noeviction` (and in redis.conf); size maxmemory for the
+    backlog you must survive.
+    """
+    srv = snap.get("redis_server")
+    policy = (srv.config or {}).get("maxmemory-policy") or srv.info.get("maxmemory_policy")
+    if policy and policy != "noeviction":
+        yield Finding(Severity.CRITICAL if policy.startswith("allkeys") else Severity.WARNING,
+                      "redis maxmemory-policy", f"maxmemory-policy is {policy}: queued tasks can "
+                      f"be evicted", evidence={"maxmemory-policy": policy},
+                      hint="Use noeviction on a broker.",
+                      commands=["redis-cli CONFIG SET maxmemory-policy noeviction"])
+
+
+@check("BRK002", "redis-memory-near-limit", needs=("redis_server",), applies=_redis)
+def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    `used_memory` at or above 80 % of `maxmemory` (when a limit is set).
+
+    ## Why it matters
+    Under `noeviction`, writes start failing with "OOM command not allowed": publishes fail
+    and workers cannot ack. Under an eviction policy, data starts disappearing.
+
+    ## How to fix
+    Drain or purge the backlog, move results elsewhere, or raise maxmemory.
+    """
+    info = snap.get("redis_server").info
+    used, cap = info.get("used_memory"), info.get("maxmemory")
+    if isinstance(used, int) and isinstance(cap, int) and cap > 0:
+        ratio = used / cap
+        if ratio >= limits.memory_warn_ratio:
+            yield Finding(Severity.CRITICAL if ratio >= 0.95 else Severity.WARNING,
+                          "redis memory", f"used {ratio:.0%} of maxmemory",
+                          evidence={"used_memory": used, "maxmemory": cap},
+                          hint="Drain the backlog or raise maxmemory.")
+
+
+@check("BRK003", "rabbitmq-alarms", needs=("rabbit_server",), applies=_rabbit)
+def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ nodes with a memory or disk alarm, or not running.
+
+    ## Why it matters
+    During an alarm RabbitMQ blocks every publishing connection: producers hang in
+    `apply_async`, and workers cannot publish results over rpc://. A node down loses its
+    classic queues until it returns.
+
+    ## How to fix
+    Free memory or disk (drain queues, lower `vm_memory_high_watermark` use), bring the node
+    back (`rabbitmq-diagnostics status`).
+    """
+    for n in snap.get("rabbit_server").nodes:
+        name = n.get("name")
+        if n.get("running") is False:
+            yield Finding(Severity.CRITICAL, f"node {name}", "node is not running",
+                          commands=["rabbitmq-diagnostics -q cluster_status"])
+        for key in ("mem_alarm", "disk_free_alarm"):
+            if n.get(key):
+                yield Finding(Severity.CRITICAL, f"node {name}",
+                              f"{key.replace('_', ' ')} is set: publishers are blocked",
+                              evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
+                                                              "disk_free", "disk_free_limit")},
+                              commands=["rabbitmq-diagnostics -q alarms"])

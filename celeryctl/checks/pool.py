@@ -1,0 +1,71 @@
+"""POOL: capacity — client slots, file descriptors, pool sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from celeryctl.checks import Finding, Limits, Severity, check
+
+
+def _redis(snap):
+    return None if snap.broker_kind == "redis" else "broker is not Redis"
+
+
+@check("POOL001", "redis-maxclients-headroom", needs=("redis_server",), applies=_redis)
+def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    `connected_clients` at 80 % (warning) or 95 % (critical) of `maxclients`, and any
+    `rejected_connections`.
+
+    ## Why it matters
+    Past maxclients Redis answers new connections with "max number of clients reached":
+    workers fail to reconnect and producers fail to publish.
+
+    ## How to fix
+    Find who holds the connections (`celeryctl connections`): leaks, too many processes,
+    large `max_connections`; raise `maxclients` if the load is real.
+    """
+    info = snap.get("redis_server").info
+    cfg = snap.get("redis_server").config or {}
+    used = info.get("connected_clients")
+    cap = info.get("maxclients") or (int(cfg["maxclients"]) if cfg.get("maxclients") else None)
+    if isinstance(used, int) and cap:
+        ratio = used / int(cap)
+        if ratio >= limits.clients_warn_ratio:
+            sev = Severity.CRITICAL if ratio >= limits.clients_crit_ratio else Severity.WARNING
+            yield Finding(sev, "redis clients", f"{used} of {cap} client slots used ({ratio:.0%})",
+                          evidence={"connected_clients": used, "maxclients": cap},
+                          hint="Find the connection holders; raise maxclients if needed.",
+                          commands=["celeryctl connections"])
+    rejected = info.get("rejected_connections")
+    if isinstance(rejected, int) and rejected > 0:
+        yield Finding(Severity.WARNING, "redis clients",
+                      f"{rejected} connections rejected since start (maxclients reached)",
+                      evidence={"rejected_connections": rejected})
+
+
+@check("POOL002", "broker-pool-limit-below-concurrency", needs=("workers",))
+def broker_pool_limit_below_concurrency(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers whose `broker_pool_limit` is smaller than their concurrency.
+
+    ## Why it matters
+    Tasks that publish (chains, `apply_async` inside tasks, rpc results) wait for a free
+    connection from the pool; without `broker_pool_acquire_timeout` they wait forever.
+
+    ## How to fix
+    Set `broker_pool_limit` to at least the concurrency (plus a little), and
+    `broker_pool_acquire_timeout` so exhaustion fails instead of hanging.
+    """
+    for n in snap.workers.nodes:
+        conf = n.replies.get("conf") or {}
+        stats = n.replies.get("stats") or {}
+        limit = conf.get("broker_pool_limit")
+        conc = (stats.get("pool") or {}).get("max-concurrency")
+        if isinstance(limit, int) and isinstance(conc, int) and 0 < limit < conc:
+            yield Finding(Severity.WARNING, f"worker {n.name}",
+                          f"broker_pool_limit {limit} < concurrency {conc}",
+                          evidence={"broker_pool_limit": limit, "concurrency": conc},
+                          hint="Raise broker_pool_limit to at least the concurrency.")

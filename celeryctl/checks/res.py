@@ -1,0 +1,71 @@
+"""RES: result backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from celeryctl.checks import Finding, Limits, Severity, check
+
+
+@check("RES001", "amqp-result-backend", needs=("backend",))
+def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A result backend URL with the `amqp://` scheme.
+
+    ## Why it matters
+    Celery 5 removed the amqp result backend: workers and producers fail at start-up with
+    "Unknown result backend: 'amqp'". Older Celery created one queue per task result, which
+    bloats RabbitMQ.
+
+    ## How to fix
+    Use `rpc://` for results over RabbitMQ (one reply queue per client), or a Redis or
+    database backend.
+    """
+    b = snap.get("backend")
+    if b.kind == "amqp":
+        yield Finding(Severity.CRITICAL, f"result backend {b.url}",
+                      "amqp:// result backend: removed in Celery 5 ('Unknown result backend: "
+                      "amqp')", evidence={"url": b.url},
+                      hint="Switch result_backend to rpc:// or redis://.")
+
+
+@check("RES002", "backend-shares-broker-db", needs=("backend",))
+def backend_shares_broker_db(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A Redis result backend on the same Redis instance and database as the broker.
+
+    ## Why it matters
+    Result keys and queues compete for memory and for eviction: a result flood can push the
+    broker to maxmemory (publishes fail) or get queues evicted under a non-noeviction policy.
+    Flushing one flushes both.
+
+    ## How to fix
+    Use another database at least (`redis://host:6379/1`), better another instance.
+    """
+    b = snap.get("backend")
+    if b.kind == "redis" and b.same_db_as_broker:
+        yield Finding(Severity.WARNING, f"result backend {b.url}",
+                      "result backend shares the broker's Redis database",
+                      evidence={"url": b.url}, hint="Move results to another db or instance.")
+
+
+@check("RES003", "result-expires-disabled", needs=("app",))
+def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    `result_expires` set to None or 0 in the app's configuration.
+
+    ## Why it matters
+    Results are kept forever: the backend grows without bound (Redis memory, database
+    tables, rpc reply queues on RabbitMQ).
+
+    ## How to fix
+    Set `result_expires` (default 1 day) to how long results are needed.
+    """
+    app = snap.app_settings
+    if "result_expires" in app and not app.get("result_expires") and app.get("result_backend"):
+        yield Finding(Severity.WARNING, "setting result_expires",
+                      "results never expire", evidence={"result_expires": app["result_expires"]},
+                      hint="Set result_expires, e.g. 86400.")

@@ -1,0 +1,143 @@
+"""SRC: the sources doctor reads — broker, workers, management API, result backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from celeryctl.checks import Finding, Limits, Severity, check
+
+
+def _source(snap, name):
+    return next((s for s in snap.sources if s.name == name), None)
+
+
+@check("SRC001", "broker-unreachable")
+def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    The broker refused the connection, did not answer within `--timeout`, or rejected the
+    credentials.
+
+    ## Why it matters
+    Nothing can be published or consumed: producers block or fail, workers reconnect in a
+    loop. Every check that reads the broker or the workers is skipped, so the rest of this
+    report is partial.
+
+    ## How to fix
+    Check the broker process and its port from the host running celeryctl
+    (`redis-cli -h HOST -p PORT ping`, `rabbitmq-diagnostics -q ping`), the firewall, and the
+    user name and password in the broker URL.
+    """
+    src = _source(snap, "broker")
+    if src is not None and src.ok is False:
+        yield Finding(Severity.CRITICAL, f"broker {src.url}", f"broker unreachable: {src.error}",
+                      evidence={"url": src.url, "error": src.error},
+                      hint="Check the broker process, network path and credentials.",
+                      commands=(["redis-cli -h HOST -p PORT ping"] if snap.broker_kind == "redis"
+                                else ["rabbitmq-diagnostics -q ping",
+                                      "rabbitmq-diagnostics -q listeners"]))
+
+
+@check("SRC002", "management-api-unavailable",
+       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    The RabbitMQ management HTTP API could not be read (refused, timed out, wrong credentials,
+    user without the monitoring tag).
+
+    ## Why it matters
+    Without it doctor cannot see unacknowledged counts, rates, connections, channels, node
+    alarms or which workers are expected; queue depth falls back to AMQP passive declares.
+
+    ## How to fix
+    Enable the plugin (`rabbitmq-plugins enable rabbitmq_management`), pass `--rabbitmq-api`
+    with a user tagged `monitoring`, or open port 15672 to this host.
+    """
+    src = _source(snap, "management-api")
+    if src is None:
+        yield Finding(Severity.WARNING, "management API", "no management API URL known",
+                      hint="Pass --rabbitmq-api http://USER:PASSWORD@HOST:15672.")
+    elif src.ok is False:
+        yield Finding(Severity.WARNING, f"management API {src.url}",
+                      f"management API unavailable: {src.error}",
+                      evidence={"url": src.url, "error": src.error},
+                      hint="Give a reachable --rabbitmq-api with a monitoring user.",
+                      commands=["rabbitmq-plugins enable rabbitmq_management",
+                                "rabbitmqctl set_user_tags USER monitoring"])
+
+
+@check("SRC003", "result-backend-unreachable")
+def result_backend_unreachable(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    The result backend did not answer (refused, timed out, wrong credentials).
+
+    ## Why it matters
+    Workers fail when storing results (tasks may be retried or marked failed), and
+    `AsyncResult.get()` blocks in producers.
+
+    ## How to fix
+    Check the backend server and the `result_backend` URL; if results are not used, set
+    `task_ignore_result = True`.
+    """
+    src = _source(snap, "result-backend")
+    if src is not None and src.ok is False:
+        yield Finding(Severity.CRITICAL, f"result backend {src.url}",
+                      f"result backend unreachable: {src.error}",
+                      evidence={"url": src.url, "error": src.error},
+                      hint="Check the backend server and credentials in result_backend.")
+
+
+@check("SRC004", "no-worker-replied", needs=("workers",))
+def no_worker_replied(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    No worker answered remote control (ping/stats/...) within `--timeout`.
+
+    ## Why it matters
+    Either no worker is running for this broker (vhost, db, key prefix), or workers are alive
+    but cannot answer: blocked event loop, solo pool busy with a long task, or a control
+    request in a serializer they do not accept (they drop it silently).
+
+    ## How to fix
+    Check the worker processes and their logs; confirm they use the same broker URL, vhost/db
+    and `global_keyprefix`; retry with a longer `--timeout`.
+    """
+    view = snap.workers
+    if not view.nodes:
+        yield Finding(Severity.CRITICAL, "workers",
+                      f"no worker replied within {view.waited_seconds:.1f} s",
+                      evidence={"expected": list(view.expected or []),
+                                "waited_seconds": round(view.waited_seconds, 2)},
+                      hint="Start workers, or check they use this broker, vhost/db and prefix.",
+                      commands=["celery -A proj worker -l INFO",
+                                "celeryctl workers --timeout 10"])
+
+
+@check("SRC005", "expected-worker-silent", needs=("workers",))
+def expected_worker_silent(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers named by their pidbox bindings (`_kombu.binding.celery.pidbox` on Redis, the
+    `celery.pidbox` exchange's bindings on RabbitMQ) that did not reply.
+
+    ## Why it matters
+    A binding without a reply is a worker that died without cleaning up, or one that is alive
+    but stuck (blocked event loop, long task on the solo pool). Its prefetched messages are
+    in limbo until it recovers or, on Redis, until visibility_timeout redelivers them.
+
+    ## How to fix
+    Look at that host: is the process there, is it busy (`py-spy dump --pid PID`)? Restart it
+    if hung. Stale Redis bindings expire on their own (kombu >= 5.7) or vanish when the
+    worker restarts.
+    """
+    view = snap.workers
+    if view.nodes and view.missing:
+        for name in view.missing:
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"expected (pidbox binding) but silent for {view.waited_seconds:.1f} s",
+                          evidence={"expected_source": view.expected_source,
+                                    "replied": len(view.nodes)},
+                          hint="Check the worker's host and process; restart it if hung.",
+                          commands=[f"celeryctl workers inspect ping -d {name} --timeout 10"])

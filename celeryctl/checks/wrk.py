@@ -1,0 +1,115 @@
+"""WRK: workers — duplicates, drift, idle workers, prefetch with acks_late."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from celeryctl.checks import Finding, Limits, Severity, check
+
+# Settings whose difference between workers of one cluster is worth a look.
+DRIFT_KEYS = ("accept_content", "task_serializer", "result_serializer", "task_acks_late",
+              "worker_prefetch_multiplier", "task_reject_on_worker_lost", "broker_pool_limit",
+              "result_backend", "broker_transport_options", "task_time_limit",
+              "task_soft_time_limit", "worker_max_tasks_per_child", "timezone",
+              "broker_heartbeat", "result_expires", "task_default_queue")
+
+
+@check("WRK001", "duplicate-node-names", needs=("workers",))
+def duplicate_node_names(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Two or more workers answering with the same node name (`-n name@host`).
+
+    ## Why it matters
+    Remote control cannot address them separately, `celery inspect` merges their replies,
+    and on RabbitMQ the second one cannot even bind its exclusive pidbox queue. Monitoring
+    counts one worker where there are several.
+
+    ## How to fix
+    Give every worker a unique name, e.g. `-n worker1@%h` with a per-process number, or
+    `%h`/`%n` placeholders in containers whose host names repeat.
+    """
+    seen: dict[str, int] = {}
+    for n in snap.workers.nodes:
+        seen[n.name] = seen.get(n.name, 0) + 1
+    for name, count in sorted(seen.items()):
+        if count > 1:
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"{count} workers answer as {name}",
+                          evidence={"count": count},
+                          hint="Start each worker with a unique -n NAME@%h.")
+
+
+@check("WRK002", "worker-consumes-no-queue", needs=("workers",))
+def worker_consumes_no_queue(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A worker whose `active_queues` is empty.
+
+    ## Why it matters
+    It holds a process slot and a broker connection but runs nothing: usually after
+    `cancel_consumer` of its last queue, or a `-Q` naming a queue that tasks are not routed to.
+
+    ## How to fix
+    Add a consumer (`celery control add_consumer QUEUE -d NODE`) or restart it with the
+    right `-Q`.
+    """
+    for n in snap.workers.nodes:
+        q = n.replies.get("active_queues")
+        if isinstance(q, list) and not q:
+            yield Finding(Severity.WARNING, f"worker {n.name}", "consumes no queue",
+                          hint="Add a consumer or restart the worker with -Q.",
+                          commands=[f"celery -A proj control add_consumer celery -d {n.name}"])
+
+
+@check("WRK003", "worker-config-drift", needs=("workers",))
+def worker_config_drift(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Settings (from `inspect conf` with defaults) that differ between workers: serializers,
+    `accept_content`, `task_acks_late`, prefetch multiplier, time limits, pool limits,
+    result backend and more.
+
+    ## Why it matters
+    Workers of one cluster that disagree behave differently for the same task: one acks
+    late and one early, one accepts pickle, one drops messages as "untrusted content". Drift
+    is the usual sign of a partial deploy.
+
+    ## How to fix
+    Deploy the same configuration everywhere; restart the workers left on the old one.
+    """
+    confs = snap.worker_confs()
+    if len(confs) < 2:
+        return
+    for key in DRIFT_KEYS:
+        values = {name: c.get(key) for name, c in confs.items() if key in c}
+        distinct = {repr(v) for v in values.values()}
+        if len(values) >= 2 and len(distinct) > 1:
+            yield Finding(Severity.WARNING, f"setting {key}",
+                          f"workers disagree on {key}",
+                          evidence={"per_worker": values},
+                          hint="Deploy one configuration to every worker.")
+
+
+@check("WRK004", "prefetch-multiplier-with-acks-late", needs=("workers",))
+def prefetch_multiplier_with_acks_late(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers with `task_acks_late = True` and `worker_prefetch_multiplier > 1`.
+
+    ## Why it matters
+    Each process reserves several messages it will not start for a while; with late acks a
+    crash or restart redelivers all of them, and long tasks starve short ones queued behind
+    them on the same worker.
+
+    ## How to fix
+    Set `worker_prefetch_multiplier = 1` for workers running long tasks with acks_late.
+    """
+    for name, c in snap.worker_confs().items():
+        mult = c.get("worker_prefetch_multiplier")
+        if c.get("task_acks_late") is True and isinstance(mult, int) and mult > 1:
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"acks_late with prefetch multiplier {mult}",
+                          evidence={"task_acks_late": True, "worker_prefetch_multiplier": mult},
+                          hint="Set worker_prefetch_multiplier = 1.",
+                          commands=["celery -A proj worker --prefetch-multiplier=1"])
