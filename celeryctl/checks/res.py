@@ -7,7 +7,11 @@ from collections.abc import Iterator
 from celeryctl.checks import Finding, Limits, Severity, check
 
 
-@check("RES001", "amqp-result-backend", needs=("backend",))
+def _has_backend(snap):
+    return None if snap.target.get("result_backend") else "no result backend configured"
+
+
+@check("RES001", "amqp-result-backend", needs=("backend",), applies=_has_backend)
 def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -30,7 +34,7 @@ def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
                       hint="Switch result_backend to rpc:// or redis://.")
 
 
-@check("RES002", "backend-shares-broker-db", needs=("backend",))
+@check("RES002", "backend-shares-broker-db", needs=("backend",), applies=_has_backend)
 def backend_shares_broker_db(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

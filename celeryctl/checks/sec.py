@@ -17,7 +17,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-@check("SEC001", "redis-without-password", needs=("broker",),
+@check("SEC001", "redis-without-password",
        applies=lambda s: None if s.broker_kind == "redis" else "broker is not Redis")
 def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
     """
@@ -38,7 +38,7 @@ def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
                       evidence={"hosts": hosts}, hint="Enable requirepass or ACLs.")
 
 
-@check("SEC002", "cleartext-credentials", needs=("broker",))
+@check("SEC002", "cleartext-credentials")
 def cleartext_credentials(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

@@ -120,7 +120,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     g.sources.append(SourceStatus("broker", broker_url, obs.ok, obs.error, obs.elapsed_seconds,
                                   detail="redis"))
     if not obs.ok:
-        why = f"not observed: the broker did not answer ({obs.error})"
+        why = "the broker did not answer (see the broker source)"
         for part in ("workers", "queues", "connections", "redis_server", "redis_unacked"):
             setattr(g, part, not_asked(why))
         if methods:

@@ -1,0 +1,126 @@
+"""`celeryctl doctor`, `celeryctl checks`, `celeryctl explain`."""
+
+from __future__ import annotations
+
+import typer
+
+from celeryctl.cli import options as o
+
+DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf")
+
+
+def doctor(
+    ctx: typer.Context,
+    broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
+    profile: o.Profile = None,
+    fmt: str = typer.Option("table", "--format", "-f", metavar="table|json|markdown"),
+    select: list[str] | None = typer.Option(None, "--select", metavar="CODE|NAME|FAMILY",
+                                               help="Run only these checks (repeatable)."),
+    ignore: list[str] | None = typer.Option(None, "--ignore", metavar="CODE|NAME|FAMILY",
+                                               help="Skip these checks (repeatable)."),
+    fail_on: str = typer.Option("warning", "--fail-on", metavar="warning|critical",
+                                help="Lowest severity that makes the exit status non-zero."),
+    queue_warn: int = typer.Option(100, "--queue-warn", help="Backlog warning threshold."),
+    queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
+    stale_after: float = typer.Option(300.0, "--stale-after", metavar="SECONDS",
+                                      help="Idle time after which a connection is stale."),
+) -> None:
+    """The incident report: everything wrong, with evidence and the commands that fix it.
+    Exit 0 ok, 1 warning, 2 critical, 3 nothing could be observed."""
+    import sys
+
+    from celeryctl.checks import Limits, Severity, run_checks, select_checks
+    from celeryctl.cli.read import Ctx
+    from celeryctl.collect import gather, to_snapshot
+    from celeryctl.render.report import (
+        render_report_json,
+        render_report_markdown,
+        render_report_table,
+    )
+    from celeryctl.status import ExitStatus, UsageError
+
+    fmt = fmt.lower()
+    if fmt not in ("table", "json", "markdown"):
+        raise UsageError(f"--format must be table, json or markdown, got {fmt!r}")
+    if fail_on.lower() not in ("warning", "critical"):
+        raise UsageError(f"--fail-on must be warning or critical, got {fail_on!r}")
+    try:
+        checks = select_checks(select, ignore)
+    except KeyError as exc:
+        raise UsageError(f"no check, name or family {exc.args[0]!r} "
+                         f"(celeryctl checks lists them)") from None
+    c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
+            rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
+            profile=profile)
+    g = gather(c.target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
+               backend=bool(c.target.result_backend))
+    snap = to_snapshot(g)
+    limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after)
+    report = run_checks(snap, limits, checks)
+    target = c.target.summary()
+    if fmt == "json":
+        render_report_json(sys.stdout, report, g.sources, target, g.elapsed_seconds)
+    elif fmt == "markdown":
+        render_report_markdown(sys.stdout, report, g.sources, target)
+    else:
+        render_report_table(c.out, report, g.sources)
+        for line in c.origin_lines():
+            c.err.print(f"[dim]{line}[/dim]", markup=True)
+    nothing_observed = not any(s.ok for s in g.sources)
+    if nothing_observed and not any(f.severity is Severity.CRITICAL for f in report.findings):
+        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    worst = report.worst()
+    threshold = Severity.parse(fail_on)
+    if worst >= Severity.CRITICAL and threshold <= Severity.CRITICAL:
+        code = ExitStatus.CRITICAL
+    elif worst >= threshold and worst >= Severity.WARNING:
+        code = ExitStatus.WARNING
+    else:
+        code = ExitStatus.OK
+    raise typer.Exit(int(code))
+
+
+def checks_cmd(fmt: o.Format = "table") -> None:
+    """The catalogue of doctor's checks."""
+    import json
+    import sys
+
+    from celeryctl.checks import FAMILIES, catalogue
+
+    fmt = o.check_format(fmt)
+    cat = catalogue()
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"schema": 1, "checks": [
+            {"code": c.code, "name": c.name, "family": c.family, "summary": c.summary}
+            for c in cat]}, indent=2) + "\n")
+        return
+    from celeryctl.render.console import make_console
+    from celeryctl.render.tables import _table
+
+    t = _table()
+    for col in ("code", "name", "family", "what it finds"):
+        t.add_column(col)
+    for c in cat:
+        t.add_row(c.code, c.name, FAMILIES[c.family], c.summary)
+    make_console().print(t)
+
+
+def explain(code: str = typer.Argument(..., metavar="CODE|NAME")) -> None:
+    """Print one check's documentation: what it finds, why it matters, how to fix."""
+    import sys
+
+    from celeryctl.checks import find
+    from celeryctl.render.report import render_check_page
+    from celeryctl.status import UsageError
+
+    c = find(code)
+    if c is None:
+        raise UsageError(f"no check {code!r} (celeryctl checks lists them)")
+    sys.stdout.write(render_check_page(c))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor)
+    app.command("checks")(checks_cmd)
+    app.command("explain")(explain)
