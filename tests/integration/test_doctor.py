@@ -1,0 +1,76 @@
+"""`celeryctl doctor` against real servers and workers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.conftest import closed_port, run_cli, run_json
+from tests.integration.test_redis import _db, _publish
+
+pytestmark = [pytest.mark.redis]
+
+
+def test_broker_down_still_reports_within_bound(silent_listener):
+    for url in (f"redis://127.0.0.1:{closed_port()}/0",
+                f"redis://127.0.0.1:{silent_listener.port}/0"):
+        code, doc, err, secs = run_json("doctor", "--broker", url, "--timeout", "1")
+        assert code == 2, err
+        assert [f["code"] for f in doc["findings"]] == ["SRC001"]
+        assert any(s["code"] == "QUE001" for s in doc["skipped"])
+        assert secs <= 2.0, secs
+
+
+def test_healthy_cluster_is_clean(redis_workers):
+    code, doc, err, _ = run_json("doctor", "--broker", redis_workers["url"], "--timeout", "5")
+    assert code == 0, json.dumps(doc["findings"], indent=1)
+    assert doc["findings"] == []
+    assert doc["summary"]["worst"] == "ok" and doc["summary"]["checks_ran"] >= 15
+    code, out, err, _ = run_cli("doctor", "--broker", redis_workers["url"])
+    assert out.startswith("All clear")
+
+
+def test_backlog_without_consumer_and_read_only(redis_server):
+    import redis
+
+    url = _db(redis_server["url"], 11)
+    q = f"orphan-{uuid.uuid4().hex[:6]}"
+    _publish(url, q, [0, 3, 6, 9] * 40)
+    r = redis.Redis.from_url(url)
+
+    def dump():
+        # Every key, byte for byte — except kombu 5.7's `_kombu.binding_deadlines` zset, whose
+        # `reply.celery.pidbox` member any remote-control client (celery inspect included)
+        # refreshes; it is shared, and kombu's sweep owns it.
+        return {k: (r.type(k), r.dump(k)) for k in sorted(r.scan_iter(count=1000))
+                if k != b"_kombu.binding_deadlines"}
+
+    before = dump()
+    code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "1")
+    after = dump()
+    assert before == after  # byte-identical: doctor changed nothing
+    got = {(f["code"], f["subject"]) for f in doc["findings"]}
+    assert ("QUE001", f"queue {q}") in got
+    assert ("SRC004", "workers") in got  # no worker on this db
+    assert code == 2
+    code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "1",
+                                 "--ignore", "SRC004", "--select", "QUE")
+    assert {f["code"] for f in doc["findings"]} == {"QUE001", "QUE002"}
+    code, out, err, _ = run_cli("doctor", "--broker", url, "--timeout", "1", "--format",
+                                "markdown", "--select", "QUE001")
+    assert out.startswith("## celeryctl doctor") and "| warning | QUE001 queue-backlog" in out
+    code, out, err, _ = run_cli("doctor", "--broker", url, "--timeout", "1", "--select",
+                                "QUE001", "--fail-on", "critical")
+    assert code == 0  # a warning does not fail with --fail-on critical
+
+
+def test_checks_and_explain():
+    code, doc, err, _ = run_json("checks")
+    assert code == 0 and len(doc["checks"]) >= 20
+    assert {"code", "name", "family", "summary"} <= set(doc["checks"][0])
+    code, out, err, _ = run_cli("explain", "queue-backlog")
+    assert code == 0 and "## How to fix" in out
+    assert run_cli("explain", "NOPE123")[0] == 64
+    assert run_cli("doctor", "--select", "NOPE123")[0] == 64

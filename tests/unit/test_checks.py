@@ -1,0 +1,194 @@
+"""The catalogue's contract, and checks over hand-built snapshots (positive, negative, skipped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from celeryctl.checks import HEADINGS, Limits, Severity, catalogue, find, run_checks, select_checks
+from celeryctl.render.report import render_check_page
+from celeryctl.snapshot import (
+    BackendStatus,
+    Connection,
+    Observed,
+    QueueDepth,
+    RedisServer,
+    RedisUnacked,
+    Snapshot,
+    SourceStatus,
+    WorkerNode,
+    WorkersView,
+)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "checks"
+
+
+def test_every_check_is_documented_and_unique():
+    cat = catalogue()
+    assert len({c.code for c in cat}) == len(cat) and len({c.name for c in cat}) == len(cat)
+    for c in cat:
+        for h in HEADINGS:
+            assert c.section(h), f"{c.code} lacks '## {h}'"
+        page = DOCS / f"{c.code}.md"
+        assert page.exists(), f"docs/checks/{c.code}.md missing: python -m celeryctl.checks.docs"
+        assert page.read_text() == render_check_page(c), \
+            f"docs/checks/{c.code}.md is stale: python -m celeryctl.checks.docs"
+        assert c.fn.__name__ == c.name.replace("-", "_")
+    assert find("que001") is find("queue-backlog") is not None
+
+
+def conf(**kw):
+    base = {"accept_content": ["json"], "task_serializer": "json", "task_acks_late": False,
+            "worker_prefetch_multiplier": 4, "broker_pool_limit": 10, "broker_heartbeat": 120}
+    base.update(kw)
+    return base
+
+
+def node(name, queues=("celery",), c=None, concurrency=2):
+    return WorkerNode(name, {"ping": {"ok": "pong"}, "active_queues": [{"name": q} for q in queues],
+                             "conf": c or conf(),
+                             "stats": {"pool": {"max-concurrency": concurrency}}})
+
+
+def snap(kind="redis", nodes=(), expected=None, queues=(), app=None, server=None, unacked=None,
+         backend=None, conns=None, sources=None, target=None):
+    view = WorkersView(nodes=tuple(nodes), methods=("ping", "active_queues", "conf", "stats"),
+                       expected=expected, expected_source="redis binding", waited_seconds=1.0)
+    parts = {
+        "broker": Observed(True), "workers": Observed(view), "queues": Observed(list(queues)),
+        "app": Observed(app) if app is not None else Observed(error="no app"),
+        "redis_server": Observed(server) if server else Observed(error="x"),
+        "redis_unacked": Observed(unacked) if unacked else Observed(error="x"),
+        "backend": Observed(backend) if backend else Observed(error="x"),
+        "connections": Observed(conns) if conns is not None else Observed(error="x"),
+        "rabbit_server": Observed(error="x"),
+    }
+    return Snapshot(broker_kind=kind, target=target or {"broker": "redis://127.0.0.1:6379/0"},
+                    parts=parts, sources=sources or [], broker_hosts=("127.0.0.1",))
+
+
+def codes(report):
+    return [(f.code, f.severity.label, f.subject) for f in report.findings]
+
+
+def run(s, sel, **limits):
+    return run_checks(s, Limits(**limits), select_checks(sel, None))
+
+
+def test_queue_backlog_and_no_consumers():
+    q = [QueueDepth("big", "redis", ready=1500, consumers=0),
+         QueueDepth("mid", "redis", ready=150, consumers=2),
+         QueueDepth("ok", "redis", ready=3, consumers=1),
+         QueueDepth("x.reply.celery.pidbox", "redis", ready=5000, internal=True)]
+    r = run(snap(queues=q), ["QUE001", "QUE002"])
+    assert codes(r) == [("QUE001", "critical", "queue big"), ("QUE002", "critical", "queue big"),
+                        ("QUE001", "warning", "queue mid")]
+    assert codes(run(snap(queues=q), ["QUE001"], queue_warn=2000, queue_crit=5000)) == []
+
+
+def test_skipped_when_inputs_missing():
+    s = snap()
+    s.parts["queues"] = Observed(error="the broker did not answer")
+    r = run(s, ["QUE001", "SER002"])
+    assert [x.code for x in r.skipped] == ["SER002", "QUE001"] or \
+        {x.code for x in r.skipped} == {"QUE001", "SER002"}
+    assert "the broker did not answer" in next(x.reason for x in r.skipped if x.code == "QUE001")
+    assert r.findings == []
+
+
+def test_not_applicable_by_broker_kind():
+    r = run(snap(kind="amqp"), ["QUE003", "BRK001"])
+    assert {x.code for x in r.not_applicable} == {"QUE003", "BRK001"}
+
+
+def test_unacked_past_visibility_timeout():
+    un = RedisUnacked(total=3, oldest_seconds=4000.0, per_queue={}, oldest_per_queue={})
+    assert codes(run(snap(unacked=un), ["QUE003"])) == [
+        ("QUE003", "warning", "unacked (Redis in-flight)")]
+    app = {"broker_transport_options": {"visibility_timeout": 7200}}
+    assert codes(run(snap(unacked=un, app=app), ["QUE003"])) == []
+
+
+def test_workers_checks():
+    nodes = [node("a@h", c=conf(task_acks_late=True)), node("a@h"), node("b@h", queues=()),
+             node("c@h", c=conf(accept_content=["json", "pickle"]))]
+    r = run(snap(nodes=nodes, expected=("a@h", "b@h", "c@h", "d@h")),
+            ["WRK", "SER001", "SER003", "SRC005", "CFG001"])
+    got = codes(r)
+    assert ("SRC005", "warning", "worker d@h") in got
+    assert ("WRK001", "warning", "worker a@h") in got
+    assert ("WRK002", "warning", "worker b@h") in got
+    assert ("WRK004", "warning", "worker a@h") in got
+    assert ("SER001", "warning", "worker c@h") in got
+    assert ("SER003", "warning", "setting accept_content") in got
+    assert ("CFG001", "info", "worker a@h") in got
+    drift = {f.subject for f in r.findings if f.code == "WRK003"}
+    assert {"setting task_acks_late", "setting accept_content"} <= drift
+    healthy = run(snap(nodes=[node("a@h"), node("b@h")], expected=("a@h", "b@h")),
+                  ["WRK", "SER", "SRC", "CFG", "POOL002"])
+    assert healthy.findings == []
+
+
+def test_producer_serializer_not_accepted():
+    r = run(snap(nodes=[node("a@h")], app={"task_serializer": "pickle"}), ["SER002"])
+    assert codes(r) == [("SER002", "critical", "worker a@h")]
+    assert run(snap(nodes=[node("a@h")], app={"task_serializer": "json"}), ["SER002"]).findings == []
+
+
+def test_no_worker_replied():
+    assert codes(run(snap(), ["SRC004"])) == [("SRC004", "critical", "workers")]
+
+
+def test_redis_server_checks():
+    srv = RedisServer("7.0.15", {"connected_clients": 9600, "maxclients": 10000,
+                                 "rejected_connections": 3, "used_memory": 90, "maxmemory": 100},
+                      {"maxmemory-policy": "allkeys-lru"}, None, "", "default")
+    got = codes(run(snap(server=srv), ["BRK", "POOL001"]))
+    assert ("BRK001", "critical", "redis maxmemory-policy") in got
+    assert ("BRK002", "warning", "redis memory") in got
+    assert ("POOL001", "critical", "redis clients") in got
+    assert ("POOL001", "warning", "redis clients") in got
+    fine = RedisServer("7", {"connected_clients": 5, "maxclients": 10000, "maxmemory": 0},
+                       {"maxmemory-policy": "noeviction"}, None, "", "default")
+    assert run(snap(server=fine), ["BRK", "POOL001"]).findings == []
+
+
+def test_result_backend_checks():
+    t = {"broker": "redis://h/0", "result_backend": "amqp://guest:***@h//"}
+    amqp = BackendStatus(url="amqp://guest:***@h//", kind="amqp", reachable=True)
+    assert codes(run(snap(backend=amqp, target=t), ["RES001"]))[0][:2] == ("RES001", "critical")
+    same = BackendStatus(url="redis://h/0", kind="redis", reachable=True,
+                         same_instance_as_broker=True, same_db_as_broker=True)
+    t2 = {"broker": "redis://h/0", "result_backend": "redis://h/0"}
+    assert codes(run(snap(backend=same, target=t2), ["RES002"]))[0][:2] == ("RES002", "warning")
+    assert {x.code for x in run(snap(), ["RES001"]).not_applicable} == {"RES001"}
+
+
+def test_sources_and_security():
+    src = [SourceStatus("broker", "redis://h/0", False, "connection refused")]
+    assert codes(run(snap(sources=src), ["SRC001"]))[0][:2] == ("SRC001", "critical")
+    remote = snap(target={"broker": "redis://10.0.0.5:6379/0"})
+    remote.broker_hosts = ("10.0.0.5",)
+    assert codes(run(remote, ["SEC001"]))[0][:2] == ("SEC001", "warning")
+    remote.target = {"broker": "amqp://u:***@10.0.0.5//"}
+    assert codes(run(remote, ["SEC002"]))[0][:2] == ("SEC002", "warning")
+    assert run(snap(), ["SEC"]).findings == []  # loopback
+
+
+def test_stale_connections():
+    conns = [Connection("redis", f"10.0.0.1:{i}", idle_seconds=900, role="client")
+             for i in range(6)] + [Connection("redis", "10.0.0.1:99", idle_seconds=900,
+                                              role="consumer")]
+    r = run(snap(conns=conns), ["CON001"], stale_after=300)
+    assert codes(r) == [("CON001", "warning", "connections")]
+    assert len(r.findings[0].evidence["connections"]) == 6
+    assert run(snap(conns=conns[-1:]), ["CON001"]).findings == []
+
+
+def test_select_ignore_and_severity():
+    assert {c.family for c in select_checks(["QUE"], None)} == {"QUE"}
+    assert "QUE001" not in {c.code for c in select_checks(None, ["queue-backlog"])}
+    with pytest.raises(KeyError):
+        select_checks(["NOPE999"], None)
+    assert Severity.parse("warning") is Severity.WARNING
