@@ -25,7 +25,8 @@ demo: venv
 	  $(BIN)/python -m celeryctl.lab.publish --count 25 >/dev/null; \
 	  echo; echo '$$ celeryctl workers'; $(BIN)/celeryctl workers; \
 	  echo; echo '$$ celeryctl queues'; $(BIN)/celeryctl queues; \
-	  echo; echo '$$ celeryctl connections'; $(BIN)/celeryctl connections; true
+	  echo; echo '$$ celeryctl connections'; $(BIN)/celeryctl connections; \
+	  echo; echo '$$ celeryctl doctor'; $(BIN)/celeryctl doctor; true
 	@echo; echo "lab still running: 'make lab-down' (or .venv/bin/celeryctl lab down) stops it"
 
 lab-down:
