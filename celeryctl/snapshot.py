@@ -123,6 +123,25 @@ class RedisUnacked:
     mutex_ttl_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class MessageSample:
+    """One queued message as seen without consuming it: envelope and headers only — the body
+    is never decoded (and never unpickled)."""
+
+    queue: str
+    priority_step: int | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    task: str | None = None
+    id: str | None = None
+    eta: str | None = None
+    retries: int | None = None
+    redelivered: bool | None = None
+    compression: str | None = None
+    size_bytes: int = 0
+    error: str | None = None  # the envelope itself could not be read (garbage, not JSON)
+
+
 # --- connections -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -90,3 +90,51 @@ def workers_disagree_on_accept_content(snap, limits: Limits) -> Iterator[Finding
         yield Finding(Severity.WARNING, "setting accept_content",
                       "workers accept different content types", evidence={"per_worker": sets},
                       hint="Deploy one accept_content everywhere.")
+
+
+@check("SER004", "queued-content-not-accepted", needs=("samples", "workers", "queues"))
+def queued_content_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Messages waiting in a queue whose content type no worker consuming that queue accepts.
+    Doctor reads a bounded sample from the consuming end of each queue (Redis `LRANGE`; the
+    JSON envelope and headers only, never the body, never unpickling) and compares each
+    message's `content-type` with the consumers' `accept_content` (from `inspect conf`). For a
+    queue nobody consumes, every live worker's `accept_content` is used.
+
+    ## Why it matters
+    A worker that receives such a message logs "Refusing to deserialize untrusted content of
+    type ..." and discards it: no result, no failure event, no retry. The queue drains and
+    the work is silently lost.
+
+    ## How to fix
+    Make producers use a serializer the workers accept (`task_serializer`, or
+    `apply_async(serializer=...)`), or add that type to the workers' `accept_content`
+    (never pickle from untrusted producers). Until then, stop the consumers of that queue so
+    the messages are not discarded.
+    """
+    confs = snap.worker_confs()
+    if not confs:
+        return
+    consumers = {q.name: list(q.consumer_workers) for q in snap.queues}
+    for queue, msgs in sorted((snap.get("samples") or {}).items()):
+        names = [n for n in consumers.get(queue, []) if n in confs] or list(confs)
+        accepted = set.union(*(content_types(confs[n].get("accept_content")) for n in names))
+        bad: dict[str, list[str]] = {}
+        for m in msgs:
+            ct = m.content_type or "unknown"
+            if ct not in accepted and ct != "application/data":
+                bad.setdefault(ct, []).append(m.task or "?")
+        for ct, tasks in sorted(bad.items()):
+            consuming = bool(consumers.get(queue))
+            yield Finding(Severity.CRITICAL if consuming else Severity.WARNING, f"queue {queue}",
+                          f"{len(tasks)} of {len(msgs)} sampled messages are {ct}, which "
+                          f"{'its consumers' if consuming else 'no worker'} accept"
+                          f"{'' if consuming else 's'}: they will be discarded",
+                          evidence={"content_type": ct, "sampled": len(msgs),
+                                    "not_accepted": len(tasks),
+                                    "tasks": sorted(set(tasks))[:10],
+                                    "workers": names[:10],
+                                    "accept_content": sorted(accepted)},
+                          hint="Align task_serializer with the workers' accept_content.",
+                          commands=[f"celeryctl workers inspect conf -d {names[0]}"])

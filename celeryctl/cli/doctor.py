@@ -25,6 +25,9 @@ def doctor(
     queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
     stale_after: float = typer.Option(300.0, "--stale-after", metavar="SECONDS",
                                       help="Idle time after which a connection is stale."),
+    sample: int = typer.Option(10, "--sample", min=0, max=1000, metavar="N",
+                               help="Messages read (never consumed) per queue on Redis to check "
+                               "their content type; 0 disables."),
 ) -> None:
     """The incident report: everything wrong, with evidence and the commands that fix it.
     Exit 0 ok, 1 warning, 2 critical, 3 nothing could be observed."""
@@ -54,7 +57,7 @@ def doctor(
             rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
             profile=profile)
     g = gather(c.target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
-               backend=bool(c.target.result_backend))
+               backend=bool(c.target.result_backend), samples=sample)
     snap = to_snapshot(g)
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after)
     report = run_checks(snap, limits, checks)

@@ -44,6 +44,7 @@ class Gathered:
     redis_unacked: Observed = field(default_factory=_not_collected)
     rabbit_server: Observed = field(default_factory=_not_collected)
     backend: Observed = field(default_factory=_not_collected)
+    samples: Observed = field(default_factory=_not_collected)
     host_addresses: dict[str, list[str]] = field(default_factory=dict)
     local_pids: dict[str, int] = field(default_factory=dict)  # "ip:port" -> pid on this host
     sources: list[SourceStatus] = field(default_factory=list)
@@ -69,7 +70,7 @@ def to_snapshot(g: Gathered) -> Snapshot:
                                                                   "not reached"),
         "workers": g.workers, "queues": g.queues, "connections": g.connections,
         "redis_server": g.redis_server, "redis_unacked": g.redis_unacked,
-        "rabbit_server": g.rabbit_server, "backend": g.backend,
+        "rabbit_server": g.rabbit_server, "backend": g.backend, "samples": g.samples,
         "app": Observed(value=t.app.settings) if t.app else Observed(
             error="no Celery app given (-A/--app): producer-side settings unknown"),
     }
@@ -84,7 +85,7 @@ def not_asked(reason: str) -> Observed:
 
 def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = False,
            connections: bool = False, server: bool = False, backend: bool = False,
-           destination: list[str] | None = None) -> Gathered:
+           destination: list[str] | None = None, samples: int = 0) -> Gathered:
     """Collect the requested parts. `workers` lists inspect methods (empty: none asked)."""
     started = time.monotonic()
     g = Gathered(target=target)
@@ -93,9 +94,13 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
     if backend:
         backend_task = _spawn_backend(target, deadline)
     if target.broker_kind == "redis":
-        _gather_redis(g, target, workers, queues, connections, server, destination, deadline)
+        _gather_redis(g, target, workers, queues, connections, server, destination, deadline,
+                      samples)
     else:
         _gather_rabbit(g, target, workers, queues, connections, server, destination, deadline)
+        if samples:
+            g.samples = Observed(error="on RabbitMQ reading queued messages (the management "
+                                       "API's get) marks them redelivered: not sampled")
     if backend_task is not None:
         _finish_backend(g, target, backend_task, deadline)
     g.elapsed_seconds = time.monotonic() - started
@@ -105,7 +110,8 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
 # --- Redis -------------------------------------------------------------------------------
 
 def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
-                  connections: bool, server: bool, destination, deadline: float) -> None:
+                  connections: bool, server: bool, destination, deadline: float,
+                  samples: int = 0) -> None:
     from celeryctl.collect import redis as r
 
     t = target.timeout
@@ -187,9 +193,23 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     if queues:
         names = _queue_names_redis(discovery, target, g.workers)
         depth_deadline = max(deadline, time.monotonic()) + GRACE
-        dtask = spawn("depths", lambda: r.collect_depths(client, layout, sorted(names)),
-                      f"redis broker {ep.address}")
+
+        def depths_and_samples():
+            depths = r.collect_depths(client, layout, sorted(names))
+            sampled = None
+            if samples:
+                task_depths = {q: b for q, b in depths.items()
+                               if not names[q][0] and sum(b.values())}
+                sampled = r.collect_samples(client, layout, task_depths, samples)
+            return depths, sampled
+
+        dtask = spawn("depths", depths_and_samples, f"redis broker {ep.address}")
         dobs = dtask.wait(depth_deadline)
+        if dobs.ok:
+            depths_value, sampled = dobs.value
+            dobs = Observed(depths_value)
+            if samples:
+                g.samples = Observed(sampled, source="redis LRANGE")
         if not dobs.ok:
             g.queues = Observed(error=dobs.error)
         else:

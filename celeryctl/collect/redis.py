@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeryctl.snapshot import Connection, QueueDepth, RedisServer, RedisUnacked
+from celeryctl.snapshot import Connection, MessageSample, QueueDepth, RedisServer, RedisUnacked
 from celeryctl.urls import Endpoint
 
 DEFAULT_SEP = "\x06\x16"
@@ -374,3 +374,59 @@ def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
             v = _jsonable_info(v)
         out[_s(k)] = v
     return out
+
+
+def collect_samples(client, layout: RedisLayout, depths: dict[str, dict[str, int]],
+                    per_queue: int = 10) -> dict[str, list[MessageSample]]:
+    """`LRANGE key -k -1` on the consuming end (kombu BRPOPs the right side, lowest priority
+    step first) of each non-empty sub-list, up to `per_queue` messages per queue, in one
+    pipeline. Read-only: LRANGE neither pops nor reorders."""
+    plan: list[tuple[str, int]] = []
+    pipe = client.pipeline(transaction=False)
+    for queue, buckets in sorted(depths.items()):
+        left = per_queue
+        for step in layout.priority_steps:
+            n = min(left, int(buckets.get(str(step), 0)))
+            if n <= 0:
+                continue
+            pipe.lrange(layout.key(queue, step), -n, -1)
+            plan.append((queue, step))
+            left -= n
+            if left <= 0:
+                break
+    results = pipe.execute() if plan else []
+    out: dict[str, list[MessageSample]] = {}
+    for (queue, step), items in zip(plan, results, strict=True):
+        # rightmost first: the next message a worker would receive
+        for raw in reversed(items or []):
+            out.setdefault(queue, []).append(parse_envelope(queue, step, raw))
+    return out
+
+
+def parse_envelope(queue: str, step: int | None, raw: bytes) -> MessageSample:
+    """kombu's Redis envelope is JSON whatever the serializer: read content type and Celery's
+    protocol-2 headers; leave `body` alone."""
+    size = len(raw) if raw else 0
+    try:
+        env = json.loads(raw)
+        if not isinstance(env, dict):
+            raise ValueError("envelope is not an object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return MessageSample(queue, step, size_bytes=size,
+                             error=f"not a kombu envelope ({type(exc).__name__})")
+    headers = env.get("headers") if isinstance(env.get("headers"), dict) else {}
+    props = env.get("properties") if isinstance(env.get("properties"), dict) else {}
+    info = props.get("delivery_info") if isinstance(props.get("delivery_info"), dict) else {}
+    retries = headers.get("retries")
+    return MessageSample(
+        queue=queue, priority_step=step, content_type=_str(env.get("content-type")),
+        content_encoding=_str(env.get("content-encoding")), task=_str(headers.get("task")),
+        id=_str(headers.get("id")), eta=_str(headers.get("eta")),
+        retries=retries if isinstance(retries, int) else None,
+        redelivered=bool(headers.get("redelivered") or info.get("redelivered")),
+        compression=_str(headers.get("compression")), size_bytes=size,
+    )
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else (None if v is None else str(v)[:200])

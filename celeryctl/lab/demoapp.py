@@ -3,7 +3,8 @@ same module serves every deployment shape (Redis or RabbitMQ broker; Redis, rpc 
 a global key prefix; priority queues).
 
 Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_LAB_KEYPREFIX,
-CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH.
+CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH,
+CELERYCTL_LAB_ACKS_LATE=1.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ app.conf.update(
     task_serializer=os.environ.get("CELERYCTL_LAB_SERIALIZER", "json"),
     accept_content=os.environ.get("CELERYCTL_LAB_ACCEPT", "json").split(","),
     worker_prefetch_multiplier=int(os.environ.get("CELERYCTL_LAB_PREFETCH", "4")),
+    task_acks_late=os.environ.get("CELERYCTL_LAB_ACKS_LATE", "") == "1",
     task_queues=[Queue("celery", routing_key="celery"),
                  Queue("hipri", routing_key="hipri", queue_arguments={"x-max-priority": 10}),
                  Queue("slow", routing_key="slow")],

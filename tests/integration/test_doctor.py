@@ -74,3 +74,38 @@ def test_checks_and_explain():
     assert code == 0 and "## How to fix" in out
     assert run_cli("explain", "NOPE123")[0] == 64
     assert run_cli("doctor", "--select", "NOPE123")[0] == 64
+
+
+def test_queued_pickle_messages_that_consumers_refuse(labdir, redis_server):
+    """SER004 on real messages: a json-only worker consumes `serq`; it is busy (acks_late,
+    prefetch 1, one thread) so the pickle messages published after stay in the list."""
+    import time
+
+    from celery import Celery
+
+    from celeryctl.lab import servers as s
+
+    url = _db(redis_server["url"], 12)
+    w = s.start_worker(labdir, url, "ser@%h", queues="serq", pool="threads", concurrency=1,
+                       env={"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1"})
+    try:
+        app = Celery(broker=url, set_as_current=False)
+        app.send_task("celeryctl.lab.demoapp.sleep", (60,), queue="serq")
+        time.sleep(1.5)  # the worker picks it up and holds it (acks_late, prefetch 1)
+        for _ in range(3):
+            app.send_task("celeryctl.lab.demoapp.add", (1, 2), queue="serq", serializer="pickle")
+        app.send_task("celeryctl.lab.demoapp.add", (1, 2), queue="serq", serializer="json")
+        code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "3",
+                                     "--select", "SER")
+        ser = [f for f in doc["findings"] if f["code"] == "SER004"]
+        assert len(ser) == 1, json.dumps(doc, indent=1)
+        f = ser[0]
+        assert f["severity"] == "critical" and f["subject"] == "queue serq"
+        assert f["evidence"]["content_type"] == "application/x-python-serialize"
+        assert f["evidence"]["not_accepted"] == 3 and f["evidence"]["sampled"] == 4
+        assert f["evidence"]["tasks"] == ["celeryctl.lab.demoapp.add"]
+        import redis
+
+        assert redis.Redis.from_url(url).llen("serq") == 4  # sampled, not consumed
+    finally:
+        w.stop(timeout=2)  # do not wait out the 60 s task

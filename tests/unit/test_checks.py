@@ -192,3 +192,41 @@ def test_select_ignore_and_severity():
     with pytest.raises(KeyError):
         select_checks(["NOPE999"], None)
     assert Severity.parse("warning") is Severity.WARNING
+
+
+def test_parse_envelope_never_touches_the_body():
+    import base64
+    import json
+    import pickle
+
+    from celeryctl.collect.redis import parse_envelope
+
+    body = base64.b64encode(pickle.dumps(("boom",))).decode()
+    env = {"body": body, "content-type": "application/x-python-serialize",
+           "content-encoding": "binary", "headers": {"task": "t.x", "id": "1", "retries": 2},
+           "properties": {"priority": 0, "delivery_info": {"redelivered": True}}}
+    m = parse_envelope("q", 0, json.dumps(env).encode())
+    assert (m.content_type, m.task, m.retries, m.redelivered) == \
+        ("application/x-python-serialize", "t.x", 2, True)
+    for garbage in (b"\xff\xfe not json", b"[1, 2]", b""):
+        m = parse_envelope("q", 3, garbage)
+        assert m.error and m.content_type is None
+
+
+def test_queued_content_not_accepted():
+    from celeryctl.snapshot import MessageSample
+
+    nodes = [node("a@h", queues=("q",))]
+    q = [QueueDepth("q", "redis", ready=3, consumers=1, consumer_workers=("a@h",))]
+    s = snap(nodes=nodes, queues=q)
+    s.parts["samples"] = Observed({"q": [
+        MessageSample("q", 0, "application/x-python-serialize", task="t.a"),
+        MessageSample("q", 0, "application/json", task="t.b"),
+        MessageSample("q", 0, "application/data", task="t.signed")]})
+    r = run(s, ["SER004"])
+    assert codes(r) == [("SER004", "critical", "queue q")]
+    assert r.findings[0].evidence["not_accepted"] == 1
+    s.parts["samples"] = Observed({"q": [MessageSample("q", 0, "application/json")]})
+    assert run(s, ["SER004"]).findings == []
+    s.parts["samples"] = Observed(error="on RabbitMQ ... not sampled")
+    assert [x.code for x in run(s, ["SER004"]).skipped] == ["SER004"]
