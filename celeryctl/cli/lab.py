@@ -43,6 +43,9 @@ def _print_state(st) -> None:
     typer.echo(f"try:      celeryctl workers {flags}")
     typer.echo(f"          celeryctl queues {flags}")
     typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
+    if st.scenario:
+        extra = " ".join(f"'{a}'" for a in st.doctor_args)
+        typer.echo(f"scenario: {st.scenario} — try: celeryctl doctor {flags} {extra}".rstrip())
 
 
 @lab_app.command("up")
@@ -54,6 +57,9 @@ def up(
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, max=16),
     rabbitmq: bool = typer.Option(True, "--rabbitmq/--no-rabbitmq",
                                   help="Also start rabbitmq-server (when installed)."),
+    scenario: str | None = typer.Option(None, "--scenario", metavar="NAME",
+                                        help="Start a fault scenario (lab scenarios lists "
+                                        "them)."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -67,7 +73,7 @@ def up(
         raise UsageError(f"--pool must be prefork, threads or solo, got {pool!r}")
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
-                    concurrency=concurrency, progress=_err)
+                    concurrency=concurrency, progress=_err, scenario=scenario)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None
@@ -110,3 +116,20 @@ def env(d: str | None = DirOpt) -> None:
         raise typer.Exit(3)
     for k, v in st.env().items():
         typer.echo(f"export {k}='{v}'")
+
+
+@lab_app.command("scenarios")
+def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|json")) -> None:
+    """The fault scenarios `lab up --scenario NAME` can start, and what doctor must find."""
+    import json
+
+    from celeryctl.lab.scenarios import SCENARIOS
+
+    if fmt == "json":
+        typer.echo(json.dumps({"scenarios": [
+            {"name": s.name, "summary": s.summary, "broker": s.broker, "expects": list(s.expects)}
+            for s in SCENARIOS.values()]}, indent=2))
+        return
+    for s in SCENARIOS.values():
+        expects = ", ".join(s.expects) or "no findings"
+        typer.echo(f"{s.name:22s} {s.summary}  [doctor: {expects}]")

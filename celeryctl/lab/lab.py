@@ -24,6 +24,8 @@ class LabState:
     redis: dict | None = None
     rabbitmq: dict | None = None
     workers: list[dict] = field(default_factory=list)
+    scenario: str | None = None
+    doctor_args: list[str] = field(default_factory=list)
 
     def procs(self) -> list[s.Proc]:
         out = [s.from_dict(w) for w in self.workers]
@@ -68,14 +70,23 @@ def save(st: LabState) -> None:
 
 
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
-       pool: str = "prefork", concurrency: int = 2, progress=print) -> LabState:
+       pool: str = "prefork", concurrency: int = 2, progress=print,
+       scenario: str | None = None) -> LabState:
+    from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
+
+    spec = None
+    if scenario is not None:
+        spec = SCENARIOS.get(scenario)
+        if spec is None:
+            raise s.LabError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
+        broker = spec.broker
     existing = load(d)
     if existing and any(p.alive() for p in existing.procs()):
         raise s.LabError(f"a lab is already running from {d} (celeryctl lab down first)")
     if existing:
         down(d, progress=lambda *_: None)
     d.mkdir(parents=True, exist_ok=True)
-    st = LabState(dir=str(d.resolve()), broker=broker)
+    st = LabState(dir=str(d.resolve()), broker=broker, scenario=scenario)
     try:
         if s.redis_binary():
             progress("starting redis-server ...")
@@ -95,10 +106,28 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 progress("rabbitmq-server not installed: lab runs without it")
         url = st.broker_url
         assert url is not None
-        for i in range(1, workers + 1):
-            progress(f"starting worker w{i} ({pool}, concurrency {concurrency}) on {broker} ...")
-            st.workers.append(s.to_dict(s.start_worker(d, url, f"w{i}@%h", pool=pool,
-                                                       concurrency=concurrency)))
+        specs = list(spec.workers) if spec else [
+            WorkerSpec(f"w{i}@%h", pool=pool, concurrency=concurrency)
+            for i in range(1, workers + 1)]
+        for w in specs:
+            progress(f"starting worker {w.name} ({w.pool}, concurrency {w.concurrency}) "
+                     f"on {broker} ...")
+            st.workers.append(s.to_dict(s.start_worker(d, url, w.name, pool=w.pool,
+                                                       concurrency=w.concurrency,
+                                                       queues=w.queues, env=w.env)))
+            save(st)
+        if spec is not None and spec.prepare is not None:
+            progress(f"scenario {spec.name}: {spec.summary}")
+
+            def stop_redis() -> None:
+                if st.redis:
+                    s.from_dict(st.redis).stop()
+
+            ctx = ScenarioContext(broker_url=url, redis_url=st.redis["info"]["url"]
+                                  if st.redis else None, api_url=st.api_url,
+                                  stop_redis=stop_redis)
+            spec.prepare(ctx)
+            st.doctor_args = list(ctx.doctor_args)
             save(st)
     except BaseException:
         down(d, progress=lambda *_: None)

@@ -1,0 +1,40 @@
+"""Every lab scenario on real servers: doctor reports exactly what the scenario expects
+(at least its codes; `healthy` nothing at all)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from celeryctl.lab import lab
+from celeryctl.lab.scenarios import SCENARIOS
+from tests.conftest import run_json
+
+pytestmark = [pytest.mark.redis, pytest.mark.workers]
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario(name, tmp_path):
+    sc = SCENARIOS[name]
+    st = lab.up(tmp_path / "lab", scenario=name, rabbitmq=sc.broker == "rabbitmq",
+                progress=lambda *_: None)
+    try:
+        args = ["doctor", "--broker", st.broker_url, "--timeout", "3", *st.doctor_args]
+        if st.broker == "rabbitmq":
+            args += ["--rabbitmq-api", st.api_url]
+        code, doc, err, secs = run_json(*args)
+        found = {f["code"] for f in doc["findings"]}
+        detail = json.dumps(doc["findings"], indent=1)
+        if not sc.expects:
+            assert doc["findings"] == [] and code == 0, detail
+        else:
+            assert set(sc.expects) <= found, f"{name}: expected {sc.expects}, got {detail}"
+            assert code in (1, 2)
+        assert secs < 5.5
+    finally:
+        for w in st.workers:  # scenario tasks may be long: do not wait them out
+            from celeryctl.lab.servers import from_dict
+
+            from_dict(w).stop(timeout=2)
+        lab.down(tmp_path / "lab", progress=lambda *_: None)
