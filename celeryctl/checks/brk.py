@@ -92,3 +92,65 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
                               evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
                                                               "disk_free", "disk_free_limit")},
                               commands=["rabbitmq-diagnostics -q alarms"])
+
+
+@check("BRK004", "redis-persistence-off", needs=("redis_server",), applies=_redis)
+def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A Redis broker with neither RDB snapshots (`save ""`) nor the append-only file.
+
+    ## Why it matters
+    A Redis restart loses every queued and in-flight task, and the binding tables (workers
+    must redeclare their queues).
+
+    ## How to fix
+    Enable `appendonly yes` (or RDB snapshots) if queued tasks must survive a restart.
+    """
+    cfg = snap.get("redis_server").config
+    if cfg and cfg.get("save", None) == "" and cfg.get("appendonly") == "no":
+        yield Finding(Severity.INFO, "redis persistence",
+                      "no RDB snapshots and no AOF: a restart loses every queued task",
+                      evidence={"save": "", "appendonly": "no"},
+                      hint="Enable appendonly if tasks must survive restarts.",
+                      commands=["redis-cli CONFIG SET appendonly yes"])
+
+
+@check("BRK005", "redis-evicted-keys", needs=("redis_server",), applies=_redis)
+def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    `evicted_keys > 0` in `INFO stats` on the broker.
+
+    ## Why it matters
+    Redis has already thrown keys away under memory pressure: on a broker those can be queues,
+    the `unacked` hash or binding tables — tasks lost without a trace.
+
+    ## How to fix
+    Switch to `maxmemory-policy noeviction`, give Redis more memory, drain the backlog.
+    """
+    n = snap.get("redis_server").info.get("evicted_keys")
+    if isinstance(n, int) and n > 0:
+        yield Finding(Severity.WARNING, "redis evictions", f"{n} keys evicted since start",
+                      evidence={"evicted_keys": n}, hint="Use noeviction on a broker.")
+
+
+@check("BRK006", "redis-client-timeout", needs=("redis_server",), applies=_redis)
+def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A non-zero Redis `timeout` (idle clients are closed after that many seconds).
+
+    ## Why it matters
+    kombu keeps pool connections idle between publishes and acks: Redis closes them, and
+    workers log "Connection to broker lost" and reconnect in a churn (celery/celery#3932).
+
+    ## How to fix
+    `CONFIG SET timeout 0` and rely on `tcp-keepalive` to reap dead peers.
+    """
+    cfg = snap.get("redis_server").config or {}
+    t = cfg.get("timeout")
+    if t not in (None, "", "0"):
+        yield Finding(Severity.WARNING, "redis timeout", f"idle clients closed after {t} s",
+                      evidence={"timeout": t}, hint="Set timeout 0; keep tcp-keepalive.",
+                      commands=["redis-cli CONFIG SET timeout 0"])

@@ -48,3 +48,74 @@ def broker_heartbeat_off(snap, limits: Limits) -> Iterator[Finding]:
             yield Finding(Severity.WARNING, f"worker {name}", "broker heartbeats disabled",
                           evidence={"broker_heartbeat": c.get("broker_heartbeat")},
                           hint="Set broker_heartbeat = 120.")
+
+
+@check("CFG003", "connection-retry-on-startup-unset", needs=("workers",))
+def connection_retry_on_startup_unset(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers where `broker_connection_retry_on_startup` is not set explicitly (None).
+
+    ## Why it matters
+    Its behaviour at start-up then follows `broker_connection_retry`, with a deprecation
+    warning; Celery 6 changes the default. A worker started while the broker is down may exit
+    instead of waiting for it — or the reverse of what you expect.
+
+    ## How to fix
+    Set `broker_connection_retry_on_startup = True` (or False) explicitly.
+    """
+    for name, c in snap.worker_confs().items():
+        if "broker_connection_retry_on_startup" in c and \
+                c["broker_connection_retry_on_startup"] is None:
+            yield Finding(Severity.INFO, f"worker {name}",
+                          "broker_connection_retry_on_startup not set",
+                          hint="Set it explicitly.")
+
+
+@check("CFG004", "non-utc-timezone", needs=("workers",))
+def non_utc_timezone(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers configured with a `timezone` other than UTC, or with `enable_utc = False`.
+
+    ## Why it matters
+    ETAs, countdowns and beat schedules shift across DST changes and between hosts with
+    different settings; times in results and events are harder to correlate.
+
+    ## How to fix
+    Keep `enable_utc = True` and `timezone = "UTC"`; convert at the edges.
+    """
+    for name, c in snap.worker_confs().items():
+        tz = c.get("timezone")
+        if (tz not in (None, "UTC", "Etc/UTC")) or c.get("enable_utc") is False:
+            yield Finding(Severity.INFO, f"worker {name}", f"timezone {tz!r}",
+                          evidence={"timezone": tz, "enable_utc": c.get("enable_utc")},
+                          hint="Use UTC.")
+
+
+@check("CFG005", "visibility-timeout-below-time-limit", needs=("workers",),
+       applies=lambda s: None if s.broker_kind == "redis" else "visibility_timeout is Redis-only")
+def visibility_timeout_below_time_limit(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    On Redis, a `task_time_limit` (hard limit) longer than the effective `visibility_timeout`
+    with `task_acks_late = True`.
+
+    ## Why it matters
+    A task allowed to run longer than visibility_timeout is still unacknowledged when kombu
+    restores it to the queue: another worker runs it again while the first is still busy.
+
+    ## How to fix
+    Raise `visibility_timeout` above the longest time limit (and the longest ETA).
+    """
+    from celeryctl.checks.que import visibility_timeout
+
+    vt, source = visibility_timeout(snap)
+    for name, c in snap.worker_confs().items():
+        limit = c.get("task_time_limit")
+        if c.get("task_acks_late") is True and isinstance(limit, (int, float)) and limit > vt:
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"task_time_limit {limit:.0f} s > visibility_timeout {vt:.0f} s "
+                          f"({source}) with acks_late: long tasks run twice",
+                          evidence={"task_time_limit": limit, "visibility_timeout": vt},
+                          hint="Raise visibility_timeout above the time limit.")

@@ -69,3 +69,53 @@ def broker_pool_limit_below_concurrency(snap, limits: Limits) -> Iterator[Findin
                           f"broker_pool_limit {limit} < concurrency {conc}",
                           evidence={"broker_pool_limit": limit, "concurrency": conc},
                           hint="Raise broker_pool_limit to at least the concurrency.")
+
+
+@check("POOL003", "rabbitmq-resource-headroom", needs=("rabbit_server",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+def rabbitmq_resource_headroom(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ nodes using 80 % or more of their file descriptors, sockets or Erlang processes.
+
+    ## Why it matters
+    Past the limit the node refuses new connections: workers cannot reconnect after a blip,
+    publishers fail.
+
+    ## How to fix
+    Find connection leaks (`celeryctl connections`), raise the OS limit (`ulimit -n`,
+    systemd `LimitNOFILE`), or spread clients over more nodes.
+    """
+    for n in snap.get("rabbit_server").nodes:
+        for used, total, what in (("fd_used", "fd_total", "file descriptors"),
+                                  ("sockets_used", "sockets_total", "sockets"),
+                                  ("proc_used", "proc_total", "Erlang processes")):
+            u, t = n.get(used), n.get(total)
+            if isinstance(u, int) and isinstance(t, int) and t > 0 and \
+                    u / t >= limits.clients_warn_ratio:
+                yield Finding(Severity.CRITICAL if u / t >= limits.clients_crit_ratio
+                              else Severity.WARNING, f"node {n.get('name')}",
+                              f"{u} of {t} {what} used ({u / t:.0%})",
+                              evidence={used: u, total: t},
+                              hint="Find leaks; raise the node's limits.",
+                              commands=["celeryctl connections"])
+
+
+@check("POOL004", "no-pool-acquire-timeout", needs=("workers",))
+def no_pool_acquire_timeout(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers on Celery >= 5.7 whose `broker_pool_acquire_timeout` is unset (None).
+
+    ## Why it matters
+    When every pooled broker connection is checked out, publishing blocks forever instead of
+    failing: tasks that publish hang silently (celery/celery#9929).
+
+    ## How to fix
+    Set `broker_pool_acquire_timeout` (seconds) so exhaustion raises an error you can see.
+    """
+    for name, c in snap.worker_confs().items():
+        if "broker_pool_acquire_timeout" in c and c["broker_pool_acquire_timeout"] is None:
+            yield Finding(Severity.INFO, f"worker {name}",
+                          "broker_pool_acquire_timeout unset: pool exhaustion hangs",
+                          hint="Set broker_pool_acquire_timeout, e.g. 10.")

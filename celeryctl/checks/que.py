@@ -97,3 +97,155 @@ def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
                                 "visibility_timeout": vt, "in_flight": un.total},
                       hint="Raise visibility_timeout above the longest task and ETA.",
                       commands=["redis-cli ZRANGE unacked_index 0 9 WITHSCORES"])
+
+
+def visibility_timeout(snap) -> tuple[float, str]:
+    """The effective visibility_timeout: the app's transport options, else what workers
+    report in `stats().broker.transport_options` (uncensored there), else kombu's 3600 s."""
+    opts = (snap.app_settings or {}).get("broker_transport_options") or {}
+    if opts.get("visibility_timeout"):
+        return float(opts["visibility_timeout"]), "app"
+    view = snap.workers
+    values = []
+    for n in view.nodes if view else ():
+        stats = n.replies.get("stats") or {}
+        t = ((stats.get("broker") or {}).get("transport_options") or {}).get("visibility_timeout")
+        if t:
+            values.append(float(t))
+    if values:
+        return min(values), "workers"  # the shortest wins (Celery docs)
+    return 3600.0, "kombu default"
+
+
+@check("QUE004", "pidbox-reply-bloat", needs=("queues",))
+def pidbox_reply_bloat(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Remote-control reply queues (`<oid>.reply.celery.pidbox`) that hold messages: on Redis
+    lists that nobody will read, on RabbitMQ queues without a consumer.
+
+    ## Why it matters
+    Replies that arrive after the inspecting client stopped listening (short timeouts, many
+    workers, large `revoked` sets in mingle replies) pile up; on Redis they may never expire
+    (celery/celery#6089) and can reach megabytes each.
+
+    ## How to fix
+    Delete the stale reply lists/queues; give inspect clients longer timeouts; on Redis use
+    kombu >= 5.5 with `control_queue_expires` set.
+    """
+    bloated = [q for q in snap.queues if q.internal and q.ready and
+               (q.name.endswith(".reply.celery.pidbox")) and not q.consumers]
+    if bloated:
+        total = sum(q.ready or 0 for q in bloated)
+        yield Finding(Severity.WARNING if total >= 100 else Severity.INFO, "pidbox reply queues",
+                      f"{len(bloated)} reply queues hold {total} unread replies",
+                      evidence={"queues": {q.name: q.ready for q in bloated[:20]}},
+                      hint="Delete the stale reply queues; lengthen inspect timeouts.",
+                      commands=(["redis-cli --scan --pattern '*.reply.celery.pidbox'"]
+                                if snap.broker_kind == "redis" else
+                                ["rabbitmqctl list_queues name messages consumers | "
+                                 "grep reply.celery.pidbox"]))
+
+
+@check("QUE005", "result-queues-piling-up", needs=("queues",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "result queues are RabbitMQ-only")
+def result_queues_piling_up(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    On RabbitMQ, rpc:// reply queues (one per client, named by a dashed uuid) without a
+    consumer but with messages, and legacy amqp:// per-task result queues (32 hex digits).
+
+    ## Why it matters
+    Results nobody reads stay until the queue expires (`result_expires`, 1 day by default):
+    every web process or thread that ever sent a task leaves one. Legacy amqp:// results
+    create a queue per task and can exhaust the broker.
+
+    ## How to fix
+    Read results you ask for, or set `ignore_result=True` on fire-and-forget tasks; lower
+    `result_expires`; move off the amqp:// backend.
+    """
+    rpc = [q for q in snap.queues if q.type != "stream" and _kind(q.name) == "result-rpc"
+           and not q.consumers and q.ready]
+    legacy = [q for q in snap.queues if _kind(q.name) == "result-amqp"]
+    if rpc:
+        yield Finding(Severity.WARNING, "rpc result queues",
+                      f"{len(rpc)} rpc reply queues hold {sum(q.ready or 0 for q in rpc)} "
+                      f"unread results with no consumer",
+                      evidence={"queues": {q.name: q.ready for q in rpc[:20]}},
+                      hint="Read or ignore results; lower result_expires.")
+    if legacy:
+        yield Finding(Severity.WARNING, "amqp result queues",
+                      f"{len(legacy)} per-task result queues (legacy amqp:// backend)",
+                      evidence={"count": len(legacy)}, hint="Move to rpc:// or redis://.")
+
+
+def _kind(name: str) -> str:
+    from celeryctl.knowledge import classify_queue
+
+    return classify_queue(name)
+
+
+@check("QUE006", "queue-without-dead-letter-exchange", needs=("queues",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "dead-lettering is RabbitMQ-only")
+def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ task queues declared without `x-dead-letter-exchange` (argument or policy).
+
+    ## Why it matters
+    Messages a worker rejects — content it refuses, `Reject(requeue=False)`, quorum queue
+    delivery limits — are dropped instead of kept for inspection.
+
+    ## How to fix
+    Add a dead-letter exchange by policy (`rabbitmqctl set_policy DLX "^celery$"
+    '{"dead-letter-exchange":"dlx"}' --apply-to queues`) or by queue arguments.
+    """
+    missing = [q.name for q in snap.queues if not q.internal and q.exists and
+               "x-dead-letter-exchange" not in (q.arguments or {})]
+    if missing:
+        yield Finding(Severity.INFO, "dead-lettering",
+                      f"{len(missing)} task queues without a dead-letter exchange argument",
+                      evidence={"queues": missing[:20]},
+                      hint="Add a DLX by policy so rejected messages are kept.",
+                      commands=["rabbitmqctl set_policy DLX '.*' "
+                                "'{\"dead-letter-exchange\":\"dlx\"}' --apply-to queues"])
+
+
+@check("QUE007", "eta-beyond-visibility-timeout", needs=("workers",),
+       applies=lambda s: None if s.broker_kind == "redis" else "visibility_timeout is Redis-only")
+def eta_beyond_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    On Redis, tasks the workers hold for a later ETA/countdown (`inspect scheduled`) whose ETA
+    is further away than `visibility_timeout`.
+
+    ## Why it matters
+    The worker keeps such a message unacknowledged until its ETA; once it is older than
+    visibility_timeout, kombu restores it to the queue and another worker receives it too:
+    the task runs twice or more (celery/kombu#337).
+
+    ## How to fix
+    Raise `visibility_timeout` above the longest ETA/countdown you use, or schedule far-future
+    work with a scheduler (celery beat, a database) instead of ETAs.
+    """
+    import datetime
+
+    vt, source = visibility_timeout(snap)
+    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
+    for n in snap.workers.nodes:
+        far = []
+        for item in n.replies.get("scheduled") or []:
+            eta = item.get("eta") if isinstance(item, dict) else None
+            try:
+                ts = datetime.datetime.fromisoformat(str(eta)).timestamp()
+            except (TypeError, ValueError):
+                continue
+            if ts - now > vt:
+                req = item.get("request") or {}
+                far.append({"id": req.get("id"), "task": req.get("name"), "eta": eta})
+        if far:
+            yield Finding(Severity.WARNING, f"worker {n.name}",
+                          f"{len(far)} scheduled tasks have an ETA beyond visibility_timeout "
+                          f"{vt:.0f} s ({source}): they will be delivered again",
+                          evidence={"tasks": far[:10], "visibility_timeout": vt},
+                          hint="Raise visibility_timeout above the longest ETA.")

@@ -58,3 +58,29 @@ def cleartext_credentials(snap, limits: Limits) -> Iterator[Finding]:
                       "credentials sent in clear text to a remote broker",
                       evidence={"scheme": scheme, "hosts": hosts},
                       hint="Use rediss:// or amqps://.")
+
+
+@check("SEC003", "rabbitmq-guest-remote",
+       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A RabbitMQ broker on a non-loopback host reached as the `guest` user (or with no user,
+    which means guest).
+
+    ## Why it matters
+    guest/guest is public knowledge; RabbitMQ only allows it from localhost by default, so a
+    remote broker that accepts it has had `loopback_users` disabled — anyone can connect.
+
+    ## How to fix
+    Create a dedicated user with a strong password and permissions on its vhost only; delete
+    guest (`rabbitmqctl delete_user guest`).
+    """
+    url = snap.target.get("broker") or ""
+    remote = [h for h in snap.broker_hosts if not _loopback(h)]
+    userinfo = url.split("://", 1)[-1].split("@", 1)[0] if "@" in url else ""
+    user = userinfo.split(":", 1)[0] if userinfo else "guest"
+    if remote and user == "guest":
+        yield Finding(Severity.WARNING, f"broker {url}", "remote RabbitMQ used as guest",
+                      evidence={"hosts": remote}, hint="Use a dedicated user; delete guest.",
+                      commands=["rabbitmqctl delete_user guest"])

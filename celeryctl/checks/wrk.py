@@ -113,3 +113,70 @@ def prefetch_multiplier_with_acks_late(snap, limits: Limits) -> Iterator[Finding
                           evidence={"task_acks_late": True, "worker_prefetch_multiplier": mult},
                           hint="Set worker_prefetch_multiplier = 1.",
                           commands=["celery -A proj worker --prefetch-multiplier=1"])
+
+
+@check("WRK005", "pool-saturated", needs=("workers", "queues"))
+def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A queue with a backlog (`--queue-warn`) whose every consuming worker runs as many tasks as
+    its pool allows (`active == max-concurrency`).
+
+    ## Why it matters
+    The workers are not idle or stuck: there is simply not enough capacity. The backlog will
+    keep growing until tasks get faster or capacity is added.
+
+    ## How to fix
+    Add workers or processes for that queue (`celery control pool_grow N`, `--autoscale`),
+    or split slow tasks to their own queue.
+    """
+    by_name = {n.name: n for n in snap.workers.nodes}
+    for q in snap.queues:
+        if q.internal or not q.ready or q.ready < limits.queue_warn or not q.consumer_workers:
+            continue
+        full = []
+        for name in q.consumer_workers:
+            n = by_name.get(name)
+            if n is None:
+                continue
+            active = n.replies.get("active")
+            conc = ((n.replies.get("stats") or {}).get("pool") or {}).get("max-concurrency")
+            if isinstance(active, list) and isinstance(conc, int) and len(active) >= conc:
+                full.append(name)
+        if full and len(full) == len(q.consumer_workers):
+            yield Finding(Severity.WARNING, f"queue {q.name}",
+                          f"{q.ready} waiting and every consumer is at full concurrency",
+                          evidence={"ready": q.ready, "workers": full},
+                          hint="Add capacity for this queue.",
+                          commands=["celery -A proj control pool_grow 2"])
+
+
+@check("WRK006", "registered-tasks-differ", needs=("workers",))
+def registered_tasks_differ(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers consuming the same queue that do not register the same tasks.
+
+    ## Why it matters
+    A task routed to that queue fails with "Received unregistered task" (NotRegistered) on
+    the workers that lack it — intermittently, depending on who picks it up. Typical of a
+    partial deploy or a missing `include`.
+
+    ## How to fix
+    Deploy the same code to every worker of a queue; check `include`/autodiscovery.
+    """
+    queues: dict[str, list] = {}
+    for n in snap.workers.nodes:
+        for q in n.replies.get("active_queues") or []:
+            if isinstance(q, dict) and q.get("name"):
+                queues.setdefault(q["name"], []).append(n)
+    for qname, nodes in sorted(queues.items()):
+        regs = {n.name: frozenset(n.replies["registered"]) for n in nodes
+                if isinstance(n.replies.get("registered"), list)}
+        if len(set(regs.values())) > 1:
+            union = frozenset().union(*regs.values())
+            missing = {name: sorted(union - r)[:10] for name, r in regs.items() if union - r}
+            yield Finding(Severity.WARNING, f"queue {qname}",
+                          "its workers register different tasks",
+                          evidence={"missing_per_worker": missing},
+                          hint="Deploy the same code to every worker of the queue.")

@@ -6,7 +6,8 @@ import typer
 
 from celeryctl.cli import options as o
 
-DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf")
+DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
+                  "registered")
 
 
 def doctor(

@@ -26,6 +26,7 @@ app.conf.update(
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
     broker_transport_options=_transport,
     broker_connection_retry_on_startup=True,
+    broker_pool_acquire_timeout=10,  # Celery >= 5.7; ignored by older versions
     task_serializer=os.environ.get("CELERYCTL_LAB_SERIALIZER", "json"),
     accept_content=os.environ.get("CELERYCTL_LAB_ACCEPT", "json").split(","),
     worker_prefetch_multiplier=int(os.environ.get("CELERYCTL_LAB_PREFETCH", "4")),

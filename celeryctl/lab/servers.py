@@ -144,7 +144,8 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     port = port or free_port()
     d = base / name
     d.mkdir(parents=True, exist_ok=True)
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    # AOF on: the lab should look like a sane production broker (doctor BRK004 stays quiet)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
            "--dir", str(d), "--daemonize", "no", "--protected-mode", "no"]
     if password:
         cmd += ["--requirepass", password]

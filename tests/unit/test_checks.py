@@ -230,3 +230,76 @@ def test_queued_content_not_accepted():
     assert run(s, ["SER004"]).findings == []
     s.parts["samples"] = Observed(error="on RabbitMQ ... not sampled")
     assert [x.code for x in run(s, ["SER004"]).skipped] == ["SER004"]
+
+
+def test_second_batch_queue_checks():
+    import datetime
+
+    q = [QueueDepth("x.reply.celery.pidbox", "redis", ready=300, internal=True, consumers=0),
+         QueueDepth("e5c92d88-5caa-33d4-a25d-c26f80dfa699", "rabbitmq", ready=4, consumers=0,
+                    internal=True),
+         QueueDepth("celery", "rabbitmq", ready=1, consumers=1, arguments={}),
+         QueueDepth("dl", "rabbitmq", ready=0, consumers=1,
+                    arguments={"x-dead-letter-exchange": "dlx"})]
+    assert codes(run(snap(queues=q), ["QUE004"])) == [("QUE004", "warning", "pidbox reply queues")]
+    got = codes(run(snap(kind="amqp", queues=q), ["QUE005", "QUE006"]))
+    assert ("QUE005", "warning", "rpc result queues") in got
+    assert ("QUE006", "info", "dead-lettering") in got
+    far = (datetime.datetime.now(datetime.timezone.utc)
+           + datetime.timedelta(hours=3)).isoformat()
+    n = WorkerNode("a@h", {"scheduled": [{"eta": far, "request": {"id": "1", "name": "t"}}],
+                           "stats": {"broker": {"transport_options":
+                                                {"visibility_timeout": 3600}}}})
+    s = snap(nodes=[n])
+    import time
+
+    s.taken_at = time.time()
+    assert codes(run(s, ["QUE007"])) == [("QUE007", "warning", "worker a@h")]
+    n2 = WorkerNode("a@h", {"scheduled": [{"eta": far, "request": {}}],
+                            "stats": {"broker": {"transport_options":
+                                                 {"visibility_timeout": 36000}}}})
+    assert run(snap(nodes=[n2]), ["QUE007"]).findings == []
+
+
+def test_second_batch_broker_and_config_checks():
+    srv = RedisServer("7", {"evicted_keys": 7}, {"save": "", "appendonly": "no", "timeout": "5"},
+                      None, "", "default")
+    got = codes(run(snap(server=srv), ["BRK004", "BRK005", "BRK006"]))
+    assert [c[0] for c in got] == ["BRK005", "BRK006", "BRK004"] or \
+        {c[0] for c in got} == {"BRK004", "BRK005", "BRK006"}
+    ok = RedisServer("7", {"evicted_keys": 0}, {"save": "3600 1", "appendonly": "yes",
+                                                "timeout": "0"}, None, "", "default")
+    assert run(snap(server=ok), ["BRK004", "BRK005", "BRK006"]).findings == []
+    c = conf(task_acks_late=True, task_time_limit=7200, timezone="Europe/Paris",
+             broker_connection_retry_on_startup=None, broker_pool_acquire_timeout=None)
+    got = {x[0] for x in codes(run(snap(nodes=[node("a@h", c=c)]),
+                                   ["CFG003", "CFG004", "CFG005", "POOL004"]))}
+    assert got == {"CFG003", "CFG004", "CFG005", "POOL004"}
+
+
+def test_pool_saturated_and_registered_differ():
+    busy = WorkerNode("a@h", {"active": [{}, {}], "stats": {"pool": {"max-concurrency": 2}},
+                              "active_queues": [{"name": "q"}], "registered": ["t.a", "t.b"]})
+    other = WorkerNode("b@h", {"active": [{}], "stats": {"pool": {"max-concurrency": 2}},
+                               "active_queues": [{"name": "q"}], "registered": ["t.a"]})
+    q = [QueueDepth("q", "redis", ready=500, consumers=1, consumer_workers=("a@h",))]
+    assert codes(run(snap(nodes=[busy, other], queues=q), ["WRK005", "WRK006"])) == [
+        ("WRK005", "warning", "queue q"), ("WRK006", "warning", "queue q")]
+    q2 = [QueueDepth("q", "redis", ready=500, consumers=2, consumer_workers=("a@h", "b@h"))]
+    assert codes(run(snap(nodes=[busy, other], queues=q2), ["WRK005"])) == []
+
+
+def test_rabbitmq_headroom_and_guest():
+    from celeryctl.snapshot import RabbitServer
+
+    rs = RabbitServer("3.10.8", "c", "3.10.8", {}, [
+        {"name": "rabbit@a", "running": True, "fd_used": 990, "fd_total": 1000,
+         "sockets_used": 10, "sockets_total": 900}])
+    s = snap(kind="amqp")
+    s.parts["rabbit_server"] = Observed(rs)
+    assert codes(run(s, ["POOL003"])) == [("POOL003", "critical", "node rabbit@a")]
+    s.target = {"broker": "amqp://10.1.1.1:5672//"}
+    s.broker_hosts = ("10.1.1.1",)
+    assert codes(run(s, ["SEC003"]))[0][:2] == ("SEC003", "warning")
+    s.target = {"broker": "amqp://ops:***@10.1.1.1:5672//"}
+    assert run(s, ["SEC003"]).findings == []
