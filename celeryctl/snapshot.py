@@ -106,6 +106,7 @@ class QueueDepth:
     state: str | None = None
     node: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    effective_policy: dict[str, Any] = field(default_factory=dict)  # RabbitMQ policy definition
     messages_bytes: int | None = None
     idle_since: str | None = None
     error: str | None = None  # this queue alone could not be read

@@ -201,7 +201,8 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
     '{"dead-letter-exchange":"dlx"}' --apply-to queues`) or by queue arguments.
     """
     missing = [q.name for q in snap.queues if not q.internal and q.exists and
-               "x-dead-letter-exchange" not in (q.arguments or {})]
+               "x-dead-letter-exchange" not in (q.arguments or {}) and
+               "dead-letter-exchange" not in (q.effective_policy or {})]
     if missing:
         yield Finding(Severity.INFO, "dead-lettering",
                       f"{len(missing)} task queues without a dead-letter exchange argument",

@@ -156,7 +156,9 @@ def queue_from_api(q: dict[str, Any]) -> QueueDepth:
         publish_rate=rate("publish"), deliver_rate=rate("deliver_get"), ack_rate=rate("ack"),
         internal=classify_queue(name) != "task", source="management-api",
         discovered_by=("broker",), type=q.get("type"), state=q.get("state"), node=q.get("node"),
-        arguments=q.get("arguments") or {}, messages_bytes=_int(q.get("message_bytes")),
+        arguments=q.get("arguments") or {},
+        effective_policy=q.get("effective_policy_definition") or {},
+        messages_bytes=_int(q.get("message_bytes")),
         idle_since=q.get("idle_since"),
     )
 

@@ -78,6 +78,77 @@ def _same_db_backend(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--result-backend", ctx.broker_url]
 
 
+def _api_queues(ctx: ScenarioContext) -> dict[str, dict]:
+    import requests
+
+    from celeryctl.urls import parse_http
+
+    api = parse_http(ctx.api_url or "")
+    r = requests.get(f"http://{api.host}:{api.port}/api/queues/%2F", auth=("guest", "guest"),
+                     timeout=5)
+    r.raise_for_status()
+    return {q["name"]: q for q in r.json()}
+
+
+def _wait_api(ctx: ScenarioContext, ready: Callable[[dict[str, dict]], bool],
+              timeout: float = 20.0) -> None:
+    """The management API's statistics lag (new queues, policies, counts): wait until they
+    show what the scenario set up, so doctor reads a settled state."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ready(_api_queues(ctx)):
+            return
+        time.sleep(0.3)
+    raise TimeoutError("the management API never showed the scenario's state")
+
+
+def _dlx_policy(ctx: ScenarioContext, extra: tuple[str, ...] = ()) -> None:
+    """A production-like RabbitMQ: task queues dead-letter to `dlx` (by policy)."""
+    import requests
+
+    from celeryctl.urls import parse_http
+
+    api = parse_http(ctx.api_url or "")
+    base = f"http://{api.host}:{api.port}/api"
+    requests.put(f"{base}/policies/%2F/celeryctl-dlx", auth=("guest", "guest"), timeout=5,
+                 json={"pattern": "^(celery|hipri|slow|reports)$", "apply-to": "queues",
+                       "definition": {"dead-letter-exchange": "dlx"}}).raise_for_status()
+
+    def settled(qs: dict[str, dict]) -> bool:
+        task = [q for n, q in qs.items() if n in ("celery", "hipri", "slow", *extra)]
+        return len(task) >= 3 + len(extra) and all(
+            (q.get("effective_policy_definition") or {}).get("dead-letter-exchange")
+            and q.get("messages_ready") is not None for q in task)
+
+    _wait_api(ctx, settled)
+
+
+def _rabbit_backlog(ctx: ScenarioContext) -> None:
+    _publish(ctx, "reports", 150)
+    _dlx_policy(ctx, extra=("reports",))
+    _wait_api(ctx, lambda qs: (qs.get("reports") or {}).get("messages_ready") == 150)
+
+
+def _rpc_results_piling(ctx: ScenarioContext) -> None:
+    """A client sends tasks with the rpc:// backend and goes away without reading results."""
+    import time
+
+    from celery import Celery
+
+    from celeryctl.knowledge import classify_queue
+
+    _dlx_policy(ctx)
+    app = Celery(broker=ctx.broker_url, backend="rpc://", set_as_current=False)
+    for _ in range(5):
+        app.send_task("celeryctl.lab.demoapp.add", (1, 2), queue="celery")
+    app.close()
+    _wait_api(ctx, lambda qs: any(classify_queue(n) == "result-rpc" and
+                                  q.get("messages_ready") == 5 for n, q in qs.items()))
+    time.sleep(0.1)
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -121,6 +192,15 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("RES002",), prepare=_same_db_backend),
     Scenario("broker-down", "The broker is stopped: doctor still reports within the budget.",
              ("SRC001",), prepare=_broker_down),
+    Scenario("healthy-rabbitmq", "RabbitMQ broker, two workers, dead-lettering by policy: "
+             "doctor stays clean.", (), broker="rabbitmq", prepare=_dlx_policy),
+    Scenario("backlog-rabbitmq", "RabbitMQ: 150 tasks in `reports`, which nobody consumes.",
+             ("QUE001", "QUE002"), broker="rabbitmq", prepare=_rabbit_backlog),
+    Scenario("rpc-results-piling", "RabbitMQ with the rpc:// backend: a client left without "
+             "reading its results; they wait in its reply queue.", ("QUE005",),
+             broker="rabbitmq",
+             workers=(WorkerSpec("w1@%h", env={"CELERY_RESULT_BACKEND": "rpc://"}),),
+             prepare=_rpc_results_piling),
 )}
 
 

@@ -225,7 +225,8 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
     wenv = dict(os.environ)
     wenv.update(env or {})
     wenv["CELERY_BROKER_URL"] = broker_url
-    wenv["CELERY_RESULT_BACKEND"] = backend or ""
+    if backend is not None or "CELERY_RESULT_BACKEND" not in (env or {}):
+        wenv["CELERY_RESULT_BACKEND"] = backend or ""
     wenv["PYTHONUNBUFFERED"] = "1"
     cmd = [sys.executable, "-m", "celery", "-A", "celeryctl.lab.demoapp", "worker", "-n", name,
            "-P", pool, "-c", str(concurrency), "-Q", queues, "-l", "INFO",
