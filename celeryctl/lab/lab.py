@@ -55,10 +55,18 @@ def state_path(d: Path) -> Path:
 
 
 def load(d: Path) -> LabState | None:
+    """The lab's state, tolerating fields written by another celeryctl version (a lab started
+    by a newer or older celeryctl must still be stoppable)."""
+    import dataclasses
+
     try:
-        return LabState(**json.loads(state_path(d).read_text()))
-    except (OSError, ValueError, TypeError):
+        data = json.loads(state_path(d).read_text())
+    except (OSError, ValueError):
         return None
+    if not isinstance(data, dict) or "dir" not in data or "broker" not in data:
+        return None
+    known = {f.name for f in dataclasses.fields(LabState)}
+    return LabState(**{k: v for k, v in data.items() if k in known})
 
 
 def save(st: LabState) -> None:

@@ -263,4 +263,7 @@ def to_dict(p: Proc) -> dict:
 
 
 def from_dict(d: dict) -> Proc:
-    return Proc(**d)
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(Proc)}
+    return Proc(**{k: v for k, v in d.items() if k in known})

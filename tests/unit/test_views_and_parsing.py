@@ -140,3 +140,17 @@ def test_cli_module_imports_nothing_heavy():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lab_state_tolerates_unknown_fields(tmp_path):
+    from celeryctl.lab import lab
+
+    (tmp_path / "state.json").write_text(json.dumps({
+        "dir": str(tmp_path), "broker": "redis", "workers": [], "future_field": 1,
+        "redis": {"kind": "redis", "name": "r", "pid": 1, "marker": "x", "log": "l",
+                  "info": {}, "newer": True}}))
+    st = lab.load(tmp_path)
+    assert st is not None and st.broker == "redis"
+    assert [p.name for p in st.procs()] == ["r"]
+    (tmp_path / "state.json").write_text("[]")
+    assert lab.load(tmp_path) is None
