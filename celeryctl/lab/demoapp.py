@@ -4,7 +4,8 @@ a global key prefix; priority queues).
 
 Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_LAB_KEYPREFIX,
 CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH,
-CELERYCTL_LAB_ACKS_LATE=1.
+CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD_CODE=1
+(a worker of an "old deploy", without the `fail` task).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ app = Celery("celeryctl_lab")
 _transport: dict = {}
 if os.environ.get("CELERYCTL_LAB_KEYPREFIX"):
     _transport["global_keyprefix"] = os.environ["CELERYCTL_LAB_KEYPREFIX"]
+if os.environ.get("CELERYCTL_LAB_VISIBILITY"):
+    _transport["visibility_timeout"] = float(os.environ["CELERYCTL_LAB_VISIBILITY"])
 
 app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
@@ -52,6 +55,7 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
-@app.task(name="celeryctl.lab.demoapp.fail")
-def fail() -> None:
-    raise RuntimeError("demo failure")
+if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks this task
+    @app.task(name="celeryctl.lab.demoapp.fail")
+    def fail() -> None:
+        raise RuntimeError("demo failure")

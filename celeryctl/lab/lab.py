@@ -102,7 +102,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             save(st)
         elif broker == "redis":
             raise s.LabError("redis-server is not installed (apt-get install redis-server)")
-        if rabbitmq or broker == "rabbitmq":
+        if rabbitmq or broker == "rabbitmq" or (spec is not None and spec.needs_rabbitmq):
             if s.rabbitmq_binary():
                 progress("starting rabbitmq-server with the management plugin (a few seconds) ...")
                 st.rabbitmq = s.to_dict(s.start_rabbitmq(d))
@@ -133,6 +133,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
 
             ctx = ScenarioContext(broker_url=url, redis_url=st.redis["info"]["url"]
                                   if st.redis else None, api_url=st.api_url,
+                                  amqp_url=st.rabbitmq["info"]["url"] if st.rabbitmq else None,
                                   stop_redis=stop_redis)
             spec.prepare(ctx)
             st.doctor_args = list(ctx.doctor_args)

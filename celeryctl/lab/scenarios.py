@@ -27,6 +27,7 @@ class ScenarioContext:
     broker_url: str
     redis_url: str | None
     api_url: str | None
+    amqp_url: str | None = None
     doctor_args: list[str] = field(default_factory=list)
     stop_redis: Callable[[], None] | None = None
 
@@ -39,6 +40,7 @@ class Scenario:
     workers: tuple[WorkerSpec, ...] = (WorkerSpec("w1@%h"), WorkerSpec("w2@%h"))
     broker: str = "redis"
     prepare: Callable[[ScenarioContext], None] | None = None
+    needs_rabbitmq: bool = False  # start RabbitMQ too (e.g. as the result backend)
 
 
 def _celery(url: str):
@@ -149,6 +151,59 @@ def _rpc_results_piling(ctx: ScenarioContext) -> None:
     time.sleep(0.1)
 
 
+def _client_timeout(ctx: ScenarioContext) -> None:
+    import redis
+
+    redis.Redis.from_url(ctx.redis_url).config_set("timeout", 300)
+
+
+def _eta_beyond_visibility(ctx: ScenarioContext) -> None:
+    import time
+
+    app = _celery(ctx.broker_url)
+    app.send_task("celeryctl.lab.demoapp.add", (1, 2), queue="celery", countdown=3600)
+    time.sleep(1.0)  # the worker receives it and holds it until the ETA
+
+
+def _pidbox_reply_bloat(ctx: ScenarioContext) -> None:
+    """Replies that arrived after their inspect client gave up: a reply list nobody reads.
+    (Written the way kombu does: binding member + LPUSHed envelopes.)"""
+    import json
+    import uuid
+
+    import redis
+
+    r = redis.Redis.from_url(ctx.redis_url)
+    oid = str(uuid.uuid4())
+    queue = f"{oid}.reply.celery.pidbox"
+    r.sadd("_kombu.binding.reply.celery.pidbox", f"{oid}\x06\x16\x06\x16{queue}")
+    env = {"body": "", "content-type": "application/json", "content-encoding": "utf-8",
+           "headers": {"ticket": str(uuid.uuid4())}, "properties": {"priority": 0}}
+    r.lpush(queue, *[json.dumps(env)] * 150)
+
+
+def _pool_saturated(ctx: ScenarioContext) -> None:
+    import time
+
+    _publish(ctx, "work", 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
+    time.sleep(1.5)  # the one slot is busy (acks_late, prefetch 1): the rest waits
+    _publish(ctx, "work", 150)
+
+
+def _seed_amqp_backend(ctx: ScenarioContext) -> None:
+    ctx.doctor_args += ["--result-backend", ctx.amqp_url or ""]
+
+
+def _seed_rabbit_redis_backend(ctx: ScenarioContext) -> None:
+    _dlx_policy(ctx)
+    ctx.doctor_args += ["--result-backend", (ctx.redis_url or "").rsplit("/", 1)[0] + "/1"]
+
+
+def _seed_rabbit_rpc_backend(ctx: ScenarioContext) -> None:
+    _dlx_policy(ctx)
+    ctx.doctor_args += ["--result-backend", "rpc://"]
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -201,6 +256,33 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              broker="rabbitmq",
              workers=(WorkerSpec("w1@%h", env={"CELERY_RESULT_BACKEND": "rpc://"}),),
              prepare=_rpc_results_piling),
+    Scenario("client-timeout", "Redis closes idle clients after 300 s (timeout 300).",
+             ("BRK006",), prepare=_client_timeout),
+    Scenario("eta-beyond-visibility", "A countdown of 1 h with visibility_timeout 60 s: the "
+             "task will be delivered again while the worker holds it.", ("QUE007",),
+             workers=(WorkerSpec("w1@%h", env={"CELERYCTL_LAB_VISIBILITY": "60"}),),
+             prepare=_eta_beyond_visibility),
+    Scenario("pidbox-reply-bloat", "150 remote-control replies nobody will read.",
+             ("QUE004",), prepare=_pidbox_reply_bloat),
+    Scenario("pool-saturated", "The only consumer of `work` is busy at full concurrency "
+             "with 150 tasks waiting.", ("QUE001", "WRK005"),
+             workers=(WorkerSpec("w1@%h"),
+                      WorkerSpec("busy@%h", queues="work", concurrency=1, env=STRICT)),
+             prepare=_pool_saturated),
+    Scenario("registered-drift", "Two workers of one queue, one from an older deploy without "
+             "a task.", ("WRK006",),
+             workers=(WorkerSpec("w1@%h"),
+                      WorkerSpec("old@%h", env={"CELERYCTL_LAB_OLD_CODE": "1"}))),
+    Scenario("seed-redis-broker-amqp-backend", "Seed 000: Redis broker with the amqp:// "
+             "result backend Celery 5 removed.", ("RES001",), needs_rabbitmq=True,
+             prepare=_seed_amqp_backend),
+    Scenario("seed-rabbitmq-broker-redis-backend", "RabbitMQ broker, Redis result backend: "
+             "a healthy shape.", (), broker="rabbitmq", prepare=_seed_rabbit_redis_backend),
+    Scenario("seed-rabbitmq-broker-rpc-backend", "RabbitMQ broker, rpc:// results: a healthy "
+             "shape.", (), broker="rabbitmq",
+             workers=(WorkerSpec("w1@%h", env={"CELERY_RESULT_BACKEND": "rpc://"}),
+                      WorkerSpec("w2@%h", env={"CELERY_RESULT_BACKEND": "rpc://"})),
+             prepare=_seed_rabbit_rpc_backend),
 )}
 
 

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.workers]
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenario(name, tmp_path):
     sc = SCENARIOS[name]
-    st = lab.up(tmp_path / "lab", scenario=name, rabbitmq=sc.broker == "rabbitmq",
+    st = lab.up(tmp_path / "lab", scenario=name,
+                rabbitmq=sc.broker == "rabbitmq" or sc.needs_rabbitmq,
                 progress=lambda *_: None)
     try:
         args = ["doctor", "--broker", st.broker_url, "--timeout", "3", *st.doctor_args]
