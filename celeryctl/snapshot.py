@@ -143,6 +143,50 @@ class MessageSample:
     error: str | None = None  # the envelope itself could not be read (garbage, not JSON)
 
 
+@dataclass(frozen=True)
+class QueueGrowth:
+    """Net change of a queue's ready count per second, from two samples or broker rates."""
+
+    queue: str
+    ready: int
+    rate_per_second: float  # > 0 growing, < 0 draining
+    source: str  # "samples" | "management-api rates"
+    interval_seconds: float | None = None
+
+    @property
+    def seconds_to_drain(self) -> float | None:
+        """None while growing or flat with a backlog (never drains at this rate)."""
+        if self.ready == 0:
+            return 0.0
+        if self.rate_per_second >= 0:
+            return None
+        return self.ready / -self.rate_per_second
+
+
+def growth_from_samples(before: list[QueueDepth], after: list[QueueDepth],
+                        interval: float) -> dict[str, QueueGrowth]:
+    prev = {q.name: q.ready for q in before if q.ready is not None and not q.internal}
+    out = {}
+    for q in after:
+        if q.internal or q.ready is None or q.name not in prev or interval <= 0:
+            continue
+        out[q.name] = QueueGrowth(q.name, q.ready, (q.ready - prev[q.name]) / interval,
+                                  "samples", interval)
+    return out
+
+
+def growth_from_rates(queues: list[QueueDepth]) -> dict[str, QueueGrowth]:
+    """RabbitMQ: net rate = publish rate - ack rate (deliver rate when no acks are counted)."""
+    out = {}
+    for q in queues:
+        if q.internal or q.ready is None or q.publish_rate is None:
+            continue
+        drain = q.ack_rate if q.ack_rate else (q.deliver_rate or 0.0)
+        out[q.name] = QueueGrowth(q.name, q.ready, q.publish_rate - drain,
+                                  "management-api rates")
+    return out
+
+
 # --- connections -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

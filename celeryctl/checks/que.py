@@ -250,3 +250,31 @@ def eta_beyond_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
                           f"{vt:.0f} s ({source}): they will be delivered again",
                           evidence={"tasks": far[:10], "visibility_timeout": vt},
                           hint="Raise visibility_timeout above the longest ETA.")
+
+
+@check("QUE008", "queue-growing", needs=("growth",))
+def queue_growing(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Queues whose ready count grows: from two samples `--sample-interval` seconds apart, or on
+    RabbitMQ from the management API's publish and ack rates. Reports the net rate and the
+    time to drain at that rate ("never" while growing).
+
+    ## Why it matters
+    A growing queue is an incident in progress even while it is still small: consumers are
+    slower than producers, and every minute adds latency to every task behind it.
+
+    ## How to fix
+    Add consumers or capacity for the queue, or slow the producer; check why tasks got slower
+    (downstream latency, a stuck dependency).
+    """
+    for name, g in sorted((snap.get("growth") or {}).items()):
+        if g.rate_per_second > 0 and g.ready >= max(1, limits.queue_warn // 10):
+            yield Finding(Severity.WARNING, f"queue {name}",
+                          f"growing by {g.rate_per_second:.1f} messages/s ({g.ready} ready); "
+                          f"time to drain: never at this rate",
+                          evidence={"ready": g.ready, "rate_per_second":
+                                    round(g.rate_per_second, 3), "source": g.source,
+                                    "interval_seconds": g.interval_seconds},
+                          hint=f"Add consumers for {name!r}.",
+                          commands=[f"celeryctl queues watch -Q {name}"])

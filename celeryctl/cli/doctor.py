@@ -26,6 +26,11 @@ def doctor(
     queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
     stale_after: float = typer.Option(300.0, "--stale-after", metavar="SECONDS",
                                       help="Idle time after which a connection is stale."),
+    sample_interval: float = typer.Option(0.0, "--sample-interval", min=0.0, max=300.0,
+                                          metavar="SECONDS",
+                                          help="Read queue depths twice, this far apart, to "
+                                          "measure growth and time to drain (0: once; "
+                                          "RabbitMQ rates are used when available)."),
     sample: int = typer.Option(10, "--sample", min=0, max=1000, metavar="N",
                                help="Messages read (never consumed) per queue on Redis to check "
                                "their content type; 0 disables."),
@@ -60,6 +65,7 @@ def doctor(
     g = gather(c.target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
                backend=bool(c.target.result_backend), samples=sample)
     snap = to_snapshot(g)
+    _add_growth(snap, g, c.target, sample_interval)
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after)
     report = run_checks(snap, limits, checks)
     target = c.target.summary()
@@ -83,6 +89,33 @@ def doctor(
     else:
         code = ExitStatus.OK
     raise typer.Exit(int(code))
+
+
+def _add_growth(snap, g, target, interval: float) -> None:
+    """Queue growth: a second depth sample `interval` seconds later, else broker rates."""
+    import time
+
+    from celeryctl.collect import gather
+    from celeryctl.snapshot import Observed, growth_from_rates, growth_from_samples
+
+    if not g.queues.ok:
+        snap.parts["growth"] = Observed(error="queues not observed")
+        return
+    if interval > 0:
+        time.sleep(interval)
+        g2 = gather(target, queues=True)
+        if g2.queues.ok:
+            snap.parts["growth"] = Observed(growth_from_samples(g.queues.value, g2.queues.value,
+                                                                interval), source="samples")
+        else:
+            snap.parts["growth"] = Observed(error=f"second sample failed: {g2.queues.error}")
+        return
+    rates = growth_from_rates(g.queues.value)
+    if rates:
+        snap.parts["growth"] = Observed(rates, source="management-api rates")
+    else:
+        snap.parts["growth"] = Observed(error="one sample only: pass --sample-interval SECONDS "
+                                              "to measure growth")
 
 
 def checks_cmd(fmt: o.Format = "table") -> None:

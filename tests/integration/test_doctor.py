@@ -109,3 +109,32 @@ def test_queued_pickle_messages_that_consumers_refuse(labdir, redis_server):
         assert redis.Redis.from_url(url).llen("serq") == 4  # sampled, not consumed
     finally:
         w.stop(timeout=2)  # do not wait out the 60 s task
+
+
+def test_growth_over_two_samples(redis_server):
+    import threading
+    import time
+
+    url = _db(redis_server["url"], 13)
+    q = f"growing-{uuid.uuid4().hex[:6]}"
+    _publish(url, q, [0] * 20)
+    stop = threading.Event()
+
+    def producer():
+        while not stop.is_set():
+            _publish(url, q, [0] * 10)
+            time.sleep(0.1)
+
+    t = threading.Thread(target=producer, daemon=True)
+    t.start()
+    try:
+        code, doc, err, secs = run_json("doctor", "--broker", url, "--timeout", "1",
+                                        "--sample-interval", "1.5", "--select", "QUE008")
+    finally:
+        stop.set()
+        t.join(5)
+    f = [x for x in doc["findings"] if x["code"] == "QUE008"]
+    assert f and f[0]["subject"] == f"queue {q}", json.dumps(doc, indent=1)
+    assert f[0]["evidence"]["rate_per_second"] > 10 and f[0]["evidence"]["source"] == "samples"
+    code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "1", "--select", "QUE008")
+    assert [s["code"] for s in doc["skipped"]] == ["QUE008"]  # one sample: skipped, said why

@@ -303,3 +303,24 @@ def test_rabbitmq_headroom_and_guest():
     assert codes(run(s, ["SEC003"]))[0][:2] == ("SEC003", "warning")
     s.target = {"broker": "amqp://ops:***@10.1.1.1:5672//"}
     assert run(s, ["SEC003"]).findings == []
+
+
+def test_growth_and_time_to_drain():
+    from celeryctl.snapshot import QueueGrowth, growth_from_rates, growth_from_samples
+
+    before = [QueueDepth("a", "redis", ready=100), QueueDepth("b", "redis", ready=100),
+              QueueDepth("r.reply.celery.pidbox", "redis", ready=1, internal=True)]
+    after = [QueueDepth("a", "redis", ready=150), QueueDepth("b", "redis", ready=80),
+             QueueDepth("new", "redis", ready=5)]
+    g = growth_from_samples(before, after, 2.0)
+    assert g["a"].rate_per_second == 25 and g["a"].seconds_to_drain is None
+    assert g["b"].rate_per_second == -10 and g["b"].seconds_to_drain == 8.0
+    assert "new" not in g and "r.reply.celery.pidbox" not in g
+    rq = [QueueDepth("q", "rabbitmq", ready=10, publish_rate=5.0, ack_rate=1.0)]
+    assert growth_from_rates(rq)["q"].rate_per_second == 4.0
+    assert QueueGrowth("z", 0, 3.0, "samples").seconds_to_drain == 0.0
+    s = snap()
+    s.parts["growth"] = Observed(g)
+    assert codes(run(s, ["QUE008"])) == [("QUE008", "warning", "queue a")]
+    s.parts["growth"] = Observed(error="one sample only")
+    assert [x.code for x in run(s, ["QUE008"]).skipped] == ["QUE008"]
