@@ -31,6 +31,10 @@ def doctor(
                                           help="Read queue depths twice, this far apart, to "
                                           "measure growth and time to drain (0: once; "
                                           "RabbitMQ rates are used when available)."),
+    peek: bool = typer.Option(False, "--peek",
+                              help="RabbitMQ: also sample queued messages through the "
+                              "management API. This marks them redelivered (and counts a "
+                              "delivery on quorum queues); off by default."),
     sample: int = typer.Option(10, "--sample", min=0, max=1000, metavar="N",
                                help="Messages read (never consumed) per queue on Redis to check "
                                "their content type; 0 disables."),
@@ -66,17 +70,21 @@ def doctor(
                backend=bool(c.target.result_backend), samples=sample)
     snap = to_snapshot(g)
     _add_growth(snap, g, c.target, sample_interval)
+    if peek and c.target.broker_kind == "amqp" and sample:
+        _add_peek(snap, g, c.target, sample)
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after)
     report = run_checks(snap, limits, checks)
     target = c.target.summary()
     if fmt == "json":
-        render_report_json(sys.stdout, report, g.sources, target, g.elapsed_seconds)
+        render_report_json(sys.stdout, report, g.sources, target, g.elapsed_seconds, g.notes)
     elif fmt == "markdown":
         render_report_markdown(sys.stdout, report, g.sources, target)
     else:
         render_report_table(c.out, report, g.sources)
         for line in c.origin_lines():
             c.err.print(f"[dim]{line}[/dim]", markup=True)
+        for note in g.notes:
+            c.err.print(f"[yellow]note[/]: {note}", markup=True, highlight=False)
     nothing_observed = not any(s.ok for s in g.sources)
     if nothing_observed and not any(f.severity is Severity.CRITICAL for f in report.findings):
         raise typer.Exit(int(ExitStatus.UNKNOWN))
@@ -89,6 +97,29 @@ def doctor(
     else:
         code = ExitStatus.OK
     raise typer.Exit(int(code))
+
+
+def _add_peek(snap, g, target, per_queue: int) -> None:
+    """--peek on RabbitMQ: bounded management-API sampling of non-empty task queues."""
+    import time
+
+    from celeryctl.collect.bounded import spawn
+    from celeryctl.collect.rabbitmq import ManagementAPI, collect_peek
+    from celeryctl.snapshot import Observed
+
+    c_err = "no management API"
+    if target.rabbitmq_api is None or not g.queues.ok:
+        snap.parts["samples"] = Observed(error=c_err if target.rabbitmq_api is None
+                                         else "queues not observed")
+        return
+    api = ManagementAPI(target.rabbitmq_api, target.timeout)
+    names = [q.name for q in g.queues.value if not q.internal and q.ready]
+    obs = spawn("peek", lambda: collect_peek(api, target.effective_vhost, names, per_queue),
+                "management API get").wait(time.monotonic() + target.timeout)
+    g.notes.append(f"--peek: sampled {len(names)} RabbitMQ queues through the management API; "
+                   f"those messages are now marked redelivered")
+    snap.parts["samples"] = Observed(obs.value, source="management-api get (--peek)") \
+        if obs.ok else Observed(error=obs.error)
 
 
 def _add_growth(snap, g, target, interval: float) -> None:

@@ -91,6 +91,17 @@ class ManagementAPI:
             raise ManagementError(f"{path} did not return "
                                   f"JSON (is this the management port?)") from None
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        import requests
+
+        try:
+            resp = self.session.post(self.base + path, json=body, timeout=self.timeout)
+        except requests.exceptions.RequestException as exc:
+            raise ManagementError(f"{type(exc).__name__} on POST {path}") from None
+        if resp.status_code >= 400:
+            raise ManagementError(f"HTTP {resp.status_code} on POST {path}", resp.status_code)
+        return resp.json()
+
     def close(self) -> None:
         self.session.close()
 
@@ -343,3 +354,30 @@ def _int(v: Any) -> int | None:
         return int(v) if v is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def collect_peek(api: ManagementAPI, vhost: str, queues: list[str], per_queue: int
+                 ) -> dict[str, list]:
+    """`POST /api/queues/{vhost}/{name}/get` with `ackmode=ack_requeue_true`: the messages go
+    back to the queue, but RabbitMQ marks them redelivered (and on quorum queues counts a
+    delivery). Only used with `doctor --peek`. Payloads are never decoded: content type and
+    headers come from the properties."""
+    from celeryctl.snapshot import MessageSample
+
+    out: dict[str, list] = {}
+    for name in queues:
+        resp = api.post(f"/queues/{vq(vhost)}/{quote(name, safe='')}/get",
+                        {"count": per_queue, "ackmode": "ack_requeue_true",
+                         "encoding": "base64", "truncate": 1024})
+        for m in resp or []:
+            props = m.get("properties") or {}
+            headers = props.get("headers") or {}
+            out.setdefault(name, []).append(MessageSample(
+                queue=name, priority_step=props.get("priority"),
+                content_type=props.get("content_type"),
+                content_encoding=props.get("content_encoding"),
+                task=headers.get("task") if isinstance(headers.get("task"), str) else None,
+                id=headers.get("id") if isinstance(headers.get("id"), str) else None,
+                eta=headers.get("eta") if isinstance(headers.get("eta"), str) else None,
+                redelivered=bool(m.get("redelivered")), size_bytes=int(m.get("payload_bytes") or 0)))
+    return out

@@ -91,7 +91,8 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_report_json(out, report, sources, target: dict, elapsed: float) -> None:
+def render_report_json(out, report, sources, target: dict, elapsed: float,
+                       notes: list[str] | None = None) -> None:
     doc = {
         "schema": SCHEMA,
         "findings": [f.to_dict() for f in report.findings],
@@ -102,6 +103,7 @@ def render_report_json(out, report, sources, target: dict, elapsed: float) -> No
                     **report.counts(), "checks_ran": len(report.ran),
                     "checks_skipped": len(report.skipped), "elapsed_seconds": round(elapsed, 3)},
         "target": target,
+        "notes": list(notes or []),
     }
     out.write(json.dumps(doc, indent=2, default=str) + "\n")
 

@@ -134,3 +134,45 @@ def test_wrong_password_amqp_and_management(rabbit, vhost):
     code, doc, err, _ = run_json("connections", "--broker", bad_amqp, "--rabbitmq-api", bad_api)
     assert code == 3 and doc["connections"] is None
     assert "bad-api-pw" not in str(doc)
+
+
+def test_doctor_never_marks_messages_redelivered_unless_peek(rabbit, vhost):
+    """Without --peek doctor does not touch RabbitMQ messages; with --peek it samples through
+    the management API, says so, and the messages come back marked redelivered. Each queue is
+    probed once only: the probe itself (basic_get, then close) requeues and flags."""
+    params = pika.ConnectionParameters("127.0.0.1", rabbit["amqp_port"], vhost)
+
+    def fill(queue):
+        conn = pika.BlockingConnection(params)
+        ch = conn.channel()
+        ch.queue_declare(queue)
+        for i in range(3):
+            ch.basic_publish("", queue, b"\x80\x04K\x01.", pika.BasicProperties(
+                content_type="application/x-python-serialize",
+                headers={"task": "t.p", "id": str(i)}))
+        conn.close()
+
+    def first_redelivered(queue):
+        c = pika.BlockingConnection(params)
+        try:
+            method, _props, _body = c.channel().basic_get(queue, auto_ack=False)
+            return method.redelivered
+        finally:
+            c.close()
+
+    args = ("doctor", "--broker", _amqp(rabbit, vhost), "--rabbitmq-api", _api(rabbit),
+            "--timeout", "3")
+    fill("untouched")
+    wait_for(lambda: any(r["name"] == "untouched" and r["ready"] == 3 for r in
+                         run_json("queues", *args[1:5])[1]["queues"] or []), timeout=15)
+    code, doc, err, _ = run_json(*args)
+    assert not any("--peek" in n for n in doc["notes"])
+    assert first_redelivered("untouched") is False  # doctor without --peek left it alone
+
+    fill("peeked")
+    wait_for(lambda: any(r["name"] == "peeked" and r["ready"] == 3 for r in
+                         run_json("queues", *args[1:5])[1]["queues"] or []), timeout=15)
+    code, doc, err, _ = run_json(*args, "--peek")
+    assert any("--peek" in n for n in doc["notes"])
+    assert all(s["code"] != "SER004" for s in doc["skipped"])  # sampled this time
+    assert first_redelivered("peeked") is True
