@@ -154,3 +154,25 @@ def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
         yield Finding(Severity.WARNING, "redis timeout", f"idle clients closed after {t} s",
                       evidence={"timeout": t}, hint="Set timeout 0; keep tcp-keepalive.",
                       commands=["redis-cli CONFIG SET timeout 0"])
+
+
+@check("BRK007", "rabbitmq-partitioned", needs=("rabbit_server",), applies=_rabbit)
+def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ nodes reporting network partitions.
+
+    ## Why it matters
+    In a partitioned cluster each side serves its own view: messages published on one side
+    are invisible on the other, and classic mirrored queues can diverge and lose messages on
+    recovery.
+
+    ## How to fix
+    Follow RabbitMQ's partition recovery (`rabbitmq-diagnostics cluster_status`), set
+    `cluster_partition_handling = pause_minority`, prefer quorum queues.
+    """
+    for n in snap.get("rabbit_server").nodes:
+        if n.get("partitions"):
+            yield Finding(Severity.CRITICAL, f"node {n.get('name')}", "network partition",
+                          evidence={"partitions": n.get("partitions")},
+                          commands=["rabbitmq-diagnostics -q cluster_status"])

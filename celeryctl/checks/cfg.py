@@ -119,3 +119,26 @@ def visibility_timeout_below_time_limit(snap, limits: Limits) -> Iterator[Findin
                           f"({source}) with acks_late: long tasks run twice",
                           evidence={"task_time_limit": limit, "visibility_timeout": vt},
                           hint="Raise visibility_timeout above the time limit.")
+
+
+@check("CFG006", "publisher-confirms-off", needs=("app",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "confirms are AMQP-only")
+def publisher_confirms_off(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    An app on RabbitMQ without `broker_transport_options = {"confirm_publish": True}`.
+
+    ## Why it matters
+    Without publisher confirms `apply_async` returns before the broker has the message: a
+    broker restart, a memory alarm or a dropped connection loses tasks the producer believes
+    were sent.
+
+    ## How to fix
+    Set `broker_transport_options = {"confirm_publish": True}` (a little latency per publish).
+    """
+    opts = (snap.app_settings or {}).get("broker_transport_options") or {}
+    if not opts.get("confirm_publish"):
+        yield Finding(Severity.INFO, "setting broker_transport_options",
+                      "publisher confirms off: published tasks can be lost",
+                      evidence={"confirm_publish": opts.get("confirm_publish")},
+                      hint='Set broker_transport_options = {"confirm_publish": True}.')

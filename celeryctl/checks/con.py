@@ -41,3 +41,59 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
                           "stale_after": limits.stale_after},
                       hint="See who holds them; fix the leak or enable keepalives.",
                       commands=["celeryctl connections"])
+
+
+@check("CON002", "connections-per-worker", needs=("connections", "workers"))
+def connections_per_worker(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers holding more broker connections than expected (`--connections-per-worker`,
+    default 30), counted from the connections attributed to them.
+
+    ## Why it matters
+    A Celery worker needs a handful of connections (consumer, pub/sub for control and events,
+    a small publishing pool per process). Dozens mean a leak — usually task code creating
+    clients or apps per call — and end with maxclients or file-descriptor exhaustion.
+
+    ## How to fix
+    Reuse one app/connection pool in task code (`app.pool`, `producer_or_acquire`), cap
+    `broker_pool_limit`/`max_connections`, and restart the leaking worker.
+    """
+    counts: dict[str, int] = {}
+    for c in snap.get("connections"):
+        if c.worker and c.worker_match == "exact":
+            counts[c.worker] = counts.get(c.worker, 0) + 1
+    for worker, n in sorted(counts.items()):
+        if n > limits.connections_per_worker:
+            yield Finding(Severity.WARNING, f"worker {worker}",
+                          f"{n} broker connections (expected at most "
+                          f"{limits.connections_per_worker})",
+                          evidence={"connections": n}, hint="Look for a connection leak.",
+                          commands=["celeryctl connections --format json"])
+
+
+@check("CON003", "pubsub-without-worker", needs=("connections", "workers"),
+       applies=lambda s: None if s.broker_kind == "redis" else "pub/sub clients are Redis-only")
+def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Redis pub/sub clients (pidbox, events, gossip subscriptions) that belong to no live
+    worker this command saw.
+
+    ## Why it matters
+    They are left by dead workers whose TCP connection was never closed (half-open), or by
+    monitors (Flower, `celery events`). Dead ones still receive every broadcast and count
+    against `maxclients`; Redis buffers output for them until `client-output-buffer-limit`.
+
+    ## How to fix
+    Identify them (`celeryctl connections`); enable `tcp-keepalive`; kill confirmed dead ones
+    (`redis-cli CLIENT KILL ID N`).
+    """
+    orphans = [c for c in snap.get("connections") if c.role == "pubsub" and not c.worker]
+    if orphans:
+        yield Finding(Severity.INFO, "pub/sub clients",
+                      f"{len(orphans)} pub/sub clients belong to no live worker",
+                      evidence={"clients": [{"address": c.address, "id": c.id,
+                                             "age_seconds": c.age_seconds} for c in orphans[:20]]},
+                      hint="Check for dead workers or monitors; kill confirmed dead clients.",
+                      commands=["celeryctl connections"])

@@ -278,3 +278,65 @@ def queue_growing(snap, limits: Limits) -> Iterator[Finding]:
                                     "interval_seconds": g.interval_seconds},
                           hint=f"Add consumers for {name!r}.",
                           commands=[f"celeryctl queues watch -Q {name}"])
+
+
+@check("QUE009", "priority-declarations-inconsistent", needs=("queues", "app"),
+       applies=lambda s: None if s.broker_kind == "amqp" else "x-max-priority is RabbitMQ's")
+def priority_declarations_inconsistent(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ task queues whose `x-max-priority` differs from the app's
+    `task_queue_max_priority` (or that have none while it is set).
+
+    ## Why it matters
+    A queue's arguments are fixed at declaration: a queue created before priorities were
+    configured ignores message priority entirely, and a worker declaring it with other
+    arguments fails with PRECONDITION_FAILED (inequivalent arg 'x-max-priority').
+
+    ## How to fix
+    Recreate the queue with the intended `x-max-priority` (drain it first), or align
+    `task_queue_max_priority` with what the broker has.
+    """
+    want = (snap.app_settings or {}).get("task_queue_max_priority")
+    if not want:
+        return
+    for q in snap.queues:
+        if q.internal or not q.exists:
+            continue
+        have = (q.arguments or {}).get("x-max-priority")
+        if have != want:
+            yield Finding(Severity.WARNING, f"queue {q.name}",
+                          f"x-max-priority is {have}, task_queue_max_priority is {want}",
+                          evidence={"x-max-priority": have, "task_queue_max_priority": want},
+                          hint="Recreate the queue with the intended x-max-priority.")
+
+
+@check("QUE010", "control-queues-never-expire", needs=("queues",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "checked on RabbitMQ queues")
+def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ `celeryev.*` and `*.pidbox` queues without `x-expires`, or with messages and no
+    consumer.
+
+    ## Why it matters
+    Celery declares them with `x-expires` and `x-message-ttl` so they vanish with their
+    owner; without them (old Celery/kombu, or queues declared by hand) every event or control
+    message piles up in queues nobody reads, one per dead monitor or client.
+
+    ## How to fix
+    Delete the orphaned queues; upgrade the clients that declare them without expiry.
+    """
+    bad = []
+    for q in snap.queues:
+        if not q.internal or not (q.name.startswith("celeryev.") or q.name.endswith(".pidbox")):
+            continue
+        no_expiry = "x-expires" not in (q.arguments or {}) and \
+            "expires" not in (q.effective_policy or {})
+        if no_expiry or (q.ready and not q.consumers):
+            bad.append({"queue": q.name, "ready": q.ready, "consumers": q.consumers,
+                        "x-expires": (q.arguments or {}).get("x-expires")})
+    if bad:
+        yield Finding(Severity.WARNING, "control and event queues",
+                      f"{len(bad)} celeryev/pidbox queues never expire or pile up",
+                      evidence={"queues": bad[:20]}, hint="Delete orphaned queues.")

@@ -73,3 +73,30 @@ def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
         yield Finding(Severity.WARNING, "setting result_expires",
                       "results never expire", evidence={"result_expires": app["result_expires"]},
                       hint="Set result_expires, e.g. 86400.")
+
+
+@check("RES004", "rpc-queue-shared", needs=("queues",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "rpc queues are checked on RabbitMQ")
+def rpc_queue_shared(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    An rpc:// reply queue with more than one consumer.
+
+    ## Why it matters
+    rpc results go to the process that sent the task. When several processes share one
+    reply queue (a forked process reusing its parent's app, threads sharing a client), each
+    receives results meant for the others: `AsyncResult.get()` hangs or returns the wrong
+    task's result.
+
+    ## How to fix
+    Create the Celery app (or call `app.backend` fresh) after forking; do not share one
+    client between processes; use a Redis or database backend for results read elsewhere.
+    """
+    from celeryctl.knowledge import classify_queue
+
+    for q in snap.queues:
+        if classify_queue(q.name) == "result-rpc" and (q.consumers or 0) > 1:
+            yield Finding(Severity.WARNING, f"queue {q.name}",
+                          f"rpc reply queue read by {q.consumers} consumers",
+                          evidence={"consumers": q.consumers},
+                          hint="One reply queue per process: create the app after fork.")

@@ -180,3 +180,27 @@ def registered_tasks_differ(snap, limits: Limits) -> Iterator[Finding]:
                           "its workers register different tasks",
                           evidence={"missing_per_worker": missing},
                           hint="Deploy the same code to every worker of the queue.")
+
+
+@check("WRK007", "rss-growing-without-recycling", needs=("rss_growth",))
+def rss_growing_without_recycling(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers whose peak RSS (`stats().rusage.maxrss`) rose between the two samples of
+    `--sample-interval` while processes are never recycled (no `max_tasks_per_child`).
+
+    ## Why it matters
+    Memory that only grows ends in the OOM killer: with prefork the kernel kills a pool
+    process mid-task (WorkerLostError), with threads/solo the whole worker.
+
+    ## How to fix
+    Set `worker_max_tasks_per_child` (and/or `worker_max_memory_per_child`) and find the leak.
+    """
+    for name, (before, after, recycling) in sorted((snap.get("rss_growth") or {}).items()):
+        if after > before and not recycling:
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"peak RSS grew from {before} to {after} KiB without process "
+                          f"recycling", evidence={"maxrss_before_kb": before,
+                                                  "maxrss_after_kb": after},
+                          hint="Set worker_max_tasks_per_child.",
+                          commands=["celery -A proj worker --max-tasks-per-child=1000"])

@@ -26,6 +26,9 @@ def doctor(
     queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
     stale_after: float = typer.Option(300.0, "--stale-after", metavar="SECONDS",
                                       help="Idle time after which a connection is stale."),
+    connections_per_worker: int = typer.Option(
+        30, "--connections-per-worker", metavar="N",
+        help="Broker connections per worker above which a leak is suspected."),
     sample_interval: float = typer.Option(0.0, "--sample-interval", min=0.0, max=300.0,
                                           metavar="SECONDS",
                                           help="Read queue depths twice, this far apart, to "
@@ -72,7 +75,8 @@ def doctor(
     _add_growth(snap, g, c.target, sample_interval)
     if peek and c.target.broker_kind == "amqp" and sample:
         _add_peek(snap, g, c.target, sample)
-    limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after)
+    limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
+                    connections_per_worker=connections_per_worker)
     report = run_checks(snap, limits, checks)
     target = c.target.summary()
     if fmt == "json":
@@ -122,6 +126,27 @@ def _add_peek(snap, g, target, per_queue: int) -> None:
         if obs.ok else Observed(error=obs.error)
 
 
+def _rss_growth(g1, g2):
+    """node -> (maxrss before, after, recycles processes) across the two samples."""
+    from celeryctl.snapshot import Observed
+
+    if not (g1.workers.ok and g2.workers.ok):
+        return Observed(error="workers not observed in both samples")
+
+    def rss(view):
+        out = {}
+        for n in view.nodes:
+            st = n.replies.get("stats") or {}
+            mtpc = (st.get("pool") or {}).get("max-tasks-per-child")
+            maxrss = (st.get("rusage") or {}).get("maxrss")
+            if isinstance(maxrss, int):
+                out.setdefault(n.name, (maxrss, bool(mtpc)))
+        return out
+
+    a, b = rss(g1.workers.value), rss(g2.workers.value)
+    return Observed({n: (a[n][0], b[n][0], b[n][1]) for n in a if n in b})
+
+
 def _add_growth(snap, g, target, interval: float) -> None:
     """Queue growth: a second depth sample `interval` seconds later, else broker rates."""
     import time
@@ -131,16 +156,20 @@ def _add_growth(snap, g, target, interval: float) -> None:
 
     if not g.queues.ok:
         snap.parts["growth"] = Observed(error="queues not observed")
+        snap.parts["rss_growth"] = Observed(error="needs --sample-interval")
         return
     if interval > 0:
         time.sleep(interval)
-        g2 = gather(target, queues=True)
+        g2 = gather(target, queues=True, workers=("stats",))
+        snap.parts["rss_growth"] = _rss_growth(g, g2)
         if g2.queues.ok:
             snap.parts["growth"] = Observed(growth_from_samples(g.queues.value, g2.queues.value,
                                                                 interval), source="samples")
         else:
             snap.parts["growth"] = Observed(error=f"second sample failed: {g2.queues.error}")
         return
+    snap.parts["rss_growth"] = Observed(error="one sample only: pass --sample-interval SECONDS "
+                                               "to measure memory growth")
     rates = growth_from_rates(g.queues.value)
     if rates:
         snap.parts["growth"] = Observed(rates, source="management-api rates")

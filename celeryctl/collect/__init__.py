@@ -74,6 +74,12 @@ def to_snapshot(g: Gathered) -> Snapshot:
         "app": Observed(value=t.app.settings) if t.app else Observed(
             error="no Celery app given (-A/--app): producer-side settings unknown"),
     }
+    if g.connections.ok and g.workers.ok:
+        from celeryctl.views import attribute_connections
+
+        parts["connections"] = Observed(attribute_connections(
+            g.connections.value, g.workers.value, g.host_addresses, g.local_pids),
+            source=g.connections.source)
     return Snapshot(broker_kind=t.broker_kind, target=t.summary(), parts=parts,
                     sources=list(g.sources), taken_at=_time.time(),
                     broker_hosts=tuple(e.host for e in t.broker))

@@ -324,3 +324,41 @@ def test_growth_and_time_to_drain():
     assert codes(run(s, ["QUE008"])) == [("QUE008", "warning", "queue a")]
     s.parts["growth"] = Observed(error="one sample only")
     assert [x.code for x in run(s, ["QUE008"]).skipped] == ["QUE008"]
+
+
+def test_third_batch_checks():
+    from celeryctl.snapshot import RabbitServer
+
+    conns = [Connection("redis", f"1.1.1.1:{i}", role="client", worker="a@h",
+                        worker_match="exact") for i in range(40)] + \
+            [Connection("redis", "2.2.2.2:1", role="pubsub"),
+             Connection("redis", "1.1.1.1:99", role="pubsub", worker="a@h", worker_match="exact")]
+    got = codes(run(snap(nodes=[node("a@h")], conns=conns), ["CON002", "CON003"]))
+    assert got == [("CON002", "warning", "worker a@h"), ("CON003", "info", "pub/sub clients")]
+    assert run(snap(nodes=[node("a@h")], conns=conns[-1:]), ["CON002", "CON003"]).findings == []
+
+    q = [QueueDepth("celery", "rabbitmq", ready=0, consumers=1, arguments={"x-max-priority": 5}),
+         QueueDepth("celeryev.1", "rabbitmq", ready=9, consumers=0, internal=True, arguments={}),
+         QueueDepth("w@h.celery.pidbox", "rabbitmq", ready=0, consumers=1, internal=True,
+                    arguments={"x-expires": 10000}),
+         QueueDepth("e5c92d88-5caa-33d4-a25d-c26f80dfa699", "rabbitmq", ready=0, consumers=2,
+                    internal=True)]
+    got = codes(run(snap(kind="amqp", queues=q, app={"task_queue_max_priority": 10}),
+                    ["QUE009", "QUE010", "RES004", "CFG006"]))
+    assert ("QUE009", "warning", "queue celery") in got
+    assert ("QUE010", "warning", "control and event queues") in got
+    assert ("RES004", "warning", "queue e5c92d88-5caa-33d4-a25d-c26f80dfa699") in got
+    assert ("CFG006", "info", "setting broker_transport_options") in got
+    app_ok = {"task_queue_max_priority": 5, "broker_transport_options": {"confirm_publish": True}}
+    got = codes(run(snap(kind="amqp", queues=q[:1], app=app_ok), ["QUE009", "CFG006"]))
+    assert got == []
+
+    s = snap(kind="amqp")
+    s.parts["rabbit_server"] = Observed(RabbitServer("3", "c", "3", {}, [
+        {"name": "rabbit@a", "running": True, "partitions": ["rabbit@b"]}]))
+    assert codes(run(s, ["BRK007"])) == [("BRK007", "critical", "node rabbit@a")]
+
+    s = snap()
+    s.parts["rss_growth"] = Observed({"a@h": (100, 200, False), "b@h": (100, 200, True),
+                                      "c@h": (100, 100, False)})
+    assert codes(run(s, ["WRK007"])) == [("WRK007", "warning", "worker a@h")]
