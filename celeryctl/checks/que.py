@@ -75,7 +75,8 @@ def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     On Redis, in-flight messages (kombu's `unacked` hash) received longer ago than
-    `visibility_timeout` (default 3600 s, from the app's or profile's transport options).
+    `visibility_timeout` (the app's transport options, else what the workers report in
+    `stats`, else kombu's 3600 s).
 
     ## Why it matters
     kombu's next sweep (about every 100 s, by any consumer) puts them back in their queue:
@@ -87,8 +88,7 @@ def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     time and longest ETA/countdown, on every app sharing the broker (the shortest wins).
     """
     un = snap.get("redis_unacked")
-    opts = (snap.app_settings or {}).get("broker_transport_options") or {}
-    vt = float(opts.get("visibility_timeout") or 3600)
+    vt, _source = visibility_timeout(snap)
     if un.oldest_seconds is not None and un.oldest_seconds > vt:
         yield Finding(Severity.WARNING, "unacked (Redis in-flight)",
                       f"oldest in-flight message received {un.oldest_seconds:.0f} s ago, "

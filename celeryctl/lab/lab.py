@@ -134,7 +134,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             ctx = ScenarioContext(broker_url=url, redis_url=st.redis["info"]["url"]
                                   if st.redis else None, api_url=st.api_url,
                                   amqp_url=st.rabbitmq["info"]["url"] if st.rabbitmq else None,
-                                  stop_redis=stop_redis)
+                                  stop_redis=stop_redis,
+                                  worker_pids=[w["pid"] for w in st.workers])
             spec.prepare(ctx)
             st.doctor_args = list(ctx.doctor_args)
             save(st)

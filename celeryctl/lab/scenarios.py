@@ -29,6 +29,7 @@ class ScenarioContext:
     api_url: str | None
     amqp_url: str | None = None
     doctor_args: list[str] = field(default_factory=list)
+    worker_pids: list[int] = field(default_factory=list)
     stop_redis: Callable[[], None] | None = None
 
 
@@ -204,6 +205,43 @@ def _seed_rabbit_rpc_backend(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--result-backend", "rpc://"]
 
 
+def _kill_one_worker(ctx: ScenarioContext) -> None:
+    """SIGKILL: no clean shutdown, so its pidbox binding stays behind."""
+    import os
+    import signal
+    import time
+
+    os.kill(ctx.worker_pids[-1], signal.SIGKILL)
+    time.sleep(0.5)
+
+
+def _maxclients(ctx: ScenarioContext) -> None:
+    import redis
+
+    r = redis.Redis.from_url(ctx.redis_url)
+    r.config_set("maxclients", int(r.info("clients")["connected_clients"]) + 1)
+
+
+def _persistence_off(ctx: ScenarioContext) -> None:
+    import redis
+
+    redis.Redis.from_url(ctx.redis_url).config_set("appendonly", "no")
+
+
+def _stale(ctx: ScenarioContext) -> None:
+    import time
+
+    ctx.doctor_args += ["--stale-after", "1"]
+    time.sleep(2.5)  # the workers' pool connections sit idle
+
+
+def _visibility_exceeded(ctx: ScenarioContext) -> None:
+    import time
+
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
+    time.sleep(4.0)  # held unacked (acks_late) longer than visibility_timeout 2 s
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -283,6 +321,23 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              workers=(WorkerSpec("w1@%h", env={"CELERY_RESULT_BACKEND": "rpc://"}),
                       WorkerSpec("w2@%h", env={"CELERY_RESULT_BACKEND": "rpc://"})),
              prepare=_seed_rabbit_rpc_backend),
+    Scenario("worker-killed", "One of two workers SIGKILLed: its pidbox binding says it should "
+             "answer, and it does not.", ("SRC005",), prepare=_kill_one_worker),
+    Scenario("maxclients", "Redis maxclients set just above the clients connected.",
+             ("POOL001",), prepare=_maxclients),
+    Scenario("persistence-off", "Redis with neither RDB snapshots nor AOF.", ("BRK004",),
+             prepare=_persistence_off),
+    Scenario("stale-connections", "With --stale-after 1, the workers' idle pool connections "
+             "count as stale.", ("CON001",), prepare=_stale),
+    Scenario("visibility-timeout-exceeded", "A task held unacknowledged (acks_late) longer "
+             "than visibility_timeout (2 s): the next sweep delivers it again.", ("QUE003",),
+             workers=(WorkerSpec("w1@%h", concurrency=1,
+                                 env={**STRICT, "CELERYCTL_LAB_VISIBILITY": "2"}),),
+             prepare=_visibility_exceeded),
+    Scenario("heartbeat-off", "RabbitMQ workers with broker_heartbeat = 0.", ("CFG002",),
+             broker="rabbitmq",
+             workers=(WorkerSpec("w1@%h", env={"CELERYCTL_LAB_HEARTBEAT": "0"}),),
+             prepare=_dlx_policy),
 )}
 
 
