@@ -48,12 +48,25 @@ def rabbit(labdir):
     proc.stop(timeout=20)
 
 
+def _start_workers(labdir, url, names, queues):
+    """Start workers; if one fails, stop those already started (never leave a process)."""
+    procs = []
+    try:
+        for name in names:
+            procs.append(s.start_worker(labdir, url, name, queues=queues, pool="threads",
+                                        concurrency=2))
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+    return procs
+
+
 @pytest.fixture(scope="session")
 def redis_workers(labdir, redis_server):
     """Two real workers (threads pool) on db 0 of the session Redis."""
     url = redis_server["url"]
-    procs = [s.start_worker(labdir, url, f"rw{i}@%h", queues="celery,hipri", pool="threads",
-                            concurrency=2) for i in (1, 2)]
+    procs = _start_workers(labdir, url, ["rw1@%h", "rw2@%h"], "celery,hipri")
     yield {"url": url, "names": [f"rw{i}@{socket.gethostname()}" for i in (1, 2)],
            "procs": procs}
     for p in procs:
@@ -63,8 +76,7 @@ def redis_workers(labdir, redis_server):
 @pytest.fixture(scope="session")
 def rabbit_workers(labdir, rabbit):
     url = rabbit["url"]
-    procs = [s.start_worker(labdir, url, f"mw{i}@%h", queues="celery,mq_work", pool="threads",
-                            concurrency=2) for i in (1, 2)]
+    procs = _start_workers(labdir, url, ["mw1@%h", "mw2@%h"], "celery,mq_work")
     yield {"url": url, "api": rabbit["api"],
            "names": [f"mw{i}@{socket.gethostname()}" for i in (1, 2)], "procs": procs}
     for p in procs:

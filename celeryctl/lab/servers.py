@@ -28,8 +28,30 @@ class LabError(Exception):
     pass
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port *below* the kernel's ephemeral range: a port from that range can
+    be taken by any outgoing connection between this check and the server's bind (seen: a
+    RabbitMQ node dying with eaddrinuse)."""
+    import random
+
+    lo, _hi = _ephemeral_range()
+    for _ in range(200):
+        port = random.randint(20000, max(20001, lo - 1))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -151,13 +173,28 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
         cmd += ["--requirepass", password]
     log = d / "redis.log"
     pid, marker = _spawn(cmd, log)
-    _wait(lambda: port_open(port), 10, f"redis-server on port {port}", log)
+    _wait_or_stop(Proc("redis", name, pid, marker, str(log)), lambda: port_open(port), 10,
+                  f"redis-server on port {port}", log)
     auth = f":{password}@" if password else ""
     return Proc("redis", name, pid, marker, str(log),
                 {"port": port, "url": f"redis://{auth}127.0.0.1:{port}/0"})
 
 
-def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0) -> Proc:
+def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0,
+                   attempts: int = 3) -> Proc:
+    """Start a node; if it dies during boot (a port taken meanwhile), retry on new ports."""
+    last: LabError | None = None
+    for _ in range(attempts):
+        try:
+            return _start_rabbitmq_once(base, name=name, timeout=timeout)
+        except LabError as exc:
+            last = exc
+            shutil.rmtree(base / name, ignore_errors=True)
+    assert last is not None
+    raise last
+
+
+def _start_rabbitmq_once(base: Path, *, name: str, timeout: float) -> Proc:
     binary = rabbitmq_binary()
     if not binary:
         raise LabError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
@@ -194,9 +231,10 @@ def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0)
     def ready() -> bool:
         if not proc.alive():
             raise LabError(f"rabbitmq-server exited during start-up; see {log} and {d / 'log'}")
-        return _http_ok(f"http://127.0.0.1:{mgmt}/api/overview")
+        # both listeners: the management one can be up while AMQP fails to bind
+        return port_open(amqp) and _http_ok(f"http://127.0.0.1:{mgmt}/api/overview")
 
-    _wait(ready, timeout, f"rabbitmq-server (management on {mgmt})", log)
+    _wait_or_stop(proc, ready, timeout, f"rabbitmq-server (management on {mgmt})", log)
     return proc
 
 
@@ -242,8 +280,17 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
             except OSError:
                 return False
 
-        _wait(ready, timeout, f"worker {name}", log)
+        _wait_or_stop(proc, ready, timeout, f"worker {name}", log)
     return proc
+
+
+def _wait_or_stop(proc: Proc, cond, timeout: float, what: str, log: Path) -> None:
+    """Wait for readiness; a process that fails to become ready is stopped, never left."""
+    try:
+        _wait(cond, timeout, what, log)
+    except BaseException:
+        proc.stop(timeout=5)
+        raise
 
 
 def _wait(cond, timeout: float, what: str, log: Path) -> None:
