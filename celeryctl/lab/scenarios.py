@@ -242,6 +242,45 @@ def _visibility_exceeded(ctx: ScenarioContext) -> None:
     time.sleep(4.0)  # held unacked (acks_late) longer than visibility_timeout 2 s
 
 
+def _closed_port() -> int:
+    from celeryctl.lab.servers import free_port
+
+    return free_port()
+
+
+def _api_down(ctx: ScenarioContext) -> None:
+    ctx.doctor_args += ["--rabbitmq-api", f"http://127.0.0.1:{_closed_port()}"]
+
+
+def _backend_down(ctx: ScenarioContext) -> None:
+    ctx.doctor_args += ["--result-backend", f"redis://127.0.0.1:{_closed_port()}/1"]
+
+
+def _no_dlx(ctx: ScenarioContext) -> None:
+    _wait_api(ctx, lambda qs: all(qs.get(n, {}).get("messages_ready") is not None
+                                  for n in ("celery", "hipri", "slow")))
+
+
+def _orphan_event_queue(ctx: ScenarioContext) -> None:
+    """An old monitor's event queue: declared without x-expires, left without a consumer,
+    still bound to celeryev and filling with every event."""
+    import pika
+
+    from celeryctl.urls import parse_endpoint
+
+    _dlx_policy(ctx)
+    ep = parse_endpoint(ctx.broker_url)
+    conn = pika.BlockingConnection(pika.ConnectionParameters(ep.host, ep.port))
+    ch = conn.channel()
+    ch.exchange_declare("celeryev", "topic", durable=True)
+    ch.queue_declare("celeryev.old-flower", auto_delete=False)
+    ch.queue_bind("celeryev.old-flower", "celeryev", "#")
+    for _ in range(20):
+        ch.basic_publish("celeryev", "worker.heartbeat", b"{}")
+    conn.close()
+    _wait_api(ctx, lambda qs: "celeryev.old-flower" in qs)
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -338,6 +377,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              broker="rabbitmq",
              workers=(WorkerSpec("w1@%h", env={"CELERYCTL_LAB_HEARTBEAT": "0"}),),
              prepare=_dlx_policy),
+    Scenario("management-api-down", "RabbitMQ whose management API does not answer: depth "
+             "comes from AMQP passive declares, and doctor says so.", ("SRC002",),
+             broker="rabbitmq", prepare=_api_down),
+    Scenario("backend-down", "The result backend does not answer.", ("SRC003",),
+             prepare=_backend_down),
+    Scenario("rabbitmq-no-dlx", "RabbitMQ task queues without a dead-letter exchange.",
+             ("QUE006",), broker="rabbitmq", prepare=_no_dlx),
+    Scenario("orphan-event-queue", "An old monitor's celeryev queue without expiry, filling "
+             "with events nobody reads.", ("QUE010",), broker="rabbitmq",
+             prepare=_orphan_event_queue),
 )}
 
 

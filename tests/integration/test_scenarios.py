@@ -21,9 +21,10 @@ def test_scenario(name, tmp_path):
                 rabbitmq=sc.broker == "rabbitmq" or sc.needs_rabbitmq,
                 progress=lambda *_: None)
     try:
-        args = ["doctor", "--broker", st.broker_url, "--timeout", "3", *st.doctor_args]
-        if st.broker == "rabbitmq":
+        args = ["doctor", "--broker", st.broker_url, "--timeout", "3"]
+        if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
+        args += st.doctor_args
         code, doc, err, secs = run_json(*args)
         found = {f["code"] for f in doc["findings"]}
         detail = json.dumps(doc["findings"], indent=1)
