@@ -233,6 +233,7 @@ class RabbitServer:
     management_version: str | None
     overview: dict[str, Any]
     nodes: list[dict[str, Any]]
+    vhost_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # vhost -> limits
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,8 @@ class BackendStatus:
     same_instance_as_broker: bool | None = None
     same_db_as_broker: bool | None = None
     detail: str | None = None
+    result_keys_sampled: int | None = None  # Redis: celery-task-meta-* keys whose TTL was read
+    result_keys_without_ttl: int | None = None
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -119,3 +119,33 @@ def no_pool_acquire_timeout(snap, limits: Limits) -> Iterator[Finding]:
             yield Finding(Severity.INFO, f"worker {name}",
                           "broker_pool_acquire_timeout unset: pool exhaustion hangs",
                           hint="Set broker_pool_acquire_timeout, e.g. 10.")
+
+
+@check("POOL005", "rabbitmq-vhost-limits", needs=("rabbit_server", "connections", "queues"),
+       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A RabbitMQ virtual host whose `max-connections` or `max-queues` limit
+    (`rabbitmqctl set_vhost_limits`) is 80 % used or more.
+
+    ## Why it matters
+    At the limit new connections are refused (workers cannot reconnect, producers cannot
+    publish) or queue declarations fail — including rpc reply queues and pidbox queues, which
+    breaks results and remote control.
+
+    ## How to fix
+    Find what holds the connections or queues (`celeryctl connections`, `celeryctl queues
+    --all`), clean up leaks and orphaned queues, or raise the limit.
+    """
+    vhost = snap.target.get("vhost") or "/"
+    lim = snap.get("rabbit_server").vhost_limits.get(vhost) or {}
+    for key, used in (("max-connections", len(snap.get("connections"))),
+                      ("max-queues", len(snap.queues))):
+        cap = lim.get(key)
+        if isinstance(cap, int) and cap > 0 and used / cap >= limits.clients_warn_ratio:
+            yield Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
+                          else Severity.WARNING, f"vhost {vhost}",
+                          f"{used} of {key} {cap} in use", evidence={key: cap, "used": used},
+                          hint="Clean up leaks or raise the vhost limit.",
+                          commands=[f"rabbitmqctl list_vhost_limits -p {vhost}"])

@@ -340,3 +340,46 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
         yield Finding(Severity.WARNING, "control and event queues",
                       f"{len(bad)} celeryev/pidbox queues never expire or pile up",
                       evidence={"queues": bad[:20]}, hint="Delete orphaned queues.")
+
+
+@check("QUE011", "eta-beyond-consumer-timeout", needs=("workers",),
+       applies=lambda s: None if s.broker_kind == "amqp" else "consumer_timeout is RabbitMQ's")
+def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    On RabbitMQ, tasks held by workers for an ETA/countdown further away than the broker's
+    `consumer_timeout` (`--consumer-timeout`, default RabbitMQ's 1800 s; the management API
+    does not expose the configured value).
+
+    ## Why it matters
+    The worker keeps such a message unacknowledged until its ETA. When it has been
+    unacknowledged longer than consumer_timeout, RabbitMQ closes the channel
+    ("PRECONDITION_FAILED - delivery acknowledgement ... timed out") and the worker crashes
+    with an unrecoverable error, redelivering everything it held (celery/celery#6760).
+
+    ## How to fix
+    Raise `consumer_timeout` in rabbitmq.conf (or per queue on 3.12+ via the
+    `x-consumer-timeout` argument/policy) above the longest ETA, or schedule far-future work
+    elsewhere (celery beat, a database).
+    """
+    import datetime
+
+    limit = limits.consumer_timeout
+    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
+    for n in snap.workers.nodes:
+        far = []
+        for item in n.replies.get("scheduled") or []:
+            eta = item.get("eta") if isinstance(item, dict) else None
+            try:
+                ts = datetime.datetime.fromisoformat(str(eta)).timestamp()
+            except (TypeError, ValueError):
+                continue
+            if ts - now > limit:
+                req = item.get("request") or {}
+                far.append({"id": req.get("id"), "task": req.get("name"), "eta": eta})
+        if far:
+            yield Finding(Severity.WARNING, f"worker {n.name}",
+                          f"{len(far)} scheduled tasks wait longer than consumer_timeout "
+                          f"{limit:.0f} s (assumed): the broker will close the worker's channel",
+                          evidence={"tasks": far[:10], "consumer_timeout_assumed": limit},
+                          hint="Raise consumer_timeout above the longest ETA.")

@@ -100,3 +100,28 @@ def rpc_queue_shared(snap, limits: Limits) -> Iterator[Finding]:
                           f"rpc reply queue read by {q.consumers} consumers",
                           evidence={"consumers": q.consumers},
                           hint="One reply queue per process: create the app after fork.")
+
+
+@check("RES005", "redis-result-keys-without-ttl", needs=("backend",), applies=_has_backend)
+def redis_result_keys_without_ttl(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    `celery-task-meta-*` result keys without a TTL in a Redis result backend (a bounded
+    sample of up to 200 keys).
+
+    ## Why it matters
+    Keys without a TTL are kept forever: the backend's memory only grows until maxmemory,
+    then (under noeviction) result writes fail, or (under an eviction policy) keys — maybe
+    the broker's, if shared — get evicted.
+
+    ## How to fix
+    Set `result_expires` (Celery gives each result that TTL); delete the old keys in batches
+    (`redis-cli --scan --pattern 'celery-task-meta-*'` with `UNLINK`).
+    """
+    b = snap.get("backend")
+    if b.kind == "redis" and b.result_keys_without_ttl:
+        yield Finding(Severity.WARNING, f"result backend {b.url}",
+                      f"{b.result_keys_without_ttl} of {b.result_keys_sampled} sampled result "
+                      f"keys never expire", evidence={"sampled": b.result_keys_sampled,
+                                                      "without_ttl": b.result_keys_without_ttl},
+                      hint="Set result_expires; remove old result keys.")

@@ -26,6 +26,9 @@ def doctor(
     queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
     stale_after: float = typer.Option(300.0, "--stale-after", metavar="SECONDS",
                                       help="Idle time after which a connection is stale."),
+    consumer_timeout: float = typer.Option(
+        1800.0, "--consumer-timeout", metavar="SECONDS",
+        help="RabbitMQ's consumer_timeout, if not the default (not readable over HTTP)."),
     connections_per_worker: int = typer.Option(
         30, "--connections-per-worker", metavar="N",
         help="Broker connections per worker above which a leak is suspected."),
@@ -76,7 +79,8 @@ def doctor(
     if peek and c.target.broker_kind == "amqp" and sample:
         _add_peek(snap, g, c.target, sample)
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
-                    connections_per_worker=connections_per_worker)
+                    connections_per_worker=connections_per_worker,
+                    consumer_timeout=consumer_timeout)
     report = run_checks(snap, limits, checks)
     target = c.target.summary()
     if fmt == "json":

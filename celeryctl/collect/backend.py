@@ -56,8 +56,10 @@ def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: floa
         client = redis_client(ep, timeout)
         try:
             client.ping()
+            sampled, no_ttl = sample_result_ttls(client)
             return BackendStatus(url=red, kind=kind, reachable=True,
-                                 same_instance_as_broker=same_instance, same_db_as_broker=same_db)
+                                 same_instance_as_broker=same_instance, same_db_as_broker=same_db,
+                                 result_keys_sampled=sampled, result_keys_without_ttl=no_ttl)
         finally:
             client.close()
     if kind == "rpc":
@@ -85,3 +87,27 @@ def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: floa
                                     "(\"Unknown result backend: 'amqp'\"); use rpc:// or redis://")
     return BackendStatus(url=red, kind=kind, reachable=None,
                          detail=f"celeryctl does not probe {kind} result backends")
+
+
+RESULT_KEY_SAMPLE = 200
+SCAN_STEPS = 20  # SCAN calls at most (COUNT 1000 each): bounded on a huge keyspace
+
+
+def sample_result_ttls(client) -> tuple[int, int]:
+    """Up to 200 `celery-task-meta-*` keys (SCAN, bounded) and their TTLs (pipelined):
+    returns (sampled, without TTL)."""
+    keys: list[bytes] = []
+    cursor = 0
+    for _ in range(SCAN_STEPS):
+        cursor, batch = client.scan(cursor=cursor, match=b"celery-task-meta-*", count=1000)
+        keys.extend(batch)
+        if cursor == 0 or len(keys) >= RESULT_KEY_SAMPLE:
+            break
+    keys = keys[:RESULT_KEY_SAMPLE]
+    if not keys:
+        return 0, 0
+    pipe = client.pipeline(transaction=False)
+    for k in keys:
+        pipe.ttl(k)
+    ttls = pipe.execute()
+    return len(keys), sum(1 for t in ttls if t == -1)

@@ -114,6 +114,10 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
     """`/api/overview` + `/api/nodes` -> versions, cluster name, node resources."""
     overview = api.get("/overview")
     nodes = api.get("/nodes")
+    try:
+        limits = {x.get("vhost"): x.get("value") or {} for x in api.get("/vhost-limits") or []}
+    except ManagementError:
+        limits = {}  # older servers / users without the policymaker tag
     keep = ("name", "running", "type", "uptime", "mem_used", "mem_limit", "mem_alarm",
             "disk_free", "disk_free_limit", "disk_free_alarm", "fd_used", "fd_total",
             "sockets_used", "sockets_total", "proc_used", "proc_total", "partitions",
@@ -127,6 +131,7 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
                                                "object_totals", "queue_totals",
                                                "management_version")},
         nodes=[{k: n.get(k) for k in keep if k in n} for n in nodes or []],
+        vhost_limits=limits,
     )
 
 

@@ -40,7 +40,8 @@ app.conf.update(
                  Queue("slow", routing_key="slow")],
     task_default_queue="celery",
     task_routes={"celeryctl.lab.demoapp.sleep": {"queue": "slow"}},
-    result_expires=3600,
+    # CELERYCTL_LAB_RESULT_EXPIRES=0: results never expire (the RES005 scenario)
+    result_expires=int(os.environ.get("CELERYCTL_LAB_RESULT_EXPIRES", "3600")) or None,
     worker_hijack_root_logger=False,
 )
 

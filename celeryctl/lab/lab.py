@@ -120,9 +120,14 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         for w in specs:
             progress(f"starting worker {w.name} ({w.pool}, concurrency {w.concurrency}) "
                      f"on {broker} ...")
+            env = dict(w.env)
+            if env.get("CELERY_RESULT_BACKEND", "").startswith("redis://127.0.0.1:0/") \
+                    and st.redis:  # placeholder: this lab's own Redis, that db
+                db = env["CELERY_RESULT_BACKEND"].rsplit("/", 1)[1]
+                env["CELERY_RESULT_BACKEND"] = st.redis["info"]["url"].rsplit("/", 1)[0] + "/" + db
             st.workers.append(s.to_dict(s.start_worker(d, url, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
-                                                       queues=w.queues, env=w.env)))
+                                                       queues=w.queues, env=env)))
             save(st)
         if spec is not None and spec.prepare is not None:
             progress(f"scenario {spec.name}: {spec.summary}")

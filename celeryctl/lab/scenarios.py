@@ -281,6 +281,43 @@ def _orphan_event_queue(ctx: ScenarioContext) -> None:
     _wait_api(ctx, lambda qs: "celeryev.old-flower" in qs)
 
 
+def _vhost_limit(ctx: ScenarioContext) -> None:
+    import requests
+
+    from celeryctl.urls import parse_http
+
+    _dlx_policy(ctx)
+    api = parse_http(ctx.api_url or "")
+    base = f"http://{api.host}:{api.port}/api"
+    n = len(requests.get(f"{base}/vhosts/%2F/connections", auth=("guest", "guest"),
+                         timeout=5).json())
+    requests.put(f"{base}/vhost-limits/%2F/max-connections", auth=("guest", "guest"),
+                 json={"value": n + 1}, timeout=5).raise_for_status()
+
+
+def _results_never_expire(ctx: ScenarioContext) -> None:
+    import time
+
+    import redis
+
+    backend = (ctx.redis_url or "").rsplit("/", 1)[0] + "/1"
+    ctx.doctor_args += ["--result-backend", backend]
+    _publish(ctx, "celery", 10)
+    r = redis.Redis.from_url(backend)
+    end = time.monotonic() + 15
+    while time.monotonic() < end and len(list(r.scan_iter("celery-task-meta-*"))) < 10:
+        time.sleep(0.2)
+
+
+def _eta_beyond_consumer_timeout(ctx: ScenarioContext) -> None:
+    import time
+
+    _dlx_policy(ctx)
+    _celery(ctx.broker_url).send_task("celeryctl.lab.demoapp.add", (1, 2), queue="celery",
+                                      countdown=7200)
+    time.sleep(1.5)
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -387,6 +424,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("orphan-event-queue", "An old monitor's celeryev queue without expiry, filling "
              "with events nobody reads.", ("QUE010",), broker="rabbitmq",
              prepare=_orphan_event_queue),
+    Scenario("rabbitmq-vhost-limit", "The vhost's max-connections is one above what is in "
+             "use.", ("POOL005",), broker="rabbitmq", prepare=_vhost_limit),
+    Scenario("results-never-expire", "A Redis result backend whose results have no TTL "
+             "(result_expires = None).", ("RES005",),
+             workers=(WorkerSpec("w1@%h", env={
+                 "CELERY_RESULT_BACKEND": "redis://127.0.0.1:0/1",  # replaced in start-up
+                 "CELERYCTL_LAB_RESULT_EXPIRES": "0"}),),
+             prepare=_results_never_expire),
+    Scenario("eta-beyond-consumer-timeout", "RabbitMQ: a countdown of 2 h, beyond the default "
+             "consumer_timeout of 30 min.", ("QUE011",), broker="rabbitmq",
+             prepare=_eta_beyond_consumer_timeout),
 )}
 
 

@@ -362,3 +362,34 @@ def test_third_batch_checks():
     s.parts["rss_growth"] = Observed({"a@h": (100, 200, False), "b@h": (100, 200, True),
                                       "c@h": (100, 100, False)})
     assert codes(run(s, ["WRK007"])) == [("WRK007", "warning", "worker a@h")]
+
+
+def test_fourth_batch_checks():
+    import datetime
+    import time
+
+    from celeryctl.snapshot import RabbitServer
+
+    s = snap(kind="amqp", conns=[Connection("rabbitmq", f"h:{i}") for i in range(9)],
+             queues=[QueueDepth("celery", "rabbitmq", ready=0, consumers=1)],
+             target={"broker": "amqp://h//", "vhost": "/"})
+    s.parts["rabbit_server"] = Observed(RabbitServer("3", "c", "3", {}, [],
+                                                     {"/": {"max-connections": 10}}))
+    assert codes(run(s, ["POOL005"])) == [("POOL005", "warning", "vhost /")]
+    s.parts["rabbit_server"] = Observed(RabbitServer("3", "c", "3", {}, [], {}))
+    assert run(s, ["POOL005"]).findings == []
+
+    t = {"broker": "redis://h/0", "result_backend": "redis://h/1"}
+    b = BackendStatus(url="redis://h/1", kind="redis", reachable=True, result_keys_sampled=50,
+                      result_keys_without_ttl=12)
+    assert codes(run(snap(backend=b, target=t), ["RES005"]))[0][:2] == ("RES005", "warning")
+    b0 = BackendStatus(url="redis://h/1", kind="redis", reachable=True, result_keys_sampled=50,
+                       result_keys_without_ttl=0)
+    assert run(snap(backend=b0, target=t), ["RES005"]).findings == []
+
+    eta = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2)).isoformat()
+    n = WorkerNode("a@h", {"scheduled": [{"eta": eta, "request": {"id": "1", "name": "t"}}]})
+    s = snap(kind="amqp", nodes=[n])
+    s.taken_at = time.time()
+    assert codes(run(s, ["QUE011"])) == [("QUE011", "warning", "worker a@h")]
+    assert run(s, ["QUE011"], consumer_timeout=10800).findings == []
