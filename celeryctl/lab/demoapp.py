@@ -57,6 +57,21 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+_leaked: list = []
+
+
+@app.task(name="celeryctl.lab.demoapp.leak_connections")
+def leak_connections(n: int) -> int:
+    """What buggy task code does: a new client (and connection) per call, never closed."""
+    import redis
+
+    for _ in range(n):
+        client = redis.Redis.from_url(app.conf.broker_url)
+        client.ping()
+        _leaked.append(client)
+    return len(_leaked)
+
+
 if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks this task
     @app.task(name="celeryctl.lab.demoapp.fail")
     def fail() -> None:

@@ -318,6 +318,18 @@ def _eta_beyond_consumer_timeout(ctx: ScenarioContext) -> None:
     time.sleep(1.5)
 
 
+def _leak(ctx: ScenarioContext) -> None:
+    import time
+
+    import redis
+
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.leak_connections", args=(40,))
+    r = redis.Redis.from_url(ctx.redis_url)
+    end = time.monotonic() + 15
+    while time.monotonic() < end and int(r.info("clients")["connected_clients"]) < 45:
+        time.sleep(0.2)
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -435,6 +447,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("eta-beyond-consumer-timeout", "RabbitMQ: a countdown of 2 h, beyond the default "
              "consumer_timeout of 30 min.", ("QUE011",), broker="rabbitmq",
              prepare=_eta_beyond_consumer_timeout),
+    Scenario("connection-leak", "Task code opening a Redis client per call and never closing "
+             "it: 40 extra connections in one worker.", ("CON002",),
+             workers=(WorkerSpec("w1@%h"),), prepare=_leak),
 )}
 
 
