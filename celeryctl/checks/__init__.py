@@ -120,6 +120,10 @@ class Check:
         return " ".join(self.section("What it finds").split("\n\n")[0].split())
 
 
+class Skip(Exception):
+    """Raised by a check that finds at run time that its inputs were not observed."""
+
+
 REGISTRY: dict[str, Check] = {}
 
 
@@ -229,8 +233,13 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
             skipped.append(Skipped(c.code, c.name, "; ".join(
                 f"{n} not observed: {snap.why_not(n)}" for n in missing)))
             continue
+        try:
+            produced = list(c.fn(snap, limits) or ())
+        except Skip as exc:
+            skipped.append(Skipped(c.code, c.name, str(exc)))
+            continue
         ran.append(c.code)
-        for f in c.fn(snap, limits) or ():
+        for f in produced:
             findings.append(Finding(f.severity, f.subject, f.message, f.evidence, f.hint,
                                     tuple(f.commands), c.code, c.name))
     findings.sort(key=lambda f: (-f.severity, _sort_key(f.code), f.subject))

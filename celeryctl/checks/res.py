@@ -11,7 +11,7 @@ def _has_backend(snap):
     return None if snap.target.get("result_backend") else "no result backend configured"
 
 
-@check("RES001", "amqp-result-backend", needs=("backend",), applies=_has_backend)
+@check("RES001", "amqp-result-backend", applies=_has_backend)
 def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -26,12 +26,16 @@ def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
     Use `rpc://` for results over RabbitMQ (one reply queue per client), or a Redis or
     database backend.
     """
-    b = snap.get("backend")
-    if b.kind == "amqp":
-        yield Finding(Severity.CRITICAL, f"result backend {b.url}",
+    # From the URL alone: the finding must not depend on that backend answering.
+    url = snap.target.get("result_backend") or ""
+    if url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp"):
+        yield Finding(Severity.CRITICAL, f"result backend {url}",
                       "amqp:// result backend: removed in Celery 5 ('Unknown result backend: "
-                      "amqp')", evidence={"url": b.url},
-                      hint="Switch result_backend to rpc:// or redis://.")
+                      "amqp')", evidence={"url": url,
+                                          "from": snap.target.get("origins", {}).get(
+                                              "result_backend")},
+                      hint="Switch result_backend to rpc:// or redis://.",
+                      commands=["celery -A proj report | grep result_backend"])
 
 
 @check("RES002", "backend-shares-broker-db", needs=("backend",), applies=_has_backend)
@@ -55,11 +59,12 @@ def backend_shares_broker_db(snap, limits: Limits) -> Iterator[Finding]:
                       evidence={"url": b.url}, hint="Move results to another db or instance.")
 
 
-@check("RES003", "result-expires-disabled", needs=("app",))
+@check("RES003", "result-expires-disabled")
 def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    `result_expires` set to None or 0 in the app's configuration.
+    `result_expires` set to None or 0, in the app's configuration (`-A`) or in the workers'
+    (`inspect conf`), with a result backend configured.
 
     ## Why it matters
     Results are kept forever: the backend grows without bound (Redis memory, database
@@ -68,11 +73,23 @@ def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     Set `result_expires` (default 1 day) to how long results are needed.
     """
-    app = snap.app_settings
-    if "result_expires" in app and not app.get("result_expires") and app.get("result_backend"):
-        yield Finding(Severity.WARNING, "setting result_expires",
-                      "results never expire", evidence={"result_expires": app["result_expires"]},
-                      hint="Set result_expires, e.g. 86400.")
+    sources: dict[str, dict] = {}
+    if snap.app_settings:
+        sources["app"] = snap.app_settings
+    if snap.observed("workers"):
+        sources.update({f"worker {n}": c for n, c in snap.worker_confs().items()})
+    if not sources:
+        from celeryctl.checks import Skip
+
+        raise Skip("neither an app (-A) nor workers' configuration was observed")
+    for who, conf in sorted(sources.items()):
+        backend = conf.get("result_backend")
+        if "result_expires" in conf and not conf.get("result_expires") and backend and \
+                str(backend) not in ("disabled", "None"):
+            yield Finding(Severity.WARNING, f"setting result_expires ({who})",
+                          "results never expire",
+                          evidence={"result_expires": conf["result_expires"]},
+                          hint="Set result_expires, e.g. 86400.")
 
 
 @check("RES004", "rpc-queue-shared", needs=("queues",),

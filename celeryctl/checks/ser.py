@@ -138,3 +138,33 @@ def queued_content_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
                                     "accept_content": sorted(accepted)},
                           hint="Align task_serializer with the workers' accept_content.",
                           commands=[f"celeryctl workers inspect conf -d {names[0]}"])
+
+
+@check("SER005", "result-serializer-not-accepted", needs=("workers", "app"))
+def result_serializer_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers whose `result_serializer` is not accepted by the producers' result decoding
+    (`result_accept_content`, else `accept_content`, from `-A`).
+
+    ## Why it matters
+    The task runs and stores its result, but every `AsyncResult.get()` in the producers
+    raises ContentDisallowed: callers see failures for work that succeeded, and chords never
+    complete.
+
+    ## How to fix
+    Use one `result_serializer` everywhere (json), listed in `result_accept_content` of
+    every process that reads results.
+    """
+    app = snap.app_settings
+    accept = app.get("result_accept_content") or app.get("accept_content") or ["json"]
+    accepted = content_types(accept)
+    for name, c in snap.worker_confs().items():
+        ser = c.get("result_serializer") or "json"
+        mime = ALIASES.get(ser, ser)
+        if mime not in accepted and mime != "application/data":
+            yield Finding(Severity.CRITICAL, f"worker {name}",
+                          f"stores results as {ser}, which the producers refuse to decode",
+                          evidence={"result_serializer": ser,
+                                    "producer_result_accept_content": list(accept)},
+                          hint="Align result_serializer with result_accept_content.")

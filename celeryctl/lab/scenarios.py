@@ -330,6 +330,15 @@ def _leak(ctx: ScenarioContext) -> None:
         time.sleep(0.2)
 
 
+def _wrong_credentials(ctx: ScenarioContext) -> None:
+    from celeryctl.urls import parse_endpoint, parse_http
+
+    ep, api = parse_endpoint(ctx.broker_url), parse_http(ctx.api_url or "")
+    ctx.doctor_args += ["--broker", f"amqp://guest:not-the-password@{ep.host}:{ep.port}//",
+                        "--rabbitmq-api",
+                        f"http://guest:not-the-password@{api.host}:{api.port}"]
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -450,6 +459,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("connection-leak", "Task code opening a Redis client per call and never closing "
              "it: 40 extra connections in one worker.", ("CON002",),
              workers=(WorkerSpec("w1@%h"),), prepare=_leak),
+    Scenario("wrong-credentials", "RabbitMQ broker and management API reached with a wrong "
+             "password.", ("SRC001", "SRC002"), broker="rabbitmq", prepare=_wrong_credentials),
 )}
 
 

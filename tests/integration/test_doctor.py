@@ -138,3 +138,22 @@ def test_growth_over_two_samples(redis_server):
     assert f[0]["evidence"]["rate_per_second"] > 10 and f[0]["evidence"]["source"] == "samples"
     code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "1", "--select", "QUE008")
     assert [s["code"] for s in doc["skipped"]] == ["QUE008"]  # one sample: skipped, said why
+
+
+def test_seed_amqp_backend_config_gives_res001_not_a_crash(redis_server):
+    """Seed 000's exact configuration through -A: its amqp:// backend is unreachable here, and
+    RES001 must still be reported (from the URL), with no traceback."""
+    from pathlib import Path
+
+    seed = Path(__file__).parent.parent / "fixtures" / "seed_000_celery_config.py"
+    code, doc, err, _ = run_json("doctor", "-A", "seed_000_celery_config", "--timeout", "1",
+                                 env={"CELERY_BROKER_URL": _db(redis_server["url"], 14),
+                                      "PYTHONPATH": str(seed.parent)})
+    assert "Traceback" not in err
+    res = [f for f in doc["findings"] if f["code"] == "RES001"]
+    assert res and res[0]["severity"] == "critical"
+    assert res[0]["subject"] == "result backend amqp://guest:***@localhost:5672//"
+    assert res[0]["evidence"]["from"] == "app seed_000_celery_config"
+    backend = next(s for s in doc["sources"] if s["name"] == "result-backend")
+    assert backend["ok"] is False  # unreachable, reported as such
+    assert "guest:guest" not in json.dumps(doc)

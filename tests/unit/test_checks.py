@@ -393,3 +393,18 @@ def test_fourth_batch_checks():
     s.taken_at = time.time()
     assert codes(run(s, ["QUE011"])) == [("QUE011", "warning", "worker a@h")]
     assert run(s, ["QUE011"], consumer_timeout=10800).findings == []
+
+
+def test_result_serializer_and_expiry_from_workers():
+    nodes = [node("a@h", c=conf(result_serializer="pickle", result_expires=None,
+                                result_backend="redis://h/1"))]
+    got = codes(run(snap(nodes=nodes, app={"accept_content": ["json"]}), ["SER005", "RES003"]))
+    assert ("SER005", "critical", "worker a@h") in got
+    assert ("RES003", "warning", "setting result_expires (worker a@h)") in got
+    ok = [node("a@h", c=conf(result_serializer="json", result_expires=86400,
+                             result_backend="redis://h/1"))]
+    assert run(snap(nodes=ok, app={"accept_content": ["json"]}), ["SER005", "RES003"]).findings == []
+    s = snap()
+    s.parts["workers"] = Observed(error="broker down")
+    r = run(s, ["RES003"])
+    assert [x.code for x in r.skipped] == ["RES003"] and "neither" in r.skipped[0].reason
