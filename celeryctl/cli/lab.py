@@ -45,7 +45,9 @@ def _print_state(st) -> None:
     typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
     if st.scenario:
         extra = " ".join(f"'{a}'" for a in st.doctor_args)
-        typer.echo(f"scenario: {st.scenario} — try: celeryctl doctor {flags} {extra}".rstrip())
+        env = f"PYTHONPATH='{st.dir}' " if "scenario_app" in st.doctor_args else ""
+        typer.echo(f"scenario: {st.scenario} — try: {env}celeryctl doctor {flags} {extra}"
+                   .rstrip())
 
 
 @lab_app.command("up")

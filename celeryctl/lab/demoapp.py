@@ -3,7 +3,7 @@ same module serves every deployment shape (Redis or RabbitMQ broker; Redis, rpc 
 a global key prefix; priority queues).
 
 Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_LAB_KEYPREFIX,
-CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH,
+CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_RESULT_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH,
 CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD_CODE=1
 (a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds).
 """
@@ -32,6 +32,7 @@ app.conf.update(
     broker_pool_acquire_timeout=10,  # Celery >= 5.7; ignored by older versions
     broker_heartbeat=int(os.environ.get("CELERYCTL_LAB_HEARTBEAT", "120")),
     task_serializer=os.environ.get("CELERYCTL_LAB_SERIALIZER", "json"),
+    result_serializer=os.environ.get("CELERYCTL_LAB_RESULT_SERIALIZER", "json"),
     accept_content=os.environ.get("CELERYCTL_LAB_ACCEPT", "json").split(","),
     worker_prefetch_multiplier=int(os.environ.get("CELERYCTL_LAB_PREFETCH", "4")),
     task_acks_late=os.environ.get("CELERYCTL_LAB_ACKS_LATE", "") == "1",

@@ -129,6 +129,10 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                                                        concurrency=w.concurrency,
                                                        queues=w.queues, env=env)))
             save(st)
+        if spec is not None and spec.app is not None:
+            (d / "scenario_app.py").write_text(spec.app.replace("{broker}", url))
+            st.doctor_args += ["-A", "scenario_app"]
+            save(st)
         if spec is not None and spec.prepare is not None:
             progress(f"scenario {spec.name}: {spec.summary}")
 
@@ -142,7 +146,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                                   stop_redis=stop_redis,
                                   worker_pids=[w["pid"] for w in st.workers])
             spec.prepare(ctx)
-            st.doctor_args = list(ctx.doctor_args)
+            st.doctor_args += list(ctx.doctor_args)
             save(st)
     except BaseException:
         down(d, progress=lambda *_: None)

@@ -42,6 +42,9 @@ class Scenario:
     broker: str = "redis"
     prepare: Callable[[ScenarioContext], None] | None = None
     needs_rabbitmq: bool = False  # start RabbitMQ too (e.g. as the result backend)
+    # The producers' app, written to DIR/scenario_app.py for `doctor -A scenario_app` (run
+    # from DIR, or with PYTHONPATH=DIR). `{broker}` is replaced with the lab's broker URL.
+    app: str | None = None
 
 
 def _celery(url: str):
@@ -339,6 +342,18 @@ def _wrong_credentials(ctx: ScenarioContext) -> None:
                         f"http://guest:not-the-password@{api.host}:{api.port}"]
 
 
+PRODUCER_APP = """\
+from celery import Celery
+
+app = Celery("producers", broker="{broker}")
+app.conf.update({settings})
+"""
+
+
+def producer_app(**settings: Any) -> str:
+    return PRODUCER_APP.replace("{settings}", repr(settings))
+
+
 def _broker_down(ctx: ScenarioContext) -> None:
     if ctx.stop_redis:
         ctx.stop_redis()
@@ -461,6 +476,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              workers=(WorkerSpec("w1@%h"),), prepare=_leak),
     Scenario("wrong-credentials", "RabbitMQ broker and management API reached with a wrong "
              "password.", ("SRC001", "SRC002"), broker="rabbitmq", prepare=_wrong_credentials),
+    Scenario("producer-pickle", "Producers send pickle; the workers accept only json: every "
+             "task is discarded on receipt.", ("SER002",),
+             app=producer_app(task_serializer="pickle", accept_content=["json"])),
+    Scenario("result-serializer-refused", "Workers store results in pickle; the producers "
+             "decode only json.", ("SER005",),
+             workers=(WorkerSpec("w1@%h", env={"CELERYCTL_LAB_RESULT_SERIALIZER": "pickle"}),),
+             app=producer_app(accept_content=["json"], result_accept_content=["json"])),
+    Scenario("priority-mismatch", "RabbitMQ queues declared without x-max-priority while the "
+             "app sets task_queue_max_priority = 10.", ("QUE009",), broker="rabbitmq",
+             prepare=_dlx_policy,
+             app=producer_app(task_queue_max_priority=10, broker_transport_options={
+                 "confirm_publish": True})),
+    Scenario("confirms-off", "RabbitMQ producers without publisher confirms.", ("CFG006",),
+             broker="rabbitmq", prepare=_dlx_policy, app=producer_app()),
 )}
 
 

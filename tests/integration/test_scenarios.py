@@ -25,7 +25,7 @@ def test_scenario(name, tmp_path):
         if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
         args += st.doctor_args
-        code, doc, err, secs = run_json(*args)
+        code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir})
         found = {f["code"] for f in doc["findings"]}
         detail = json.dumps(doc["findings"], indent=1)
         if not sc.expects:
