@@ -5,7 +5,9 @@ a global key prefix; priority queues).
 Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_LAB_KEYPREFIX,
 CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_RESULT_SERIALIZER, CELERYCTL_LAB_ACCEPT (comma list), CELERYCTL_LAB_PREFETCH,
 CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD_CODE=1
-(a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds).
+(a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds),
+CELERYCTL_LAB_RISKY=1 (broker_pool_limit 1, no acquire timeout, retry_on_startup unset,
+non-UTC timezone).
 """
 
 from __future__ import annotations
@@ -28,8 +30,12 @@ app.conf.update(
     broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
     broker_transport_options=_transport,
-    broker_connection_retry_on_startup=True,
-    broker_pool_acquire_timeout=10,  # Celery >= 5.7; ignored by older versions
+    broker_connection_retry_on_startup=(
+        None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else True),
+    # Celery >= 5.7; ignored by older versions
+    broker_pool_acquire_timeout=None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
+    broker_pool_limit=1 if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
+    timezone="Europe/Paris" if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else None,
     broker_heartbeat=int(os.environ.get("CELERYCTL_LAB_HEARTBEAT", "120")),
     task_serializer=os.environ.get("CELERYCTL_LAB_SERIALIZER", "json"),
     result_serializer=os.environ.get("CELERYCTL_LAB_RESULT_SERIALIZER", "json"),
@@ -71,6 +77,19 @@ def leak_connections(n: int) -> int:
         client.ping()
         _leaked.append(client)
     return len(_leaked)
+
+
+_grown: list = []
+
+
+@app.task(name="celeryctl.lab.demoapp.grow_memory")
+def grow_memory(megabytes: int, seconds: float) -> int:
+    """A leak in slow motion: allocate `megabytes` over `seconds`, and keep it."""
+    steps = 20
+    for _ in range(steps):
+        _grown.append(bytearray(megabytes * 1024 * 1024 // steps))
+        time.sleep(seconds / steps)
+    return len(_grown)
 
 
 if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks this task

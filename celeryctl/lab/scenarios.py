@@ -342,6 +342,36 @@ def _wrong_credentials(ctx: ScenarioContext) -> None:
                         f"http://guest:not-the-password@{api.host}:{api.port}"]
 
 
+def _memory_near_limit(ctx: ScenarioContext) -> None:
+    import redis
+
+    r = redis.Redis.from_url(ctx.redis_url)
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory", int(used / 0.85))
+
+
+def _evictions_happened(ctx: ScenarioContext) -> None:
+    """Fill a db under allkeys-random until Redis evicts, then put the safe policy back:
+    what remains is the evidence (evicted_keys) of what already happened."""
+    import redis
+
+    r = redis.Redis.from_url(ctx.redis_url.rsplit("/", 1)[0] + "/15")
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory", used + 2 * 1024 * 1024)
+    r.config_set("maxmemory-policy", "allkeys-random")
+    blob = b"x" * 10_000
+    for i in range(600):
+        r.set(f"junk:{i}", blob)
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", 0)
+    r.flushdb()
+
+
+def _memory_growth(ctx: ScenarioContext) -> None:
+    ctx.doctor_args += ["--sample-interval", "2"]
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(80, 12))
+
+
 PRODUCER_APP = """\
 from celery import Celery
 
@@ -490,6 +520,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  "confirm_publish": True})),
     Scenario("confirms-off", "RabbitMQ producers without publisher confirms.", ("CFG006",),
              broker="rabbitmq", prepare=_dlx_policy, app=producer_app()),
+    Scenario("memory-near-limit", "Redis at 85 % of maxmemory (noeviction: publishes will "
+             "start failing).", ("BRK002",), prepare=_memory_near_limit),
+    Scenario("evictions-happened", "Redis already evicted keys under memory pressure.",
+             ("BRK005",), prepare=_evictions_happened),
+    Scenario("risky-worker-settings", "broker_pool_limit 1 below concurrency 2, no "
+             "broker_pool_acquire_timeout, retry_on_startup unset, a non-UTC timezone.",
+             ("POOL002", "POOL004", "CFG003", "CFG004"),
+             workers=(WorkerSpec("w1@%h", env={"CELERYCTL_LAB_RISKY": "1"}),)),
+    Scenario("memory-growth", "A task keeps allocating memory: the worker's peak RSS grows "
+             "between two samples, and processes are never recycled.", ("WRK007",),
+             workers=(WorkerSpec("w1@%h"),), prepare=_memory_growth),
 )}
 
 
