@@ -146,6 +146,11 @@ def attribute_connections(conns: list[Connection], view: WorkersView | None,
         if pid is not None and pid in pids:
             out.append(dataclasses.replace(c, worker=pids[pid], worker_match="exact"))
             continue
+        if pid is not None and c.role != "celeryctl":
+            # the owner is known and it is not a worker: never fall back to host matching
+            out.append(dataclasses.replace(c, worker=None,
+                                           worker_match=f"none: local pid {pid} is not a worker"))
+            continue
         if c.name:
             named = [n for n in nodes if n in c.name]
             if named:

@@ -26,9 +26,11 @@ class LabState:
     workers: list[dict] = field(default_factory=list)
     scenario: str | None = None
     doctor_args: list[str] = field(default_factory=list)
+    extras: list[dict] = field(default_factory=list)  # helper processes a scenario started
 
     def procs(self) -> list[s.Proc]:
-        out = [s.from_dict(w) for w in self.workers]
+        out = [s.from_dict(x) for x in self.extras]
+        out += [s.from_dict(w) for w in self.workers]
         out += [s.from_dict(p) for p in (self.redis, self.rabbitmq) if p]
         return out
 
@@ -140,11 +142,15 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 if st.redis:
                     s.from_dict(st.redis).stop()
 
+            def spawn(name: str, cmd: list[str]) -> None:
+                st.extras.append(s.to_dict(s.start_helper(d, name, cmd)))
+                save(st)
+
             ctx = ScenarioContext(broker_url=url, redis_url=st.redis["info"]["url"]
                                   if st.redis else None, api_url=st.api_url,
                                   amqp_url=st.rabbitmq["info"]["url"] if st.rabbitmq else None,
                                   stop_redis=stop_redis,
-                                  worker_pids=[w["pid"] for w in st.workers])
+                                  worker_pids=[w["pid"] for w in st.workers], spawn=spawn)
             spec.prepare(ctx)
             st.doctor_args += list(ctx.doctor_args)
             save(st)

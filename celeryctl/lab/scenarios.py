@@ -30,6 +30,7 @@ class ScenarioContext:
     amqp_url: str | None = None
     doctor_args: list[str] = field(default_factory=list)
     worker_pids: list[int] = field(default_factory=list)
+    spawn: Callable[[str, list[str]], None] | None = None
     stop_redis: Callable[[], None] | None = None
 
 
@@ -372,6 +373,46 @@ def _memory_growth(ctx: ScenarioContext) -> None:
     _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(80, 12))
 
 
+def _stray_subscriber(ctx: ScenarioContext) -> None:
+    """A monitor left behind: subscribed to Celery's event topic, no worker behind it."""
+    import shutil
+    import time
+
+    from celeryctl.urls import parse_endpoint
+
+    ep = parse_endpoint(ctx.redis_url or "")
+    ctx.spawn("stray-subscriber", [shutil.which("redis-cli") or "redis-cli", "-h", ep.host,
+                                   "-p", str(ep.port), "psubscribe", "/0.celeryev/*"])
+    time.sleep(0.5)
+
+
+_SHARED_CONSUMER = """
+import sys, pika
+params = pika.ConnectionParameters("{host}", {port})
+ch = pika.BlockingConnection(params).channel()
+ch.queue_declare(sys.argv[1], durable=True, auto_delete=True,
+                 arguments={{"x-expires": 86400000}})
+ch.basic_consume(sys.argv[1], lambda *a: None)
+ch.start_consuming()
+"""
+
+
+def _rpc_queue_shared(ctx: ScenarioContext) -> None:
+    """Two processes reading one rpc reply queue (what a fork sharing its parent's app does)."""
+    import sys
+    import uuid
+
+    from celeryctl.urls import parse_endpoint
+
+    _dlx_policy(ctx)
+    ep = parse_endpoint(ctx.broker_url)
+    queue = str(uuid.uuid3(uuid.NAMESPACE_OID, "celeryctl-shared-rpc"))
+    code = _SHARED_CONSUMER.format(host=ep.host, port=ep.port)
+    for i in (1, 2):
+        ctx.spawn(f"rpc-reader-{i}", [sys.executable, "-c", code, queue])
+    _wait_api(ctx, lambda qs: (qs.get(queue) or {}).get("consumers") == 2)
+
+
 PRODUCER_APP = """\
 from celery import Celery
 
@@ -531,6 +572,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("memory-growth", "A task keeps allocating memory: the worker's peak RSS grows "
              "between two samples, and processes are never recycled.", ("WRK007",),
              workers=(WorkerSpec("w1@%h"),), prepare=_memory_growth),
+    Scenario("stray-subscriber", "A monitor left subscribed to Celery's events, with no "
+             "worker behind it.", ("CON003",), prepare=_stray_subscriber),
+    Scenario("rpc-queue-shared", "Two processes read one rpc:// reply queue.", ("RES004",),
+             broker="rabbitmq", prepare=_rpc_queue_shared),
 )}
 
 

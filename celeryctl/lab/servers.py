@@ -284,6 +284,18 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
     return proc
 
 
+def start_helper(base: Path, name: str, cmd: list[str]) -> Proc:
+    """A scenario's helper process (a stray subscriber, a second consumer...), recorded like
+    every lab process so `lab down` stops it."""
+    log = base / "helpers" / f"{name}.log"
+    pid, marker = _spawn(cmd, log)
+    time.sleep(0.3)
+    proc = Proc("helper", name, pid, marker, str(log))
+    if not proc.alive():
+        raise LabError(f"helper {name} exited at once; see {log}")
+    return proc
+
+
 def _wait_or_stop(proc: Proc, cond, timeout: float, what: str, log: Path) -> None:
     """Wait for readiness; a process that fails to become ready is stopped, never left."""
     try:

@@ -154,3 +154,15 @@ def test_lab_state_tolerates_unknown_fields(tmp_path):
     assert [p.name for p in st.procs()] == ["r"]
     (tmp_path / "state.json").write_text("[]")
     assert lab.load(tmp_path) is None
+
+
+def test_attribution_known_local_owner_that_is_not_a_worker():
+    view = WorkersView(nodes=(WorkerNode("w1@h", {"stats": {"pid": 100,
+                                                            "pool": {"processes": [101]}}}),))
+    conns = [Connection("redis", "127.0.0.1:5001"), Connection("redis", "127.0.0.1:5002"),
+             Connection("redis", "127.0.0.1:5003")]
+    out = attribute_connections(conns, view, {"h": ["127.0.0.1"]},
+                                {"127.0.0.1:5001": 101, "127.0.0.1:5002": 999})
+    assert (out[0].worker, out[0].worker_match) == ("w1@h", "exact")  # a pool child
+    assert out[1].worker is None and "not a worker" in out[1].worker_match
+    assert out[2].worker == "w1@h" and out[2].worker_match == "host"  # owner unknown
