@@ -109,6 +109,7 @@ class QueueDepth:
     effective_policy: dict[str, Any] = field(default_factory=dict)  # RabbitMQ policy definition
     messages_bytes: int | None = None
     idle_since: str | None = None
+    ttl_seconds: int | None = None  # Redis: TTL of the list (-1 = never expires); internal only
     error: str | None = None  # this queue alone could not be read
 
 

@@ -84,7 +84,7 @@ def queue_row(q: QueueDepth) -> dict[str, Any]:
         "discovered_by": list(q.discovered_by), "type": q.type, "state": q.state,
         "node": q.node, "arguments": q.arguments, "effective_policy": q.effective_policy,
         "messages_bytes": q.messages_bytes,
-        "idle_since": q.idle_since, "error": q.error,
+        "idle_since": q.idle_since, "ttl_seconds": q.ttl_seconds, "error": q.error,
     }
 
 

@@ -137,9 +137,13 @@ def pidbox_reply_bloat(snap, limits: Limits) -> Iterator[Finding]:
                (q.name.endswith(".reply.celery.pidbox")) and not q.consumers]
     if bloated:
         total = sum(q.ready or 0 for q in bloated)
-        yield Finding(Severity.WARNING if total >= 100 else Severity.INFO, "pidbox reply queues",
-                      f"{len(bloated)} reply queues hold {total} unread replies",
-                      evidence={"queues": {q.name: q.ready for q in bloated[:20]}},
+        forever = [q.name for q in bloated if q.ttl_seconds == -1]
+        yield Finding(Severity.WARNING if total >= 100 or forever else Severity.INFO,
+                      "pidbox reply queues",
+                      f"{len(bloated)} reply queues hold {total} unread replies"
+                      + (f"; {len(forever)} never expire" if forever else ""),
+                      evidence={"queues": {q.name: q.ready for q in bloated[:20]},
+                                "never_expire": forever[:20]},
                       hint="Delete the stale reply queues; lengthen inspect timeouts.",
                       commands=(["redis-cli --scan --pattern '*.reply.celery.pidbox'"]
                                 if snap.broker_kind == "redis" else

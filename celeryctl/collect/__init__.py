@@ -199,9 +199,13 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     if queues:
         names = _queue_names_redis(discovery, target, g.workers)
         depth_deadline = max(deadline, time.monotonic()) + GRACE
+        depths_ttl: dict[str, int] = {}
 
         def depths_and_samples():
             depths = r.collect_depths(client, layout, sorted(names))
+            replies = [q for q, b in depths.items()
+                       if q.endswith(".reply.celery.pidbox") and sum(b.values())]
+            depths_ttl.update(r.collect_reply_ttls(client, layout, replies))
             sampled = None
             if samples:
                 task_depths = {q: b for q, b in depths.items()
@@ -221,8 +225,12 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         else:
             consumers = _consumers_from_workers(g.workers)
             unacked = g.redis_unacked.value if g.redis_unacked.ok else None
-            g.queues = Observed(r.build_queue_depths(names, dobs.value, unacked, consumers),
-                                source="redis")
+            import dataclasses
+
+            built = r.build_queue_depths(names, dobs.value, unacked, consumers)
+            built = [dataclasses.replace(q, ttl_seconds=depths_ttl[q.name])
+                     if q.name in depths_ttl else q for q in built]
+            g.queues = Observed(built, source="redis")
     try:
         client.close()
     except Exception:  # noqa: BLE001

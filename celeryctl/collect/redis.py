@@ -430,3 +430,14 @@ def parse_envelope(queue: str, step: int | None, raw: bytes) -> MessageSample:
 
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else (None if v is None else str(v)[:200])
+
+
+def collect_reply_ttls(client, layout: RedisLayout, names: list[str]) -> dict[str, int]:
+    """`TTL` of pidbox reply lists that hold messages (one pipeline): -1 means they never
+    expire (celery/celery#6089)."""
+    if not names:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for n in names:
+        pipe.ttl(layout.key(n))
+    return {n: int(t) for n, t in zip(names, pipe.execute(), strict=True)}

@@ -41,3 +41,18 @@ def test_scenario(name, tmp_path):
 
             from_dict(w).stop(timeout=2)
         lab.down(tmp_path / "lab", progress=lambda *_: None)
+
+
+def test_pidbox_reply_bloat_reports_lists_that_never_expire(tmp_path):
+    st = lab.up(tmp_path / "lab", scenario="pidbox-reply-bloat", rabbitmq=False,
+                progress=lambda *_: None)
+    try:
+        code, doc, err, _ = run_json("doctor", "--broker", st.broker_url, "--select", "QUE004")
+        f = doc["findings"][0]
+        assert f["code"] == "QUE004" and "never expire" in f["message"]
+        assert len(f["evidence"]["never_expire"]) == 1
+        code, doc, err, _ = run_json("queues", "--broker", st.broker_url, "--all")
+        reply = next(q for q in doc["queues"] if q["kind"] == "pidbox-reply")
+        assert reply["ready"] == 150 and reply["ttl_seconds"] == -1
+    finally:
+        lab.down(tmp_path / "lab", progress=lambda *_: None)
