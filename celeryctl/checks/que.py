@@ -99,6 +99,24 @@ def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["redis-cli ZRANGE unacked_index 0 9 WITHSCORES"])
 
 
+def scheduled_beyond(snap, node, seconds: float) -> list[dict]:
+    """The tasks a worker holds (`inspect scheduled`) whose ETA is more than `seconds` away."""
+    import datetime
+
+    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
+    far = []
+    for item in node.replies.get("scheduled") or []:
+        eta = item.get("eta") if isinstance(item, dict) else None
+        try:
+            ts = datetime.datetime.fromisoformat(str(eta)).timestamp()
+        except (TypeError, ValueError):
+            continue
+        if ts - now > seconds:
+            req = item.get("request") or {}
+            far.append({"id": req.get("id"), "task": req.get("name"), "eta": eta})
+    return far
+
+
 def visibility_timeout(snap) -> tuple[float, str]:
     """The effective visibility_timeout: the app's transport options, else what workers
     report in `stats().broker.transport_options` (uncensored there), else kombu's 3600 s."""
@@ -233,21 +251,9 @@ def eta_beyond_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     Raise `visibility_timeout` above the longest ETA/countdown you use, or schedule far-future
     work with a scheduler (celery beat, a database) instead of ETAs.
     """
-    import datetime
-
     vt, source = visibility_timeout(snap)
-    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
     for n in snap.workers.nodes:
-        far = []
-        for item in n.replies.get("scheduled") or []:
-            eta = item.get("eta") if isinstance(item, dict) else None
-            try:
-                ts = datetime.datetime.fromisoformat(str(eta)).timestamp()
-            except (TypeError, ValueError):
-                continue
-            if ts - now > vt:
-                req = item.get("request") or {}
-                far.append({"id": req.get("id"), "task": req.get("name"), "eta": eta})
+        far = scheduled_beyond(snap, n, vt)
         if far:
             yield Finding(Severity.WARNING, f"worker {n.name}",
                           f"{len(far)} scheduled tasks have an ETA beyond visibility_timeout "
@@ -366,21 +372,9 @@ def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     `x-consumer-timeout` argument/policy) above the longest ETA, or schedule far-future work
     elsewhere (celery beat, a database).
     """
-    import datetime
-
     limit = limits.consumer_timeout
-    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
     for n in snap.workers.nodes:
-        far = []
-        for item in n.replies.get("scheduled") or []:
-            eta = item.get("eta") if isinstance(item, dict) else None
-            try:
-                ts = datetime.datetime.fromisoformat(str(eta)).timestamp()
-            except (TypeError, ValueError):
-                continue
-            if ts - now > limit:
-                req = item.get("request") or {}
-                far.append({"id": req.get("id"), "task": req.get("name"), "eta": eta})
+        far = scheduled_beyond(snap, n, limit)
         if far:
             yield Finding(Severity.WARNING, f"worker {n.name}",
                           f"{len(far)} scheduled tasks wait longer than consumer_timeout "
