@@ -95,6 +95,9 @@ class Limits:
     consumer_timeout: float = 1800.0  # RabbitMQ's default; not readable over HTTP
 
 
+BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
+
+
 @dataclass(frozen=True)
 class Check:
     code: str
@@ -102,6 +105,13 @@ class Check:
     needs: tuple[str, ...]
     applies: Callable[[Any], str | None] | None
     fn: Callable[..., Iterator[Finding]]
+    broker: str | None = None  # "redis" | "amqp": the only broker kind it applies to
+
+    def not_applicable(self, snap: Any) -> str | None:
+        """Why this check does not apply to this deployment, or None when it does."""
+        if self.broker is not None and snap.broker_kind != self.broker:
+            return f"broker is not {BROKER_NAMES[self.broker]}"
+        return self.applies(snap) if self.applies else None
 
     @property
     def family(self) -> str:
@@ -128,9 +138,12 @@ REGISTRY: dict[str, Check] = {}
 
 
 def check(code: str, name: str, needs: tuple[str, ...] = (),
-          applies: Callable[[Any], str | None] | None = None):
-    """Register a check. `needs`: snapshot parts that must have been observed. `applies`:
-    returns a reason string when the check does not apply to this deployment, else None."""
+          applies: Callable[[Any], str | None] | None = None, broker: str | None = None):
+    """Register a check. `needs`: snapshot parts that must have been observed. `broker`:
+    "redis" or "amqp" when it only applies to that broker. `applies`: any other condition,
+    returning the reason it does not apply (or None)."""
+    if broker is not None and broker not in BROKER_NAMES:
+        raise ValueError(f"bad broker {broker!r} for {code}")
     if not _CODE.match(code):
         raise ValueError(f"bad check code {code!r}")
     if not _NAME.match(name):
@@ -139,7 +152,7 @@ def check(code: str, name: str, needs: tuple[str, ...] = (),
     def deco(fn):
         if code in REGISTRY or any(c.name == name for c in REGISTRY.values()):
             raise ValueError(f"duplicate check {code} {name}")
-        REGISTRY[code] = Check(code, name, tuple(needs), applies, fn)
+        REGISTRY[code] = Check(code, name, tuple(needs), applies, fn, broker)
         return fn
 
     return deco
@@ -224,7 +237,7 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     na: list[Skipped] = []
     ran: list[str] = []
     for c in checks:
-        reason = c.applies(snap) if c.applies else None
+        reason = c.not_applicable(snap)
         if reason:
             na.append(Skipped(c.code, c.name, reason))
             continue

@@ -7,15 +7,7 @@ from collections.abc import Iterator
 from celeryctl.checks import Finding, Limits, Severity, check
 
 
-def _redis(snap):
-    return None if snap.broker_kind == "redis" else "broker is not Redis"
-
-
-def _rabbit(snap):
-    return None if snap.broker_kind == "amqp" else "broker is not RabbitMQ"
-
-
-@check("BRK001", "redis-eviction-policy", needs=("redis_server",), applies=_redis)
+@check("BRK001", "redis-eviction-policy", needs=("redis_server",), broker="redis")
 def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -41,7 +33,7 @@ def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["redis-cli CONFIG SET maxmemory-policy noeviction"])
 
 
-@check("BRK002", "redis-memory-near-limit", needs=("redis_server",), applies=_redis)
+@check("BRK002", "redis-memory-near-limit", needs=("redis_server",), broker="redis")
 def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -65,7 +57,7 @@ def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
                           hint="Drain the backlog or raise maxmemory.")
 
 
-@check("BRK003", "rabbitmq-alarms", needs=("rabbit_server",), applies=_rabbit)
+@check("BRK003", "rabbitmq-alarms", needs=("rabbit_server",), broker="amqp")
 def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -94,7 +86,7 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
                               commands=["rabbitmq-diagnostics -q alarms"])
 
 
-@check("BRK004", "redis-persistence-off", needs=("redis_server",), applies=_redis)
+@check("BRK004", "redis-persistence-off", needs=("redis_server",), broker="redis")
 def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -116,7 +108,7 @@ def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["redis-cli CONFIG SET appendonly yes"])
 
 
-@check("BRK005", "redis-evicted-keys", needs=("redis_server",), applies=_redis)
+@check("BRK005", "redis-evicted-keys", needs=("redis_server",), broker="redis")
 def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -135,7 +127,7 @@ def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
                       evidence={"evicted_keys": n}, hint="Use noeviction on a broker.")
 
 
-@check("BRK006", "redis-client-timeout", needs=("redis_server",), applies=_redis)
+@check("BRK006", "redis-client-timeout", needs=("redis_server",), broker="redis")
 def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -156,7 +148,7 @@ def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["redis-cli CONFIG SET timeout 0"])
 
 
-@check("BRK007", "rabbitmq-partitioned", needs=("rabbit_server",), applies=_rabbit)
+@check("BRK007", "rabbitmq-partitioned", needs=("rabbit_server",), broker="amqp")
 def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

@@ -30,7 +30,7 @@ def acks_late_without_reject_on_worker_lost(snap, limits: Limits) -> Iterator[Fi
 
 
 @check("CFG002", "broker-heartbeat-off", needs=("workers",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "heartbeats are AMQP-only")
+       broker="amqp")
 def broker_heartbeat_off(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -94,7 +94,7 @@ def non_utc_timezone(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("CFG005", "visibility-timeout-below-time-limit", needs=("workers",),
-       applies=lambda s: None if s.broker_kind == "redis" else "visibility_timeout is Redis-only")
+       broker="redis")
 def visibility_timeout_below_time_limit(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -122,7 +122,7 @@ def visibility_timeout_below_time_limit(snap, limits: Limits) -> Iterator[Findin
 
 
 @check("CFG006", "publisher-confirms-off", needs=("app",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "confirms are AMQP-only")
+       broker="amqp")
 def publisher_confirms_off(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

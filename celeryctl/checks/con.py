@@ -73,7 +73,7 @@ def connections_per_worker(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("CON003", "pubsub-without-worker", needs=("connections", "workers"),
-       applies=lambda s: None if s.broker_kind == "redis" else "pub/sub clients are Redis-only")
+       broker="redis")
 def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

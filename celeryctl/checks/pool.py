@@ -7,11 +7,7 @@ from collections.abc import Iterator
 from celeryctl.checks import Finding, Limits, Severity, check
 
 
-def _redis(snap):
-    return None if snap.broker_kind == "redis" else "broker is not Redis"
-
-
-@check("POOL001", "redis-maxclients-headroom", needs=("redis_server",), applies=_redis)
+@check("POOL001", "redis-maxclients-headroom", needs=("redis_server",), broker="redis")
 def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -72,7 +68,7 @@ def broker_pool_limit_below_concurrency(snap, limits: Limits) -> Iterator[Findin
 
 
 @check("POOL003", "rabbitmq-resource-headroom", needs=("rabbit_server",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+       broker="amqp")
 def rabbitmq_resource_headroom(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -122,7 +118,7 @@ def no_pool_acquire_timeout(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("POOL005", "rabbitmq-vhost-limits", needs=("rabbit_server", "connections", "queues"),
-       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+       broker="amqp")
 def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

@@ -66,11 +66,7 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
                                     f"celery -A proj worker -Q {q.name}"])
 
 
-def _redis_only(snap):
-    return None if snap.broker_kind == "redis" else "in-flight bookkeeping is Redis-specific"
-
-
-@check("QUE003", "unacked-past-visibility-timeout", needs=("redis_unacked",), applies=_redis_only)
+@check("QUE003", "unacked-past-visibility-timeout", needs=("redis_unacked",), broker="redis")
 def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -170,7 +166,7 @@ def pidbox_reply_bloat(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("QUE005", "result-queues-piling-up", needs=("queues",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "result queues are RabbitMQ-only")
+       broker="amqp")
 def result_queues_piling_up(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -208,7 +204,7 @@ def _kind(name: str) -> str:
 
 
 @check("QUE006", "queue-without-dead-letter-exchange", needs=("queues",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "dead-lettering is RabbitMQ-only")
+       broker="amqp")
 def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -235,7 +231,7 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
 
 
 @check("QUE007", "eta-beyond-visibility-timeout", needs=("workers",),
-       applies=lambda s: None if s.broker_kind == "redis" else "visibility_timeout is Redis-only")
+       broker="redis")
 def eta_beyond_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -291,7 +287,7 @@ def queue_growing(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("QUE009", "priority-declarations-inconsistent", needs=("queues", "app"),
-       applies=lambda s: None if s.broker_kind == "amqp" else "x-max-priority is RabbitMQ's")
+       broker="amqp")
 def priority_declarations_inconsistent(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -322,7 +318,7 @@ def priority_declarations_inconsistent(snap, limits: Limits) -> Iterator[Finding
 
 
 @check("QUE010", "control-queues-never-expire", needs=("queues",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "checked on RabbitMQ queues")
+       broker="amqp")
 def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -353,7 +349,7 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("QUE011", "eta-beyond-consumer-timeout", needs=("workers",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "consumer_timeout is RabbitMQ's")
+       broker="amqp")
 def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

@@ -93,7 +93,7 @@ def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("RES004", "rpc-queue-shared", needs=("queues",),
-       applies=lambda s: None if s.broker_kind == "amqp" else "rpc queues are checked on RabbitMQ")
+       broker="amqp")
 def rpc_queue_shared(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

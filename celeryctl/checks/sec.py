@@ -18,7 +18,7 @@ def _loopback(host: str) -> bool:
 
 
 @check("SEC001", "redis-without-password",
-       applies=lambda s: None if s.broker_kind == "redis" else "broker is not Redis")
+       broker="redis")
 def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -61,7 +61,7 @@ def cleartext_credentials(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("SEC003", "rabbitmq-guest-remote",
-       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+       broker="amqp")
 def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

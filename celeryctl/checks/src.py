@@ -39,7 +39,7 @@ def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
 
 
 @check("SRC002", "management-api-unavailable",
-       applies=lambda s: None if s.broker_kind == "amqp" else "broker is not RabbitMQ")
+       broker="amqp")
 def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

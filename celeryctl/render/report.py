@@ -110,5 +110,9 @@ def render_report_json(out, report, sources, target: dict, elapsed: float,
 
 def render_check_page(c) -> str:
     """The docs/checks/CODE.md page of a check (also what `celeryctl explain` prints)."""
+    from celeryctl.checks import BROKER_NAMES
+
     needs = ", ".join(c.needs) or "nothing beyond the target"
-    return (f"# {c.code} {c.name}\n\nFamily: {c.family}. Needs: {needs}.\n\n{c.doc}\n")
+    broker = f" Applies to: {BROKER_NAMES[c.broker]} only." if c.broker else ""
+    return (f"# {c.code} {c.name}\n\nFamily: {c.family}. Needs: {needs}.{broker}\n\n"
+            f"{c.doc}\n")
