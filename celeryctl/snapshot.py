@@ -188,6 +188,23 @@ def growth_from_rates(queues: list[QueueDepth]) -> dict[str, QueueGrowth]:
     return out
 
 
+def rss_growth(before: WorkersView, after: WorkersView) -> dict[str, tuple[int, int, bool]]:
+    """node -> (peak RSS KiB in the first sample, in the second, whether the pool recycles its
+    processes: max-tasks-per-child set), for nodes seen in both `stats` replies."""
+    def peaks(view: WorkersView) -> dict[str, tuple[int, bool]]:
+        out: dict[str, tuple[int, bool]] = {}
+        for n in view.nodes:
+            st = n.replies.get("stats") or {}
+            maxrss = (st.get("rusage") or {}).get("maxrss")
+            if isinstance(maxrss, int):
+                recycles = bool((st.get("pool") or {}).get("max-tasks-per-child"))
+                out.setdefault(n.name, (maxrss, recycles))
+        return out
+
+    a, b = peaks(before), peaks(after)
+    return {n: (a[n][0], b[n][0], b[n][1]) for n in a if n in b}
+
+
 # --- connections -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

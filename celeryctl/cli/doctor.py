@@ -6,9 +6,6 @@ import typer
 
 from celeryctl.cli import options as o
 
-DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
-                  "registered")
-
 
 def doctor(
     ctx: typer.Context,
@@ -51,7 +48,7 @@ def doctor(
 
     from celeryctl.checks import Limits, Severity, run_checks, select_checks
     from celeryctl.cli.read import Ctx
-    from celeryctl.collect import gather, to_snapshot
+    from celeryctl.collect.doctor import collect_doctor
     from celeryctl.render.report import (
         render_report_json,
         render_report_markdown,
@@ -72,12 +69,7 @@ def doctor(
     c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
             rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
             profile=profile)
-    g = gather(c.target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
-               backend=bool(c.target.result_backend), samples=sample)
-    snap = to_snapshot(g)
-    _add_growth(snap, g, c.target, sample_interval)
-    if peek and c.target.broker_kind == "amqp" and sample:
-        _add_peek(snap, g, c.target, sample)
+    g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval, peek=peek)
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
                     connections_per_worker=connections_per_worker,
                     consumer_timeout=consumer_timeout)
@@ -105,81 +97,6 @@ def doctor(
     else:
         code = ExitStatus.OK
     raise typer.Exit(int(code))
-
-
-def _add_peek(snap, g, target, per_queue: int) -> None:
-    """--peek on RabbitMQ: bounded management-API sampling of non-empty task queues."""
-    import time
-
-    from celeryctl.collect.bounded import spawn
-    from celeryctl.collect.rabbitmq import ManagementAPI, collect_peek
-    from celeryctl.snapshot import Observed
-
-    c_err = "no management API"
-    if target.rabbitmq_api is None or not g.queues.ok:
-        snap.parts["samples"] = Observed(error=c_err if target.rabbitmq_api is None
-                                         else "queues not observed")
-        return
-    api = ManagementAPI(target.rabbitmq_api, target.timeout)
-    names = [q.name for q in g.queues.value if not q.internal and q.ready]
-    obs = spawn("peek", lambda: collect_peek(api, target.effective_vhost, names, per_queue),
-                "management API get").wait(time.monotonic() + target.timeout)
-    g.notes.append(f"--peek: sampled {len(names)} RabbitMQ queues through the management API; "
-                   f"those messages are now marked redelivered")
-    snap.parts["samples"] = Observed(obs.value, source="management-api get (--peek)") \
-        if obs.ok else Observed(error=obs.error)
-
-
-def _rss_growth(g1, g2):
-    """node -> (maxrss before, after, recycles processes) across the two samples."""
-    from celeryctl.snapshot import Observed
-
-    if not (g1.workers.ok and g2.workers.ok):
-        return Observed(error="workers not observed in both samples")
-
-    def rss(view):
-        out = {}
-        for n in view.nodes:
-            st = n.replies.get("stats") or {}
-            mtpc = (st.get("pool") or {}).get("max-tasks-per-child")
-            maxrss = (st.get("rusage") or {}).get("maxrss")
-            if isinstance(maxrss, int):
-                out.setdefault(n.name, (maxrss, bool(mtpc)))
-        return out
-
-    a, b = rss(g1.workers.value), rss(g2.workers.value)
-    return Observed({n: (a[n][0], b[n][0], b[n][1]) for n in a if n in b})
-
-
-def _add_growth(snap, g, target, interval: float) -> None:
-    """Queue growth: a second depth sample `interval` seconds later, else broker rates."""
-    import time
-
-    from celeryctl.collect import gather
-    from celeryctl.snapshot import Observed, growth_from_rates, growth_from_samples
-
-    if not g.queues.ok:
-        snap.parts["growth"] = Observed(error="queues not observed")
-        snap.parts["rss_growth"] = Observed(error="needs --sample-interval")
-        return
-    if interval > 0:
-        time.sleep(interval)
-        g2 = gather(target, queues=True, workers=("stats",))
-        snap.parts["rss_growth"] = _rss_growth(g, g2)
-        if g2.queues.ok:
-            snap.parts["growth"] = Observed(growth_from_samples(g.queues.value, g2.queues.value,
-                                                                interval), source="samples")
-        else:
-            snap.parts["growth"] = Observed(error=f"second sample failed: {g2.queues.error}")
-        return
-    snap.parts["rss_growth"] = Observed(error="one sample only: pass --sample-interval SECONDS "
-                                               "to measure memory growth")
-    rates = growth_from_rates(g.queues.value)
-    if rates:
-        snap.parts["growth"] = Observed(rates, source="management-api rates")
-    else:
-        snap.parts["growth"] = Observed(error="one sample only: pass --sample-interval SECONDS "
-                                              "to measure growth")
 
 
 def checks_cmd(fmt: o.Format = "table") -> None:

@@ -91,8 +91,11 @@ def not_asked(reason: str) -> Observed:
 
 def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = False,
            connections: bool = False, server: bool = False, backend: bool = False,
-           destination: list[str] | None = None, samples: int = 0) -> Gathered:
-    """Collect the requested parts. `workers` lists inspect methods (empty: none asked)."""
+           destination: list[str] | None = None, samples: int = 0,
+           peek: bool = False) -> Gathered:
+    """Collect the requested parts. `workers` lists inspect methods (empty: none asked).
+    `samples`: queued messages to read per queue (Redis LRANGE; on RabbitMQ only with `peek`,
+    because the management API's get marks them redelivered)."""
     started = time.monotonic()
     g = Gathered(target=target)
     deadline = started + target.timeout
@@ -105,8 +108,9 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
     else:
         _gather_rabbit(g, target, workers, queues, connections, server, destination, deadline)
         if samples:
-            g.samples = Observed(error="on RabbitMQ reading queued messages (the management "
-                                       "API's get) marks them redelivered: not sampled")
+            g.samples = _peek_rabbit(g, target, samples) if peek else Observed(
+                error="on RabbitMQ reading queued messages (the management API's get) marks "
+                      "them redelivered: sampled only with --peek")
     if backend_task is not None:
         _finish_backend(g, target, backend_task, deadline)
     g.elapsed_seconds = time.monotonic() - started
@@ -481,6 +485,24 @@ def _resolve_hosts(view: WorkersView | None, deadline: float) -> dict[str, list[
 
     obs = spawn("dns", resolve, "host name lookup").wait(deadline)
     return obs.value if obs.ok else {}
+
+
+def _peek_rabbit(g: Gathered, target: Target, per_queue: int) -> Observed:
+    """`--peek`: bounded management-API sampling of the non-empty task queues. It adds up to
+    one more `--timeout` to the run, and says that the messages are now flagged redelivered."""
+    from celeryctl.collect.rabbitmq import ManagementAPI, collect_peek
+
+    if target.rabbitmq_api is None:
+        return Observed(error="no management API to peek through")
+    if not g.queues.ok:
+        return Observed(error="queues not observed")
+    api = ManagementAPI(target.rabbitmq_api, target.timeout)
+    names = [q.name for q in g.queues.value if not q.internal and q.ready]
+    obs = spawn("peek", lambda: collect_peek(api, target.effective_vhost, names, per_queue),
+                "management API get").wait(time.monotonic() + target.timeout)
+    g.notes.append(f"--peek: sampled {len(names)} RabbitMQ queues through the management API; "
+                   f"those messages are now marked redelivered")
+    return Observed(obs.value, source="management-api get (--peek)") if obs.ok else obs
 
 
 def _local_pids(conns: list[Connection], deadline: float) -> dict[str, int]:

@@ -408,3 +408,16 @@ def test_result_serializer_and_expiry_from_workers():
     s.parts["workers"] = Observed(error="broker down")
     r = run(s, ["RES003"])
     assert [x.code for x in r.skipped] == ["RES003"] and "neither" in r.skipped[0].reason
+
+
+def test_rss_growth_is_derived_from_two_stats_replies():
+    from celeryctl.snapshot import rss_growth
+
+    def view(*nodes):
+        return WorkersView(nodes=tuple(WorkerNode(n, {"stats": {
+            "rusage": {"maxrss": rss}, "pool": {"max-tasks-per-child": mtpc}}})
+            for n, rss, mtpc in nodes))
+
+    before = view(("a@h", 100, None), ("b@h", 100, 50), ("gone@h", 1, None))
+    after = view(("a@h", 180, None), ("b@h", 120, 50), ("new@h", 5, None))
+    assert rss_growth(before, after) == {"a@h": (100, 180, False), "b@h": (100, 120, True)}

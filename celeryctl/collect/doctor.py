@@ -1,0 +1,52 @@
+"""What `celeryctl doctor` collects: one `gather` of every source, then — with
+`--sample-interval` — a second sample for queue growth and memory growth. Returns the
+Gathered (sources, notes) and the Snapshot the checks read."""
+
+from __future__ import annotations
+
+import time
+
+from celeryctl.collect import Gathered, gather, to_snapshot
+from celeryctl.snapshot import (
+    Observed,
+    Snapshot,
+    growth_from_rates,
+    growth_from_samples,
+    rss_growth,
+)
+from celeryctl.targets import Target
+
+DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
+                  "registered")
+ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
+
+
+def collect_doctor(target: Target, *, sample: int, sample_interval: float,
+                   peek: bool) -> tuple[Gathered, Snapshot]:
+    g = gather(target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
+               backend=bool(target.result_backend), samples=sample, peek=peek)
+    snap = to_snapshot(g)
+    snap.parts.update(_growth_parts(g, target, sample_interval))
+    return g, snap
+
+
+def _growth_parts(g: Gathered, target: Target, interval: float) -> dict[str, Observed]:
+    """`growth` (queues) and `rss_growth` (workers): from a second sample `interval` seconds
+    later; without one, queue growth from RabbitMQ's rates when it has them."""
+    if not g.queues.ok:
+        return {"growth": Observed(error="queues not observed"),
+                "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"))}
+    if interval > 0:
+        time.sleep(interval)
+        g2 = gather(target, queues=True, workers=("stats",))
+        rss = (Observed(rss_growth(g.workers.value, g2.workers.value))
+               if g.workers.ok and g2.workers.ok
+               else Observed(error="workers not observed in both samples"))
+        growth = (Observed(growth_from_samples(g.queues.value, g2.queues.value, interval),
+                           source="samples")
+                  if g2.queues.ok else Observed(error=f"second sample failed: {g2.queues.error}"))
+        return {"growth": growth, "rss_growth": rss}
+    rates = growth_from_rates(g.queues.value)
+    return {"growth": Observed(rates, source="management-api rates") if rates
+            else Observed(error=ONE_SAMPLE.format("growth")),
+            "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"))}
