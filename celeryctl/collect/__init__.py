@@ -197,44 +197,36 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         g.workers = wobs
         g.sources.append(_workers_source(wobs, broker_url))
         if connections and g.connections.ok and wobs.ok:
-            g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
-            g.local_pids = _local_pids(g.connections.value, deadline + GRACE)
+            _find_owners(g, deadline + GRACE)
 
     if queues:
         names = _queue_names_redis(discovery, target, g.workers)
         depth_deadline = max(deadline, time.monotonic()) + GRACE
-        depths_ttl: dict[str, int] = {}
 
-        def depths_and_samples():
+        def depths_ttls_samples():
             depths = r.collect_depths(client, layout, sorted(names))
             replies = [q for q, b in depths.items()
                        if q.endswith(".reply.celery.pidbox") and sum(b.values())]
-            depths_ttl.update(r.collect_reply_ttls(client, layout, replies))
+            ttls = r.collect_reply_ttls(client, layout, replies)
             sampled = None
             if samples:
                 task_depths = {q: b for q, b in depths.items()
                                if not names[q][0] and sum(b.values())}
                 sampled = r.collect_samples(client, layout, task_depths, samples)
-            return depths, sampled
+            return depths, ttls, sampled
 
-        dtask = spawn("depths", depths_and_samples, f"redis broker {ep.address}")
-        dobs = dtask.wait(depth_deadline)
-        if dobs.ok:
-            depths_value, sampled = dobs.value
-            dobs = Observed(depths_value)
-            if samples:
-                g.samples = Observed(sampled, source="redis LRANGE")
+        dobs = spawn("depths", depths_ttls_samples,
+                     f"redis broker {ep.address}").wait(depth_deadline)
         if not dobs.ok:
             g.queues = Observed(error=dobs.error)
         else:
+            depths, ttls, sampled = dobs.value
+            if samples:
+                g.samples = Observed(sampled, source="redis LRANGE")
             consumers = _consumers_from_workers(g.workers)
             unacked = g.redis_unacked.value if g.redis_unacked.ok else None
-            import dataclasses
-
-            built = r.build_queue_depths(names, dobs.value, unacked, consumers)
-            built = [dataclasses.replace(q, ttl_seconds=depths_ttl[q.name])
-                     if q.name in depths_ttl else q for q in built]
-            g.queues = Observed(built, source="redis")
+            g.queues = Observed(r.build_queue_depths(names, depths, unacked, consumers, ttls),
+                                source="redis")
     try:
         client.close()
     except Exception:  # noqa: BLE001
@@ -387,11 +379,8 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         else:
             g.queues = Observed(error=f"{g.queues.error or 'management API unavailable'}; "
                                       f"AMQP fallback: {aobs.error}")
-    if connections and g.connections.ok:
-        wobs = g.workers if g.workers.ok else None
-        if wobs is not None:
-            g.host_addresses = _resolve_hosts(wobs.value, deadline + GRACE)
-            g.local_pids = _local_pids(g.connections.value, deadline + GRACE)
+    if connections and g.connections.ok and g.workers.ok:
+        _find_owners(g, deadline + GRACE)
     if not any(s.name == "broker" for s in g.sources):
         # The broker itself was reached if workers or AMQP answered over it.
         reached = [s for s in g.sources if s.name in ("workers", "amqp")]
@@ -462,6 +451,13 @@ def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:
                                            reachable=False, error=obs.error), error=obs.error)
         g.sources.append(SourceStatus("result-backend", url, False, obs.error,
                                       obs.elapsed_seconds))
+
+
+def _find_owners(g: Gathered, deadline: float) -> None:
+    """What attributing connections to workers needs: the workers' host addresses, and the
+    local process owning each socket whose peer is this machine."""
+    g.host_addresses = _resolve_hosts(g.workers.value, deadline)
+    g.local_pids = _local_pids(g.connections.value, deadline)
 
 
 def _resolve_hosts(view: WorkersView | None, deadline: float) -> dict[str, list[str]]:

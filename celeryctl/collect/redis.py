@@ -324,9 +324,10 @@ def client_from_fields(fields: dict[str, str], own_id: str | None = None) -> Con
 
 def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
                        depths: dict[str, dict[str, int]], unacked: RedisUnacked | None,
-                       consumers: dict[str, list[str]] | None) -> list[QueueDepth]:
-    """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution
-    and worker consumers into QueueDepth records."""
+                       consumers: dict[str, list[str]] | None,
+                       ttls: dict[str, int] | None = None) -> list[QueueDepth]:
+    """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution,
+    worker consumers and list TTLs into QueueDepth records."""
     out = []
     for name, (internal, discovered_by) in sorted(names.items()):
         buckets = depths.get(name)
@@ -342,7 +343,7 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
             consumers_source="workers" if consumers is not None else None,
             consumer_workers=tuple(workers), internal=internal,
             exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by,
-            source="redis", discovered_by=discovered_by,
+            source="redis", discovered_by=discovered_by, ttl_seconds=(ttls or {}).get(name),
         ))
     return out
 
