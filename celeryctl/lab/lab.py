@@ -122,11 +122,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         for w in specs:
             progress(f"starting worker {w.name} ({w.pool}, concurrency {w.concurrency}) "
                      f"on {broker} ...")
-            env = dict(w.env)
-            if env.get("CELERY_RESULT_BACKEND", "").startswith("redis://127.0.0.1:0/") \
-                    and st.redis:  # placeholder: this lab's own Redis, that db
-                db = env["CELERY_RESULT_BACKEND"].rsplit("/", 1)[1]
-                env["CELERY_RESULT_BACKEND"] = st.redis["info"]["url"].rsplit("/", 1)[0] + "/" + db
+            # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
+            redis_base = st.redis["info"]["url"].rsplit("/", 1)[0] if st.redis else ""
+            env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
             st.workers.append(s.to_dict(s.start_worker(d, url, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
                                                        queues=w.queues, env=env)))

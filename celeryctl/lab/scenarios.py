@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from celeryctl.lab.servers import expand_node_name
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -63,15 +65,41 @@ def _publish(ctx: ScenarioContext, queue: str, n: int, serializer: str = "json",
                           producer=producer)
 
 
+def _wait_until(ready: Callable[[], Any], what: str, timeout: float = 20.0) -> None:
+    """Poll until `ready()` is true, so doctor reads a settled state."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ready():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"scenario set-up: {what} not seen within {timeout:.0f} s")
+
+
+def _occupy(ctx: ScenarioContext, queue: str) -> None:
+    """Give the consumer of `queue` an hour-long task and wait until it runs it: with
+    acks_late and prefetch 1 it then takes nothing more, so what follows stays queued."""
+    _publish(ctx, queue, 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.sleep"), "the task running")
+
+
+def _running(ctx: ScenarioContext, task: str) -> bool:
+    replies = _celery(ctx.broker_url).control.inspect(timeout=1).active() or {}
+    return any(t.get("name") == task for tasks in replies.values() for t in tasks or [])
+
+
+def _held_for_eta(ctx: ScenarioContext) -> bool:
+    replies = _celery(ctx.broker_url).control.inspect(timeout=1).scheduled() or {}
+    return any(replies.values())
+
+
 def _backlog(ctx: ScenarioContext) -> None:
     _publish(ctx, "reports", 1500)
 
 
 def _pickle_in_queue(ctx: ScenarioContext) -> None:
-    import time
-
-    _publish(ctx, "serq", 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
-    time.sleep(1.5)  # the only consumer takes it and holds it (acks_late, prefetch 1)
+    _occupy(ctx, "serq")
     _publish(ctx, "serq", 5, serializer="pickle")
 
 
@@ -85,43 +113,31 @@ def _same_db_backend(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--result-backend", ctx.broker_url]
 
 
-def _api_queues(ctx: ScenarioContext) -> dict[str, dict]:
+def _api(ctx: ScenarioContext, method: str, path: str, **kwargs: Any) -> Any:
+    """A management API call on the lab node (user guest), raising on HTTP errors."""
     import requests
 
     from celeryctl.urls import parse_http
 
     api = parse_http(ctx.api_url or "")
-    r = requests.get(f"http://{api.host}:{api.port}/api/queues/%2F", auth=("guest", "guest"),
-                     timeout=5)
+    r = requests.request(method, f"http://{api.host}:{api.port}/api{path}",
+                         auth=("guest", "guest"), timeout=5, **kwargs)
     r.raise_for_status()
-    return {q["name"]: q for q in r.json()}
+    return r.json() if r.content else None
 
 
-def _wait_api(ctx: ScenarioContext, ready: Callable[[dict[str, dict]], bool],
-              timeout: float = 20.0) -> None:
+def _wait_api(ctx: ScenarioContext, ready: Callable[[dict[str, dict]], bool]) -> None:
     """The management API's statistics lag (new queues, policies, counts): wait until they
-    show what the scenario set up, so doctor reads a settled state."""
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if ready(_api_queues(ctx)):
-            return
-        time.sleep(0.3)
-    raise TimeoutError("the management API never showed the scenario's state")
+    show what the scenario set up."""
+    _wait_until(lambda: ready({q["name"]: q for q in _api(ctx, "GET", "/queues/%2F")}),
+                "the management API showing the scenario's state")
 
 
 def _dlx_policy(ctx: ScenarioContext, extra: tuple[str, ...] = ()) -> None:
     """A production-like RabbitMQ: task queues dead-letter to `dlx` (by policy)."""
-    import requests
-
-    from celeryctl.urls import parse_http
-
-    api = parse_http(ctx.api_url or "")
-    base = f"http://{api.host}:{api.port}/api"
-    requests.put(f"{base}/policies/%2F/celeryctl-dlx", auth=("guest", "guest"), timeout=5,
-                 json={"pattern": "^(celery|hipri|slow|reports)$", "apply-to": "queues",
-                       "definition": {"dead-letter-exchange": "dlx"}}).raise_for_status()
+    _api(ctx, "PUT", "/policies/%2F/celeryctl-dlx",
+         json={"pattern": "^(celery|hipri|slow|reports)$", "apply-to": "queues",
+               "definition": {"dead-letter-exchange": "dlx"}})
 
     def settled(qs: dict[str, dict]) -> bool:
         task = [q for n, q in qs.items() if n in ("celery", "hipri", "slow", *extra)]
@@ -140,7 +156,6 @@ def _rabbit_backlog(ctx: ScenarioContext) -> None:
 
 def _rpc_results_piling(ctx: ScenarioContext) -> None:
     """A client sends tasks with the rpc:// backend and goes away without reading results."""
-    import time
 
     from celery import Celery
 
@@ -153,7 +168,6 @@ def _rpc_results_piling(ctx: ScenarioContext) -> None:
     app.close()
     _wait_api(ctx, lambda qs: any(classify_queue(n) == "result-rpc" and
                                   q.get("messages_ready") == 5 for n, q in qs.items()))
-    time.sleep(0.1)
 
 
 def _client_timeout(ctx: ScenarioContext) -> None:
@@ -163,11 +177,10 @@ def _client_timeout(ctx: ScenarioContext) -> None:
 
 
 def _eta_beyond_visibility(ctx: ScenarioContext) -> None:
-    import time
 
     app = _celery(ctx.broker_url)
     app.send_task("celeryctl.lab.demoapp.add", (1, 2), queue="celery", countdown=3600)
-    time.sleep(1.0)  # the worker receives it and holds it until the ETA
+    _wait_until(lambda: _held_for_eta(ctx), "the worker holding the task for its ETA")
 
 
 def _pidbox_reply_bloat(ctx: ScenarioContext) -> None:
@@ -188,10 +201,7 @@ def _pidbox_reply_bloat(ctx: ScenarioContext) -> None:
 
 
 def _pool_saturated(ctx: ScenarioContext) -> None:
-    import time
-
-    _publish(ctx, "work", 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
-    time.sleep(1.5)  # the one slot is busy (acks_late, prefetch 1): the rest waits
+    _occupy(ctx, "work")
     _publish(ctx, "work", 150)
 
 
@@ -242,22 +252,20 @@ def _stale(ctx: ScenarioContext) -> None:
 def _visibility_exceeded(ctx: ScenarioContext) -> None:
     import time
 
-    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.sleep", args=(3600,))
-    time.sleep(4.0)  # held unacked (acks_late) longer than visibility_timeout 2 s
-
-
-def _closed_port() -> int:
-    from celeryctl.lab.servers import free_port
-
-    return free_port()
+    _occupy(ctx, "celery")
+    time.sleep(3.0)  # held unacked (acks_late) longer than visibility_timeout 2 s
 
 
 def _api_down(ctx: ScenarioContext) -> None:
-    ctx.doctor_args += ["--rabbitmq-api", f"http://127.0.0.1:{_closed_port()}"]
+    from celeryctl.lab.servers import free_port
+
+    ctx.doctor_args += ["--rabbitmq-api", f"http://127.0.0.1:{free_port()}"]
 
 
 def _backend_down(ctx: ScenarioContext) -> None:
-    ctx.doctor_args += ["--result-backend", f"redis://127.0.0.1:{_closed_port()}/1"]
+    from celeryctl.lab.servers import free_port
+
+    ctx.doctor_args += ["--result-backend", f"redis://127.0.0.1:{free_port()}/1"]
 
 
 def _no_dlx(ctx: ScenarioContext) -> None:
@@ -286,52 +294,36 @@ def _orphan_event_queue(ctx: ScenarioContext) -> None:
 
 
 def _vhost_limit(ctx: ScenarioContext) -> None:
-    import requests
-
-    from celeryctl.urls import parse_http
-
     _dlx_policy(ctx)
-    api = parse_http(ctx.api_url or "")
-    base = f"http://{api.host}:{api.port}/api"
-    n = len(requests.get(f"{base}/vhosts/%2F/connections", auth=("guest", "guest"),
-                         timeout=5).json())
-    requests.put(f"{base}/vhost-limits/%2F/max-connections", auth=("guest", "guest"),
-                 json={"value": n + 1}, timeout=5).raise_for_status()
+    n = len(_api(ctx, "GET", "/vhosts/%2F/connections"))
+    _api(ctx, "PUT", "/vhost-limits/%2F/max-connections", json={"value": n + 1})
 
 
 def _results_never_expire(ctx: ScenarioContext) -> None:
-    import time
-
     import redis
 
     backend = (ctx.redis_url or "").rsplit("/", 1)[0] + "/1"
     ctx.doctor_args += ["--result-backend", backend]
     _publish(ctx, "celery", 10)
     r = redis.Redis.from_url(backend)
-    end = time.monotonic() + 15
-    while time.monotonic() < end and len(list(r.scan_iter("celery-task-meta-*"))) < 10:
-        time.sleep(0.2)
+    _wait_until(lambda: len(list(r.scan_iter("celery-task-meta-*"))) >= 10, "10 results stored")
 
 
 def _eta_beyond_consumer_timeout(ctx: ScenarioContext) -> None:
-    import time
 
     _dlx_policy(ctx)
     _celery(ctx.broker_url).send_task("celeryctl.lab.demoapp.add", (1, 2), queue="celery",
                                       countdown=7200)
-    time.sleep(1.5)
+    _wait_until(lambda: _held_for_eta(ctx), "the worker holding the task for its ETA")
 
 
 def _leak(ctx: ScenarioContext) -> None:
-    import time
-
     import redis
 
     _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.leak_connections", args=(40,))
     r = redis.Redis.from_url(ctx.redis_url)
-    end = time.monotonic() + 15
-    while time.monotonic() < end and int(r.info("clients")["connected_clients"]) < 45:
-        time.sleep(0.2)
+    _wait_until(lambda: int(r.info("clients")["connected_clients"]) >= 45,
+                "40 leaked connections")
 
 
 def _wrong_credentials(ctx: ScenarioContext) -> None:
@@ -371,6 +363,8 @@ def _evictions_happened(ctx: ScenarioContext) -> None:
 def _memory_growth(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "2"]
     _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(80, 12))
+    # doctor's two samples must fall while the task allocates, not before it starts
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.grow_memory"), "the task running")
 
 
 def _stray_subscriber(ctx: ScenarioContext) -> None:
@@ -461,7 +455,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "A worker consuming no queue (its last consumer cancelled).",
              ("WRK002",), workers=(WorkerSpec("w1@%h"), WorkerSpec("idle@%h", queues="celery")),
              prepare=lambda ctx: _celery(ctx.broker_url).control.cancel_consumer(
-                 "celery", destination=[_expand("idle@%h")], reply=True, timeout=2)),
+                 "celery", destination=[expand_node_name("idle@%h")], reply=True, timeout=2)),
     Scenario("eviction-policy", "The Redis broker evicts keys under memory pressure.",
              ("BRK001",), prepare=_eviction),
     Scenario("backend-same-db", "The result backend is the broker's Redis database.",
@@ -536,7 +530,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("results-never-expire", "A Redis result backend whose results have no TTL "
              "(result_expires = None).", ("RES005",),
              workers=(WorkerSpec("w1@%h", env={
-                 "CELERY_RESULT_BACKEND": "redis://127.0.0.1:0/1",  # replaced in start-up
+                 "CELERY_RESULT_BACKEND": "{redis}/1",  # this lab's Redis, db 1
                  "CELERYCTL_LAB_RESULT_EXPIRES": "0"}),),
              prepare=_results_never_expire),
     Scenario("eta-beyond-consumer-timeout", "RabbitMQ: a countdown of 2 h, beyond the default "
@@ -578,8 +572,3 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              broker="rabbitmq", prepare=_rpc_queue_shared),
 )}
 
-
-def _expand(name: str) -> str:
-    import socket
-
-    return name.replace("%h", socket.gethostname())

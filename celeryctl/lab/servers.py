@@ -251,12 +251,17 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def expand_node_name(name: str) -> str:
+    """`w1@%h` -> `w1@<hostname>`, as Celery expands it."""
+    return name.replace("%h", socket.gethostname())
+
+
 def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celery,hipri,slow",
                  pool: str = "threads", concurrency: int = 2, env: dict[str, str] | None = None,
                  backend: str | None = None, extra: list[str] | None = None,
                  wait: bool = True, timeout: float = 30.0) -> Proc:
     """A real `celery worker` of the demo app, logging to `base/workers/<name>.log`."""
-    name = name.replace("%h", socket.gethostname())  # as Celery expands it
+    name = expand_node_name(name)
     log = base / "workers" / f"{name.replace('@', '_')}.log"
     if log.exists():
         log.unlink()
