@@ -73,6 +73,11 @@ def up(
         raise UsageError(f"--broker must be redis or rabbitmq, got {broker!r}")
     if pool not in ("prefork", "threads", "solo"):
         raise UsageError(f"--pool must be prefork, threads or solo, got {pool!r}")
+    if scenario is not None:
+        from celeryctl.lab.scenarios import SCENARIOS
+
+        if scenario not in SCENARIOS:
+            raise UsageError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
                     concurrency=concurrency, progress=_err, scenario=scenario)
@@ -125,9 +130,10 @@ def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|
     """The fault scenarios `lab up --scenario NAME` can start, and what doctor must find."""
     import json
 
+    from celeryctl.cli.options import check_format
     from celeryctl.lab.scenarios import SCENARIOS
 
-    if fmt == "json":
+    if check_format(fmt) == "json":
         typer.echo(json.dumps({"scenarios": [
             {"name": s.name, "summary": s.summary, "broker": s.broker, "expects": list(s.expects)}
             for s in SCENARIOS.values()]}, indent=2))

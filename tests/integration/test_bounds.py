@@ -112,3 +112,11 @@ def test_ctrl_c_exits_130_without_traceback(silent_listener):
     out, err = p.communicate(timeout=10)
     assert p.returncode == 130, (out, err)
     assert "Traceback" not in err
+
+
+def test_lab_scenarios_rejects_an_unknown_format():
+    code, out, err, _ = run_cli("lab", "scenarios", "--format", "xml")
+    assert code == 64 and "--format" in err and "Traceback" not in err
+    code, out, err, _ = run_cli("lab", "up", "--scenario", "no-such-scenario",
+                                env={"CELERYCTL_LAB_DIR": "/tmp/celeryctl-test-lab-unused"})
+    assert code == 64 and "no scenario" in err and "Traceback" not in err
