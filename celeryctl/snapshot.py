@@ -252,6 +252,8 @@ class RabbitServer:
     overview: dict[str, Any]
     nodes: list[dict[str, Any]]
     vhost_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # vhost -> limits
+    listeners: list[dict[str, Any]] = field(default_factory=list)  # node, protocol, ip, port
+    user_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> limits
 
 
 @dataclass(frozen=True)

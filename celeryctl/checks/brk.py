@@ -75,8 +75,13 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
     for n in snap.get("rabbit_server").nodes:
         name = n.get("name")
         if n.get("running") is False:
-            yield Finding(Severity.CRITICAL, f"node {name}", "node is not running",
-                          commands=["rabbitmq-diagnostics -q cluster_status"])
+            yield Finding(Severity.CRITICAL, f"node {name}",
+                          "node is not running (as seen by the node that answered)",
+                          evidence={"running": False, "type": n.get("type")},
+                          hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
+                               "is gone for good); its classic queues are unavailable meanwhile.",
+                          commands=["rabbitmq-diagnostics -q cluster_status",
+                                    f"rabbitmqctl -n {name} start_app"])
         for key in ("mem_alarm", "disk_free_alarm"):
             if n.get(key):
                 yield Finding(Severity.CRITICAL, f"node {name}",
@@ -165,6 +170,13 @@ def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
     """
     for n in snap.get("rabbit_server").nodes:
         if n.get("partitions"):
-            yield Finding(Severity.CRITICAL, f"node {n.get('name')}", "network partition",
+            others = ", ".join(map(str, n["partitions"]))
+            yield Finding(Severity.CRITICAL, f"node {n.get('name')}",
+                          f"network partition: partitioned from {others}",
                           evidence={"partitions": n.get("partitions")},
-                          commands=["rabbitmq-diagnostics -q cluster_status"])
+                          hint="Pick the side to keep, restart the nodes of the other side "
+                               "(their messages published during the split are lost); then set "
+                               "cluster_partition_handling = pause_minority.",
+                          commands=["rabbitmq-diagnostics -q cluster_status",
+                                    "rabbitmqctl -n NODE_OF_THE_LOSING_SIDE stop_app && "
+                                    "rabbitmqctl -n NODE_OF_THE_LOSING_SIDE start_app"])

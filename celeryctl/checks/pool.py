@@ -145,3 +145,40 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
                           f"{used} of {key} {cap} in use", evidence={key: cap, "used": used},
                           hint="Clean up leaks or raise the vhost limit.",
                           commands=[f"rabbitmqctl list_vhost_limits -p {vhost}"])
+
+
+@check("POOL006", "rabbitmq-user-limits", needs=("rabbit_server", "connections"),
+       broker="amqp")
+def rabbitmq_user_limits(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A RabbitMQ user whose `max-connections` or `max-channels` limit (`rabbitmqctl
+    set_user_limits`) is 80 % used or more, counting the connections (and their channels)
+    of that user in this virtual host — a lower bound when the user also connects to others.
+
+    ## Why it matters
+    At the limit the broker refuses the user's next connection or channel: every worker and
+    producer sharing that user fails together, typically at a reconnect after a blip.
+
+    ## How to fix
+    Find what holds the connections (`celeryctl connections`: leaks, too many processes per
+    host), give separate services separate users, or raise the limit.
+    """
+    per_user: dict[str, list] = {}
+    for c in snap.get("connections"):
+        if c.user:
+            per_user.setdefault(c.user, []).append(c)
+    for user, lim in sorted(snap.get("rabbit_server").user_limits.items()):
+        conns = per_user.get(user, [])
+        channels = sum(c.channels or 0 for c in conns)
+        for key, used in (("max-connections", len(conns)), ("max-channels", channels)):
+            cap = lim.get(key)
+            if isinstance(cap, int) and cap > 0 and used / cap >= limits.clients_warn_ratio:
+                yield Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
+                              else Severity.WARNING, f"user {user}",
+                              f"{used} of {key} {cap} in use (this vhost's connections)",
+                              evidence={key: cap, "used": used},
+                              hint="Clean up leaks, split services across users, or raise the "
+                                   "user limit.",
+                              commands=["rabbitmqctl list_user_limits",
+                                        "celeryctl connections"])

@@ -118,6 +118,11 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
         limits = {x.get("vhost"): x.get("value") or {} for x in api.get("/vhost-limits") or []}
     except ManagementError:
         limits = {}  # older servers / users without the policymaker tag
+    try:
+        user_limits = {x.get("user"): x.get("value") or {}
+                       for x in api.get("/user-limits") or []}
+    except ManagementError:
+        user_limits = {}  # before 3.8.10, or a user without the administrator tag
     keep = ("name", "running", "type", "uptime", "mem_used", "mem_limit", "mem_alarm",
             "disk_free", "disk_free_limit", "disk_free_alarm", "fd_used", "fd_total",
             "sockets_used", "sockets_total", "proc_used", "proc_total", "partitions",
@@ -130,8 +135,11 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
                                                "cluster_name", "node", "rates_mode",
                                                "object_totals", "queue_totals",
                                                "management_version")},
+        listeners=[{k: x.get(k) for k in ("node", "protocol", "ip_address", "port")}
+                   for x in overview.get("listeners") or [] if isinstance(x, dict)],
         nodes=[{k: n.get(k) for k in keep if k in n} for n in nodes or []],
         vhost_limits=limits,
+        user_limits=user_limits,
     )
 
 

@@ -29,7 +29,8 @@ SCAN_COUNT = 5000
 # the total and the oldest age are read (per-queue attribution is then reported as unknown).
 UNACKED_ATTRIBUTION_LIMIT = 5000
 CONFIG_KEYS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory", "maxmemory-policy",
-               "save", "appendonly", "client-output-buffer-limit")
+               "save", "appendonly", "client-output-buffer-limit", "bind", "protected-mode")
+# never `requirepass` or `masterauth`: CONFIG GET would return the password itself
 
 
 def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):

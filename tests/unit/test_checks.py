@@ -176,6 +176,46 @@ def test_sources_and_security():
     assert run(snap(), ["SEC"]).findings == []  # loopback
 
 
+def test_security_from_the_servers_own_listeners():
+    """Reached over loopback, but the server listens beyond it: what other hosts can do."""
+    from celeryctl.snapshot import RabbitServer
+
+    def redis_with(bind, protected, url="redis://127.0.0.1:6379/0"):
+        s = snap(target={"broker": url})
+        s.broker_hosts = ("127.0.0.1",)
+        s.parts["redis_server"] = Observed(RedisServer("7.0", {}, {"bind": bind,
+                                                                 "protected-mode": protected},
+                                                       None, "", "default"))
+        return s
+
+    f = run(redis_with("* -::*", "no"), ["SEC"]).findings
+    assert [(x.code, x.severity.label) for x in f] == [("SEC001", "critical")]
+    assert f[0].evidence == {"bind": "* -::*", "protected-mode": "no"}
+    # protected mode with no password: Redis refuses non-local clients itself
+    assert run(redis_with("0.0.0.0", "yes"), ["SEC"]).findings == []
+    assert run(redis_with("127.0.0.1 -::1", "no"), ["SEC"]).findings == []
+    with_pw = redis_with("10.0.0.2 127.0.0.1", "yes", url="redis://:***@127.0.0.1:6379/0")
+    assert codes(run(with_pw, ["SEC"])) == [("SEC002", "warning", with_pw.target["broker"].join(
+        ("broker ", "")))]
+    no_config = redis_with("x", "no")
+    no_config.parts["redis_server"] = Observed(RedisServer("7.0", {}, None, "CONFIG refused",
+                                                           "", "default"))
+    assert run(no_config, ["SEC"]).findings == []  # managed Redis: cannot tell, says nothing
+
+    s = snap(kind="amqp", target={"broker": "amqp://127.0.0.1:5672//"})
+    s.broker_hosts = ("127.0.0.1",)
+    listeners = [{"node": "rabbit@a", "protocol": "amqp", "ip_address": "::", "port": 5672},
+                 {"node": "rabbit@a", "protocol": "http", "ip_address": "::", "port": 15672}]
+    s.parts["rabbit_server"] = Observed(RabbitServer("3.10.8", "c", "3.10.8", {}, [],
+                                                     listeners=listeners))
+    f = run(s, ["SEC"]).findings
+    assert [x.code for x in f] == ["SEC003"] and f[0].evidence["listeners"] == listeners[:1]
+    s.target = {"broker": "amqp://ops:***@127.0.0.1:5672//"}
+    assert [x.code for x in run(s, ["SEC"]).findings] == ["SEC002"]
+    listeners[0]["ip_address"] = "127.0.0.1"
+    assert run(s, ["SEC"]).findings == []
+
+
 def test_stale_connections():
     conns = [Connection("redis", f"10.0.0.1:{i}", idle_seconds=900, role="client")
              for i in range(6)] + [Connection("redis", "10.0.0.1:99", idle_seconds=900,
