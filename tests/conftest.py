@@ -99,15 +99,16 @@ def vhost(rabbit):
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-            input: str | None = None):
-    """Run the installed package as a subprocess; returns (code, stdout, stderr, seconds)."""
+            input: str | None = None, prefix: list[str] | tuple[str, ...] = ()):
+    """Run the installed package as a subprocess; returns (code, stdout, stderr, seconds).
+    `prefix` runs it under another command (a lab's `nsenter ...` into its namespace)."""
     e = {k: v for k, v in os.environ.items()
          if not k.startswith(("CELERY_", "CELERYCTL_"))}
     e["CELERYCTL_CONFIG"] = "/nonexistent/celeryctl.toml"
     e["NO_COLOR"] = "1"
     e.update(env or {})
     t0 = time.monotonic()
-    p = subprocess.run([*CELERYCTL, *args], capture_output=True, text=True, env=e,
+    p = subprocess.run([*prefix, *CELERYCTL, *args], capture_output=True, text=True, env=e,
                        timeout=timeout, cwd=str(ROOT), input=input)
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
 

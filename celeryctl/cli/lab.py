@@ -35,19 +35,26 @@ def _print_state(st) -> None:
         i = st.rabbitmq["info"]
         typer.echo(f"rabbitmq: {i['url']}   management API {i['api']}   node {i['node']} "
                    f"(pid {st.rabbitmq['pid']}; user guest)")
+        for p in st.rabbitmq_peers:
+            typer.echo(f"          cluster peer {p['info']['node']}: {p['info']['url']}   "
+                       f"management API {p['info']['api']}   (pid {p['pid']})")
     names = ", ".join(w["name"] for w in st.workers) or "none"
     typer.echo(f"workers:  {names} on {st.broker}")
-    flags = f"--broker '{st.broker_url}'"
+    flags = f"--broker {st.shell_broker_url}"
     if st.broker == "rabbitmq" and st.api_url:
         flags += f" --rabbitmq-api '{st.api_url}'"
-    typer.echo(f"try:      celeryctl workers {flags}")
-    typer.echo(f"          celeryctl queues {flags}")
+    run = " ".join(st.run_prefix) + " " if st.run_prefix else ""
+    typer.echo(f"try:      {run}celeryctl workers {flags}")
+    typer.echo(f"          {run}celeryctl queues {flags}")
     typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
     if st.scenario:
         extra = " ".join(f"'{a}'" for a in st.doctor_args)
         env = f"PYTHONPATH='{st.dir}' " if "scenario_app" in st.doctor_args else ""
-        typer.echo(f"scenario: {st.scenario} — try: {env}celeryctl doctor {flags} {extra}"
+        typer.echo(f"scenario: {st.scenario} — try: {env}{run}celeryctl doctor {flags} {extra}"
                    .rstrip())
+        if st.run_prefix:
+            typer.echo("          (its servers listen on every interface of a private network "
+                       "namespace: run celeryctl inside it with the prefix above)")
 
 
 @lab_app.command("up")
@@ -62,6 +69,8 @@ def up(
     scenario: str | None = typer.Option(None, "--scenario", metavar="NAME",
                                         help="Start a fault scenario (lab scenarios lists "
                                         "them)."),
+    rabbitmq_nodes: int = typer.Option(1, "--rabbitmq-nodes", min=1, max=5,
+                                       help="RabbitMQ nodes, joined in one cluster."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -80,7 +89,8 @@ def up(
             raise UsageError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
-                    concurrency=concurrency, progress=_err, scenario=scenario)
+                    concurrency=concurrency, progress=_err, scenario=scenario,
+                    rabbitmq_nodes=rabbitmq_nodes)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None
@@ -122,7 +132,7 @@ def env(d: str | None = DirOpt) -> None:
         _err("no lab running")
         raise typer.Exit(3)
     for k, v in st.env().items():
-        typer.echo(f"export {k}='{v}'")
+        typer.echo(f"export {k}={v}")
 
 
 @lab_app.command("scenarios")

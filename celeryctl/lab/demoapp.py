@@ -49,6 +49,10 @@ app.conf.update(
     task_routes={"celeryctl.lab.demoapp.sleep": {"queue": "slow"}},
     # CELERYCTL_LAB_RESULT_EXPIRES=0: results never expire (the RES005 scenario)
     result_expires=int(os.environ.get("CELERYCTL_LAB_RESULT_EXPIRES", "3600")) or None,
+    # CELERYCTL_LAB_TIME_LIMIT: a hard time limit (the CFG005 scenario sets it beyond the
+    # visibility timeout)
+    task_time_limit=float(os.environ["CELERYCTL_LAB_TIME_LIMIT"])
+    if os.environ.get("CELERYCTL_LAB_TIME_LIMIT") else None,
     worker_hijack_root_logger=False,
 )
 

@@ -27,28 +27,42 @@ class LabState:
     scenario: str | None = None
     doctor_args: list[str] = field(default_factory=list)
     extras: list[dict] = field(default_factory=list)  # helper processes a scenario started
+    rabbitmq_peers: list[dict] = field(default_factory=list)  # the cluster's other nodes
+    # A lab in a private network namespace (scenarios whose servers listen on every
+    # interface): its id, and the prefix that runs a command inside it (`nsenter ...`).
+    netns: str | None = None
+    run_prefix: list[str] = field(default_factory=list)
 
     def procs(self) -> list[s.Proc]:
         out = [s.from_dict(x) for x in self.extras]
         out += [s.from_dict(w) for w in self.workers]
+        out += [s.from_dict(p) for p in self.rabbitmq_peers]
         out += [s.from_dict(p) for p in (self.redis, self.rabbitmq) if p]
         return out
 
     @property
     def broker_url(self) -> str | None:
+        """The URL clients use (with the lab's password, if it has one: never print it)."""
         src = self.redis if self.broker == "redis" else self.rabbitmq
-        return src["info"]["url"] if src else None
+        return s.secret_url(src["info"]) if src else None
+
+    @property
+    def shell_broker_url(self) -> str | None:
+        """The URL as a double-quoted shell word: a password is read with $(cat FILE)."""
+        src = self.redis if self.broker == "redis" else self.rabbitmq
+        return s.shell_url(src["info"]) if src else None
 
     @property
     def api_url(self) -> str | None:
         return self.rabbitmq["info"]["api"] if self.rabbitmq else None
 
     def env(self) -> dict[str, str]:
+        """Shell words (double-quoted) to export."""
         out = {}
-        if self.broker_url:
-            out["CELERY_BROKER_URL"] = self.broker_url
+        if self.shell_broker_url:
+            out["CELERY_BROKER_URL"] = self.shell_broker_url
         if self.api_url and self.broker == "rabbitmq":
-            out["CELERYCTL_RABBITMQ_API"] = self.api_url
+            out["CELERYCTL_RABBITMQ_API"] = f'"{self.api_url}"'
         return out
 
 
@@ -81,7 +95,7 @@ def save(st: LabState) -> None:
 
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
        pool: str = "prefork", concurrency: int = 2, progress=print,
-       scenario: str | None = None) -> LabState:
+       scenario: str | None = None, rabbitmq_nodes: int = 1) -> LabState:
     from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
 
     spec = None
@@ -90,6 +104,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         if spec is None:
             raise s.LabError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
         broker = spec.broker
+        rabbitmq_nodes = max(rabbitmq_nodes, spec.rabbitmq_nodes)
+        if spec.exposed and not s.in_private_network():
+            return _up_in_private_network(d, spec.name, progress, rabbitmq=rabbitmq)
     existing = load(d)
     if existing and any(p.alive() for p in existing.procs()):
         raise s.LabError(f"a lab is already running from {d} (celeryctl lab down first)")
@@ -97,17 +114,33 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         down(d, progress=lambda *_: None)
     d.mkdir(parents=True, exist_ok=True)
     st = LabState(dir=str(d.resolve()), broker=broker, scenario=scenario)
+    exposed = spec is not None and spec.exposed
+    if exposed:
+        s.bring_loopback_up()
+        st.netns = s.netns_id()
     try:
         if s.redis_binary():
             progress("starting redis-server ...")
-            st.redis = s.to_dict(s.start_redis(d))
+            st.redis = s.to_dict(s.start_redis(d, bind_all=exposed,
+                                               password=spec.redis_password if spec else None))
+            if exposed:
+                st.run_prefix = s.nsenter_prefix(st.redis["pid"])
             save(st)
         elif broker == "redis":
             raise s.LabError("redis-server is not installed (apt-get install redis-server)")
         if rabbitmq or broker == "rabbitmq" or (spec is not None and spec.needs_rabbitmq):
-            if s.rabbitmq_binary():
+            if s.rabbitmq_binary() and rabbitmq_nodes > 1:
+                progress(f"starting a {rabbitmq_nodes}-node RabbitMQ cluster (about "
+                         f"{6 * rabbitmq_nodes} seconds) ...")
+                nodes = s.start_rabbitmq_cluster(
+                    d, rabbitmq_nodes, net_ticktime=spec.net_ticktime if spec else None)
+                st.rabbitmq = s.to_dict(nodes[0])
+                st.rabbitmq_peers = [s.to_dict(n) for n in nodes[1:]]
+                save(st)
+            elif s.rabbitmq_binary():
                 progress("starting rabbitmq-server with the management plugin (a few seconds) ...")
-                st.rabbitmq = s.to_dict(s.start_rabbitmq(d))
+                st.rabbitmq = s.to_dict(s.start_rabbitmq(
+                    d, fd_limit=spec.rabbitmq_fd_limit if spec else None, bind_all=exposed))
                 save(st)
             elif broker == "rabbitmq":
                 raise s.LabError("rabbitmq-server is not installed "
@@ -123,7 +156,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             progress(f"starting worker {w.name} ({w.pool}, concurrency {w.concurrency}) "
                      f"on {broker} ...")
             # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
-            redis_base = st.redis["info"]["url"].rsplit("/", 1)[0] if st.redis else ""
+            redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
             env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
             st.workers.append(s.to_dict(s.start_worker(d, url, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
@@ -144,17 +177,43 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 st.extras.append(s.to_dict(s.start_helper(d, name, cmd)))
                 save(st)
 
-            ctx = ScenarioContext(broker_url=url, redis_url=st.redis["info"]["url"]
+            ctx = ScenarioContext(broker_url=url, redis_url=s.secret_url(st.redis["info"])
                                   if st.redis else None, api_url=st.api_url,
                                   amqp_url=st.rabbitmq["info"]["url"] if st.rabbitmq else None,
                                   stop_redis=stop_redis,
-                                  worker_pids=[w["pid"] for w in st.workers], spawn=spawn)
+                                  worker_pids=[w["pid"] for w in st.workers], spawn=spawn,
+                                  rabbitmq_nodes=[p["info"] for p in
+                                                  ([st.rabbitmq] if st.rabbitmq else [])
+                                                  + st.rabbitmq_peers],
+                                  rabbitmq_pids=[p["pid"] for p in st.rabbitmq_peers])
             spec.prepare(ctx)
             st.doctor_args += list(ctx.doctor_args)
             save(st)
     except BaseException:
         down(d, progress=lambda *_: None)
         raise
+    return st
+
+
+def _up_in_private_network(d: Path, scenario: str, progress, *, rabbitmq: bool) -> LabState:
+    """Re-run `lab up` inside a new network namespace (`unshare --net`): its servers listen
+    on every interface of a namespace whose only interface is its own loopback."""
+    import subprocess
+    import sys
+
+    progress(f"scenario {scenario}: its servers listen on every interface, so the lab runs "
+             "in a private network namespace")
+    cmd = [*s.unshare_prefix(), sys.executable, "-m", "celeryctl", "lab", "up",
+           "--scenario", scenario, "--dir", str(d),
+           "--rabbitmq" if rabbitmq else "--no-rabbitmq"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_")}
+    r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env,
+                       cwd=os.getcwd(), timeout=300)
+    st = load(d)
+    if r.returncode != 0 or st is None:
+        tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-8:])
+        raise s.LabError(f"lab up in a private network namespace failed "
+                         f"(exit {r.returncode}):\n{tail}")
     return st
 
 
@@ -169,7 +228,9 @@ def down(d: Path, progress=print) -> list[str]:
             progress(f"stopping {p.kind} {p.name} (pid {p.pid}) ...")
             p.stop()
             stopped.append(f"{p.kind} {p.name}")
-    for sub in ("rabbitmq", "redis"):
+    if st.netns:
+        s.kill_namespace(st.netns)
+    for sub in ("redis", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers] if p)):
         shutil.rmtree(Path(st.dir) / sub, ignore_errors=True)
     state_path(d).unlink(missing_ok=True)
     return stopped

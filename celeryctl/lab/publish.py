@@ -1,5 +1,6 @@
 """Publish demo tasks to the lab (used by `make demo` and drills):
-`python -m celeryctl.lab.publish --count 25 [--queue nobody] [--priority 6]`."""
+`python -m celeryctl.lab.publish --count 25 [--queue nobody] [--priority 6]`;
+`--rate 20 --count 0` publishes 20 a second until stopped (a queue that grows)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ def main() -> None:
     p.add_argument("--queue", default="unconsumed")
     p.add_argument("--priority", type=int, default=None)
     p.add_argument("--task", default="add", choices=("add", "sleep", "fail"))
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="messages per second (0: as fast as possible); with --count 0, forever")
     args = p.parse_args()
+    import itertools
+    import time
+
     from celeryctl.lab import demoapp
 
     task = getattr(demoapp, args.task)
     targs = (1, 2) if args.task == "add" else ((5,) if args.task == "sleep" else ())
-    for i in range(args.count):
+    start = time.monotonic()
+    for i in itertools.count() if args.count == 0 else range(args.count):
         task.apply_async(targs, queue=args.queue,
                          priority=args.priority if args.priority is not None else (i % 10))
+        if args.rate > 0:
+            time.sleep(max(0.0, start + (i + 1) / args.rate - time.monotonic()))
     print(f"published {args.count} {task.name} to {args.queue}")
 
 

@@ -34,6 +34,8 @@ class ScenarioContext:
     worker_pids: list[int] = field(default_factory=list)
     spawn: Callable[[str, list[str]], None] | None = None
     stop_redis: Callable[[], None] | None = None
+    rabbitmq_nodes: list[dict] = field(default_factory=list)  # each node's info (first: seed)
+    rabbitmq_pids: list[int] = field(default_factory=list)  # the peers' (not the seed's)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,13 @@ class Scenario:
     # The producers' app, written to DIR/scenario_app.py for `doctor -A scenario_app` (run
     # from DIR, or with PYTHONPATH=DIR). `{broker}` is replaced with the lab's broker URL.
     app: str | None = None
+    rabbitmq_nodes: int = 1  # > 1: a cluster; workers and doctor use the first node
+    net_ticktime: int | None = None  # the cluster's Erlang tick time (partition scenarios)
+    rabbitmq_fd_limit: int | None = None  # start the node under `ulimit -n` this
+    # Servers listen on every interface (as an exposed production broker does): the lab then
+    # runs in a private network namespace, and doctor must run in it (`lab up` says how).
+    exposed: bool = False
+    redis_password: str | None = None
 
 
 def _celery(url: str):
@@ -299,6 +308,12 @@ def _vhost_limit(ctx: ScenarioContext) -> None:
     _api(ctx, "PUT", "/vhost-limits/%2F/max-connections", json={"value": n + 1})
 
 
+def _user_limit(ctx: ScenarioContext) -> None:
+    _dlx_policy(ctx)
+    n = len(_api(ctx, "GET", "/vhosts/%2F/connections"))
+    _api(ctx, "PUT", "/user-limits/guest/max-connections", json={"value": n + 1})
+
+
 def _results_never_expire(ctx: ScenarioContext) -> None:
     import redis
 
@@ -405,6 +420,103 @@ def _rpc_queue_shared(ctx: ScenarioContext) -> None:
     for i in (1, 2):
         ctx.spawn(f"rpc-reader-{i}", [sys.executable, "-c", code, queue])
     _wait_api(ctx, lambda qs: (qs.get(queue) or {}).get("consumers") == 2)
+
+
+def _queue_growing(ctx: ScenarioContext) -> None:
+    """A producer publishing 25 tasks a second to `reports`, which nobody consumes."""
+    import sys
+
+    import redis
+
+    ctx.spawn("producer", ["env", f"CELERY_BROKER_URL={ctx.broker_url}", sys.executable, "-m",
+                           "celeryctl.lab.publish", "--queue", "reports", "--rate", "25",
+                           "--count", "0"])
+    r = redis.Redis.from_url(ctx.broker_url)
+    _wait_until(lambda: r.llen("reports") > 0, "the producer publishing")
+    ctx.doctor_args += ["--sample-interval", "1.5"]
+
+
+def _rabbit_node(ctx: ScenarioContext, i: int = 0) -> dict:
+    return ctx.rabbitmq_nodes[i]
+
+
+def _api_nodes(ctx: ScenarioContext) -> list[dict]:
+    return _api(ctx, "GET", "/nodes")
+
+
+def _disk_alarm(ctx: ScenarioContext) -> None:
+    """A disk free limit far above the free space: RabbitMQ raises the disk alarm and blocks
+    every publisher (what a full disk does)."""
+    from celeryctl.lab.servers import rabbitmqctl
+
+    _dlx_policy(ctx)
+    rabbitmqctl(_rabbit_node(ctx), "set_disk_free_limit", "100000GB")
+    _wait_until(lambda: any(n.get("disk_free_alarm") for n in _api_nodes(ctx)),
+                "the disk alarm")
+
+
+def _node_down(ctx: ScenarioContext) -> None:
+    from celeryctl.lab.servers import rabbitmqctl
+
+    _dlx_policy(ctx)
+    rabbitmqctl(_rabbit_node(ctx, 1), "stop_app")
+    _wait_until(lambda: any(n.get("running") is False for n in _api_nodes(ctx)),
+                "the second node reported down")
+
+
+def _partition(ctx: ScenarioContext) -> None:
+    """Pause the second node longer than the cluster's tick time (what a VM suspended or a
+    network blip does), then resume it: both sides saw the other go, and with
+    `cluster_partition_handling = ignore` (the default) they stay partitioned."""
+    import os
+    import signal
+    import time
+
+    _dlx_policy(ctx)
+    pgid = os.getpgid(ctx.rabbitmq_pids[0])
+    os.killpg(pgid, signal.SIGSTOP)
+    try:
+        _wait_until(lambda: any(n.get("running") is False for n in _api_nodes(ctx)),
+                    "the paused node seen as down", timeout=30)
+        time.sleep(2)
+    finally:
+        os.killpg(pgid, signal.SIGCONT)
+    _wait_until(lambda: any(n.get("partitions") for n in _api_nodes(ctx)),
+                "the partition reported", timeout=60)
+
+
+_HOLD_CONNECTIONS = """
+import sys, time, pika
+params = pika.ConnectionParameters("{host}", {port})
+conns = [pika.BlockingConnection(params) for _ in range(int(sys.argv[1]))]
+while True:
+    for c in conns:
+        c.process_data_events(0)
+    time.sleep(1)
+"""
+
+
+def _socket_headroom(ctx: ScenarioContext) -> None:
+    """The node runs under `ulimit -n 128`, which leaves it 25 sockets; a client holds
+    connections until 85 % of them are in use."""
+    import sys
+
+    from celeryctl.urls import parse_endpoint
+
+    _dlx_policy(ctx)
+
+    def sockets() -> tuple[int, int]:
+        n = _api_nodes(ctx)[0]
+        return n.get("sockets_used") or 0, n.get("sockets_total") or 0
+
+    _wait_until(lambda: sockets()[1] > 0, "socket statistics")
+    used, total = sockets()
+    need = max(1, int(total * 0.85) - used + 1)
+    ep = parse_endpoint(ctx.broker_url)
+    ctx.spawn("connection-holder", [sys.executable, "-c",
+                                    _HOLD_CONNECTIONS.format(host=ep.host, port=ep.port),
+                                    str(need)])
+    _wait_until(lambda: sockets()[0] >= total * 0.8, "80 % of the sockets in use")
 
 
 PRODUCER_APP = """\
@@ -527,8 +639,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              prepare=_orphan_event_queue),
     Scenario("rabbitmq-vhost-limit", "The vhost's max-connections is one above what is in "
              "use.", ("POOL005",), broker="rabbitmq", prepare=_vhost_limit),
+    Scenario("rabbitmq-user-limit", "The guest user's max-connections is one above what it "
+             "uses.", ("POOL006",), broker="rabbitmq", prepare=_user_limit),
     Scenario("results-never-expire", "A Redis result backend whose results have no TTL "
-             "(result_expires = None).", ("RES005",),
+             "(result_expires = None).", ("RES003", "RES005"),
              workers=(WorkerSpec("w1@%h", env={
                  "CELERY_RESULT_BACKEND": "{redis}/1",  # this lab's Redis, db 1
                  "CELERYCTL_LAB_RESULT_EXPIRES": "0"}),),
@@ -570,5 +684,38 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "worker behind it.", ("CON003",), prepare=_stray_subscriber),
     Scenario("rpc-queue-shared", "Two processes read one rpc:// reply queue.", ("RES004",),
              broker="rabbitmq", prepare=_rpc_queue_shared),
+    Scenario("no-worker", "A broker with no worker at all (all crashed, or never deployed).",
+             ("SRC004",), workers=()),
+    Scenario("queue-growing", "A producer publishes 25 tasks a second to `reports`, which "
+             "nobody consumes: doctor measures the growth over two samples.",
+             ("QUE008", "QUE002"), prepare=_queue_growing),
+    Scenario("time-limit-beyond-visibility", "acks_late tasks with a 2 h hard time limit "
+             "and a visibility_timeout of 60 s: a long task is delivered again while it runs.",
+             ("CFG005",),
+             workers=(WorkerSpec("w1@%h", env={**STRICT, "CELERYCTL_LAB_VISIBILITY": "60",
+                                               "CELERYCTL_LAB_TIME_LIMIT": "7200"}),)),
+    Scenario("rabbitmq-disk-alarm", "RabbitMQ's disk alarm is raised: every publisher is "
+             "blocked.", ("BRK003",), broker="rabbitmq", prepare=_disk_alarm),
+    Scenario("rabbitmq-node-down", "A two-node RabbitMQ cluster with one node stopped.",
+             ("BRK003",), broker="rabbitmq", rabbitmq_nodes=2, prepare=_node_down),
+    Scenario("rabbitmq-partition", "A two-node RabbitMQ cluster partitioned: the second node "
+             "was paused longer than the tick time, then resumed.", ("BRK007",),
+             broker="rabbitmq", rabbitmq_nodes=2, net_ticktime=4, prepare=_partition),
+    Scenario("redis-exposed-without-password", "Redis listening on every interface with "
+             "protected-mode off and no password (in a private network namespace).",
+             ("SEC001",), workers=(WorkerSpec("w1@%h"),), exposed=True),
+    Scenario("redis-exposed-cleartext-password", "A password-protected Redis with its "
+             "plain-text port open on every interface: remote clients send the password in "
+             "clear (in a private network namespace).", ("SEC002",),
+             workers=(WorkerSpec("w1@%h"),), exposed=True,
+             redis_password="lab-secret-password"),
+    Scenario("rabbitmq-guest-exposed", "RabbitMQ used as guest while its AMQP listener is "
+             "open on every interface and loopback_users is none (in a private network "
+             "namespace).", ("SEC003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),
+             exposed=True, prepare=_dlx_policy),
+    Scenario("rabbitmq-socket-headroom", "A RabbitMQ node under `ulimit -n 128` (25 "
+             "sockets) with 85 % of its sockets in use: the next reconnects are refused.",
+             ("POOL003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),
+             rabbitmq_fd_limit=128, prepare=_socket_headroom),
 )}
 

@@ -136,13 +136,20 @@ def _start_time(pid: int) -> str | None:
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None,
-           cwd: str | None = None) -> tuple[int, str]:
+           cwd: str | None = None, fd_limit: int | None = None) -> tuple[int, str]:
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ if env is None else env)
     env[MARKER_VAR] = "1"
+
+    def limit() -> None:  # in the child, before exec: `ulimit -n fd_limit`
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd, start_new_session=True)
+                                env=env, cwd=cwd, start_new_session=True,
+                                preexec_fn=limit if fd_limit else None)
     return proc.pid, _start_time(proc.pid) or ""
 
 
@@ -159,7 +166,7 @@ def rabbitmq_binary() -> str | None:
 
 
 def start_redis(base: Path, *, port: int | None = None, password: str | None = None,
-                name: str = "redis") -> Proc:
+                name: str = "redis", bind_all: bool = False) -> Proc:
     binary = redis_binary()
     if not binary:
         raise LabError("redis-server is not installed (apt-get install redis-server)")
@@ -167,26 +174,58 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     d = base / name
     d.mkdir(parents=True, exist_ok=True)
     # AOF on: the lab should look like a sane production broker (doctor BRK004 stays quiet)
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+    # bind_all: every interface (only ever inside a private network namespace, see netns)
+    cmd = [binary, "--port", str(port), "--bind", "* -::*" if bind_all else "127.0.0.1",
+           "--save", "", "--appendonly", "yes",
            "--dir", str(d), "--daemonize", "no", "--protected-mode", "no"]
     if password:
-        cmd += ["--requirepass", password]
+        # 0600 files, never the command line (ps) or celeryctl's output: the URL in the state
+        # file has no password; `lab env` reads it with $(cat password_file)
+        for fname, text in (("password", password), ("auth.conf", f'requirepass "{password}"\n')):
+            f = d / fname
+            f.touch(mode=0o600)
+            f.write_text(text)
+        cmd.insert(1, str(d / "auth.conf"))
     log = d / "redis.log"
     pid, marker = _spawn(cmd, log)
     _wait_or_stop(Proc("redis", name, pid, marker, str(log)), lambda: port_open(port), 10,
                   f"redis-server on port {port}", log)
-    auth = f":{password}@" if password else ""
-    return Proc("redis", name, pid, marker, str(log),
-                {"port": port, "url": f"redis://{auth}127.0.0.1:{port}/0"})
+    info = {"port": port, "url": f"redis://127.0.0.1:{port}/0"}
+    if password:
+        info["password_file"] = str(d / "password")
+    return Proc("redis", name, pid, marker, str(log), info)
+
+
+def secret_url(info: dict) -> str:
+    """A lab server's URL with its password (read from its 0600 file) for clients to use."""
+    url = info["url"]
+    if info.get("password_file"):
+        pw = Path(info["password_file"]).read_text()
+        url = url.replace("://", f"://:{pw}@", 1)
+    return url
+
+
+def shell_url(info: dict) -> str:
+    """The URL as a shell word that reads the password at run time: `"redis://:$(cat F)@..."`."""
+    url = info["url"]
+    if info.get("password_file"):
+        url = url.replace("://", f"://:$(cat {info['password_file']})@", 1)
+    return f'"{url}"'
 
 
 def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0,
-                   attempts: int = 3) -> Proc:
-    """Start a node; if it dies during boot (a port taken meanwhile), retry on new ports."""
+                   attempts: int = 3, fd_limit: int | None = None, cookie: str | None = None,
+                   net_ticktime: int | None = None, bind_all: bool = False) -> Proc:
+    """Start a node; if it dies during boot (a port taken meanwhile), retry on new ports.
+    `fd_limit` starts it under `ulimit -n fd_limit` (a node short of file descriptors);
+    `cookie` and `net_ticktime` are for clusters (nodes share the cookie; a short tick time
+    makes a paused node count as gone within seconds)."""
     last: LabError | None = None
     for _ in range(attempts):
         try:
-            return _start_rabbitmq_once(base, name=name, timeout=timeout)
+            return _start_rabbitmq_once(base, name=name, timeout=timeout, fd_limit=fd_limit,
+                                        cookie=cookie, net_ticktime=net_ticktime,
+                                        bind_all=bind_all)
         except LabError as exc:
             last = exc
             shutil.rmtree(base / name, ignore_errors=True)
@@ -194,7 +233,58 @@ def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0,
     raise last
 
 
-def _start_rabbitmq_once(base: Path, *, name: str, timeout: float) -> Proc:
+def _rabbit_env(d: Path, node: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HOME=str(d), RABBITMQ_NODENAME=node, RABBITMQ_CONFIG_FILE=str(d / "rabbitmq.conf"),
+        RABBITMQ_MNESIA_BASE=str(d / "mnesia"), RABBITMQ_LOG_BASE=str(d / "log"),
+        RABBITMQ_ENABLED_PLUGINS_FILE=str(d / "enabled_plugins"),
+        RABBITMQ_PID_FILE=str(d / "pid"), RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
+    )
+    return env
+
+
+def rabbitmqctl(info: dict, *args: str, timeout: float = 60.0) -> str:
+    """Run `rabbitmqctl -n NODE ARGS` against a lab node (its HOME holds the cookie)."""
+    binary = str(Path(rabbitmq_binary() or "rabbitmq-server").with_name("rabbitmqctl"))
+    d = Path(info["dir"])
+    env = _rabbit_env(d, info["node"])
+    r = subprocess.run([binary, "-n", info["node"], *args], env=env, cwd=str(d),
+                       capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise LabError(f"rabbitmqctl {' '.join(args)} failed: {(r.stderr or r.stdout).strip()}")
+    return r.stdout
+
+
+def start_rabbitmq_cluster(base: Path, nodes: int = 2, *, net_ticktime: int | None = None,
+                           timeout: float = 90.0) -> list[Proc]:
+    """`nodes` RabbitMQ nodes joined in one cluster (the first is the seed)."""
+    import secrets
+
+    cookie = secrets.token_hex(16).upper()
+    procs: list[Proc] = []
+    try:
+        for i in range(nodes):
+            name = "rabbitmq" if i == 0 else f"rabbitmq-{i + 1}"
+            procs.append(start_rabbitmq(base, name=name, timeout=timeout, cookie=cookie,
+                                        net_ticktime=net_ticktime))
+        for p in procs[1:]:
+            rabbitmqctl(p.info, "stop_app")
+            rabbitmqctl(p.info, "join_cluster", procs[0].info["node"])
+            rabbitmqctl(p.info, "start_app")
+        for p in procs:
+            rabbitmqctl(p.info, "await_startup")
+    except BaseException:
+        for p in procs:
+            p.stop(timeout=5)
+        raise
+    return procs
+
+
+def _start_rabbitmq_once(base: Path, *, name: str, timeout: float,
+                         fd_limit: int | None = None, cookie: str | None = None,
+                         net_ticktime: int | None = None, bind_all: bool = False) -> Proc:
     binary = rabbitmq_binary()
     if not binary:
         raise LabError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
@@ -203,27 +293,31 @@ def _start_rabbitmq_once(base: Path, *, name: str, timeout: float) -> Proc:
     for sub in ("mnesia", "log"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    listen = str(amqp) if bind_all else f"127.0.0.1:{amqp}"  # bind_all: see netns below
     (d / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = 127.0.0.1:{amqp}\n"
+        f"listeners.tcp.default = {listen}\n"
         f"management.tcp.port = {mgmt}\n"
         f"management.tcp.ip = 127.0.0.1\n"
         "collect_statistics_interval = 500\n"
         "loopback_users = none\n"
     )
     node = f"celeryctl{amqp}@localhost"
-    env = dict(os.environ)
-    env.update(
-        HOME=str(d), RABBITMQ_NODENAME=node, RABBITMQ_CONFIG_FILE=str(d / "rabbitmq.conf"),
-        RABBITMQ_MNESIA_BASE=str(d / "mnesia"), RABBITMQ_LOG_BASE=str(d / "log"),
-        RABBITMQ_ENABLED_PLUGINS_FILE=str(d / "enabled_plugins"),
-        RABBITMQ_DIST_PORT=str(dist), RABBITMQ_PID_FILE=str(d / "pid"),
-        RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
-    )
+    env = _rabbit_env(d, node)
+    env["RABBITMQ_DIST_PORT"] = str(dist)
     (d / "rabbitmq-env.conf").write_text("")
+    if cookie:  # Erlang reads $HOME/.erlang.cookie, and insists on its mode
+        c = d / ".erlang.cookie"
+        c.unlink(missing_ok=True)
+        c.write_text(cookie)
+        c.chmod(0o400)
+    if net_ticktime:
+        (d / "advanced.config").write_text(
+            f"[{{kernel, [{{net_ticktime, {int(net_ticktime)}}}]}}].\n")
+        env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(d / "advanced.config")
     log = d / "server.log"
-    pid, marker = _spawn([binary], log, env=env, cwd=str(d))
+    pid, marker = _spawn([binary], log, env=env, cwd=str(d), fd_limit=fd_limit)
     proc = Proc("rabbitmq", name, pid, marker, str(log),
-                {"amqp_port": amqp, "management_port": mgmt, "node": node,
+                {"amqp_port": amqp, "management_port": mgmt, "node": node, "dir": str(d),
                  # no userinfo: every client defaults to RabbitMQ's guest/guest
                  "url": f"amqp://127.0.0.1:{amqp}//",
                  "api": f"http://127.0.0.1:{mgmt}"})
@@ -236,6 +330,59 @@ def _start_rabbitmq_once(base: Path, *, name: str, timeout: float) -> Proc:
 
     _wait_or_stop(proc, ready, timeout, f"rabbitmq-server (management on {mgmt})", log)
     return proc
+
+
+# A private network namespace (scenarios whose servers listen on every interface: inside one,
+# "every interface" is a loopback device nobody else can reach).
+
+def netns_id(pid: int | str = "self") -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def in_private_network() -> bool:
+    """True when this process's network namespace has no interface but `lo`."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def bring_loopback_up() -> None:
+    """`ip link set lo up`, without needing iproute2 (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, 0x8913, req)[:18])[1]
+        if not flags & 0x1:
+            fcntl.ioctl(sock, 0x8914, struct.pack("16sH", b"lo", flags | 0x1))
+
+
+def unshare_prefix() -> list[str]:
+    """The command prefix that runs a program in a new network namespace of its own."""
+    binary = shutil.which("unshare")
+    if not binary:
+        raise LabError("this scenario needs `unshare` (util-linux) for a private network")
+    return [binary, "--net"] if os.geteuid() == 0 else [binary, "--map-root-user", "--net"]
+
+
+def nsenter_prefix(pid: int) -> list[str]:
+    """The command prefix that runs a program in the network namespace of `pid`."""
+    if os.geteuid() == 0:
+        return ["nsenter", "-t", str(pid), "-n", "--"]
+    return ["nsenter", "-t", str(pid), "-U", "-n", "--preserve-credentials", "--"]
+
+
+def kill_namespace(ns: str) -> None:
+    """SIGKILL what is left in a lab's private network namespace (epmd, which RabbitMQ
+    daemonizes): nothing else can be in it, the lab created it."""
+    me = os.getpid()
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid != me and netns_id(pid) == ns:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _http_ok(url: str) -> bool:

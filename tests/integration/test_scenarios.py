@@ -25,7 +25,8 @@ def test_scenario(name, tmp_path):
         if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
         args += st.doctor_args
-        code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir})
+        code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir},
+                                        prefix=st.run_prefix)
         found = {f["code"] for f in doc["findings"]}
         detail = json.dumps(doc["findings"], indent=1)
         if not sc.expects:
@@ -35,6 +36,8 @@ def test_scenario(name, tmp_path):
             worst = {f["severity"] for f in doc["findings"]}
             assert code == (2 if "critical" in worst else 1 if "warning" in worst else 0)
         assert secs < 5.5
+        lines = (json.dumps(doc) + err).lower()
+        assert "lab-secret-password" not in lines and "guest:guest" not in lines
     finally:
         for w in st.workers:  # scenario tasks may be long: do not wait them out
             from celeryctl.lab.servers import from_dict
