@@ -42,6 +42,8 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_help.py
 	$(BIN)/python benchmarks/bench_workers.py
+	$(BIN)/python benchmarks/bench_purge.py --broker redis
+	$(BIN)/python benchmarks/bench_purge.py --broker rabbitmq
 
 clean: lab-down
 	rm -rf $(VENV) .lab *.egg-info

@@ -102,6 +102,19 @@ class ManagementAPI:
             raise ManagementError(f"HTTP {resp.status_code} on POST {path}", resp.status_code)
         return resp.json()
 
+    def delete(self, path: str, headers: dict[str, str] | None = None) -> None:
+        """DELETE (purge a queue's contents, close a connection): the only writes celeryctl
+        makes through the API, and only from the guarded commands."""
+        import requests
+
+        try:
+            resp = self.session.delete(self.base + path, timeout=self.timeout,
+                                       headers=headers or {})
+        except requests.exceptions.RequestException as exc:
+            raise ManagementError(f"{type(exc).__name__} on DELETE {path}") from None
+        if resp.status_code >= 400:
+            raise ManagementError(f"HTTP {resp.status_code} on DELETE {path}", resp.status_code)
+
     def close(self) -> None:
         self.session.close()
 
@@ -274,7 +287,8 @@ def parse_rabbit_time(value: Any) -> float | None:
 
 # --- AMQP fallback -----------------------------------------------------------------------
 
-def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None):
+def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None,
+                    name: str = "celeryctl (read-only)"):
     import pika
 
     params = pika.ConnectionParameters(
@@ -283,7 +297,7 @@ def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None):
                                           ep.password if ep.password is not None else "guest"),
         connection_attempts=1, retry_delay=0, socket_timeout=timeout,
         stack_timeout=timeout, blocked_connection_timeout=timeout, heartbeat=0,
-        client_properties={"connection_name": "celeryctl (read-only)"},
+        client_properties={"connection_name": name},
     )
     if ep.scheme == "amqps":
         import ssl
@@ -292,7 +306,8 @@ def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None):
     return params
 
 
-def amqp_connect(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str | None):
+def amqp_connect(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str | None,
+                 name: str = "celeryctl (read-only)"):
     import pika
 
     from celeryctl.collect.bounded import describe_error
@@ -300,7 +315,7 @@ def amqp_connect(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str | N
     errors = []
     for ep in endpoints:
         try:
-            return pika.BlockingConnection(pika_parameters(ep, timeout, vhost)), ep
+            return pika.BlockingConnection(pika_parameters(ep, timeout, vhost, name)), ep
         except Exception as exc:  # noqa: BLE001
             why = describe_amqp_error(exc) or describe_error(exc)
             errors.append(f"{ep.address}: {why}" if len(endpoints) > 1 else why)

@@ -1,0 +1,343 @@
+"""Guarded commands that change the cluster: `purge`, `restore` (and `control`,
+`connections kill`). Each: plan -> show -> confirm (`--confirm`, typed, or `--yes`) -> act ->
+re-read -> audit. Without `--confirm` they are dry runs and change nothing.
+
+Exit status: 0 done (or dry run), 2 the action failed part-way (what was and was not done is
+printed; nothing is lost), 3 the broker could not be reached, 64 refused (unknown or unsafe
+target, no confirmation) — nothing was changed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from celeryctl.cli import options as o
+from celeryctl.status import ExitStatus
+
+Confirm = typer.Option(False, "--confirm", help="Act (without it: a dry run that changes "
+                       "nothing). On a terminal, asks you to type the name or count.",
+                       rich_help_panel="Guard")
+Yes = typer.Option(False, "--yes", "-y", help="With --confirm: skip the typed prompt "
+                   "(runbooks, scripts).", rich_help_panel="Guard")
+AuditLog = typer.Option(None, "--audit-log", metavar="PATH", help="Audit log [default "
+                        "~/.local/state/celeryctl/audit.log].", rich_help_panel="Guard")
+
+
+def _guard(c, names: list[str], noun: str, confirm: bool, yes: bool) -> bool:
+    """True to act; False for a dry run. Raises typer.Exit(64) when refused."""
+    from celeryctl.actions.guard import Decision, confirmation_token, decide
+
+    d = decide(confirm=confirm, yes=yes, interactive=sys.stdin.isatty())
+    if d is Decision.DRY_RUN:
+        c.err.print(f"dry run: nothing changed. Add --confirm to go ahead"
+                    f"{' (and --yes in scripts)' if not sys.stdin.isatty() else ''}.")
+        return False
+    if d is Decision.REFUSE:
+        c.err.print("refused: --confirm needs a terminal to type the confirmation, or --yes "
+                    "for scripts. Nothing changed.")
+        raise typer.Exit(int(ExitStatus.USAGE))
+    if d is Decision.PROMPT:
+        token, question = confirmation_token(names, noun)
+        sys.stderr.write(question)
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip()
+        if answer != token:
+            c.err.print(f"not confirmed (expected {token!r}): nothing changed.")
+            raise typer.Exit(int(ExitStatus.USAGE))
+    return True
+
+
+def _audit(c, audit_log: str | None, command: str, result: str, subjects: list[str],
+           counts: dict[str, Any], **extra: Any) -> None:
+    from celeryctl.actions.guard import audit
+
+    err = audit(Path(audit_log) if audit_log else None, target=c.target.broker_url,
+                command=command, result=result, subjects=subjects, counts=counts, extra=extra)
+    if err:
+        c.err.print(f"warning: could not append to the {err}")
+
+
+def _reread(c, names: list[str]) -> dict[str, int | None]:
+    """Depth after acting. On RabbitMQ from AMQP passive declares: the management API's
+    counts lag by its statistics interval (5 s by default) and would show the old depth."""
+    import dataclasses
+
+    from celeryctl.collect import gather
+
+    if c.target.broker_kind != "redis":
+        from celeryctl.collect.rabbitmq import collect_amqp_queues
+
+        try:
+            qs = collect_amqp_queues(c.target.broker, c.target.timeout,
+                                     c.target.effective_vhost, names)
+        except (ConnectionError, OSError):
+            return dict.fromkeys(names)
+        return {q.name: q.ready for q in qs}
+
+    t = dataclasses.replace(c.target, queues=tuple(names))
+    g = gather(t, queues=True)
+    if not g.queues.ok:
+        return dict.fromkeys(names)
+    return {q.name: q.ready for q in g.queues.value if q.name in names}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("purge")(purge)
+    app.command("restore")(restore)
+
+
+def purge(
+    ctx: typer.Context,
+    queues: list[str] = typer.Argument(None, metavar="[QUEUE]...", help="Queues to purge."),
+    all_worker_queues: bool = typer.Option(False, "--all-worker-queues", help="Every queue "
+                                           "the live workers consume (from active_queues)."),
+    confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
+    backup: str | None = typer.Option(None, "--backup", metavar="FILE", help="Write every "
+                                      "purged message to FILE (JSON Lines) before deleting."),
+    force: bool = typer.Option(False, "--force", help="Purge even with consumers attached."),
+    include_internal: bool = typer.Option(False, "--include-internal", help="Allow Celery's "
+                                          "internal queues (pidbox, celeryev, results)."),
+    sample: int = typer.Option(3, "--sample", min=0, max=100, help="First messages to show "
+                               "per queue (task and id from headers)."),
+    peek: bool = typer.Option(False, "--peek", help="RabbitMQ: show the first messages too "
+                              "(the management API marks them redelivered)."),
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
+    fmt: o.Format = "table",
+) -> None:
+    """Delete the ready messages of queues — a dry run unless --confirm; --backup first."""
+    import dataclasses
+
+    from celeryctl.actions.purge import plan_purge, worker_queues
+    from celeryctl.cli.read import Ctx
+    from celeryctl.collect import gather
+    from celeryctl.render.actions import render_plan
+    from celeryctl.status import UsageError
+
+    c = Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+    if not queues and not all_worker_queues:
+        raise UsageError("name the queues to purge, or pass --all-worker-queues")
+    bpath = Path(backup).expanduser() if backup else None
+    if bpath is not None and bpath.exists():
+        raise UsageError(f"{bpath} exists: celeryctl never overwrites a backup")
+    t = dataclasses.replace(c.target, queues=tuple(queues or ()))
+    g = gather(t, workers=("active_queues",), queues=True, samples=sample, peek=peek)
+    if not g.queues.ok:
+        c.footer(g)
+        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    names = list(queues or [])
+    if all_worker_queues:
+        if not g.workers.ok or not g.workers.value.nodes:
+            c.err.print("--all-worker-queues: no worker replied, so their queues are unknown; "
+                        "name the queues instead. Nothing changed.")
+            raise typer.Exit(int(ExitStatus.USAGE))
+        names += [q for q in worker_queues(g.workers.value) if q not in names]
+    plan = plan_purge(names, g.queues.value, broker=c.target.broker_redacted,
+                      broker_kind=c.target.broker_kind, vhost=c.target.effective_vhost,
+                      samples=g.samples.value if g.samples.ok else None,
+                      force=force,
+                      include_internal=include_internal)
+    render_plan(c, plan, backup=str(bpath) if bpath else None,
+                sampled=g.samples.ok, sample_note=None if g.samples.ok else g.samples.error)
+    if plan.refusals:
+        for r in plan.refusals:
+            c.err.print(f"refused: {r}")
+        c.err.print("nothing changed.")
+        _audit(c, audit_log, "purge", "refused", names, {}, reasons=plan.refusals)
+        raise typer.Exit(int(ExitStatus.USAGE))
+    if not _guard(c, plan.names, "queue", confirm, yes):
+        raise typer.Exit(0)
+    results, error = _execute_purge(c, plan, bpath)
+    after = _reread(c, plan.names)
+    from celeryctl.render.actions import render_purge_result
+
+    render_purge_result(c, results, after, backup=str(bpath) if bpath else None)
+    counts = {r.queue: {"purged": r.purged, "backed_up": r.backed_up, "remaining":
+                        after.get(r.queue)} for r in results}
+    failed = error or next((r.error for r in results if r.error), None)
+    _audit(c, audit_log, "purge" + (f" --backup {bpath}" if bpath else ""),
+           "failed: " + failed if failed else "ok", plan.names, counts)
+    raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
+
+
+def _execute_purge(c, plan, bpath: Path | None):
+    from celeryctl.actions.backup import BackupError, BackupWriter
+
+    writer = None
+    if bpath is not None:
+        writer = BackupWriter(bpath)
+        try:
+            writer.open({"broker": plan.broker, "broker_kind": plan.broker_kind,
+                         "vhost": plan.vhost, "queues": plan.names, "planned": plan.total})
+        except BackupError as exc:
+            c.err.print(f"error: {exc}. Nothing was deleted.")
+            raise typer.Exit(int(ExitStatus.CRITICAL)) from None
+    results: list = []
+    error = None
+    try:
+        if plan.broker_kind == "redis":
+            results = _purge_redis(c, plan, writer)
+        else:
+            results = _purge_rabbit(c, plan, writer)
+    except (ConnectionError, OSError) as exc:
+        error = str(exc)
+        c.err.print(f"error: {error}")
+    finally:
+        if writer is not None:
+            if error or any(r.error for r in results):
+                writer.close()  # no end line: the file shows it was cut short
+            else:
+                writer.finish()
+    return results, error
+
+
+def _purge_redis(c, plan, writer):
+    from celeryctl.actions.purge import purge_redis
+    from celeryctl.collect.redis import connect_first, detect_layout
+
+    client, _ = connect_first(c.target.broker, c.target.timeout)
+    layout, _ = detect_layout(client, c.target.transport_options)
+    results = []
+    for item in plan.items:
+        r = purge_redis(client, layout, item.queue, writer)
+        results.append(r)
+        if r.error:
+            break  # stop at the first failure: later queues stay untouched
+    return results
+
+
+def _purge_rabbit(c, plan, writer):
+    from celeryctl.actions.purge import PurgeResult, purge_rabbit_amqp, purge_rabbit_api
+    from celeryctl.collect.rabbitmq import ManagementAPI, ManagementError, amqp_connect
+
+    results = []
+    if writer is None and c.target.rabbitmq_api is not None:
+        api = ManagementAPI(c.target.rabbitmq_api, c.target.timeout)
+        try:
+            for item in plan.items:
+                try:
+                    purge_rabbit_api(api, c.target.effective_vhost, item.queue)
+                    results.append(PurgeResult(item.queue, purged=item.ready or 0))
+                except ManagementError as exc:
+                    results.append(PurgeResult(item.queue, error=str(exc)))
+                    break
+        finally:
+            api.close()
+        return results
+    conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                           name="celeryctl purge")
+    try:
+        for item in plan.items:
+            ch = conn.channel()
+            r = purge_rabbit_amqp(ch, item.queue, item.ready or 0, writer)
+            results.append(r)
+            if r.error:
+                break
+            if ch.is_open:
+                ch.close()
+    finally:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return results
+
+
+def restore(
+    ctx: typer.Context,
+    file: str = typer.Argument(..., metavar="FILE", help="A backup written by purge --backup."),
+    to: str | None = typer.Option(None, "--to", metavar="QUEUE", help="Restore every message "
+                                  "into this queue instead of its own."),
+    confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
+    fmt: o.Format = "table",
+) -> None:
+    """Republish a purge backup in its original order and priorities — a dry run unless
+    --confirm."""
+    from celeryctl.actions.backup import BackupError, inspect_backup
+    from celeryctl.cli.read import Ctx
+    from celeryctl.status import UsageError
+
+    c = Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
+            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+    path = Path(file).expanduser()
+    try:
+        info = inspect_backup(path)
+    except BackupError as exc:
+        raise UsageError(str(exc)) from None
+    targets = {to: info.count} if to else dict(info.per_queue)
+    before = _reread(c, list(targets))
+    if c.target.broker_kind != "redis":
+        missing = [q for q in targets if before.get(q) is None or _missing(c, q)]
+        if missing:
+            c.err.print(f"refused: no queue {', '.join(missing)} in vhost "
+                        f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
+                        f"to it. Declare it first (start a worker consuming it). "
+                        f"Nothing changed.")
+            raise typer.Exit(int(ExitStatus.USAGE))
+    rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in targets.items()]
+    from celeryctl.render.actions import render_restore_plan
+
+    render_restore_plan(c, info, rows, path=str(path))
+    if not info.complete:
+        c.err.print(f"warning: {path} has no end line: the purge that wrote it stopped early; "
+                    f"its {info.count} messages are all it deleted")
+    if info.count == 0:
+        c.err.print("nothing to restore.")
+        raise typer.Exit(0)
+    if not _guard(c, list(targets), "queue", confirm, yes):
+        raise typer.Exit(0)
+    try:
+        counts = _execute_restore(c, path, to)
+    except (ConnectionError, OSError, BackupError) as exc:
+        c.err.print(f"error: {exc}")
+        _audit(c, audit_log, f"restore {path}", f"failed: {exc}", list(targets), {})
+        raise typer.Exit(int(ExitStatus.CRITICAL)) from None
+    after = _reread(c, list(targets))
+    short = {q: n for q, n in counts.items() if before.get(q) is not None and after.get(q)
+             is not None and after[q] - before[q] < n}
+    for q, n in counts.items():
+        c.out.print(f"restored {n} messages to {q}: ready {before.get(q)} -> {after.get(q)}")
+    if short:
+        c.err.print("warning: fewer ready messages than restored in "
+                    + ", ".join(short) + " (workers may already be consuming them)")
+    _audit(c, audit_log, f"restore {path}" + (f" --to {to}" if to else ""), "ok",
+           list(counts), {q: {"restored": n, "ready_after": after.get(q)}
+                          for q, n in counts.items()})
+    raise typer.Exit(0)
+
+
+def _missing(c, queue: str) -> bool:
+    from celeryctl.collect.rabbitmq import collect_amqp_queues
+
+    qs = collect_amqp_queues(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                             [queue])
+    return not qs or not qs[0].exists
+
+
+def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:
+    from celeryctl.actions.restore import restore_rabbit, restore_redis
+
+    if c.target.broker_kind == "redis":
+        from celeryctl.collect.redis import connect_first, detect_layout
+
+        client, _ = connect_first(c.target.broker, c.target.timeout)
+        layout, _ = detect_layout(client, c.target.transport_options)
+        return restore_redis(client, layout, path, to)
+    from celeryctl.collect.rabbitmq import amqp_connect
+
+    conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                           name="celeryctl restore")
+    try:
+        ch = conn.channel()
+        counts = restore_rabbit(ch, path, to)
+        ch.close()  # a synchronous round trip: every publish before it reached the broker
+    finally:
+        conn.close()
+    return counts

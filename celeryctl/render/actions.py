@@ -1,0 +1,87 @@
+"""Plans and results of the guarded commands (purge, restore), as tables or JSON.
+Receives finished plans; decides nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from celeryctl.render.tables import _table, _v
+
+
+def _json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps({"schema": 1, **doc}, indent=2, default=str) + "\n")
+
+
+def plan_rows(plan) -> list[dict[str, Any]]:
+    return [{"queue": i.queue, "ready": i.ready, "buckets": i.buckets,
+             "in_flight_not_touched": i.unacked, "consumers": i.consumers,
+             "consumer_workers": list(i.consumer_workers), "internal": i.internal,
+             "first": [{"task": s.task, "id": s.id, "content_type": s.content_type,
+                        "priority_step": s.priority_step} for s in i.samples]}
+            for i in plan.items]
+
+
+def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str | None) -> None:
+    if c.fmt == "json":
+        _json({"kind": "purge-plan", "broker": plan.broker, "vhost": plan.vhost,
+               "queues": plan_rows(plan), "total": plan.total, "backup": backup,
+               "refusals": plan.refusals})
+        return
+    c.out.print(f"purge plan on {plan.broker}"
+                + (f" vhost {plan.vhost}" if plan.broker_kind != "redis" else ""), highlight=False)
+    t = _table()
+    for col in ("queue", "ready", "by priority", "in flight (kept)", "consumers", "first messages"):
+        t.add_column(col)
+    for i in plan.items:
+        buckets = " ".join(f"{k}:{v}" for k, v in (i.buckets or {}).items() if v) or "-"
+        first = "\n".join(f"{s.task or '?'} {s.id or ''}".strip() for s in i.samples) or \
+            ("-" if sampled else "(not sampled)")
+        cons = _v(i.consumers) + (f" ({', '.join(i.consumer_workers)})"
+                                  if i.consumer_workers else "")
+        t.add_row(i.queue, _v(i.ready), buckets, _v(i.unacked), cons, first)
+    if plan.items:
+        c.out.print(t)
+    c.out.print(f"{plan.total} ready messages in {len(plan.items)} queue(s) would be deleted"
+                + (f"; backup to {backup} first" if backup else "; no backup (--backup FILE)"),
+                highlight=False)
+    if not sampled and sample_note:
+        c.err.print(f"note: first messages not shown: {sample_note}", highlight=False)
+
+
+def render_purge_result(c, results, after: dict[str, int | None], *, backup: str | None) -> None:
+    rows = [{"queue": r.queue, "purged": r.purged, "backed_up": r.backed_up if backup else None,
+             "remaining": after.get(r.queue), "error": r.error, "put_back": r.put_back}
+            for r in results]
+    if c.fmt == "json":
+        _json({"kind": "purge-result", "queues": rows, "backup": backup})
+    else:
+        for r in rows:
+            line = f"{r['queue']}: purged {r['purged']}, remaining {_v(r['remaining'])}"
+            if backup:
+                line += f", backed up {r['backed_up']}"
+            c.out.print(line, highlight=False)
+            if r["error"]:
+                c.err.print(f"error on {r['queue']}: {r['error']}"
+                            + (f" — {r['put_back']} messages put back, nothing lost"
+                               if r["put_back"] else " — unacked messages returned to the queue"),
+                            highlight=False)
+        if backup:
+            c.out.print(f"backup: {backup}  (celeryctl restore {backup})", highlight=False)
+
+
+def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> None:
+    if c.fmt == "json":
+        _json({"kind": "restore-plan", "file": path, "header": info.header,
+               "complete": info.complete, "queues": rows})
+        return
+    h = info.header
+    c.out.print(f"restore plan: {info.count} messages from {path} (purged from {h.get('broker')}"
+                f" at {h.get('created')}) to {c.target.broker_redacted}", highlight=False)
+    t = _table()
+    for col in ("queue", "messages", "ready now"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["queue"], _v(r["messages"]), _v(r["ready now"]))
+    c.out.print(t)
