@@ -85,9 +85,8 @@ class BackupWriter:
     count: int = 0
 
     def open(self, header: dict[str, Any]) -> None:
-        if self.path.exists():
-            raise BackupError(f"{self.path} exists: celeryctl never overwrites a backup")
         try:
+            # "x": never overwrite a backup, even one created since the plan was made
             self.fh = open(self.path, "x", encoding="utf-8")  # noqa: SIM115 - closed in close()
             os.chmod(self.path, 0o600)  # task arguments can be sensitive
             self._line({"celeryctl_backup": FORMAT,

@@ -237,7 +237,6 @@ def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | 
         res.purged = int(getattr(frame.method, "message_count", 0) or 0)
         return res
     left = planned
-    tag = None
     try:
         while left > 0:
             window = min(CHUNK, left)
@@ -252,11 +251,10 @@ def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | 
                 batch += 1
                 if batch >= window:
                     break
-            tag = last_tag
             if batch == 0:
                 break
             backup.sync()
-            channel.basic_ack(delivery_tag=tag, multiple=True)
+            channel.basic_ack(delivery_tag=last_tag, multiple=True)
             res.purged += batch
             res.backed_up += batch
             left -= batch

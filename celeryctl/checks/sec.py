@@ -23,6 +23,11 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _remote_hosts(snap) -> list[str]:
+    """The broker URL's hosts that are not loopback."""
+    return [h for h in snap.broker_hosts if not _loopback(h)]
+
+
 def _with_password(url: str) -> bool:
     return "***" in url  # the target URL is redacted: a password shows as ***
 
@@ -69,7 +74,7 @@ def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
     url = snap.target.get("broker") or ""
     if _with_password(url):
         return
-    hosts = [h for h in snap.broker_hosts if not _loopback(h)]
+    hosts = _remote_hosts(snap)
     if hosts:
         yield Finding(Severity.WARNING, f"broker {url}", "Redis broker reached without a password",
                       evidence={"hosts": hosts}, hint="Enable requirepass or ACLs.",
@@ -105,7 +110,7 @@ def cleartext_credentials(snap, limits: Limits) -> Iterator[Finding]:
     scheme = url.split("://", 1)[0]
     if not _with_password(url) or scheme not in ("redis", "amqp", "pyamqp"):
         return
-    hosts = [h for h in snap.broker_hosts if not _loopback(h)]
+    hosts = _remote_hosts(snap)
     if hosts:
         yield Finding(Severity.WARNING, f"broker {url}",
                       "credentials sent in clear text to a remote broker",
@@ -143,7 +148,7 @@ def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
     guest (`rabbitmqctl delete_user guest`).
     """
     url = snap.target.get("broker") or ""
-    remote = [h for h in snap.broker_hosts if not _loopback(h)]
+    remote = _remote_hosts(snap)
     userinfo = url.split("://", 1)[-1].split("@", 1)[0] if "@" in url else ""
     user = userinfo.split(":", 1)[0] if userinfo else "guest"
     if user != "guest":
@@ -154,7 +159,7 @@ def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["rabbitmqctl delete_user guest"])
         return
     exposed = _rabbit_exposed(snap)
-    if exposed and (snap.observed("broker") or snap.observed("rabbit_server")):
+    if exposed:  # listeners come from the API, which guest (or no user) just logged in to
         yield Finding(Severity.WARNING, f"broker {url}",
                       "the guest user works on a node whose AMQP listener is open beyond "
                       "loopback: other hosts are kept out only while loopback_users keeps its "

@@ -61,9 +61,11 @@ def _audit(c, audit_log: str | None, command: str, result: str, subjects: list[s
         c.err.print(f"warning: could not append to the {err}")
 
 
-def _reread(c, names: list[str]) -> dict[str, int | None]:
-    """Depth after acting. On RabbitMQ from AMQP passive declares: the management API's
-    counts lag by its statistics interval (5 s by default) and would show the old depth."""
+def _depths(c, names: list[str]) -> dict[str, Any] | None:
+    """The named queues as they are now: name -> QueueDepth; None when the broker could not
+    be reached (the reason is printed). On RabbitMQ
+    from AMQP passive declares: the management API's counts lag by its statistics interval
+    (5 s by default) and would show the old depth."""
     import dataclasses
 
     from celeryctl.collect import gather
@@ -74,15 +76,25 @@ def _reread(c, names: list[str]) -> dict[str, int | None]:
         try:
             qs = collect_amqp_queues(c.target.broker, c.target.timeout,
                                      c.target.effective_vhost, names)
-        except (ConnectionError, OSError):
-            return dict.fromkeys(names)
-        return {q.name: q.ready for q in qs}
+        except (ConnectionError, OSError) as exc:
+            c.err.print(f"unreachable: broker {c.target.broker_redacted}: {exc}",
+                        highlight=False)
+            return None
+    else:
+        g = gather(dataclasses.replace(c.target, queues=tuple(names)), queues=True)
+        if not g.queues.ok:
+            c.footer(g)
+            return None
+        qs = g.queues.value
+    return {q.name: q for q in qs if q.name in names}
 
-    t = dataclasses.replace(c.target, queues=tuple(names))
-    g = gather(t, queues=True)
-    if not g.queues.ok:
-        return dict.fromkeys(names)
-    return {q.name: q.ready for q in g.queues.value if q.name in names}
+
+def _ready(depths: dict[str, Any] | None, names: list[str]) -> dict[str, int | None]:
+    return {n: depths[n].ready if depths and n in depths else None for n in names}
+
+
+def _reread(c, names: list[str]) -> dict[str, int | None]:
+    return _ready(_depths(c, names), names)
 
 
 def register(app: typer.Typer) -> None:
@@ -272,9 +284,12 @@ def restore(
     except BackupError as exc:
         raise UsageError(str(exc)) from None
     targets = {to: info.count} if to else dict(info.per_queue)
-    before = _reread(c, list(targets))
+    now = _depths(c, list(targets))
+    if now is None:
+        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    before = _ready(now, list(targets))
     if c.target.broker_kind != "redis":
-        missing = [q for q in targets if before.get(q) is None or _missing(c, q)]
+        missing = [q for q in targets if q not in now or not now[q].exists]
         if missing:
             c.err.print(f"refused: no queue {', '.join(missing)} in vhost "
                         f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
@@ -311,14 +326,6 @@ def restore(
            list(counts), {q: {"restored": n, "ready_after": after.get(q)}
                           for q, n in counts.items()})
     raise typer.Exit(0)
-
-
-def _missing(c, queue: str) -> bool:
-    from celeryctl.collect.rabbitmq import collect_amqp_queues
-
-    qs = collect_amqp_queues(c.target.broker, c.target.timeout, c.target.effective_vhost,
-                             [queue])
-    return not qs or not qs[0].exists
 
 
 def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:

@@ -332,7 +332,10 @@ def describe_amqp_error(exc: BaseException) -> str | None:
     if isinstance(exc, pe.AMQPConnectionError):
         inner = exc.args[0] if exc.args else None
         if inner is not None and isinstance(inner, BaseException):
-            return describe_amqp_error(inner)
+            why = describe_amqp_error(inner)
+            if why:
+                return why
+        # pika wraps socket errors in its connector's own exceptions: read the text
         text = repr(exc).lower()
         if "refused" in text:
             return "connection refused"

@@ -436,10 +436,6 @@ def _queue_growing(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "1.5"]
 
 
-def _rabbit_node(ctx: ScenarioContext, i: int = 0) -> dict:
-    return ctx.rabbitmq_nodes[i]
-
-
 def _api_nodes(ctx: ScenarioContext) -> list[dict]:
     return _api(ctx, "GET", "/nodes")
 
@@ -450,7 +446,7 @@ def _disk_alarm(ctx: ScenarioContext) -> None:
     from celeryctl.lab.servers import rabbitmqctl
 
     _dlx_policy(ctx)
-    rabbitmqctl(_rabbit_node(ctx), "set_disk_free_limit", "100000GB")
+    rabbitmqctl(ctx.rabbitmq_nodes[0], "set_disk_free_limit", "100000GB")
     _wait_until(lambda: any(n.get("disk_free_alarm") for n in _api_nodes(ctx)),
                 "the disk alarm")
 
@@ -459,7 +455,7 @@ def _node_down(ctx: ScenarioContext) -> None:
     from celeryctl.lab.servers import rabbitmqctl
 
     _dlx_policy(ctx)
-    rabbitmqctl(_rabbit_node(ctx, 1), "stop_app")
+    rabbitmqctl(ctx.rabbitmq_nodes[1], "stop_app")
     _wait_until(lambda: any(n.get("running") is False for n in _api_nodes(ctx)),
                 "the second node reported down")
 
