@@ -377,7 +377,7 @@ def _evictions_happened(ctx: ScenarioContext) -> None:
 
 def _memory_growth(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "2"]
-    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(80, 12))
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(160, 30))
     # doctor's two samples must fall while the task allocates, not before it starts
     _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.grow_memory"), "the task running")
 

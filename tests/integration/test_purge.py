@@ -76,7 +76,7 @@ def test_redis_dry_run_purge_backup_restore_roundtrip(redis_server, tmp_path):
 
 
 def test_redis_refusals_delete_nothing(redis_server, tmp_path):
-    url = redis_server["url"].rsplit("/", 1)[0] + "/4"
+    url = redis_server["url"].rsplit("/", 1)[0] + "/15"
     r = _redis(url)
     r.flushdb()
     _publish(url, "reports", 5)

@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import redis
 from kombu import Connection, Exchange, Queue
 
 from tests.conftest import run_cli, run_json
@@ -44,6 +45,7 @@ def test_depth_sums_priority_sublists(redis_server):
 
 def test_global_keyprefix_configured_and_detected(redis_server, tmp_path):
     url = _db(redis_server["url"], 4)
+    redis.Redis.from_url(url).flushdb()  # detection needs a db with nothing unprefixed on it
     q = f"pfx-{uuid.uuid4().hex[:6]}"
     _publish(url, q, [0, 3, 3, 9], prefix="myapp:")
     # detected: nothing unprefixed on this db, one prefix found

@@ -28,7 +28,8 @@ def test_scenario(name, tmp_path):
         code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir},
                                         prefix=st.run_prefix)
         found = {f["code"] for f in doc["findings"]}
-        detail = json.dumps(doc["findings"], indent=1)
+        detail = json.dumps({"findings": doc["findings"], "skipped": doc.get("skipped"),
+                             "sources": doc.get("sources")}, indent=1)
         if not sc.expects:
             assert doc["findings"] == [] and code == 0, detail
         else:
