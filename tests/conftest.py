@@ -98,19 +98,45 @@ def vhost(rabbit):
     requests.delete(f"{api}/vhosts/{name}", auth=auth, timeout=5)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
-            input: str | None = None, prefix: list[str] | tuple[str, ...] = ()):
-    """Run the installed package as a subprocess; returns (code, stdout, stderr, seconds).
-    `prefix` runs it under another command (a lab's `nsenter ...` into its namespace)."""
+def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items()
          if not k.startswith(("CELERY_", "CELERYCTL_"))}
     e["CELERYCTL_CONFIG"] = "/nonexistent/celeryctl.toml"
     e["NO_COLOR"] = "1"
     e.update(env or {})
+    return e
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+            input: str | None = None, prefix: list[str] | tuple[str, ...] = ()):
+    """Run the installed package as a subprocess; returns (code, stdout, stderr, seconds).
+    `prefix` runs it under another command (a lab's `nsenter ...` into its namespace)."""
     t0 = time.monotonic()
-    p = subprocess.run([*prefix, *CELERYCTL, *args], capture_output=True, text=True, env=e,
-                       timeout=timeout, cwd=str(ROOT), input=input)
+    p = subprocess.run([*prefix, *CELERYCTL, *args], capture_output=True, text=True,
+                       env=_cli_env(env), timeout=timeout, cwd=str(ROOT), input=input)
     return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
+
+
+def run_tty(*args: str, answer: str, env: dict[str, str] | None = None,
+            timeout: float = 60.0):
+    """Run with stdin on a pseudo-terminal (so the typed confirmation is asked) and type
+    `answer`; returns (code, stdout, stderr)."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([*CELERYCTL, *args], stdin=slave, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_cli_env(env),
+                             cwd=str(ROOT))
+        os.close(slave)
+        slave = -1
+        os.write(master, (answer + "\n").encode())
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return p.returncode, out, err
 
 
 def run_json(*args: str, **kw):

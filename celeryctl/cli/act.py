@@ -27,6 +27,14 @@ AuditLog = typer.Option(None, "--audit-log", metavar="PATH", help="Audit log [de
                         "~/.local/state/celeryctl/audit.log].", rich_help_panel="Guard")
 
 
+def action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile):
+    """The Ctx of a guarded command: broker-side only (no result backend, no --queue)."""
+    from celeryctl.cli.read import Ctx
+
+    return Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
+               vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+
+
 def _guard(c, names: list[str], noun: str, confirm: bool, yes: bool) -> bool:
     """True to act; False for a dry run. Raises typer.Exit(64) when refused."""
     from celeryctl.actions.guard import Decision, confirmation_token, decide
@@ -125,13 +133,11 @@ def purge(
     import dataclasses
 
     from celeryctl.actions.purge import plan_purge, worker_queues
-    from celeryctl.cli.read import Ctx
     from celeryctl.collect import gather
     from celeryctl.render.actions import render_plan
     from celeryctl.status import UsageError
 
-    c = Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
     if not queues and not all_worker_queues:
         raise UsageError("name the queues to purge, or pass --all-worker-queues")
     bpath = Path(backup).expanduser() if backup else None
@@ -273,11 +279,9 @@ def restore(
     """Republish a purge backup in its original order and priorities — a dry run unless
     --confirm."""
     from celeryctl.actions.backup import BackupError, inspect_backup
-    from celeryctl.cli.read import Ctx
     from celeryctl.status import UsageError
 
-    c = Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
     path = Path(file).expanduser()
     try:
         info = inspect_backup(path)

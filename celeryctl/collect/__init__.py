@@ -47,6 +47,9 @@ class Gathered:
     samples: Observed = field(default_factory=_not_collected)
     host_addresses: dict[str, list[str]] = field(default_factory=dict)
     local_pids: dict[str, int] = field(default_factory=dict)  # "ip:port" -> pid on this host
+    # the transport options remote control used (with a detected global_keyprefix), so a
+    # control command sent after this gather reaches the same pidbox keys
+    worker_options: dict[str, Any] | None = None
     sources: list[SourceStatus] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     elapsed_seconds: float = 0.0
@@ -152,6 +155,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     options = dict(target.transport_options)
     if layout.prefix:
         options["global_keyprefix"] = layout.prefix
+    g.worker_options = options
 
     want_workers = bool(methods) or queues or connections
     worker_methods = tuple(methods) or (("active_queues",) if queues else ("ping",))
@@ -393,6 +397,30 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
 
 
 # --- shared ------------------------------------------------------------------------------
+
+def send_control(target: Target, method: str, arguments: dict[str, Any], *,
+                 destination: list[str] | None, wanted: list[str],
+                 options: dict[str, Any] | None = None, reply: bool = True) -> Observed:
+    """One remote-control command (`celeryctl control`): published to the pidbox fanout with
+    `destination` (None: every worker), replies collected until every `wanted` node answered or
+    the timeout passed. `reply=False` (shutdown) only publishes. Errors -> Observed(error)."""
+    from celeryctl.collect.bounded import describe_error
+    from celeryctl.collect.workers import collect_workers
+
+    control = "celery"
+    if target.app and target.app.settings.get("control_exchange"):
+        control = str(target.app.settings["control_exchange"])
+    started = time.monotonic()
+    expected = Observed(value=list(wanted), source="the workers that answered the plan's ping")
+    try:
+        return collect_workers(target.broker,
+                               target.transport_options if options is None else options,
+                               (method,), target.timeout, started + target.timeout,
+                               lambda: expected, destination, control,
+                               arguments={method: arguments}, reply=reply)
+    except Exception as exc:  # noqa: BLE001 - any transport failure is "could not send"
+        return Observed(error=describe_error(exc), elapsed_seconds=time.monotonic() - started)
+
 
 def _collect_workers(target: Target, options: dict[str, Any], methods: tuple[str, ...],
                      timeout: float, deadline: float, expected, destination) -> Observed:

@@ -82,10 +82,17 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
                     methods: tuple[str, ...], timeout: float, deadline: float,
                     expected: Callable[[], Observed | None] | None = None,
                     destination: list[str] | None = None,
-                    control_exchange: str = "celery") -> Observed:
+                    control_exchange: str = "celery",
+                    arguments: dict[str, dict[str, Any]] | None = None,
+                    reply: bool = True) -> Observed:
     """Broadcast `methods` and collect per-worker raw replies until every expected node answered
     or `timeout` passed. `expected()` returns an Observed list of node names when known (polled:
-    it may be computed concurrently), or None while still unknown."""
+    it may be computed concurrently), or None while still unknown.
+
+    The control commands (`celeryctl control`) go through here too: `arguments` per method
+    (Celery's argument names: `{"pool_grow": {"n": 2}}`), and `reply=False` for `shutdown`,
+    which a worker never answers (it is published without a ticket, as Celery does, and the
+    function returns at once with no nodes)."""
     from celery import Celery
     from kombu import Consumer, Producer
     from kombu.common import maybe_declare
@@ -100,22 +107,33 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
         mailbox = app.control.mailbox(conn)
         chan = conn.default_channel
         reply_queue = mailbox.reply_queue(chan)
-        maybe_declare(reply_queue)
+        if reply:
+            maybe_declare(reply_queue)
         tickets: dict[str, str] = {}
         with Producer(chan) as producer:
             for method in methods:
-                ticket = str(uuid.uuid4())
-                tickets[ticket] = method
+                body: dict[str, Any] = {
+                    "method": method,
+                    "arguments": (arguments or {}).get(method, INSPECT_METHODS.get(method, {})),
+                    "destination": destination, "pattern": None, "matcher": None}
+                if reply:
+                    ticket = str(uuid.uuid4())
+                    tickets[ticket] = method
+                    body.update(ticket=ticket,
+                                reply_to={"exchange": mailbox.reply_exchange.name,
+                                          "routing_key": mailbox.oid})
                 producer.publish(
-                    {"method": method, "arguments": INSPECT_METHODS.get(method, {}),
-                     "destination": destination, "pattern": None, "matcher": None,
-                     "ticket": ticket,
-                     "reply_to": {"exchange": mailbox.reply_exchange.name,
-                                  "routing_key": mailbox.oid}},
-                    exchange=mailbox.exchange.name, declare=[mailbox.exchange],
+                    body, exchange=mailbox.exchange.name, declare=[mailbox.exchange],
                     headers={"clock": mailbox.clock.forward(), "expires": time.time() + timeout},
                     serializer="json", retry=False,
                 )
+        if not reply:
+            view = WorkersView(nodes=(), methods=tuple(methods), expected=None,
+                               expected_source=None, expected_error=None,
+                               waited_seconds=time.monotonic() - started, returned_early=True,
+                               foreign_replies=0, foreign_content_types=())
+            return Observed(value=view, source=f"workers via {ep.kind} {ep.address}",
+                            elapsed_seconds=time.monotonic() - started)
 
         # replies[(method)] -> list of (node, reply); order of arrival kept
         replies: dict[str, list[tuple[str, Any]]] = {m: [] for m in methods}

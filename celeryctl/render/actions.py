@@ -85,3 +85,49 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
     for r in rows:
         t.add_row(r["queue"], _v(r["messages"]), _v(r["ready now"]))
     c.out.print(t)
+
+
+def render_control_plan(c, plan) -> None:
+    """The plan, before anything is sent (tables only: JSON prints one document at the end)."""
+    if c.fmt == "json":
+        return
+    where = (", ".join(plan.destination) if plan.destination
+             else f"every worker ({len(plan.targets)} answering)")
+    args = " ".join(f"{k}={v}" for k, v in plan.arguments.items())
+    c.out.print(f"control {plan.command}{' ' + args if args else ''} -> {where}",
+                highlight=False)
+    for d in plan.disruptive:
+        c.out.print(f"  disruptive: {d}", highlight=False)
+    for n in plan.notes:
+        c.out.print(f"  note: {n}", highlight=False)
+
+
+def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
+    """One row per worker: answered or not, its reply, and what it reports afterwards.
+    `rows` None: nothing was sent (dry run, refusal)."""
+    if c.fmt == "json":
+        _json({"kind": "control", "command": plan.command, "method": plan.method,
+               "arguments": plan.arguments, "destination": plan.destination,
+               "targets": plan.targets, "disruptive": plan.disruptive, "notes": plan.notes,
+               "refusals": plan.refusals, "sent": rows is not None, "workers": rows})
+        return
+    if rows is None:
+        return
+    t = _table()
+    verify = any("after" in r for r in rows)
+    cols = ["worker", "answered", "result"] + (["after"] if verify else [])
+    for col in cols:
+        t.add_column(col)
+    from rich.markup import escape
+
+    for r in rows:
+        answered = {True: "yes", False: "[red]no[/]", None: "-"}[r["answered"]]
+        result = escape(r["result"]) if r["ok"] else f"[red]{escape(r['result'])}[/]"
+        if not r["targeted"]:
+            result += " (not targeted)"
+        cells = [escape(r["worker"]), answered, result]
+        if verify:
+            after = escape(r.get("after", "-"))
+            cells.append(after if r.get("took_effect", True) else f"[yellow]{after}[/]")
+        t.add_row(*cells)
+    c.out.print(t)
