@@ -226,6 +226,7 @@ class Connection:
     channels: int | None = None
     heartbeat_seconds: int | None = None
     role: str | None = None  # consumer-brpop | pubsub | pool | celeryctl | ...
+    consumers: int | None = None  # RabbitMQ: consumers on its channels (None: not known)
     worker: str | None = None  # attributed worker node name(s)
     worker_match: str | None = None  # "exact" (pidbox consumer / name) | "host"
     raw: dict[str, Any] = field(default_factory=dict)

@@ -179,7 +179,7 @@ def connection_row(c: Connection) -> dict[str, Any]:
         "broker": c.broker, "address": c.address, "name": c.name, "id": c.id,
         "age_seconds": _round(c.age_seconds), "idle_seconds": _round(c.idle_seconds),
         "command": c.command, "state": c.state, "flags": c.flags, "role": c.role, "db": c.db,
-        "user": c.user, "vhost": c.vhost, "channels": c.channels,
+        "user": c.user, "vhost": c.vhost, "channels": c.channels, "consumers": c.consumers,
         "heartbeat_seconds": c.heartbeat_seconds, "worker": c.worker,
         "worker_match": c.worker_match,
     }

@@ -106,8 +106,11 @@ def _reread(c, names: list[str]) -> dict[str, int | None]:
 
 
 def register(app: typer.Typer) -> None:
+    from celeryctl.cli.read import connections_app
+
     app.command("purge")(purge)
     app.command("restore")(restore)
+    connections_app.command("kill")(kill)
 
 
 def purge(
@@ -162,19 +165,23 @@ def purge(
                       include_internal=include_internal)
     render_plan(c, plan, backup=str(bpath) if bpath else None,
                 sampled=g.samples.ok, sample_note=None if g.samples.ok else g.samples.error)
+    from celeryctl.render.actions import render_purge_json
+
     if plan.refusals:
         for r in plan.refusals:
             c.err.print(f"refused: {r}")
         c.err.print("nothing changed.")
+        render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         _audit(c, audit_log, "purge", "refused", names, {}, reasons=plan.refusals)
         raise typer.Exit(int(ExitStatus.USAGE))
     if not _guard(c, plan.names, "queue", confirm, yes):
+        render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         raise typer.Exit(0)
     results, error = _execute_purge(c, plan, bpath)
     after = _reread(c, plan.names)
     from celeryctl.render.actions import render_purge_result
 
-    render_purge_result(c, results, after, backup=str(bpath) if bpath else None)
+    render_purge_result(c, plan, results, after, backup=str(bpath) if bpath else None)
     counts = {r.queue: {"purged": r.purged, "backed_up": r.backed_up, "remaining":
                         after.get(r.queue)} for r in results}
     failed = error or next((r.error for r in results if r.error), None)
@@ -301,7 +308,7 @@ def restore(
                         f"Nothing changed.")
             raise typer.Exit(int(ExitStatus.USAGE))
     rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in targets.items()]
-    from celeryctl.render.actions import render_restore_plan
+    from celeryctl.render.actions import render_restore_json, render_restore_plan
 
     render_restore_plan(c, info, rows, path=str(path))
     if not info.complete:
@@ -309,8 +316,10 @@ def restore(
                     f"its {info.count} messages are all it deleted")
     if info.count == 0:
         c.err.print("nothing to restore.")
+        render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(0)
     if not _guard(c, list(targets), "queue", confirm, yes):
+        render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(0)
     try:
         counts = _execute_restore(c, path, to)
@@ -321,8 +330,14 @@ def restore(
     after = _reread(c, list(targets))
     short = {q: n for q, n in counts.items() if before.get(q) is not None and after.get(q)
              is not None and after[q] - before[q] < n}
+    if c.fmt == "json":
+        render_restore_json(c, info, rows, path=str(path), result={
+            q: {"restored": n, "ready_before": before.get(q), "ready_after": after.get(q)}
+            for q, n in counts.items()})
     for q, n in counts.items():
-        c.out.print(f"restored {n} messages to {q}: ready {before.get(q)} -> {after.get(q)}")
+        if c.fmt != "json":
+            c.out.print(f"restored {n} messages to {q}: ready {before.get(q)} -> "
+                        f"{after.get(q)}")
     if short:
         c.err.print("warning: fewer ready messages than restored in "
                     + ", ".join(short) + " (workers may already be consuming them)")
@@ -352,3 +367,144 @@ def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:
     finally:
         conn.close()
     return counts
+
+
+def kill(
+    ctx: typer.Context,
+    idle_over: float | None = typer.Option(None, "--idle-over", metavar="SECONDS", min=0,
+                                           help="Connections idle at least this long."),
+    address: list[str] = typer.Option(None, "--address", metavar="HOST[:PORT]",
+                                      help="Only this peer (repeatable). The exact HOST:PORT "
+                                      "of a consumer closes it even so."),
+    name: list[str] = typer.Option(None, "--name", metavar="NAME", help="Only clients with "
+                                   "this name (glob; repeatable). An exact name of a consumer "
+                                   "closes it even so."),
+    confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
+    fmt: o.Format = "table",
+) -> None:
+    """Close stale broker connections (Redis CLIENT KILL ID, RabbitMQ management API) — never
+    a live consumer unless named by its exact address — a dry run unless --confirm.
+
+    Exit status: 0 closed (or dry run, or nothing matched), 2 some could not be closed, 3 the
+    broker (or management API) could not be read, 64 refused."""
+    from celeryctl.actions.kill import KillFilters, plan_kill
+    from celeryctl.collect import gather
+    from celeryctl.render.actions import render_kill_json, render_kill_plan
+    from celeryctl.views import attribute_connections
+
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
+    f = KillFilters(idle_over, tuple(address or ()), tuple(name or ()))
+    g = gather(c.target, connections=True, workers=("stats",))
+    if not g.connections.ok:
+        c.footer(g)
+        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    conns = attribute_connections(g.connections.value, g.workers.value if g.workers.ok
+                                  else None, g.host_addresses, g.local_pids)
+    plan = plan_kill(conns, f)
+    render_kill_plan(c, plan)
+    if plan.refusals:
+        for r in plan.refusals:
+            c.err.print(f"refused: {r}", highlight=False)
+        render_kill_json(c, plan, None)
+        raise typer.Exit(int(ExitStatus.USAGE))
+    if not plan.selected:
+        c.err.print("no connection to close.")
+        render_kill_json(c, plan, None)
+        raise typer.Exit(0)
+    if not _guard(c, plan.labels, "connection", confirm, yes):
+        render_kill_json(c, plan, None)
+        raise typer.Exit(0)
+    outcome = _execute_kill(c, plan, f)
+    if outcome is None:
+        render_kill_json(c, plan, None)
+        _audit(c, audit_log, "connections kill", "failed: broker unreachable", plan.labels, {})
+        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    from celeryctl.render.actions import render_kill_result
+
+    render_kill_result(c, plan, outcome)
+    failed = [r for r in outcome if r["result"].startswith("error")]
+    _audit(c, audit_log, "connections kill" + (f" --idle-over {idle_over:g}"
+                                               if idle_over is not None else ""),
+           "ok" if not failed else f"failed: {len(failed)} not closed",
+           [r["address"] for r in outcome],
+           {"planned": len(plan.selected),
+            "closed": sum(1 for r in outcome if r["result"].startswith("closed")),
+            "left": sum(1 for r in outcome if r["result"].startswith("left"))})
+    raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
+
+
+def _execute_kill(c, plan, f) -> list[dict[str, Any]] | None:
+    """Check the plan against a fresh listing, close what it still selects, and verify with
+    one more listing. None when the broker could not be read."""
+    from celeryctl.actions.kill import still_selected
+
+    def listing():
+        from celeryctl.collect import gather
+
+        g = gather(c.target, connections=True)
+        if not g.connections.ok:
+            c.footer(g)
+            return None
+        return g.connections.value
+
+    now = listing()
+    if now is None:
+        return None
+    go, left = still_selected(plan, now, f)
+    rows = [{"address": x.address, "id": x.id, "result": "left open: " + why}
+            for x, why in left]
+    errors: dict[str, str] = {}
+    if c.target.broker_kind == "redis":
+        from celeryctl.collect.redis import connect_first
+
+        client, _ = connect_first(c.target.broker, c.target.timeout)
+        for x in go:
+            try:
+                if not client.execute_command("CLIENT KILL", "ID", x.id):
+                    errors[x.id] = "already closed"
+            except Exception as exc:  # noqa: BLE001 - report, keep going
+                errors[x.id] = str(exc)
+    else:
+        from urllib.parse import quote
+
+        from celeryctl.collect.rabbitmq import ManagementAPI, ManagementError
+
+        api = ManagementAPI(c.target.rabbitmq_api, c.target.timeout)
+        try:
+            for x in go:
+                idle = f"idle {x.idle_seconds:.0f} s" if x.idle_seconds is not None else "named"
+                try:
+                    api.delete(f"/connections/{quote(x.id or '', safe='')}",
+                               headers={"X-Reason": f"closed by celeryctl connections kill "
+                                                    f"({idle})"})
+                except ManagementError as exc:
+                    errors[x.id or ""] = str(exc)
+        finally:
+            api.close()
+    # the management API lists a closed connection until its next statistics event: poll
+    import time
+
+    end = time.monotonic() + max(5.0, c.target.timeout)
+    while True:
+        after = listing() or []
+        still = {x.id for x in after}
+        # RabbitMQ keeps a connection "closing" until the client answers close-ok: a client
+        # that does no I/O (a leak) never does; the broker has closed it all the same
+        closing = {x.id for x in after if x.state in ("closing", "closed")}
+        if not (still - closing) & {x.id for x in go} or time.monotonic() >= end:
+            break
+        time.sleep(0.5)
+    for x in go:
+        if x.id in errors and errors[x.id] != "already closed":
+            rows.append({"address": x.address, "id": x.id, "result": f"error: {errors[x.id]}"})
+        elif x.id in closing:
+            rows.append({"address": x.address, "id": x.id,
+                         "result": "closed (closing: the client has not acknowledged)"})
+        elif x.id in still:
+            rows.append({"address": x.address, "id": x.id,
+                         "result": "error: still listed after closing"})
+        else:
+            rows.append({"address": x.address, "id": x.id, "result": "closed"})
+    return rows

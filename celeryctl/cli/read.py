@@ -173,6 +173,29 @@ def inspect(
     raise typer.Exit(int(_workers_status(g)))
 
 
+def _group(help_text: str) -> typer.Typer:
+    """A command that lists by itself and has subcommands (`queues watch`, `connections
+    kill`); options given before the subcommand are passed down to it (`_pass_down`)."""
+    return typer.Typer(help=help_text, invoke_without_command=True, rich_markup_mode=None,
+                       add_completion=False)
+
+
+def _pass_down(ctx: typer.Context, *flags) -> bool:
+    """True when a subcommand runs: this group's options become its defaults."""
+    if ctx.invoked_subcommand is None:
+        return False
+    ctx.obj = dict(ctx.obj or {})
+    ctx.obj["flags"] = o.collect_flags(ctx, *flags)
+    return True
+
+
+queues_app = _group(
+    "True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, "
+    "consumers, rates. Exit 0 observed, 3 the broker could not be read. `queues watch` is "
+    "the live view.")
+
+
+@queues_app.callback()
 def queues(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
@@ -184,6 +207,9 @@ def queues(
 ) -> None:
     """True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, consumers,
     rates. Exit 0 observed, 3 the broker could not be read."""
+    if _pass_down(ctx, broker, result_backend, rabbitmq_api, vhost, queue, timeout, app_,
+                  profile):
+        return
     from celeryctl.collect import gather
     from celeryctl.status import ExitStatus
     from celeryctl.views import queue_rows
@@ -225,6 +251,13 @@ def queues(
     raise typer.Exit(int(ExitStatus.OK if g.queues.ok else ExitStatus.UNKNOWN))
 
 
+connections_app = _group(
+    "Redis clients (CLIENT LIST) or RabbitMQ connections, with the worker each belongs "
+    "to. Exit 0 observed, 3 the broker (or management API) could not be read. "
+    "`connections kill` closes stale ones.")
+
+
+@connections_app.callback()
 def connections(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
@@ -233,6 +266,9 @@ def connections(
 ) -> None:
     """Redis clients (CLIENT LIST) or RabbitMQ connections, with the worker each belongs to.
     Exit 0 observed, 3 the broker (or management API) could not be read."""
+    if _pass_down(ctx, broker, result_backend, rabbitmq_api, vhost, queue, timeout, app_,
+                  profile):
+        return
     from celeryctl.collect import gather
     from celeryctl.status import ExitStatus
     from celeryctl.views import attribute_connections, connection_row
@@ -263,5 +299,5 @@ def connections(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(workers_app, name="workers")
-    app.command("queues")(queues)
-    app.command("connections")(connections)
+    app.add_typer(queues_app, name="queues")
+    app.add_typer(connections_app, name="connections")

@@ -225,17 +225,21 @@ def collect_rabbit_connections(api: ManagementAPI, vhost: str, now: float | None
     channels = api.get(f"/vhosts/{vq(vhost)}/channels") or []
     try:
         consumers = api.get(f"/consumers/{vq(vhost)}") or []
+        consumers_known = True
     except ManagementError:
-        consumers = []
+        consumers, consumers_known = [], False
     idle: dict[str, list[float | None]] = {}
     for ch in channels:
         cname = (ch.get("connection_details") or {}).get("name")
         since = parse_rabbit_time(ch.get("idle_since"))
         idle.setdefault(cname, []).append(None if since is None else max(0.0, now - since))
     owner: dict[str, str] = {}
+    per_conn: dict[str, int] = {}
     for c in consumers:
         qname = (c.get("queue") or {}).get("name", "")
         cname = (c.get("channel_details") or {}).get("connection_name")
+        if cname:
+            per_conn[cname] = per_conn.get(cname, 0) + 1
         if cname and qname.endswith(".celery.pidbox") and not qname.endswith(".reply.celery.pidbox"):
             owner[cname] = qname[: -len(".celery.pidbox")]
     out = []
@@ -257,7 +261,10 @@ def collect_rabbit_connections(api: ManagementAPI, vhost: str, now: float | None
             idle_seconds=conn_idle, command=c.get("state"), state=c.get("state"),
             user=c.get("user"), vhost=c.get("vhost"), channels=_int(c.get("channels")),
             heartbeat_seconds=_int(c.get("timeout")),
-            role="worker" if name in owner else None,
+            role="worker" if name in owner else (
+                "celeryctl" if str(props.get("connection_name") or "").startswith("celeryctl")
+                else None),
+            consumers=per_conn.get(name, 0) if consumers_known else None,
             worker=owner.get(name), worker_match="exact" if name in owner else None,
             raw={k: c.get(k) for k in ("name", "node", "protocol", "auth_mechanism",
                                        "recv_oct", "send_oct", "recv_cnt", "send_cnt",

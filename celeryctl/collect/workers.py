@@ -55,7 +55,9 @@ def kombu_connection(ep: Endpoint, timeout: float, transport_options: dict[str, 
         opts.update(socket_connect_timeout=timeout, socket_timeout=max(timeout, 2.0),
                     health_check_interval=0, ack_emulation=False)
     else:
-        opts.update(read_timeout=max(timeout, 2.0), write_timeout=timeout)
+        opts.update(read_timeout=max(timeout, 2.0), write_timeout=timeout,
+                    # named, so `connections` shows it as celeryctl's and `kill` never picks it
+                    client_properties={"connection_name": "celeryctl remote control"})
     url = ep.raw.replace("pyamqp://", "amqp://", 1) if ep.scheme == "pyamqp" else ep.raw
     return Connection(url, connect_timeout=timeout, heartbeat=0, transport_options=opts,
                       ssl=ep.scheme in ("amqps",) or None)

@@ -89,7 +89,7 @@ _grown: list = []
 @app.task(name="celeryctl.lab.demoapp.grow_memory")
 def grow_memory(megabytes: int, seconds: float) -> int:
     """A leak in slow motion: allocate `megabytes` over `seconds`, and keep it."""
-    steps = 20
+    steps = max(20, int(seconds * 2))  # a step every half second at most
     for _ in range(steps):
         _grown.append(bytearray(megabytes * 1024 * 1024 // steps))
         time.sleep(seconds / steps)

@@ -377,9 +377,14 @@ def _evictions_happened(ctx: ScenarioContext) -> None:
 
 def _memory_growth(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "2"]
-    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(160, 30))
-    # doctor's two samples must fall while the task allocates, not before it starts
+    # 20 MB a second for 40 s: every 2 s sample interval sees the peak RSS rise
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(800, 40))
+    # doctor's two samples must fall while the task allocates, and after the process's
+    # earlier peak (start-up) is passed: maxrss only moves once the current RSS exceeds it
     _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.grow_memory"), "the task running")
+    import time
+
+    time.sleep(4)
 
 
 def _stray_subscriber(ctx: ScenarioContext) -> None:

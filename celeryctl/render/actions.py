@@ -23,11 +23,14 @@ def plan_rows(plan) -> list[dict[str, Any]]:
             for i in plan.items]
 
 
+def purge_plan_doc(plan, backup: str | None) -> dict[str, Any]:
+    return {"broker": plan.broker, "vhost": plan.vhost, "queues": plan_rows(plan),
+            "total": plan.total, "backup": backup, "refusals": plan.refusals}
+
+
 def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str | None) -> None:
+    """The plan (JSON: one document, printed by render_purge_json when the run ends)."""
     if c.fmt == "json":
-        _json({"kind": "purge-plan", "broker": plan.broker, "vhost": plan.vhost,
-               "queues": plan_rows(plan), "total": plan.total, "backup": backup,
-               "refusals": plan.refusals})
         return
     c.out.print(f"purge plan on {plan.broker}"
                 + (f" vhost {plan.vhost}" if plan.broker_kind != "redis" else ""), highlight=False)
@@ -50,12 +53,19 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
         c.err.print(f"note: first messages not shown: {sample_note}", highlight=False)
 
 
-def render_purge_result(c, results, after: dict[str, int | None], *, backup: str | None) -> None:
+def render_purge_json(c, plan, *, backup: str | None, result: list | None) -> None:
+    """JSON mode: one document per run — the plan, and what was done (null: nothing)."""
+    if c.fmt == "json":
+        _json({"kind": "purge", "plan": purge_plan_doc(plan, backup), "result": result})
+
+
+def render_purge_result(c, plan, results, after: dict[str, int | None], *,
+                        backup: str | None) -> None:
     rows = [{"queue": r.queue, "purged": r.purged, "backed_up": r.backed_up if backup else None,
              "remaining": after.get(r.queue), "error": r.error, "put_back": r.put_back}
             for r in results]
     if c.fmt == "json":
-        _json({"kind": "purge-result", "queues": rows, "backup": backup})
+        render_purge_json(c, plan, backup=backup, result=rows)
     else:
         for r in rows:
             line = f"{r['queue']}: purged {r['purged']}, remaining {_v(r['remaining'])}"
@@ -71,10 +81,16 @@ def render_purge_result(c, results, after: dict[str, int | None], *, backup: str
             c.out.print(f"backup: {backup}  (celeryctl restore {backup})", highlight=False)
 
 
+def render_restore_json(c, info, rows: list[dict[str, Any]], *, path: str,
+                        result: dict[str, Any] | None) -> None:
+    """JSON mode: one document per run — the plan and what was restored (null: nothing)."""
+    if c.fmt == "json":
+        _json({"kind": "restore", "file": path, "header": info.header,
+               "complete": info.complete, "queues": rows, "result": result})
+
+
 def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> None:
     if c.fmt == "json":
-        _json({"kind": "restore-plan", "file": path, "header": info.header,
-               "complete": info.complete, "queues": rows})
         return
     h = info.header
     c.out.print(f"restore plan: {info.count} messages from {path} (purged from {h.get('broker')}"
@@ -131,3 +147,43 @@ def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
             cells.append(after if r.get("took_effect", True) else f"[yellow]{after}[/]")
         t.add_row(*cells)
     c.out.print(t)
+
+
+def render_kill_json(c, plan, rows: list[dict[str, Any]] | None) -> None:
+    """JSON mode: one document per run — the plan and what was done (null: nothing)."""
+    from celeryctl.views import connection_row
+
+    if c.fmt == "json":
+        _json({"kind": "connections-kill", "close": [connection_row(x) for x in plan.selected],
+               "protected": [{**connection_row(x), "reason": why} for x, why in plan.protected],
+               "refusals": plan.refusals, "connections": rows})
+
+
+def render_kill_plan(c, plan) -> None:
+    if c.fmt == "json":
+        return
+    from rich.markup import escape
+
+    from celeryctl.render.tables import human_seconds
+
+    t = _table()
+    for col in ("address", "name", "role", "idle", "age", "worker", "action"):
+        t.add_column(col)
+    for x in plan.selected:
+        t.add_row(x.address, _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+                  human_seconds(x.age_seconds), _v(x.worker), "[red]close[/]")
+    for x, why in plan.protected:
+        t.add_row(x.address, _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+                  human_seconds(x.age_seconds), _v(x.worker), f"keep: {escape(why)}")
+    if plan.selected or plan.protected:
+        c.out.print(t)
+    c.out.print(f"{len(plan.selected)} connection(s) would be closed, "
+                f"{len(plan.protected)} kept", highlight=False)
+
+
+def render_kill_result(c, plan, rows: list[dict[str, Any]]) -> None:
+    if c.fmt == "json":
+        render_kill_json(c, plan, rows)
+        return
+    for r in rows:
+        c.out.print(f"{r['address']}: {r['result']}", highlight=False)

@@ -104,7 +104,7 @@ def test_redis_consumers_attached_refused(redis_workers, tmp_path):
     assert code == 64 and "consumers attached" in err
     code, doc, err, _ = run_json("purge", "--all-worker-queues", "--broker", url)
     assert code == 64 and {"celery", "hipri"} <= {
-        r.split("'")[1] for r in doc["refusals"]}
+        r.split("'")[1] for r in doc["plan"]["refusals"]}
 
 
 def test_redis_publishes_during_purge_survive(redis_server, tmp_path):

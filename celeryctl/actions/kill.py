@@ -1,0 +1,123 @@
+"""`celeryctl connections kill`: close stale broker connections, never a live consumer.
+
+plan_kill (pure) picks the connections the filters match and sets aside the ones it protects:
+
+- a Redis client blocked in BRPOP (a worker's task consumer) or subscribed to pub/sub (its
+  remote control and events), and replication links;
+- a RabbitMQ connection with consumers on its channels, or whose consumers are unknown;
+- this celeryctl's own connection; a connection whose idle time is not known (RabbitMQ:
+  no channel) is not "idle over" anything.
+
+A protected connection is closed only when named explicitly: `--address` equal to its exact
+`host:port`, or `--name` equal to its exact client name (no wildcard). Right before acting, the
+plan is checked again against a fresh listing (`still_selected`): a connection that became a
+consumer, woke up, or went away in the meantime is left alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from celeryctl.snapshot import Connection
+
+PROTECTED_REDIS_ROLES = {
+    "consumer": "a live consumer (blocked in BRPOP)",
+    "pubsub": "subscribed to pub/sub (a worker's remote control or events)",
+    "replication": "a replication link",
+}
+WILDCARDS = set("*?[")
+
+
+@dataclass(frozen=True)
+class KillFilters:
+    idle_over: float | None = None
+    addresses: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.idle_over is None and not self.addresses and not self.names
+
+
+@dataclass(frozen=True)
+class KillPlan:
+    selected: list[Connection]
+    protected: list[tuple[Connection, str]] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return [c.address for c in self.selected]
+
+
+def _address_matches(conn: Connection, wanted: str) -> bool:
+    """`host:port` exactly, or a bare host (every port of it)."""
+    if wanted == conn.address:
+        return True
+    host = conn.address.rsplit(":", 1)[0]
+    return wanted.strip("[]") == host.strip("[]")
+
+
+def _named_explicitly(conn: Connection, f: KillFilters) -> bool:
+    return conn.address in f.addresses or bool(
+        conn.name and any(n == conn.name and not (set(n) & WILDCARDS) for n in f.names))
+
+
+def _protection(conn: Connection) -> str | None:
+    if conn.role == "celeryctl":
+        return "this celeryctl's own connection"
+    if conn.broker == "redis":
+        return PROTECTED_REDIS_ROLES.get(conn.role or "")
+    if conn.consumers is None:
+        return "its consumers are unknown (the management API did not list them)"
+    if conn.consumers:
+        return f"a live consumer ({conn.consumers} consumer(s) on its channels)"
+    return None
+
+
+def matches(conn: Connection, f: KillFilters) -> bool:
+    if f.addresses and not any(_address_matches(conn, a) for a in f.addresses):
+        return False
+    if f.names and not (conn.name and any(fnmatch.fnmatchcase(conn.name, n) for n in f.names)):
+        return False
+    if f.idle_over is not None:
+        return conn.idle_seconds is not None and conn.idle_seconds >= f.idle_over
+    return True
+
+
+def plan_kill(conns: list[Connection], f: KillFilters) -> KillPlan:
+    if f.empty:
+        return KillPlan([], refusals=["say which connections: --idle-over SECONDS, "
+                                      "--address HOST[:PORT] or --name NAME"])
+    selected, protected = [], []
+    for c in conns:
+        if not matches(c, f):
+            continue
+        why = _protection(c)
+        if c.role == "celeryctl":
+            protected.append((c, why))
+        elif why and not _named_explicitly(c, f):
+            protected.append((c, why + "; name it with --address " + c.address
+                              + " to close it anyway"))
+        else:
+            selected.append(c)
+    return KillPlan(selected, protected)
+
+
+def still_selected(plan: KillPlan, now: list[Connection], f: KillFilters) -> tuple[
+        list[Connection], list[tuple[Connection, str]]]:
+    """The planned connections that the fresh listing `now` still selects (same id), and the
+    ones to leave alone with the reason (gone, no longer idle, became a consumer)."""
+    fresh = {c.id: c for c in plan_kill(now, f).selected}
+    present = {c.id for c in now}
+    go, left = [], []
+    for c in plan.selected:
+        if c.id in fresh:
+            go.append(fresh[c.id])
+        elif c.id not in present:
+            left.append((c, "already closed"))
+        else:
+            left.append((c, "changed since the plan (active again, or now a consumer): left "
+                            "open"))
+    return go, left

@@ -1,0 +1,194 @@
+"""What `celeryctl queues watch` reads, refresh after refresh.
+
+Two paths, so a refresh stays cheap at a thousand queues:
+
+- the slow path (`discover`, every `--rediscover` seconds, in a background thread): the same
+  `gather(queues=True)` as `celeryctl queues` — queue names from the bindings, consumers per
+  queue from the workers' active_queues, per-queue in-flight attribution, workers online;
+- the fast path (`sample`, every refresh): Redis — one pipelined round trip of `LLEN` on every
+  known queue's priority sub-lists plus `HLEN unacked`; RabbitMQ — one
+  `GET /api/queues/{vhost}?columns=...` (no paging: one call per vhost, only the columns
+  needed; counts, consumers and the management API's own rates).
+
+Both are bounded by the target's timeout; an error is returned as Observed(error), never as
+an empty list, and the next refresh simply tries again (redis-py reconnects on the next
+command; requests opens a new connection).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeryctl.snapshot import Observed
+from celeryctl.targets import Target
+
+RABBIT_COLUMNS = ",".join((
+    "name", "vhost", "messages_ready", "messages_unacknowledged", "consumers",
+    "message_stats.publish", "message_stats.ack", "message_stats.deliver_get",
+    "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
+    "message_stats.ack_details.rate"))
+
+
+@dataclass(frozen=True)
+class QueueReading:
+    """One queue in one sample."""
+
+    name: str
+    ready: int | None
+    unacked: int | None = None
+    consumers: int | None = None
+    internal: bool = False
+    rate_in: float | None = None  # the management API's rates (RabbitMQ only)
+    rate_out: float | None = None
+    published_total: int | None = None  # the management API's counters (RabbitMQ only)
+    out_total: int | None = None  # acks, or deliveries when nothing acks
+
+
+@dataclass(frozen=True)
+class Sample:
+    time: float
+    queues: list[QueueReading]
+    unacked_total: int | None = None
+    elapsed_seconds: float = 0.0
+
+
+@dataclass
+class Discovery:
+    """What the slow path learnt: names, consumers, in-flight per queue, workers online."""
+
+    time: float = 0.0
+    queues: dict[str, Any] = field(default_factory=dict)  # name -> QueueDepth
+    workers: int | None = None
+    worker_error: str | None = None
+    options: dict[str, Any] | None = None  # Redis transport options (detected key prefix)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    """Keeps the slow path running in the background; `sample()` is the fast path."""
+
+    def __init__(self, target: Target, rediscover_seconds: float = 10.0) -> None:
+        self.target = target
+        self.rediscover_seconds = rediscover_seconds
+        self.discovery = Discovery()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._client = None
+        self._api = None
+
+    # --- slow path -------------------------------------------------------------------
+    def discover(self) -> Discovery:
+        from celeryctl.collect import gather
+
+        g = gather(self.target, queues=True)
+        d = Discovery(time=time.time())
+        if g.queues.ok:
+            d.queues = {q.name: q for q in g.queues.value}
+            d.notes = list(g.queues.notes or [])
+        else:
+            d.error = g.queues.error or next((s.error for s in g.sources if not s.ok), None)
+        if g.workers.ok:
+            d.workers = len({n.name for n in g.workers.value.nodes})
+        else:
+            d.worker_error = g.workers.error
+        d.options = g.worker_options
+        with self._lock:
+            if d.error is None or not self.discovery.queues:
+                self.discovery = d
+            else:  # keep the names we knew; remember why rediscovery failed
+                self.discovery.error = d.error
+        return d
+
+    def maybe_rediscover(self) -> None:
+        """Start a background rediscovery when the last one is old enough and none runs."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        if time.time() - self.discovery.time < self.rediscover_seconds:
+            return
+        self._thread = threading.Thread(target=self._quiet_discover, daemon=True)
+        self._thread.start()
+
+    def _quiet_discover(self) -> None:
+        try:
+            self.discover()
+        except Exception as exc:  # noqa: BLE001 - a failed rediscovery is shown, not raised
+            from celeryctl.collect.bounded import describe_error
+
+            with self._lock:
+                self.discovery.error = describe_error(exc)
+
+    # --- fast path -------------------------------------------------------------------
+    def sample(self) -> Observed:
+        started = time.monotonic()
+        try:
+            if self.target.broker_kind == "redis":
+                s = self._sample_redis()
+            else:
+                s = self._sample_rabbit()
+        except Exception as exc:  # noqa: BLE001 - any transport failure is "unreachable"
+            from celeryctl.collect.bounded import describe_error
+
+            self._client = None
+            return Observed(error=f"broker {self.target.broker_redacted}: "
+                                  f"{describe_error(exc)}",
+                            elapsed_seconds=time.monotonic() - started)
+        return Observed(s, source="broker", elapsed_seconds=time.monotonic() - started)
+
+    def _sample_redis(self) -> Sample:
+        from celeryctl.collect.redis import RedisLayout, connect_first
+
+        with self._lock:
+            d = self.discovery
+        if self._client is None:
+            self._client, _ = connect_first(self.target.broker, self.target.timeout)
+        layout = RedisLayout.from_options(d.options or self.target.transport_options)
+        names = sorted(d.queues)
+        pipe = self._client.pipeline(transaction=False)
+        for q in names:
+            for step in layout.priority_steps:
+                pipe.llen(layout.key(q, step))
+        pipe.hlen(f"{layout.prefix}unacked")
+        out = pipe.execute()
+        now = time.time()
+        steps = len(layout.priority_steps)
+        readings = []
+        for i, q in enumerate(names):
+            known = d.queues[q]
+            readings.append(QueueReading(
+                q, sum(int(v or 0) for v in out[i * steps:(i + 1) * steps]),
+                unacked=known.unacked, consumers=known.consumers, internal=known.internal))
+        return Sample(now, readings, unacked_total=int(out[-1] or 0))
+
+    def _sample_rabbit(self) -> Sample:
+        from celeryctl.collect.rabbitmq import ManagementAPI, queue_from_api, vq
+
+        if self.target.rabbitmq_api is None:
+            raise ConnectionError("no management API URL: pass --rabbitmq-api")
+        if self._api is None:
+            self._api = ManagementAPI(self.target.rabbitmq_api, self.target.timeout)
+        data = self._api.get(f"/queues/{vq(self.target.effective_vhost)}",
+                             params={"columns": RABBIT_COLUMNS})
+        now = time.time()
+        readings = []
+        for raw in data or []:
+            q = queue_from_api(raw)
+            totals = raw.get("message_stats") or {}
+            # out: acks when the consumers ack, else deliveries (no-ack consumers, get)
+            out_rate = q.ack_rate if q.ack_rate else q.deliver_rate
+            out_total = totals.get("ack") or totals.get("deliver_get") or (
+                0 if raw.get("message_stats") is not None else None)
+            readings.append(QueueReading(
+                q.name, q.ready, unacked=q.unacked, consumers=q.consumers,
+                internal=q.internal, rate_in=q.publish_rate, rate_out=out_rate,
+                published_total=totals.get("publish", 0 if raw.get("message_stats") is not None
+                                           else None),
+                out_total=out_total))
+        return Sample(now, readings)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()

@@ -1,0 +1,81 @@
+"""`queues watch`: the live screen (rich) and the JSON line per refresh. Receives finished
+rows and header facts; decides nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from celeryctl.render.tables import _table, _v
+from celeryctl.views import human_seconds
+
+LEVEL_STYLE = {"critical": "red", "warning": "yellow", "ok": "", "unknown": "dim"}
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}/s"
+
+
+def _drain(r: dict[str, Any]) -> str:
+    if r["drain_seconds"] is None:
+        return "-" if r["ready"] is None else "never"
+    return human_seconds(r["drain_seconds"]) if r["drain_seconds"] else "empty"
+
+
+def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: int):
+    """A rich renderable: header lines, then as many rows as fit in `height` lines."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.text import Text
+
+    lines = [Text.from_markup(
+        "[bold]celeryctl queues watch[/]  "
+        + (f"cluster {escape(header['cluster'])}  " if header.get("cluster") else "")
+        + f"broker {escape(header['broker'])}  every {header['interval']:g} s")]
+    w = header.get("workers")
+    lines.append(Text.from_markup(
+        f"workers online: {w if w is not None else '?'}"
+        + (f" [dim]({escape(header['workers_note'])})[/]" if header.get("workers_note") else "")
+        + f"   last good sample: {header['last_good'] or 'never'}"
+        + (f" ({header['age']} ago)" if header.get("age") else "")))
+    if header.get("stale"):
+        lines.append(Text.from_markup(
+            f"[bold red]STALE[/] [red]values are {header.get('age') or '?'} old: "
+            f"{escape(header['stale'])} — retrying every {header['interval']:g} s[/]"))
+    for note in header.get("notes", []):
+        lines.append(Text.from_markup(f"[dim]{escape(note)}[/]"))
+    t = _table()
+    for col, just in (("queue", "left"), ("ready", "right"), ("unacked", "right"),
+                      ("consumers", "right"), ("in", "right"), ("out", "right"),
+                      ("net", "right"), ("trend", "left"), ("drain", "right")):
+        t.add_column(col, justify=just)
+    room = max(1, height - len(lines) - 5)
+    stale = bool(header.get("stale"))
+    for r in rows[:room]:
+        style = "dim" if stale else LEVEL_STYLE.get(r["level"], "")
+        t.add_row(r["name"], _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
+                  _rate(r["rate_in"]), _rate(r["rate_out"]),
+                  "-" if r["net_rate"] is None else f"{r['net_rate']:+.1f}/s",
+                  r["trend"], _drain(r), style=style)
+    parts = [*lines, t]
+    if len(rows) > room:
+        parts.append(Text(f"... {len(rows) - room} more queues (--queue PATTERN, --sort)",
+                          style="dim"))
+    if not rows:
+        parts.append(Text("no queues" + (" seen yet" if header.get("stale") else ""),
+                          style="dim"))
+    return Group(*parts)
+
+
+JSON_KEYS = ("name", "ready", "unacked", "consumers", "rate_in", "rate_out", "net_rate",
+             "drain_seconds")
+
+
+def json_line(rows: list[dict[str, Any]], sources: list[dict[str, Any]], *, stale: bool,
+              workers: int | None, now: float | None = None) -> str:
+    return json.dumps({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
+        "stale": stale, "workers": workers,
+        "queues": [{k: r[k] for k in JSON_KEYS} for r in rows],
+        "sources": sources}, default=str)
