@@ -44,6 +44,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench_workers.py
 	$(BIN)/python benchmarks/bench_purge.py --broker redis
 	$(BIN)/python benchmarks/bench_purge.py --broker rabbitmq
+	$(BIN)/python benchmarks/bench_watch.py --broker redis --queues 1000
+	$(BIN)/python benchmarks/bench_watch.py --broker rabbitmq --queues 1000
 
 clean: lab-down
 	rm -rf $(VENV) .lab *.egg-info

@@ -38,7 +38,7 @@ def watch(
                                    help="Rows turn yellow at this many ready messages."),
     queue_crit: int = typer.Option(1000, "--queue-crit", metavar="N", min=1,
                                    help="Rows turn red at this many (or with no consumer)."),
-    rediscover: float = typer.Option(10.0, "--rediscover", metavar="SECONDS", min=1,
+    rediscover: float = typer.Option(30.0, "--rediscover", metavar="SECONDS", min=1,
                                      help="How often to look for new queues, consumers and "
                                      "workers (in the background)."),
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,

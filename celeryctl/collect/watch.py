@@ -2,7 +2,8 @@
 
 Two paths, so a refresh stays cheap at a thousand queues:
 
-- the slow path (`discover`, every `--rediscover` seconds, in a background thread): the same
+- the slow path (`discover`, every `--rediscover` seconds (30), after a failure every 2 s,
+  in a background thread): the same
   `gather(queues=True)` as `celeryctl queues` — queue names from the bindings, consumers per
   queue from the workers' active_queues, per-queue in-flight attribution, workers online;
 - the fast path (`sample`, every refresh): Redis — one pipelined round trip of `LLEN` on every
@@ -71,7 +72,7 @@ class Discovery:
 class Watcher:
     """Keeps the slow path running in the background; `sample()` is the fast path."""
 
-    def __init__(self, target: Target, rediscover_seconds: float = 10.0) -> None:
+    def __init__(self, target: Target, rediscover_seconds: float = 30.0) -> None:
         self.target = target
         self.rediscover_seconds = rediscover_seconds
         self.discovery = Discovery()
@@ -107,7 +108,10 @@ class Watcher:
         """Start a background rediscovery when the last one is old enough and none runs."""
         if self._thread is not None and self._thread.is_alive():
             return
-        if time.time() - self.discovery.time < self.rediscover_seconds:
+        # after a failed discovery, try again soon: the broker may be back
+        due = self.rediscover_seconds if self.discovery.error is None else min(
+            2.0, self.rediscover_seconds)
+        if time.time() - self.discovery.time < due:
             return
         self._thread = threading.Thread(target=self._quiet_discover, daemon=True)
         self._thread.start()

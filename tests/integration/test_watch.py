@@ -214,3 +214,45 @@ def _wait_screen(session, text, timeout=20.0):
             return screen
         time.sleep(0.3)
     raise AssertionError(f"{text!r} never appeared on screen:\n{screen}")
+
+
+def test_rabbitmq_hung_mid_watch_goes_stale_then_recovers(labdir, tmp_path):
+    """The node is frozen (SIGSTOP: the API accepts nothing, answers nothing) for 5 s: every
+    refresh still comes within its time budget, stale, and the view recovers on SIGCONT."""
+    import signal
+
+    node = s.start_rabbitmq(tmp_path / "rb", name="rabbit-watch")
+    try:
+        info = node.info
+        import pika
+
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1",
+                                                                 info["amqp_port"]))
+        ch = conn.channel()
+        ch.queue_declare("hq")
+        for _ in range(12):
+            ch.basic_publish("", "hq", b"{}")
+        conn.close()
+        time.sleep(6)  # the API's statistics interval
+        api = f"http://guest:guest@127.0.0.1:{info['management_port']}"
+        proc = _watch_popen("--broker", info["url"], "--rabbitmq-api", api, "--interval", "0.5",
+                            "--count", "30", "--timeout", "1")
+        pgid = os.getpgid(node.pid)
+        try:
+            time.sleep(3)
+            os.killpg(pgid, signal.SIGSTOP)
+            time.sleep(5)
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        lines = [json.loads(x) for x in out.splitlines()]
+        assert len(lines) == 30 and "Traceback" not in err
+        stale = [x for x in lines if x["stale"]]
+        assert stale
+        why = stale[0]["sources"][0]["error"].lower()
+        assert "timed out" in why or "timeout" in why, why
+        assert _row(stale[-1], "hq")["ready"] == 12  # the last values stay
+        assert lines[-1]["stale"] is False and _row(lines[-1], "hq")["ready"] == 12
+    finally:
+        node.stop(timeout=20)
