@@ -12,7 +12,15 @@ def doctor(
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None,
-    fmt: str = typer.Option("table", "--format", "-f", metavar="table|json|markdown"),
+    fmt: str = typer.Option("table", "--format", "-f",
+                            metavar="table|json|markdown|prometheus"),
+    from_file: str | None = typer.Option(None, "--from", metavar="FILE", help="Diagnose a "
+                                         "snapshot (celeryctl snapshot -o FILE) instead of the "
+                                         "live cluster."),
+    save: str | None = typer.Option(None, "--save", metavar="FILE", help="Also write this "
+                                    "run's snapshot to FILE (redacted; .gz compresses)."),
+    include_args: bool = typer.Option(False, "--include-args", help="With --save: keep task "
+                                      "arguments in the snapshot."),
     select: list[str] | None = typer.Option(None, "--select", metavar="CODE|NAME|FAMILY",
                                                help="Run only these checks (repeatable)."),
     ignore: list[str] | None = typer.Option(None, "--ignore", metavar="CODE|NAME|FAMILY",
@@ -57,8 +65,10 @@ def doctor(
     from celeryctl.status import ExitStatus, UsageError
 
     fmt = fmt.lower()
-    if fmt not in ("table", "json", "markdown"):
-        raise UsageError(f"--format must be table, json or markdown, got {fmt!r}")
+    if fmt not in ("table", "json", "markdown", "prometheus"):
+        raise UsageError(f"--format must be table, json, markdown or prometheus, got {fmt!r}")
+    if from_file and save:
+        raise UsageError("--save writes the snapshot of a live run; --from reads one")
     if fail_on.lower() not in ("warning", "critical"):
         raise UsageError(f"--fail-on must be warning or critical, got {fail_on!r}")
     try:
@@ -66,26 +76,51 @@ def doctor(
     except KeyError as exc:
         raise UsageError(f"no check, name or family {exc.args[0]!r} "
                          f"(celeryctl checks lists them)") from None
-    c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
-            rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
-            profile=profile)
-    g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval, peek=peek)
+    from celeryctl.render.console import make_console
+
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
                     connections_per_worker=connections_per_worker,
                     consumer_timeout=consumer_timeout)
-    report = run_checks(snap, limits, checks)
-    target = c.target.summary()
-    if fmt == "json":
-        render_report_json(sys.stdout, report, g.sources, target, g.elapsed_seconds, g.notes)
-    elif fmt == "markdown":
-        render_report_markdown(sys.stdout, report, g.sources, target)
+    if from_file:
+        from pathlib import Path
+
+        from celeryctl.snapfile import SnapshotError, load_snapshot, read_snapshot
+
+        try:
+            doc = read_snapshot(Path(from_file).expanduser())
+        except SnapshotError as exc:
+            raise UsageError(str(exc)) from None
+        snap = load_snapshot(doc)
+        sources, notes, target = snap.sources, [f"from snapshot {from_file} taken "
+                                                f"{doc.get('taken_at')}"], snap.target
+        elapsed, origin, out = float(doc.get("collection_seconds") or 0.0), [], make_console()
+        err = make_console(stderr=True)
     else:
-        render_report_table(c.out, report, g.sources)
-        for line in c.origin_lines():
-            c.err.print(f"[dim]{line}[/dim]", markup=True)
-        for note in g.notes:
-            c.err.print(f"[yellow]note[/]: {note}", markup=True, highlight=False)
-    nothing_observed = not any(s.ok for s in g.sources)
+        c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
+                rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
+                profile=profile)
+        g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval,
+                                 peek=peek)
+        sources, notes, target = g.sources, g.notes, c.target.summary()
+        elapsed, origin, out, err = g.elapsed_seconds, c.origin_lines(), c.out, c.err
+        if save:
+            _save(snap, save, g.elapsed_seconds, include_args, err)
+    report = run_checks(snap, limits, checks)
+    if fmt == "json":
+        render_report_json(sys.stdout, report, sources, target, elapsed, notes)
+    elif fmt == "markdown":
+        render_report_markdown(sys.stdout, report, sources, target)
+    elif fmt == "prometheus":
+        from celeryctl.render.prometheus import render_prometheus
+
+        sys.stdout.write(render_prometheus(snap, report, sources, elapsed))
+    else:
+        render_report_table(out, report, sources)
+        for line in origin:
+            err.print(f"[dim]{line}[/dim]", markup=True)
+        for note in notes:
+            err.print(f"[yellow]note[/]: {note}", markup=True, highlight=False)
+    nothing_observed = not any(s.ok for s in sources)
     if nothing_observed and not any(f.severity is Severity.CRITICAL for f in report.findings):
         raise typer.Exit(int(ExitStatus.UNKNOWN))
     worst = report.worst()
@@ -97,6 +132,26 @@ def doctor(
     else:
         code = ExitStatus.OK
     raise typer.Exit(int(code))
+
+
+def _save(snap, path: str, elapsed: float, include_args: bool, err) -> None:
+    from pathlib import Path
+
+    from celeryctl import __version__
+    from celeryctl.snapfile import snapshot_document, write_snapshot
+    from celeryctl.status import UsageError
+
+    doc = snapshot_document(snap, tool_version=__version__, collection_seconds=elapsed,
+                            include_args=include_args)
+    try:
+        size = write_snapshot(doc, Path(path).expanduser())
+    except FileExistsError:
+        raise UsageError(f"{path} exists: celeryctl never overwrites a snapshot") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    err.print(f"snapshot written: {path} ({size / 1024:.1f} KiB"
+              f"{', task arguments included' if include_args else ', redacted'})",
+              highlight=False)
 
 
 def checks_cmd(fmt: o.Format = "table") -> None:

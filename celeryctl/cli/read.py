@@ -137,8 +137,11 @@ def inspect(
     profile: o.Profile = None, fmt: o.Format = "table",
     destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
                                           help="Only these worker node names (repeatable)."),
+    include_args: bool = typer.Option(False, "--include-args", help="Show task arguments "
+                                      "(args, kwargs and their reprs); hidden by default."),
 ) -> None:
-    """The raw per-worker replies to one inspect method (duplicate node names kept)."""
+    """The raw per-worker replies to one inspect method (duplicate node names kept). Task
+    arguments and passwords in URLs are redacted (arguments kept with --include-args)."""
     from celeryctl.collect import gather
     from celeryctl.status import UsageError
 
@@ -153,8 +156,11 @@ def inspect(
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
     g = gather(c.target, workers=(method,), destination=list(destination or []) or None)
     view = g.workers.value if g.workers.ok else None
-    replies = [{"name": n.name, "reply": n.replies.get(method)} for n in view.nodes] \
-        if view else None
+    from celeryctl.snapfile import redact_document
+
+    replies = [{"name": n.name, "reply": redact_document(
+        n.replies.get(method), include_args=include_args, settings=method == "conf")}
+        for n in view.nodes] if view else None
     if c.fmt == "json":
         c.json("replies", replies, g, method=method,
                expected=list(view.expected) if view and view.expected is not None else None,

@@ -55,6 +55,10 @@ app.conf.update(
     if os.environ.get("CELERYCTL_LAB_TIME_LIMIT") else None,
     worker_hijack_root_logger=False,
 )
+if os.environ.get("CELERYCTL_LAB_SETTINGS"):  # any extra settings, as a JSON object
+    import json
+
+    app.conf.update(json.loads(os.environ["CELERYCTL_LAB_SETTINGS"]))
 
 
 @app.task(name="celeryctl.lab.demoapp.add")

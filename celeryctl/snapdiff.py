@@ -1,0 +1,65 @@
+"""Pure: what changed between two snapshots (`celeryctl snapshot diff A B`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _queues(snap) -> dict[str, Any]:
+    return {q.name: q for q in snap.queues if not q.internal}
+
+
+def _workers(snap) -> dict[str, dict[str, Any]]:
+    view = snap.workers
+    return {n.name: (n.replies.get("conf") if isinstance(n.replies.get("conf"), dict) else {})
+            for n in (view.nodes if view else ())}
+
+
+def _settings_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"setting": k, "before": a.get(k), "after": b.get(k)}
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def diff_snapshots(a, b, report_a, report_b) -> dict[str, Any]:
+    qa, qb = _queues(a), _queues(b)
+    queues = []
+    for name in sorted(set(qa) | set(qb)):
+        ra = qa[name].ready if name in qa else None
+        rb = qb[name].ready if name in qb else None
+        if name not in qa:
+            change = "new"
+        elif name not in qb:
+            change = "gone"
+        elif ra is not None and rb is not None and rb != ra:
+            change = "grown" if rb > ra else "drained"
+        else:
+            continue
+        queues.append({"queue": name, "change": change, "ready_before": ra, "ready_after": rb,
+                       "delta": (rb - ra) if ra is not None and rb is not None else None,
+                       "consumers_before": qa[name].consumers if name in qa else None,
+                       "consumers_after": qb[name].consumers if name in qb else None})
+    wa, wb = _workers(a), _workers(b)
+    settings = []
+    for name in sorted(set(wa) & set(wb)):
+        for ch in _settings_changes(wa[name], wb[name]):
+            settings.append({"where": f"worker {name}", **ch})
+    for ch in _settings_changes(a.app_settings or {}, b.app_settings or {}):
+        settings.append({"where": "app", **ch})
+
+    def keyed(report) -> dict[tuple[str, str], Any]:
+        return {(f.code, f.subject): f for f in report.findings}
+
+    fa, fb = keyed(report_a), keyed(report_b)
+    return {
+        "before": a.taken_at, "after": b.taken_at,
+        "seconds_between": round(b.taken_at - a.taken_at, 1),
+        "queues": queues,
+        "workers_gone": sorted(set(wa) - set(wb)), "workers_new": sorted(set(wb) - set(wa)),
+        "settings_changed": settings,
+        "findings_new": [fb[k].to_dict() for k in sorted(set(fb) - set(fa))],
+        "findings_resolved": [fa[k].to_dict() for k in sorted(set(fa) - set(fb))],
+        "findings_changed": [{"code": k[0], "subject": k[1], "before": fa[k].severity.label,
+                              "after": fb[k].severity.label}
+                             for k in sorted(set(fa) & set(fb))
+                             if fa[k].severity != fb[k].severity],
+    }

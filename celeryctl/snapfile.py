@@ -1,0 +1,205 @@
+"""Incident snapshots: everything doctor collected, as one versioned JSON document that can be
+shared, diagnosed offline (`doctor --from FILE`) and compared (`snapshot diff A B`).
+
+    {"schema": "celeryctl-snapshot/1", "tool_version", "taken_at", "collection_seconds",
+     "broker_kind", "broker_hosts", "target", "sources": [... elapsed per source ...],
+     "redaction": {"args": "redacted" | "included"}, "parts": {name: Observed}}
+
+Redacted by default (`redact_document`), on the document as written, whatever the source:
+- every URL's password (`scheme://user:PASSWORD@host`, `redis://PASSWORD@host`) and every
+  secret this process has seen (SECRETS: from the URLs it was given);
+- settings whose name looks secret (Celery's own rule: API, TOKEN, KEY, SECRET, PASS,
+  SIGNATURE, DATABASE) in the workers' `conf` replies and the app's settings — Celery censors
+  its own reply, but not a custom setting holding a URL, nor an older worker's;
+- task arguments (`args`, `kwargs`, `argsrepr`, `kwargsrepr` in active/reserved/scheduled
+  replies) unless `--include-args`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from celeryctl.snapshot import (
+    BackendStatus,
+    Connection,
+    MessageSample,
+    Observed,
+    QueueDepth,
+    QueueGrowth,
+    RabbitServer,
+    RedisServer,
+    RedisUnacked,
+    Snapshot,
+    SourceStatus,
+    WorkerNode,
+    WorkersView,
+    to_jsonable,
+)
+
+SCHEMA = "celeryctl-snapshot/1"
+MASK = "********"
+ARGS_MARKER = "[redacted: pass --include-args to keep task arguments]"
+SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://)([^/@\s:;]*):([^/@\s;]+)@", re.IGNORECASE)
+URL_REDIS_SECRET = re.compile(r"(rediss?://)([^/@\s:;]+)@", re.IGNORECASE)
+ARG_KEYS = {"args", "kwargs", "argsrepr", "kwargsrepr"}
+# keys that name things, never hold secrets, though they match SECRET_NAME
+NOT_SECRET = {"routing_key", "key", "keyprefix", "keyprefix_source", "global_keyprefix",
+              "other_keyprefixes", "result_keys_sampled", "result_keys_without_ttl",
+              "task_default_routing_key", "event_queue_key"}
+
+PART_TYPES: dict[str, Any] = {
+    "workers": WorkersView, "queues": [QueueDepth], "connections": [Connection],
+    "redis_server": RedisServer, "redis_unacked": RedisUnacked, "rabbit_server": RabbitServer,
+    "backend": BackendStatus, "samples": {str: [MessageSample]}, "growth": {str: QueueGrowth},
+}
+
+
+class SnapshotError(ValueError):
+    """Not a celeryctl snapshot, or one this version cannot read."""
+
+
+# --- writing -----------------------------------------------------------------------------
+
+def snapshot_document(snap: Snapshot, *, tool_version: str, collection_seconds: float,
+                      include_args: bool = False) -> dict[str, Any]:
+    doc = {
+        "schema": SCHEMA, "tool_version": tool_version,
+        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snap.taken_at)),
+        "taken_at_epoch": snap.taken_at, "collection_seconds": round(collection_seconds, 3),
+        "broker_kind": snap.broker_kind, "broker_hosts": list(snap.broker_hosts),
+        "target": snap.target, "sources": [s.to_dict() for s in snap.sources],
+        "redaction": {"passwords": "redacted", "secret_settings": "redacted",
+                      "args": "included" if include_args else "redacted"},
+        "parts": {name: to_jsonable(obs) for name, obs in snap.parts.items()},
+    }
+    return redact_document(doc, include_args=include_args)
+
+
+def redact_document(obj: Any, *, include_args: bool = False, settings: bool = False) -> Any:
+    """`settings`: inside a workers' `conf` reply or the app's settings, where a setting whose
+    name looks secret is masked whatever its value."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            ks = str(k)
+            if not include_args and ks in ARG_KEYS and v not in (None, "", [], {}):
+                out[ks] = ARGS_MARKER
+            elif (settings and ks not in NOT_SECRET and SECRET_NAME.search(ks)
+                  and isinstance(v, str) and v):
+                out[ks] = MASK
+            else:
+                out[ks] = redact_document(v, include_args=include_args,
+                                          settings=settings or ks in ("conf", "app"))
+        return out
+    if isinstance(obj, list):
+        return [redact_document(v, include_args=include_args, settings=settings) for v in obj]
+    if isinstance(obj, str):
+        return redact_text(obj)
+    return obj
+
+
+def redact_text(text: str) -> str:
+    from celeryctl.urls import SECRETS
+
+    text = URL_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@"
+                            if m.group(3) != MASK else m.group(0), text)
+    text = URL_REDIS_SECRET.sub(lambda m: f"{m.group(1)}{MASK}@"
+                                if m.group(2) not in (MASK, "") else m.group(0), text)
+    return SECRETS.scrub(text)
+
+
+def write_snapshot(doc: dict[str, Any], path: Path) -> int:
+    """Write (gzip when the name ends in .gz), mode 0600, never over an existing file.
+    Returns the bytes written."""
+    import os
+
+    data = json.dumps(doc, indent=1, default=str).encode("utf-8")
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return len(data)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+def read_snapshot(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SnapshotError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        doc = json.loads(raw)
+    except (OSError, ValueError, EOFError) as exc:
+        raise SnapshotError(f"{path}: not a celeryctl snapshot ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(
+            "celeryctl-snapshot/"):
+        raise SnapshotError(f"{path}: not a celeryctl snapshot (no schema line)")
+    if doc["schema"] != SCHEMA:
+        raise SnapshotError(f"{path}: snapshot schema {doc['schema']} is not {SCHEMA}: "
+                            f"written by a newer celeryctl?")
+    return doc
+
+
+def load_snapshot(doc: dict[str, Any]) -> Snapshot:
+    """The Snapshot the checks read, rebuilt from a document."""
+    parts = {}
+    for name, raw in (doc.get("parts") or {}).items():
+        parts[name] = _observed(raw, PART_TYPES.get(name))
+    sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error",
+                                                     "elapsed_seconds", "detail")})
+               for s in doc.get("sources") or []]
+    return Snapshot(broker_kind=doc.get("broker_kind", "redis"), target=doc.get("target") or {},
+                    parts=parts, sources=sources,
+                    taken_at=float(doc.get("taken_at_epoch") or 0.0),
+                    broker_hosts=tuple(doc.get("broker_hosts") or ()))
+
+
+def _observed(raw: dict[str, Any], kind: Any) -> Observed:
+    value = raw.get("value")
+    if raw.get("error") is None and value is not None:
+        value = _build(value, kind)
+    if kind is None and isinstance(value, dict) and raw.get("error") is None:
+        # rss_growth: node -> [before, after, recycling]
+        value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return Observed(value=value, error=raw.get("error"), source=raw.get("source") or "",
+                    elapsed_seconds=float(raw.get("elapsed_seconds") or 0.0),
+                    notes=tuple(raw.get("notes") or ()))
+
+
+def _build(value: Any, kind: Any) -> Any:
+    if kind is None:
+        return value
+    if isinstance(kind, list):
+        return [_build(v, kind[0]) for v in value]
+    if isinstance(kind, dict):
+        (vk,) = kind.values()
+        return {k: _build(v, vk) for k, v in value.items()}
+    if kind is WorkersView:
+        nodes = tuple(WorkerNode(name=n["name"], replies=n.get("replies") or {},
+                                 undecodable=tuple(n.get("undecodable") or ()))
+                      for n in value.get("nodes") or ())
+        return _dataclass(WorkersView, {**value, "nodes": nodes})
+    return _dataclass(kind, value)
+
+
+def _dataclass(cls, value: dict[str, Any]):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in value:
+            continue
+        v = value[f.name]
+        if isinstance(v, list) and str(f.type).startswith("tuple"):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
