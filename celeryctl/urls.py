@@ -18,8 +18,9 @@ BROKER_SCHEMES = {
     "amqp": "amqp",
     "amqps": "amqp",
     "pyamqp": "amqp",
+    "sentinel": "redis",  # kombu's Redis Sentinel transport: master_name in transport options
 }
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672,
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "sentinel": 26379, "amqp": 5672, "amqps": 5671, "pyamqp": 5672,
                  "http": 80, "https": 443}
 _SECRET_QUERY_KEYS = re.compile(r"pass|token|secret|key|auth|credential", re.I)
 MASK = "***"
@@ -88,7 +89,7 @@ def _redact_one(url: str) -> str:
         if ":" in userinfo:
             user = userinfo.split(":", 1)[0]
             userinfo = f"{user}:{MASK}"
-        elif parts.scheme in ("redis", "rediss") and userinfo:
+        elif parts.scheme in ("redis", "rediss", "sentinel") and userinfo:
             # redis://secret@host uses the userinfo as the password.
             userinfo = MASK
         netloc = f"{userinfo}@{hostport}"
@@ -126,12 +127,12 @@ def parse_endpoint(url: str, *, allowed: dict[str, str] | None = None, what: str
     host = parts.hostname or "localhost"
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
-    if scheme in ("redis", "rediss") and username and password is None:
+    if scheme in ("redis", "rediss", "sentinel") and username and password is None:
         # kombu/redis-py accept redis://password@host
         password, username = username, None
     path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
-    if scheme in ("redis", "rediss") and not password:
+    if scheme in ("redis", "rediss", "sentinel") and not password:
         password = dict(query).get("password") or None
     return Endpoint(
         raw=text,
@@ -190,7 +191,7 @@ class Secrets:
                 if parts.password:
                     self.add(unquote(parts.password))
                     self.add(parts.password)
-                elif parts.scheme in ("redis", "rediss") and parts.username:
+                elif parts.scheme in ("redis", "rediss", "sentinel") and parts.username:
                     self.add(unquote(parts.username))
                 for k, v in parse_qsl(parts.query):
                     if _SECRET_QUERY_KEYS.search(k):

@@ -3,7 +3,7 @@
 plan_kill (pure) picks the connections the filters match and sets aside the ones it protects:
 
 - a Redis client blocked in BRPOP (a worker's task consumer) or subscribed to pub/sub (its
-  remote control and events), and replication links;
+  remote control and events), replication links and Redis Sentinel's links;
 - a RabbitMQ connection with consumers on its channels, or whose consumers are unknown;
 - this celeryctl's own connection; a connection whose idle time is not known (RabbitMQ:
   no channel) is not "idle over" anything.
@@ -25,6 +25,7 @@ PROTECTED_REDIS_ROLES = {
     "consumer": "a live consumer (blocked in BRPOP)",
     "pubsub": "subscribed to pub/sub (a worker's remote control or events)",
     "replication": "a replication link",
+    "sentinel": "a Redis Sentinel link (its monitoring and failover)",
 }
 WILDCARDS = set("*?[")
 

@@ -180,3 +180,112 @@ def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
                           commands=["rabbitmq-diagnostics -q cluster_status",
                                     "rabbitmqctl -n NODE_OF_THE_LOSING_SIDE stop_app && "
                                     "rabbitmqctl -n NODE_OF_THE_LOSING_SIDE start_app"])
+
+
+def _sentinel(snap):
+    return None if str(snap.target.get("broker") or "").startswith("sentinel://") \
+        else "the broker is not reached through Redis Sentinel"
+
+
+@check("BRK008", "sentinel-master-down", needs=("sentinel",), applies=_sentinel,
+       broker="redis")
+def sentinel_master_down(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Redis Sentinel reporting the Celery broker's master as down (`s_down`: this sentinel
+    cannot reach it; `o_down`: a quorum agrees), a failover in progress, or sentinels that
+    disagree on which server is the master.
+
+    ## Why it matters
+    While the master is down every publish and every worker's BRPOP fails; during a failover
+    workers reconnect to the new master (only if they use `sentinel://` URLs), and messages
+    written to the old master after the last replication are lost. Sentinels that disagree mean
+    a split: producers and workers may be talking to two different masters.
+
+    ## How to fix
+    Look at the master (`redis-cli -p PORT ping`, its log); if a failover is running, wait for
+    it (`SENTINEL MASTER name` shows the new address) and check the workers reconnected
+    (`celeryctl workers`). For disagreeing sentinels, check the network between them and
+    `SENTINEL RESET name` on the odd one out.
+    """
+    view = snap.get("sentinel") or {}
+    name = view.get("master_name")
+    answered = [v for v in view.get("sentinels", []) if v.get("ok")]
+    flags: set[str] = set()
+    addresses = {}
+    for v in answered:
+        m = v.get("master") or {}
+        flags |= set(str(m.get("flags", "")).split(","))
+        addresses[v["address"]] = f"{m.get('ip')}:{m.get('port')}"
+    evidence = {"master_name": name, "flags": sorted(f for f in flags if f),
+                "master_by_sentinel": addresses}
+    cmd = [f"redis-cli -p {answered[0]['address'].rsplit(':', 1)[1]} SENTINEL MASTER {name}"] \
+        if answered else []
+    if "o_down" in flags or "failover_in_progress" in flags or any(
+            f.startswith("failover_state") for f in flags):
+        what = "a failover is in progress" if "failover_in_progress" in flags else \
+            "a quorum of sentinels sees the master down (o_down)"
+        yield Finding(Severity.CRITICAL, f"sentinel master {name}", what, evidence=evidence,
+                      hint="Every publish and consume fails until a replica is promoted.",
+                      commands=cmd)
+    elif "s_down" in flags:
+        yield Finding(Severity.WARNING, f"sentinel master {name}",
+                      "a sentinel cannot reach the master (s_down); no quorum agrees yet",
+                      evidence=evidence, hint="Check the master and the network to it.",
+                      commands=cmd)
+    if len(set(addresses.values())) > 1:
+        yield Finding(Severity.CRITICAL, f"sentinel master {name}",
+                      f"sentinels disagree on the master: {', '.join(sorted(set(addresses.values())))}",
+                      evidence=evidence, hint="A split: clients may write to two masters.",
+                      commands=cmd)
+
+
+@check("BRK009", "sentinel-quorum-at-risk", needs=("sentinel",), applies=_sentinel,
+       broker="redis")
+def sentinel_quorum_at_risk(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    A Sentinel deployment that could not fail over: fewer sentinels answering than the
+    quorum, or no replica with a healthy link to the master.
+
+    ## Why it matters
+    Sentinel exists to promote a replica when the master dies. Without a quorum of sentinels,
+    or without a replica in sync, the next master failure is an outage of the broker — every
+    queued message is out of reach until someone restarts Redis by hand.
+
+    ## How to fix
+    Run at least three sentinels on separate hosts (quorum 2), and at least one replica
+    (`replicaof`) whose `master-link-status` is ok; check with `SENTINEL CKQUORUM name`.
+    """
+    view = snap.get("sentinel") or {}
+    name = view.get("master_name")
+    sentinels = view.get("sentinels", [])
+    answered = [v for v in sentinels if v.get("ok")]
+    if not answered:
+        yield Finding(Severity.CRITICAL, f"sentinel master {name}",
+                      f"none of the {len(sentinels)} sentinels answered",
+                      evidence={"errors": {v["address"]: v.get("error") for v in sentinels}},
+                      hint="Without a sentinel, the master cannot be found or replaced.")
+        return
+    m = answered[0].get("master") or {}
+    quorum = int(m.get("quorum") or 0)
+    known = int(m.get("num-other-sentinels") or 0) + 1
+    port = answered[0]["address"].rsplit(":", 1)[1]
+    cmd = [f"redis-cli -p {port} SENTINEL CKQUORUM {name}"]
+    if len(answered) < quorum or known < quorum:
+        yield Finding(Severity.CRITICAL, f"sentinel master {name}",
+                      f"{len(answered)} sentinels answered, {known} known to each other, "
+                      f"quorum {quorum}: no failover is possible",
+                      evidence={"quorum": quorum, "answered": len(answered), "known": known},
+                      hint="Bring sentinels back (or lower the quorum) before the master "
+                           "fails.", commands=cmd)
+    replicas = answered[0].get("replicas") or []
+    healthy = [r for r in replicas if r.get("master-link-status") == "ok"
+               and "s_down" not in str(r.get("flags", ""))]
+    if not healthy:
+        yield Finding(Severity.WARNING, f"sentinel master {name}",
+                      f"no replica in sync with the master ({len(replicas)} known)",
+                      evidence={"replicas": [{k: r.get(k) for k in ("ip", "port", "flags",
+                                                                     "master-link-status")}
+                                             for r in replicas]},
+                      hint="A failover needs a replica to promote.", commands=cmd)

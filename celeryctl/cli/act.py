@@ -225,7 +225,7 @@ def _purge_redis(c, plan, writer):
     from celeryctl.actions.purge import purge_redis
     from celeryctl.collect.redis import connect_first, detect_layout
 
-    client, _ = connect_first(c.target.broker, c.target.timeout)
+    client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
     layout, _ = detect_layout(client, c.target.transport_options)
     results = []
     for item in plan.items:
@@ -353,7 +353,7 @@ def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:
     if c.target.broker_kind == "redis":
         from celeryctl.collect.redis import connect_first, detect_layout
 
-        client, _ = connect_first(c.target.broker, c.target.timeout)
+        client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
         layout, _ = detect_layout(client, c.target.transport_options)
         return restore_redis(client, layout, path, to)
     from celeryctl.collect.rabbitmq import amqp_connect
@@ -459,7 +459,7 @@ def _execute_kill(c, plan, f) -> list[dict[str, Any]] | None:
     if c.target.broker_kind == "redis":
         from celeryctl.collect.redis import connect_first
 
-        client, _ = connect_first(c.target.broker, c.target.timeout)
+        client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
         for x in go:
             try:
                 if not client.execute_command("CLIENT KILL", "ID", x.id):

@@ -71,6 +71,9 @@ def up(
                                         "them)."),
     rabbitmq_nodes: int = typer.Option(1, "--rabbitmq-nodes", min=1, max=5,
                                        help="RabbitMQ nodes, joined in one cluster."),
+    sentinels: int = typer.Option(0, "--sentinels", min=0, max=5, help="Put Redis behind "
+                                  "this many Sentinels (and one replica); the broker URL "
+                                  "becomes sentinel://..."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -90,7 +93,7 @@ def up(
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
                     concurrency=concurrency, progress=_err, scenario=scenario,
-                    rabbitmq_nodes=rabbitmq_nodes)
+                    rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None

@@ -45,6 +45,7 @@ class Gathered:
     rabbit_server: Observed = field(default_factory=_not_collected)
     backend: Observed = field(default_factory=_not_collected)
     samples: Observed = field(default_factory=_not_collected)
+    sentinel: Observed = field(default_factory=_not_collected)
     host_addresses: dict[str, list[str]] = field(default_factory=dict)
     local_pids: dict[str, int] = field(default_factory=dict)  # "ip:port" -> pid on this host
     # the transport options remote control used (with a detected global_keyprefix), so a
@@ -74,6 +75,7 @@ def to_snapshot(g: Gathered) -> Snapshot:
         "workers": g.workers, "queues": g.queues, "connections": g.connections,
         "redis_server": g.redis_server, "redis_unacked": g.redis_unacked,
         "rabbit_server": g.rabbit_server, "backend": g.backend, "samples": g.samples,
+        "sentinel": g.sentinel,
         "app": Observed(value=t.app.settings) if t.app else Observed(
             error="no Celery app given (-A/--app): producer-side settings unknown"),
     }
@@ -105,6 +107,13 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
     backend_task = None
     if backend:
         backend_task = _spawn_backend(target, deadline)
+    sentinel_task = None
+    if server and target.broker[0].scheme == "sentinel":
+        from celeryctl.collect.redis import collect_sentinel
+
+        sentinel_task = spawn("sentinel", lambda: collect_sentinel(
+            target.broker, target.timeout, target.transport_options),
+            f"redis sentinels {_addr(target)}")
     if target.broker_kind == "redis":
         _gather_redis(g, target, workers, queues, connections, server, destination, deadline,
                       samples)
@@ -116,6 +125,21 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
                       "them redelivered: sampled only with --peek")
     if backend_task is not None:
         _finish_backend(g, target, backend_task, deadline)
+    if sentinel_task is not None:
+        g.sentinel = sentinel_task.wait(deadline + GRACE)
+        views = (g.sentinel.value or {}).get("sentinels", []) if g.sentinel.ok else []
+        answered = [v for v in views if v.get("ok")]
+        detail = None
+        if answered:
+            m = answered[0].get("master") or {}
+            detail = (f"master {g.sentinel.value.get('master_name')} at {m.get('ip')}:"
+                      f"{m.get('port')} ({m.get('flags')}), {m.get('num-slaves')} replica(s), "
+                      f"quorum {m.get('quorum')}, {len(answered)} of {len(views)} sentinels "
+                      f"answered")
+        g.sources.append(SourceStatus(
+            "sentinel", target.broker_redacted, g.sentinel.ok and bool(answered),
+            g.sentinel.error or (None if answered else "no sentinel answered"),
+            g.sentinel.elapsed_seconds, detail=detail))
     g.elapsed_seconds = time.monotonic() - started
     return g
 
@@ -131,13 +155,16 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     broker_url = target.broker_redacted
 
     def connect_and_discover():
-        client, ep = r.connect_first(target.broker, t)
+        client, ep = r.connect_first(target.broker, t, target.transport_options)
         return client, ep, r.collect_discovery(client, target.transport_options)
 
     first = spawn("broker", connect_and_discover, f"redis broker {_addr(target)}")
     obs = first.wait(deadline)
+    detail = "redis"
+    if obs.ok and target.broker[0].scheme == "sentinel":
+        detail = f"redis master {obs.value[1].address} (resolved through Sentinel)"
     g.sources.append(SourceStatus("broker", broker_url, obs.ok, obs.error, obs.elapsed_seconds,
-                                  detail="redis"))
+                                  detail=detail))
     if not obs.ok:
         why = "the broker did not answer (see the broker source)"
         for part in ("workers", "queues", "connections", "redis_server", "redis_unacked"):

@@ -58,9 +58,110 @@ def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
     return redis.Redis(**kwargs)
 
 
-def connect_first(endpoints: tuple[Endpoint, ...], timeout: float):
+def master_name(endpoints, options: dict[str, Any] | None) -> str:
+    """Sentinel: the monitored master's name — kombu's `master_name` transport option (or,
+    a celeryctl convenience, `?master_name=` on the URL)."""
+    name = (options or {}).get("master_name") or next(
+        (dict(e.query)["master_name"] for e in endpoints if dict(e.query).get("master_name")),
+        None)
+    if not name:
+        from celeryctl.status import UsageError
+
+        raise UsageError("a sentinel:// broker needs the master's name: broker_transport_options"
+                         " = {'master_name': ...} (profile transport_options, or -A), or "
+                         "?master_name=NAME on the URL")
+    return str(name)
+
+
+def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | None):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    skw = (options or {}).get("sentinel_kwargs") or {}
+    return redis.Redis(host=ep.host, port=ep.port, password=skw.get("password") or None,
+                       username=skw.get("username") or None,
+                       socket_connect_timeout=timeout, socket_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0), health_check_interval=0)
+
+
+def resolve_sentinel_master(endpoints: tuple[Endpoint, ...], timeout: float,
+                            options: dict[str, Any] | None) -> Endpoint:
+    """`SENTINEL GET-MASTER-ADDR-BY-NAME` on each sentinel in turn: the current master, as a
+    redis:// Endpoint with the URL's password and db. Raises ConnectionError naming every
+    sentinel tried when none knows the master."""
+    from urllib.parse import quote
+
+    from celeryctl.collect.bounded import describe_error
+
+    name = master_name(endpoints, options)
+    errors = []
+    for ep in endpoints:
+        client = _sentinel_client(ep, timeout, options)
+        try:
+            addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+            if not addr:
+                errors.append(f"sentinel {ep.address}: no master named {name!r}")
+                continue
+            host, port = _s(addr[0]), int(addr[1])
+            auth = ""
+            if ep.password:
+                auth = (quote(ep.username, safe="") if ep.username else "") + ":" + \
+                    quote(ep.password, safe="") + "@"
+            db = ep.path or "0"
+            return Endpoint(raw=f"redis://{auth}{host}:{port}/{db}", scheme="redis",
+                            host=host, port=port, username=ep.username,
+                            password=ep.password, path=db)
+        except Exception as exc:  # noqa: BLE001 - try the next sentinel
+            errors.append(f"sentinel {ep.address}: {describe_error(exc)}")
+        finally:
+            client.close()
+    raise ConnectionError("; ".join(errors))
+
+
+def collect_sentinel(endpoints: tuple[Endpoint, ...], timeout: float,
+                     options: dict[str, Any] | None) -> dict[str, Any]:
+    """Every sentinel's view of the master: `SENTINEL MASTER`, `REPLICAS`, `SENTINELS` (one
+    pipeline per sentinel). -> {master_name, sentinels: [{address, ok, error, master,
+    replicas, sentinels}]}; the checks compare them."""
+    from celeryctl.collect.bounded import describe_error
+
+    name = master_name(endpoints, options)
+    views = []
+    for ep in endpoints:
+        client = _sentinel_client(ep, timeout, options)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("SENTINEL", "MASTER", name)
+            pipe.execute_command("SENTINEL", "REPLICAS", name)
+            pipe.execute_command("SENTINEL", "SENTINELS", name)
+            master, replicas, sentinels = pipe.execute()
+            views.append({"address": ep.address, "ok": True, "error": None,
+                          "master": _pairs(master),
+                          "replicas": [_pairs(r) for r in replicas or []],
+                          "sentinels": [_pairs(x) for x in sentinels or []]})
+        except Exception as exc:  # noqa: BLE001 - this sentinel's view is missing, not all
+            views.append({"address": ep.address, "ok": False, "error": describe_error(exc)})
+        finally:
+            client.close()
+    return {"master_name": name, "sentinels": views}
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A SENTINEL reply (flat [k, v, k, v, ...] list, or a dict from redis-py) -> str dict."""
+    if isinstance(reply, dict):
+        return {_s(k): _s(v) for k, v in reply.items()}
+    items = list(reply or [])
+    return {_s(items[i]): _s(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
+                  options: dict[str, Any] | None = None):
     """Try each failover URL in order; return (client, endpoint) of the first that PINGs.
-    Raises the last error, with every attempt named."""
+    Raises the last error, with every attempt named. sentinel:// URLs are resolved to the
+    current master first (`options`: the transport options, for master_name)."""
+    if endpoints and endpoints[0].scheme == "sentinel":
+        endpoints = (resolve_sentinel_master(endpoints, timeout, options),)
     errors = []
     for ep in endpoints:
         client = redis_client(ep, timeout)
@@ -307,6 +408,8 @@ def client_from_fields(fields: dict[str, str], own_id: str | None = None) -> Con
     psub = _int(fields.get("psub")) or 0
     if own_id is not None and fields.get("id") == own_id:
         role = "celeryctl"
+    elif (fields.get("name") or "").startswith("sentinel-"):
+        role = "sentinel"  # Redis Sentinel's own links (cmd, pubsub on __sentinel__:hello)
     elif "P" in flags or sub or psub:
         role = "pubsub"
     elif cmd in ("brpop", "blpop", "bzpopmin", "bzpopmax", "blmove", "brpoplpush"):

@@ -148,7 +148,8 @@ class Watcher:
         with self._lock:
             d = self.discovery
         if self._client is None:
-            self._client, _ = connect_first(self.target.broker, self.target.timeout)
+            self._client, _ = connect_first(self.target.broker, self.target.timeout,
+                                            self.target.transport_options)
         layout = RedisLayout.from_options(d.options or self.target.transport_options)
         names = sorted(d.queues)
         pipe = self._client.pipeline(transaction=False)

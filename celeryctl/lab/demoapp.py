@@ -23,6 +23,8 @@ app = Celery("celeryctl_lab")
 _transport: dict = {}
 if os.environ.get("CELERYCTL_LAB_KEYPREFIX"):
     _transport["global_keyprefix"] = os.environ["CELERYCTL_LAB_KEYPREFIX"]
+if os.environ.get("CELERYCTL_LAB_MASTER_NAME"):  # behind Redis Sentinel
+    _transport["master_name"] = os.environ["CELERYCTL_LAB_MASTER_NAME"]
 if os.environ.get("CELERYCTL_LAB_VISIBILITY"):
     _transport["visibility_timeout"] = float(os.environ["CELERYCTL_LAB_VISIBILITY"])
 

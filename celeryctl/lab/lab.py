@@ -32,23 +32,36 @@ class LabState:
     # interface): its id, and the prefix that runs a command inside it (`nsenter ...`).
     netns: str | None = None
     run_prefix: list[str] = field(default_factory=list)
+    sentinels: list[dict] = field(default_factory=list)  # Redis Sentinel in front of redis
+    replicas: list[dict] = field(default_factory=list)
 
     def procs(self) -> list[s.Proc]:
         out = [s.from_dict(x) for x in self.extras]
         out += [s.from_dict(w) for w in self.workers]
         out += [s.from_dict(p) for p in self.rabbitmq_peers]
+        out += [s.from_dict(p) for p in self.sentinels + self.replicas]
         out += [s.from_dict(p) for p in (self.redis, self.rabbitmq) if p]
         return out
 
     @property
     def broker_url(self) -> str | None:
-        """The URL clients use (with the lab's password, if it has one: never print it)."""
+        """The URL clients use (with the lab's password, if it has one: never print it).
+        Behind Sentinel: every sentinel, and the master's name (a celeryctl convenience;
+        Celery itself takes it from broker_transport_options)."""
+        if self.broker == "redis" and self.sentinels:
+            return self.sentinel_url + f"?master_name={s.SENTINEL_MASTER}"
         src = self.redis if self.broker == "redis" else self.rabbitmq
         return s.secret_url(src["info"]) if src else None
 
     @property
+    def sentinel_url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{p['info']['port']}/0" for p in self.sentinels)
+
+    @property
     def shell_broker_url(self) -> str | None:
         """The URL as a double-quoted shell word: a password is read with $(cat FILE)."""
+        if self.broker == "redis" and self.sentinels:
+            return f'"{self.broker_url}"'
         src = self.redis if self.broker == "redis" else self.rabbitmq
         return s.shell_url(src["info"]) if src else None
 
@@ -95,7 +108,7 @@ def save(st: LabState) -> None:
 
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
        pool: str = "prefork", concurrency: int = 2, progress=print,
-       scenario: str | None = None, rabbitmq_nodes: int = 1) -> LabState:
+       scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0) -> LabState:
     from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
 
     spec = None
@@ -105,6 +118,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             raise s.LabError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
         broker = spec.broker
         rabbitmq_nodes = max(rabbitmq_nodes, spec.rabbitmq_nodes)
+        sentinels = max(sentinels, spec.sentinels)
         if spec.exposed and not s.in_private_network():
             return _up_in_private_network(d, spec.name, progress, rabbitmq=rabbitmq)
     existing = load(d)
@@ -126,6 +140,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             if exposed:
                 st.run_prefix = s.nsenter_prefix(st.redis["pid"])
             save(st)
+            if sentinels and broker == "redis":
+                _start_sentinels(st, d, sentinels, spec, progress)
         elif broker == "redis":
             raise s.LabError("redis-server is not installed (apt-get install redis-server)")
         if rabbitmq or broker == "rabbitmq" or (spec is not None and spec.needs_rabbitmq):
@@ -149,6 +165,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 progress("rabbitmq-server not installed: lab runs without it")
         url = st.broker_url
         assert url is not None
+        worker_env: dict[str, str] = {}
+        if st.sentinels:  # Celery takes the master's name from its transport options
+            worker_env["CELERYCTL_LAB_MASTER_NAME"] = s.SENTINEL_MASTER
         specs = list(spec.workers) if spec else [
             WorkerSpec(f"w{i}@%h", pool=pool, concurrency=concurrency)
             for i in range(1, workers + 1)]
@@ -158,7 +177,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
             redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
             env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
-            st.workers.append(s.to_dict(s.start_worker(d, url, w.name, pool=w.pool,
+            env.update(worker_env)
+            st.workers.append(s.to_dict(s.start_worker(d, st.sentinel_url if st.sentinels
+                                                       else url, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
                                                        queues=w.queues, env=env)))
             save(st)
@@ -185,7 +206,10 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                                   rabbitmq_nodes=[p["info"] for p in
                                                   ([st.rabbitmq] if st.rabbitmq else [])
                                                   + st.rabbitmq_peers],
-                                  rabbitmq_pids=[p["pid"] for p in st.rabbitmq_peers])
+                                  rabbitmq_pids=[p["pid"] for p in st.rabbitmq_peers],
+                                  redis_pid=st.redis["pid"] if st.redis else None,
+                                  sentinel_pids=[p["pid"] for p in st.sentinels],
+                                  sentinel_ports=[p["info"]["port"] for p in st.sentinels])
             spec.prepare(ctx)
             st.doctor_args += list(ctx.doctor_args)
             save(st)
@@ -193,6 +217,21 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         down(d, progress=lambda *_: None)
         raise
     return st
+
+
+def _start_sentinels(st: LabState, d: Path, n: int, spec, progress) -> None:
+    """One replica and `n` sentinels watching the lab's Redis."""
+    master = st.redis["info"]["port"]
+    progress(f"starting a replica and {n} sentinels ...")
+    st.replicas.append(s.to_dict(s.start_replica(
+        d, master, priority=spec.replica_priority if spec else 100)))
+    save(st)
+    for i in range(n):
+        st.sentinels.append(s.to_dict(s.start_sentinel(
+            d, master, name=f"sentinel{i + 1}",
+            quorum=spec.sentinel_quorum if spec else min(2, n))))
+        save(st)
+    s.wait_sentinels_agree([p["info"]["port"] for p in st.sentinels], replicas=1)
 
 
 def _up_in_private_network(d: Path, scenario: str, progress, *, rabbitmq: bool) -> LabState:
@@ -230,7 +269,8 @@ def down(d: Path, progress=print) -> list[str]:
             stopped.append(f"{p.kind} {p.name}")
     if st.netns:
         s.kill_namespace(st.netns)
-    for sub in ("redis", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers] if p)):
+    for sub in ("redis", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,
+                                               *st.sentinels, *st.replicas] if p)):
         shutil.rmtree(Path(st.dir) / sub, ignore_errors=True)
     state_path(d).unlink(missing_ok=True)
     return stopped

@@ -36,6 +36,9 @@ class ScenarioContext:
     stop_redis: Callable[[], None] | None = None
     rabbitmq_nodes: list[dict] = field(default_factory=list)  # each node's info (first: seed)
     rabbitmq_pids: list[int] = field(default_factory=list)  # the peers' (not the seed's)
+    redis_pid: int | None = None
+    sentinel_pids: list[int] = field(default_factory=list)
+    sentinel_ports: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class Scenario:
     # runs in a private network namespace, and doctor must run in it (`lab up` says how).
     exposed: bool = False
     redis_password: str | None = None
+    # Redis Sentinel: this many sentinels (quorum sentinel_quorum) and one replica watch the
+    # lab's Redis; the broker URL is then sentinel://... (master_name celeryctl-lab)
+    sentinels: int = 0
+    sentinel_quorum: int = 2
+    replica_priority: int = 100  # 0: never promoted (a failover has no candidate)
 
 
 def _celery(url: str):
@@ -539,8 +547,49 @@ def _broker_down(ctx: ScenarioContext) -> None:
 
 STRICT = {"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1"}
 
+def _sentinel_master_down(ctx: ScenarioContext) -> None:
+    """The master freezes (SIGSTOP); its only replica has priority 0, so no failover can
+    happen: the sentinels agree it is down (o_down)."""
+    import os
+    import signal
+
+    assert ctx.redis_pid is not None
+    os.killpg(os.getpgid(ctx.redis_pid), signal.SIGSTOP)
+    _wait_until(lambda: "o_down" in _sentinel_flags(ctx), "the sentinels' o_down", 30)
+
+
+def _sentinel_flags(ctx: ScenarioContext) -> str:
+    import redis
+
+    m = redis.Redis(port=ctx.sentinel_ports[0], socket_timeout=2).execute_command(
+        "SENTINEL", "MASTER", "celeryctl-lab")
+    items = list(m.items()) if isinstance(m, dict) else list(zip(m[::2], m[1::2],
+                                                                  strict=False))
+    flags = dict((k.decode() if isinstance(k, bytes) else k, v) for k, v in items)["flags"]
+    return flags.decode() if isinstance(flags, bytes) else str(flags)
+
+
+def _sentinel_quorum_lost(ctx: ScenarioContext) -> None:
+    """Two of the three sentinels (quorum 2) stop: the master is fine, but a failover could
+    no longer be authorised."""
+    import os
+    import signal
+
+    for pid in ctx.sentinel_pids[1:]:
+        os.killpg(os.getpgid(pid), signal.SIGTERM)
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("healthy", "Two workers, empty queues, sane settings: doctor stays clean.", ()),
+    Scenario("sentinel-healthy", "Redis behind three sentinels (quorum 2) with a replica in "
+             "sync; workers and doctor reach the master through sentinel:// URLs.", (),
+             sentinels=3),
+    Scenario("sentinel-master-down", "The master behind Sentinel freezes and its replica may "
+             "not be promoted: the sentinels agree it is down, no failover.",
+             ("BRK008",), sentinels=3, replica_priority=0, prepare=_sentinel_master_down),
+    Scenario("sentinel-quorum-lost", "Two of three sentinels (quorum 2) are gone: the next "
+             "master failure would not be failed over.", ("BRK009",), sentinels=3,
+             prepare=_sentinel_quorum_lost),
     Scenario("backlog-no-consumer",
              "1,500 tasks routed to `reports`, which no worker consumes.",
              ("QUE001", "QUE002"), prepare=_backlog),

@@ -95,6 +95,7 @@ class Proc:
             return
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGTERM)
+            os.killpg(pgid, signal.SIGCONT)  # a scenario may have paused it (SIGSTOP)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if not _group_alive(pgid):
@@ -194,6 +195,76 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     if password:
         info["password_file"] = str(d / "password")
     return Proc("redis", name, pid, marker, str(log), info)
+
+
+SENTINEL_MASTER = "celeryctl-lab"
+
+
+def start_replica(base: Path, master_port: int, *, name: str = "redis-replica",
+                  priority: int = 100) -> Proc:
+    """A redis-server replicating the lab's master (`REPLICAOF`), in sync when this returns.
+    `priority` 0: Sentinel never promotes it."""
+    import redis
+
+    proc = start_redis(base, name=name)
+    r = redis.Redis(port=proc.info["port"], socket_timeout=5)
+    r.config_set("replica-priority", priority)
+    r.execute_command("REPLICAOF", "127.0.0.1", master_port)
+
+    def synced() -> bool:
+        return r.info("replication").get("master_link_status") == "up"
+
+    _wait_or_stop(proc, synced, 15, f"replica of port {master_port}", Path(proc.log))
+    proc.info["replica_of"] = master_port
+    return proc
+
+
+def start_sentinel(base: Path, master_port: int, *, name: str = "sentinel", quorum: int = 2,
+                   down_after_ms: int = 1000) -> Proc:
+    """A Redis Sentinel (`redis-server CONF --sentinel`) monitoring the lab's master under
+    the name SENTINEL_MASTER. It rewrites its own config file, so the file is its own."""
+    binary = redis_binary()
+    if not binary:
+        raise LabError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    d = base / name
+    d.mkdir(parents=True, exist_ok=True)
+    conf = d / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndaemonize no\nprotected-mode no\ndir {d}\n"
+        f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} {quorum}\n"
+        f"sentinel down-after-milliseconds {SENTINEL_MASTER} {down_after_ms}\n"
+        f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n")
+    log = d / "sentinel.log"
+    pid, marker = _spawn([binary, str(conf), "--sentinel"], log)
+    proc = Proc("sentinel", name, pid, marker, str(log), {"port": port})
+    _wait_or_stop(proc, lambda: port_open(port), 10, f"sentinel on port {port}", log)
+    return proc
+
+
+def wait_sentinels_agree(ports: list[int], replicas: int, timeout: float = 20.0) -> None:
+    """Until every sentinel knows the others and the replicas (discovery takes seconds)."""
+    import redis
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ok = True
+        for p in ports:
+            try:
+                m = redis.Redis(port=p, socket_timeout=2).execute_command(
+                    "SENTINEL", "MASTER", SENTINEL_MASTER)
+                m = {(k.decode() if isinstance(k, bytes) else k):
+                     (v.decode() if isinstance(v, bytes) else v)
+                     for k, v in (m.items() if isinstance(m, dict)
+                                  else zip(m[::2], m[1::2], strict=False))}
+                ok &= (int(m.get("num-other-sentinels", 0)) == len(ports) - 1
+                       and int(m.get("num-slaves", 0)) >= replicas)
+            except Exception:  # noqa: BLE001 - not up yet
+                ok = False
+        if ok:
+            return
+        time.sleep(0.3)
+    raise LabError(f"sentinels on ports {ports} did not discover each other in {timeout:.0f} s")
 
 
 def secret_url(info: dict) -> str:

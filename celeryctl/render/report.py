@@ -44,6 +44,10 @@ def render_report_table(out, report, sources) -> None:
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
         for s in report.skipped:
             out.print(f"  {s.code} {s.name}: {s.reason}", markup=False, highlight=False)
+    for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
+        if s.name == "sentinel" and s.ok and s.detail:
+            out.print()
+            out.print(f"sentinel: {s.detail}", markup=False, highlight=False)
     bad = [s for s in sources if s.ok is False]
     if bad:
         out.print()
