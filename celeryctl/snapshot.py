@@ -111,6 +111,8 @@ class QueueDepth:
     idle_since: str | None = None
     ttl_seconds: int | None = None  # Redis: TTL of the list (-1 = never expires); internal only
     error: str | None = None  # this queue alone could not be read
+    members: tuple[str, ...] = ()  # RabbitMQ quorum queue: its member nodes (leader: `node`)
+    online: tuple[str, ...] = ()  # ... and those of them online
 
 
 @dataclass(frozen=True)

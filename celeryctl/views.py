@@ -82,7 +82,8 @@ def queue_row(q: QueueDepth) -> dict[str, Any]:
         "consumer_workers": list(q.consumer_workers), "publish_rate": q.publish_rate,
         "deliver_rate": q.deliver_rate, "ack_rate": q.ack_rate, "source": q.source,
         "discovered_by": list(q.discovered_by), "type": q.type, "state": q.state,
-        "node": q.node, "arguments": q.arguments, "effective_policy": q.effective_policy,
+        "node": q.node, "members": list(q.members), "online": list(q.online),
+        "arguments": q.arguments, "effective_policy": q.effective_policy,
         "messages_bytes": q.messages_bytes,
         "idle_since": q.idle_since, "ttl_seconds": q.ttl_seconds, "error": q.error,
     }

@@ -377,3 +377,37 @@ def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
                           f"{limit:.0f} s (assumed): the broker will close the worker's channel",
                           evidence={"tasks": far[:10], "consumer_timeout_assumed": limit},
                           hint="Raise consumer_timeout above the longest ETA.")
+
+
+@check("QUE012", "quorum-queue-members-offline", needs=("queues",), broker="amqp")
+def quorum_queue_members_offline(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    RabbitMQ quorum queues with members offline (`online` shorter than `members` in the
+    management API), and those that lost their majority.
+
+    ## Why it matters
+    A quorum queue keeps working while a majority of its members is online; each lost member
+    eats into the failures it can survive. Without a majority it accepts nothing and delivers
+    nothing: Celery's publishes to it fail and its workers idle.
+
+    ## How to fix
+    Bring the nodes back (`rabbitmqctl cluster_status`); when a node is gone for good, replace
+    the member (`rabbitmq-queues delete_member` / `add_member`, or `grow`).
+    """
+    for q in snap.queues:
+        if q.type != "quorum" or not q.members:
+            continue
+        offline = sorted(set(q.members) - set(q.online))
+        if not offline:
+            continue
+        majority = len(q.online) > len(q.members) // 2
+        yield Finding(
+            Severity.WARNING if majority else Severity.CRITICAL, f"queue {q.name}",
+            f"{len(offline)} of {len(q.members)} quorum members offline"
+            + ("" if majority else ": no majority, the queue is unavailable"),
+            evidence={"members": list(q.members), "online": list(q.online),
+                      "offline": offline, "leader": q.node},
+            hint="Restart the offline nodes, or replace their members.",
+            commands=["rabbitmqctl cluster_status",
+                      f"rabbitmq-queues quorum_status {q.name!r}"])

@@ -23,6 +23,14 @@ from celeryctl.snapshot import Connection, QueueDepth, RabbitServer
 from celeryctl.urls import Endpoint
 
 PAGE_SIZE = 500
+# only what queue_from_api reads: a 3,000-queue listing stays small (no backing-queue status,
+# no garbage-collection details, no per-channel consumer details)
+QUEUE_COLUMNS = ",".join((
+    "name", "vhost", "messages_ready", "messages_unacknowledged", "consumers", "type",
+    "state", "node", "leader", "members", "online", "arguments",
+    "effective_policy_definition", "message_bytes", "idle_since",
+    "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
+    "message_stats.ack_details.rate"))
 MAX_PAGES = 200  # 100,000 queues; beyond that the listing says it was cut
 
 
@@ -162,7 +170,8 @@ def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDep
     notes: list[str] = []
     page = 1
     while True:
-        data = api.get(f"/queues/{vq(vhost)}", params={"page": page, "page_size": PAGE_SIZE})
+        data = api.get(f"/queues/{vq(vhost)}", params={"page": page, "page_size": PAGE_SIZE,
+                                                       "columns": QUEUE_COLUMNS})
         if isinstance(data, list):  # server without pagination support
             items.extend(data)
             break
@@ -192,7 +201,10 @@ def queue_from_api(q: dict[str, Any]) -> QueueDepth:
         consumers=_int(q.get("consumers")), consumers_source="broker",
         publish_rate=rate("publish"), deliver_rate=rate("deliver_get"), ack_rate=rate("ack"),
         internal=classify_queue(name) != "task", source="management-api",
-        discovered_by=("broker",), type=q.get("type"), state=q.get("state"), node=q.get("node"),
+        discovered_by=("broker",), type=q.get("type"), state=q.get("state"),
+        node=q.get("leader") or q.get("node"),
+        members=tuple(str(m) for m in q.get("members") or ()),
+        online=tuple(str(m) for m in q.get("online") or ()),
         arguments=q.get("arguments") or {},
         effective_policy=q.get("effective_policy_definition") or {},
         messages_bytes=_int(q.get("message_bytes")),

@@ -28,6 +28,8 @@ SCAN_COUNT = 5000
 # HSCAN of `unacked` moves every in-flight body over the wire; above this many entries only
 # the total and the oldest age are read (per-queue attribution is then reported as unknown).
 UNACKED_ATTRIBUTION_LIMIT = 5000
+PIPELINE_BATCH = 2000  # commands per round trip: bounded client and server buffers
+SAMPLE_QUEUES_LIMIT = 200  # queues sampled (the deepest first): doctor's reads stay bounded
 CONFIG_KEYS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory", "maxmemory-policy",
                "save", "appendonly", "client-output-buffer-limit", "bind", "protected-mode")
 # never `requirepass` or `masterauth`: CONFIG GET would return the password itself
@@ -277,10 +279,7 @@ def detect_layout(client, options: dict[str, Any]) -> tuple[RedisLayout, list[by
 def collect_discovery(client, options: dict[str, Any]) -> RedisDiscovery:
     """`SCAN MATCH *_kombu.binding.*` then `SMEMBERS` each (pipelined) -> bindings."""
     layout, keys = detect_layout(client, options)
-    pipe = client.pipeline(transaction=False)
-    for k in keys:
-        pipe.smembers(k)
-    members = pipe.execute() if keys else []
+    members = pipelined(client, [("smembers", (k,)) for k in keys])
     bindings = []
     plen = len(layout.prefix) + len(BINDING)
     for k, mems in zip(keys, members, strict=True):
@@ -334,14 +333,24 @@ def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | Non
                         mutex_ttl_ms=int(mutex_ttl) if mutex_ttl and mutex_ttl > 0 else None)
 
 
+def pipelined(client, calls: list[tuple[str, tuple]], batch: int = PIPELINE_BATCH) -> list:
+    """Run (method, args) calls in pipelines of at most `batch` commands: one round trip for
+    a small cluster, a bounded number of bounded ones for 10,000 queues."""
+    out: list = []
+    for i in range(0, len(calls), batch):
+        pipe = client.pipeline(transaction=False)
+        for name, args in calls[i:i + batch]:
+            getattr(pipe, name)(*args)
+        out.extend(pipe.execute())
+    return out
+
+
 def collect_depths(client, layout: RedisLayout, queues: list[str]) -> dict[str, dict[str, int]]:
-    """One pipelined round trip: `LLEN` of every queue's priority sub-lists, as kombu's
-    `Channel._size`. Returns queue -> {step: length} (step "0" is the bare list)."""
-    pipe = client.pipeline(transaction=False)
-    for q in queues:
-        for step in layout.priority_steps:
-            pipe.llen(layout.key(q, step))
-    lengths = pipe.execute() if queues else []
+    """`LLEN` of every queue's priority sub-lists, as kombu's `Channel._size`, pipelined
+    (PIPELINE_BATCH commands per round trip). Returns queue -> {step: length} (step "0" is
+    the bare list)."""
+    lengths = pipelined(client, [("llen", (layout.key(q, step),)) for q in queues
+                                 for step in layout.priority_steps])
     out: dict[str, dict[str, int]] = {}
     i = 0
     for q in queues:
@@ -484,22 +493,26 @@ def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
 def collect_samples(client, layout: RedisLayout, depths: dict[str, dict[str, int]],
                     per_queue: int = 10) -> dict[str, list[MessageSample]]:
     """`LRANGE key -k -1` on the consuming end (kombu BRPOPs the right side, lowest priority
-    step first) of each non-empty sub-list, up to `per_queue` messages per queue, in one
-    pipeline. Read-only: LRANGE neither pops nor reorders."""
+    step first) of each non-empty sub-list, up to `per_queue` messages per queue, pipelined.
+    At most SAMPLE_QUEUES_LIMIT queues, the deepest first, so 10,000 queues cost no more than
+    200. Read-only: LRANGE neither pops nor reorders."""
     plan: list[tuple[str, int]] = []
-    pipe = client.pipeline(transaction=False)
-    for queue, buckets in sorted(depths.items()):
+    calls: list[tuple[str, tuple]] = []
+    busy = sorted((q for q, b in depths.items() if any(int(v) for v in b.values())),
+                  key=lambda q: (-sum(int(v) for v in depths[q].values()), q))
+    for queue in sorted(busy[:SAMPLE_QUEUES_LIMIT]):
+        buckets = depths[queue]
         left = per_queue
         for step in layout.priority_steps:
             n = min(left, int(buckets.get(str(step), 0)))
             if n <= 0:
                 continue
-            pipe.lrange(layout.key(queue, step), -n, -1)
+            calls.append(("lrange", (layout.key(queue, step), -n, -1)))
             plan.append((queue, step))
             left -= n
             if left <= 0:
                 break
-    results = pipe.execute() if plan else []
+    results = pipelined(client, calls)
     out: dict[str, list[MessageSample]] = {}
     for (queue, step), items in zip(plan, results, strict=True):
         # rightmost first: the next message a worker would receive
@@ -542,7 +555,5 @@ def collect_reply_ttls(client, layout: RedisLayout, names: list[str]) -> dict[st
     expire (celery/celery#6089)."""
     if not names:
         return {}
-    pipe = client.pipeline(transaction=False)
-    for n in names:
-        pipe.ttl(layout.key(n))
-    return {n: int(t) for n, t in zip(names, pipe.execute(), strict=True)}
+    ttls = pipelined(client, [("ttl", (layout.key(n),)) for n in names])
+    return {n: int(t) for n, t in zip(names, ttls, strict=True)}

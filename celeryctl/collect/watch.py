@@ -26,6 +26,7 @@ from typing import Any
 from celeryctl.snapshot import Observed
 from celeryctl.targets import Target
 
+WATCH_BATCH = 10_000
 RABBIT_COLUMNS = ",".join((
     "name", "vhost", "messages_ready", "messages_unacknowledged", "consumers",
     "message_stats.publish", "message_stats.ack", "message_stats.deliver_get",
@@ -143,7 +144,7 @@ class Watcher:
         return Observed(s, source="broker", elapsed_seconds=time.monotonic() - started)
 
     def _sample_redis(self) -> Sample:
-        from celeryctl.collect.redis import RedisLayout, connect_first
+        from celeryctl.collect.redis import RedisLayout, connect_first, pipelined
 
         with self._lock:
             d = self.discovery
@@ -152,12 +153,10 @@ class Watcher:
                                             self.target.transport_options)
         layout = RedisLayout.from_options(d.options or self.target.transport_options)
         names = sorted(d.queues)
-        pipe = self._client.pipeline(transaction=False)
-        for q in names:
-            for step in layout.priority_steps:
-                pipe.llen(layout.key(q, step))
-        pipe.hlen(f"{layout.prefix}unacked")
-        out = pipe.execute()
+        # one round trip up to 2,500 queues; bounded batches beyond
+        out = pipelined(self._client, [("llen", (layout.key(q, step),)) for q in names
+                                       for step in layout.priority_steps]
+                        + [("hlen", (f"{layout.prefix}unacked",))], batch=WATCH_BATCH)
         now = time.time()
         steps = len(layout.priority_steps)
         readings = []

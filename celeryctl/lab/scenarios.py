@@ -468,9 +468,37 @@ def _node_down(ctx: ScenarioContext) -> None:
     from celeryctl.lab.servers import rabbitmqctl
 
     _dlx_policy(ctx)
+    # a quorum queue on both nodes: with one of two members gone it has no majority
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", ctx.rabbitmq_nodes[0]["amqp_port"], connection_attempts=1,
+        socket_timeout=5))
+    conn.channel().queue_declare("reports-quorum", durable=True,
+                                 arguments={"x-queue-type": "quorum"})
+    conn.close()
+    _wait_until(lambda: len(_quorum_members(ctx, "reports-quorum")) == 2,
+                "both quorum members listed")
     rabbitmqctl(ctx.rabbitmq_nodes[1], "stop_app")
     _wait_until(lambda: any(n.get("running") is False for n in _api_nodes(ctx)),
                 "the second node reported down")
+    _wait_until(lambda: len(_quorum_online(ctx, "reports-quorum")) == 1,
+                "the quorum queue's second member offline", 30)
+
+
+def _quorum_info(ctx: ScenarioContext, name: str) -> dict:
+    try:
+        return _api(ctx, "GET", f"/queues/%2F/{name}") or {}
+    except Exception:  # noqa: BLE001 - not listed yet
+        return {}
+
+
+def _quorum_members(ctx: ScenarioContext, name: str) -> list:
+    return _quorum_info(ctx, name).get("members") or []
+
+
+def _quorum_online(ctx: ScenarioContext, name: str) -> list:
+    return _quorum_info(ctx, name).get("online") or []
 
 
 def _partition(ctx: ScenarioContext) -> None:
@@ -746,8 +774,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                                                "CELERYCTL_LAB_TIME_LIMIT": "7200"}),)),
     Scenario("rabbitmq-disk-alarm", "RabbitMQ's disk alarm is raised: every publisher is "
              "blocked.", ("BRK003",), broker="rabbitmq", prepare=_disk_alarm),
-    Scenario("rabbitmq-node-down", "A two-node RabbitMQ cluster with one node stopped.",
-             ("BRK003",), broker="rabbitmq", rabbitmq_nodes=2, prepare=_node_down),
+    Scenario("rabbitmq-node-down", "A two-node RabbitMQ cluster with one node stopped; a "
+             "quorum queue on both nodes loses its majority.",
+             ("BRK003", "QUE012"), broker="rabbitmq", rabbitmq_nodes=2, prepare=_node_down),
     Scenario("rabbitmq-partition", "A two-node RabbitMQ cluster partitioned: the second node "
              "was paused longer than the tick time, then resumed.", ("BRK007",),
              broker="rabbitmq", rabbitmq_nodes=2, net_ticktime=4, prepare=_partition),
