@@ -1,0 +1,101 @@
+"""Scale on real servers: 16 workers seen by `workers` and `doctor` (which still return as
+soon as all answered) with a drift finding that stays readable; Redis Sentinel resolving the
+current master across a real failover. Wall-time and memory ratios are in benchmarks/
+(bench_scale.py, bench_workers.py --workers 16), not here."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from celeryctl.lab import lab
+from celeryctl.lab import servers as s
+from tests.conftest import run_json
+
+pytestmark = [pytest.mark.redis, pytest.mark.workers]
+H = socket.gethostname()
+
+
+def test_sixteen_workers_all_seen_early_with_grouped_drift(labdir):
+    server = s.start_redis(labdir, name=f"redis-16-{time.monotonic_ns()}")
+    url = server.info["url"]
+    procs = []
+    try:
+        for i in range(16):
+            env = {"CELERYCTL_LAB_PREFETCH": "1"} if i >= 12 else {}
+            procs.append(s.start_worker(labdir, url, f"sw{i:02d}@%h", queues="celery",
+                                        pool="threads", concurrency=1, env=env, wait=False))
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not all(
+                " ready." in Path(p.log).read_text(errors="replace") for p in procs
+                if Path(p.log).exists()) or not all(Path(p.log).exists() for p in procs):
+            time.sleep(0.5)
+        code, doc, err, _ = run_json("workers", "--broker", url, "--timeout", "5")
+        assert code == 0, err
+        assert len(doc["workers"]) == 16 and doc["missing"] == []
+        wsrc = next(x for x in doc["sources"] if x["name"] == "workers")
+        assert "returned early" in wsrc["detail"], wsrc
+        code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "5",
+                                     "--select", "WRK003")
+        drift = [f for f in doc["findings"] if f["subject"] == "setting worker_prefetch_multiplier"]
+        assert drift, doc
+        assert drift[0]["message"].endswith("12 with 4; 4 with 1")
+        groups = drift[0]["evidence"]["groups"]
+        assert [g["count"] for g in groups] == [12, 4]
+        assert len(groups[0]["workers"]) == 6 and groups[0]["workers"][-1] == "... 7 more"
+        wsrc = next(x for x in doc["sources"] if x["name"] == "workers")
+        assert "16 replied of 16 expected" in wsrc["detail"]
+    finally:
+        for p in procs:
+            p.stop(timeout=5)
+        server.stop()
+
+
+def test_sentinel_follows_a_real_failover(tmp_path):
+    import redis
+
+    st = lab.up(tmp_path / "lab", scenario="sentinel-healthy", rabbitmq=False,
+                progress=lambda *_: None)
+    try:
+        sport = st.sentinels[0]["info"]["port"]
+        sentinel = redis.Redis(port=sport, socket_timeout=3)
+
+        def master() -> int:
+            return int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                                                s.SENTINEL_MASTER)[1])
+
+        before = master()
+        assert before == st.redis["info"]["port"]
+        from celery import Celery
+
+        app = Celery(broker=st.sentinel_url, set_as_current=False)
+        app.conf.broker_transport_options = {"master_name": s.SENTINEL_MASTER}
+        for i in range(7):
+            app.send_task("celeryctl.lab.demoapp.add", (i, i), queue="held")
+        app.close()
+        code, doc, err, _ = run_json("queues", "--broker", st.broker_url)
+        assert code == 0, err
+        assert next(q for q in doc["queues"] if q["name"] == "held")["ready"] == 7
+        assert f"127.0.0.1:{before}" in doc["sources"][0]["detail"]
+        code, doc, err, _ = run_json("doctor", "--broker", st.broker_url, "--select", "BRK")
+        sview = next(x for x in doc["sources"] if x["name"] == "sentinel")
+        assert sview["ok"] and f"at 127.0.0.1:{before}" in sview["detail"]
+        assert "1 replica(s), quorum 2, 3 of 3 sentinels answered" in sview["detail"]
+        assert doc["findings"] == []
+
+        sentinel.execute_command("SENTINEL", "FAILOVER", s.SENTINEL_MASTER)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and master() == before:
+            time.sleep(0.2)
+        after = master()
+        assert after != before and after == st.replicas[0]["info"]["port"]
+        time.sleep(1)
+        code, doc, err, _ = run_json("queues", "--broker", st.broker_url)
+        assert code == 0, err
+        assert f"127.0.0.1:{after}" in doc["sources"][0]["detail"]  # the new master
+        assert next(q for q in doc["queues"] if q["name"] == "held")["ready"] == 7
+    finally:
+        lab.down(tmp_path / "lab", progress=lambda *_: None)
