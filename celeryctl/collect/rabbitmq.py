@@ -170,8 +170,10 @@ def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDep
     notes: list[str] = []
     page = 1
     while True:
+        # sorted by name, so pages neither overlap nor skip while queues come and go
         data = api.get(f"/queues/{vq(vhost)}", params={"page": page, "page_size": PAGE_SIZE,
-                                                       "columns": QUEUE_COLUMNS})
+                                                       "columns": QUEUE_COLUMNS,
+                                                       "sort": "name"})
         if isinstance(data, list):  # server without pagination support
             items.extend(data)
             break
@@ -183,7 +185,13 @@ def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDep
             notes.append(f"queue listing cut after {MAX_PAGES * PAGE_SIZE} queues")
             break
         page += 1
-    return [queue_from_api(q) for q in items], notes
+    seen: set[str] = set()
+    unique = []
+    for q in items:  # a queue created between two pages can shift the next one: dedupe
+        if q.get("name") not in seen:
+            seen.add(q.get("name"))
+            unique.append(q)
+    return [queue_from_api(q) for q in unique], notes
 
 
 def queue_from_api(q: dict[str, Any]) -> QueueDepth:

@@ -1,4 +1,5 @@
-"""JSON output: `{"schema": 1, <kind>: [...], "sources": [...], ...}`, stable keys."""
+"""JSON output: `{"schema": 1, <kind>: [...], "sources": [...], ...}`, stable keys;
+indented up to 1,000 rows, one compact line above."""
 
 from __future__ import annotations
 
@@ -16,4 +17,7 @@ def render_json(out, kind: str, rows: Any, *, sources: list, target: dict | None
     if target is not None:
         doc["target"] = target
     doc["notes"] = list(notes or [])
-    out.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+    # indented for people up to 1,000 rows; above, compact: `indent` forces the pure-Python
+    # encoder, which was most of the time of `queues` at 10,000 queues (docs/performance.md)
+    big = isinstance(rows, list) and len(rows) > 1000
+    out.write(json.dumps(doc, indent=None if big else 2, sort_keys=False, default=str) + "\n")

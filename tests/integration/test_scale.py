@@ -99,3 +99,45 @@ def test_sentinel_follows_a_real_failover(tmp_path):
         assert next(q for q in doc["queues"] if q["name"] == "held")["ready"] == 7
     finally:
         lab.down(tmp_path / "lab", progress=lambda *_: None)
+
+
+def test_redis_queues_listed_across_pipeline_batches(labdir):
+    """600 queues x 4 priority sub-lists = 2,400 LLENs: more than one pipeline batch."""
+    import redis
+
+    server = s.start_redis(labdir, name=f"redis-many-{time.monotonic_ns()}")
+    try:
+        r = redis.Redis(port=server.info["port"])
+        pipe = r.pipeline(transaction=False)
+        for i in range(600):
+            q = f"mq-{i:04d}"
+            pipe.sadd(f"_kombu.binding.{q}", f"{q}\x06\x16\x06\x16{q}")
+            pipe.lpush(q, *[b"{}"] * (i % 5 + 1))
+            pipe.lpush(f"{q}\x06\x169", b"{}")
+        pipe.execute()
+        code, doc, err, _ = run_json("queues", "--broker", server.info["url"])
+        assert code == 0, err
+        rows = {q["name"]: q for q in doc["queues"] if q["name"].startswith("mq-")}
+        assert len(rows) == 600
+        assert all(rows[f"mq-{i:04d}"]["ready"] == i % 5 + 2 for i in range(600))
+        assert rows["mq-0599"]["buckets"]["9"] == 1
+    finally:
+        server.stop()
+
+
+def test_rabbitmq_queues_listed_across_pages(rabbit, vhost):
+    """More queues than one management API page (500)."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", rabbit["amqp_port"],
+                                                             vhost))
+    ch = conn.channel()
+    for i in range(620):
+        ch.queue_declare(f"pq-{i:04d}", auto_delete=False)
+    conn.close()
+    url = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    api = f"http://guest:guest@127.0.0.1:{rabbit['management_port']}"
+    code, doc, err, _ = run_json("queues", "--broker", url, "--rabbitmq-api", api)
+    assert code == 0, err
+    names = {q["name"] for q in doc["queues"]}
+    assert {f"pq-{i:04d}" for i in range(620)} <= names

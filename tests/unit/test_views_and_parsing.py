@@ -166,3 +166,21 @@ def test_attribution_known_local_owner_that_is_not_a_worker():
     assert (out[0].worker, out[0].worker_match) == ("w1@h", "exact")  # a pool child
     assert out[1].worker is None and "not a worker" in out[1].worker_match
     assert out[2].worker == "w1@h" and out[2].worker_match == "host"  # owner unknown
+
+
+def test_five_thousand_client_list_lines_parse():
+    from celeryctl.collect.redis import client_from_fields, parse_client_fields
+
+    lines = [f"id={i} addr=10.0.{i // 250}.{i % 250}:{40000 + i} laddr=10.0.0.1:6379 fd={i} "
+             f"name= age={i} idle={i % 600} flags={'b' if i % 10 == 0 else 'N'} db=0 sub=0 "
+             f"psub={1 if i % 97 == 0 else 0} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 "
+             f"obl=0 oll=0 omem=0 tot-mem=20000 events=r "
+             f"cmd={'brpop' if i % 10 == 0 else 'ping'} user=default redir=-1 resp=2"
+             for i in range(5000)]
+    conns = [client_from_fields(parse_client_fields(x)) for x in lines]
+    assert len(conns) == 5000
+    roles = {}
+    for c in conns:
+        roles[c.role] = roles.get(c.role, 0) + 1
+    assert roles == {"consumer": 494, "pubsub": 52, "client": 4454}  # pub/sub wins
+    assert conns[4999].idle_seconds == 4999 % 600 and conns[4999].address == "10.0.19.249:44999"
