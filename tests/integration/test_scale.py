@@ -141,3 +141,41 @@ def test_rabbitmq_queues_listed_across_pages(rabbit, vhost):
     assert code == 0, err
     names = {q["name"] for q in doc["queues"]}
     assert {f"pq-{i:04d}" for i in range(620)} <= names
+
+
+def test_five_thousand_real_clients_listed_and_classified(labdir):
+    """5,000 open client connections to a real redis-server: `connections` lists them all,
+    with the consumer (BRPOP-blocked) ones recognised."""
+    import resource
+    import threading
+
+    import redis
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # 5,000 where the hard open-files limit allows it (it does on Debian's default, 1M, and
+    # on this project's CI machines); never fewer than 1,000
+    n = 5000 if hard == resource.RLIM_INFINITY else min(5000, hard - 500)
+    assert n >= 1000, f"the hard open-files limit ({hard}) is far too low"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 500), hard))
+    server = s.start_redis(labdir, name=f"redis-5k-{time.monotonic_ns()}")  # inherits it
+    clients = []
+    try:
+        for _ in range(n):
+            c = redis.Redis(port=server.info["port"], single_connection_client=True)
+            c.ping()
+            clients.append(c)
+        blocked = redis.Redis(port=server.info["port"], socket_timeout=30)
+        t = threading.Thread(target=lambda: blocked.brpop(["nothing-here"], timeout=20),
+                             daemon=True)
+        t.start()
+        time.sleep(0.5)
+        code, doc, err, _ = run_json("connections", "--broker", server.info["url"])
+        assert code == 0, err
+        rows = doc["connections"]
+        assert len(rows) >= n + 1
+        assert sum(1 for r in rows if r["role"] == "consumer") == 1
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
