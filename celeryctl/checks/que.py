@@ -53,7 +53,8 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
 
     ## How to fix
     Start a worker consuming it, or add it to a running worker without restart
-    (`celery control add_consumer QUEUE`); fix `task_routes` if the name is wrong.
+    (`celeryctl control add-consumer QUEUE -d WORKER`, or Celery's `control add_consumer`);
+    fix `task_routes` if the name is wrong.
     """
     for q in _task_queues(snap):
         if q.ready and q.consumers == 0:
@@ -62,7 +63,7 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
                           evidence={"ready": q.ready, "consumers": 0,
                                     "consumers_source": q.consumers_source},
                           hint=f"Start a worker with -Q {q.name} or add a consumer.",
-                          commands=[f"celery -A proj control add_consumer {q.name}",
+                          commands=[f"celeryctl control add-consumer {q.name} -d WORKER",
                                     f"celery -A proj worker -Q {q.name}"])
 
 

@@ -52,15 +52,15 @@ def worker_consumes_no_queue(snap, limits: Limits) -> Iterator[Finding]:
     `cancel_consumer` of its last queue, or a `-Q` naming a queue that tasks are not routed to.
 
     ## How to fix
-    Add a consumer (`celery control add_consumer QUEUE -d NODE`) or restart it with the
-    right `-Q`.
+    Add a consumer (`celeryctl control add-consumer QUEUE -d NODE`, or Celery's
+    `control add_consumer`) or restart it with the right `-Q`.
     """
     for n in snap.workers.nodes:
         q = n.replies.get("active_queues")
         if isinstance(q, list) and not q:
             yield Finding(Severity.WARNING, f"worker {n.name}", "consumes no queue",
                           hint="Add a consumer or restart the worker with -Q.",
-                          commands=[f"celery -A proj control add_consumer celery -d {n.name}"])
+                          commands=[f"celeryctl control add-consumer celery -d {n.name}"])
 
 
 @check("WRK003", "worker-config-drift", needs=("workers",))
