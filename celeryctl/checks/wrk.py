@@ -204,6 +204,8 @@ def rss_growing_without_recycling(snap, limits: Limits) -> Iterator[Finding]:
     ## What it finds
     Workers whose peak RSS (`stats().rusage.maxrss`) rose between the two samples of
     `--sample-interval` while processes are never recycled (no `max_tasks_per_child`).
+    Linux carries a process's peak RSS over from its parent through fork and exec, so a worker
+    started by a bigger process shows growth only once it passes that inherited peak.
 
     ## Why it matters
     Memory that only grows ends in the OOM killer: with prefork the kernel kills a pool

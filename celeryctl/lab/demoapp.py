@@ -93,8 +93,11 @@ _grown: list = []
 
 
 @app.task(name="celeryctl.lab.demoapp.grow_memory")
-def grow_memory(megabytes: int, seconds: float) -> int:
-    """A leak in slow motion: allocate `megabytes` over `seconds`, and keep it."""
+def grow_memory(megabytes: int, seconds: float, initial_mb: int = 0) -> int:
+    """A leak in slow motion: allocate `initial_mb` at once, then `megabytes` over `seconds`,
+    and keep it all."""
+    if initial_mb:
+        _grown.append(bytearray(initial_mb * 1024 * 1024))
     steps = max(20, int(seconds * 2))  # a step every half second at most
     for _ in range(steps):
         _grown.append(bytearray(megabytes * 1024 * 1024 // steps))

@@ -385,8 +385,15 @@ def _evictions_happened(ctx: ScenarioContext) -> None:
 
 def _memory_growth(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "2"]
-    # 20 MB a second for 40 s: every 2 s sample interval sees the peak RSS rise
-    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory", args=(800, 40))
+    # A process's peak RSS (what `stats` reports: getrusage maxrss) starts at its parent's RSS
+    # when it was forked — Linux carries it through fork and exec. A worker spawned by a big
+    # process (a long test run) must first pass that inherited peak before growth shows:
+    # allocate past it at once, then 20 MB a second for 40 s.
+    import resource
+
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.grow_memory",
+             args=(800, 40, inherited_mb + 100))
     # doctor's two samples must fall while the task allocates, and after the process's
     # earlier peak (start-up) is passed: maxrss only moves once the current RSS exceeds it
     _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.grow_memory"), "the task running")
