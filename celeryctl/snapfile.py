@@ -47,17 +47,16 @@ MASK = "********"
 ARGS_MARKER = "[redacted: pass --include-args to keep task arguments]"
 SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://)([^/@\s:;]*):([^/@\s;]+)@", re.IGNORECASE)
-URL_REDIS_SECRET = re.compile(r"(rediss?://)([^/@\s:;]+)@", re.IGNORECASE)
+URL_REDIS_SECRET = re.compile(r"((?:rediss?|sentinel)://)([^/@\s:;]+)@", re.IGNORECASE)
 ARG_KEYS = {"args", "kwargs", "argsrepr", "kwargsrepr"}
-# keys that name things, never hold secrets, though they match SECRET_NAME
-NOT_SECRET = {"routing_key", "key", "keyprefix", "keyprefix_source", "global_keyprefix",
-              "other_keyprefixes", "result_keys_sampled", "result_keys_without_ttl",
-              "task_default_routing_key", "event_queue_key"}
+# settings that name things and never hold secrets, though their names match SECRET_NAME
+NOT_SECRET = {"routing_key", "task_default_routing_key", "global_keyprefix", "keyprefix"}
 
 PART_TYPES: dict[str, Any] = {
     "workers": WorkersView, "queues": [QueueDepth], "connections": [Connection],
     "redis_server": RedisServer, "redis_unacked": RedisUnacked, "rabbit_server": RabbitServer,
     "backend": BackendStatus, "samples": {str: [MessageSample]}, "growth": {str: QueueGrowth},
+    "rss_growth": {str: tuple},  # node -> (peak RSS before, after, recycling)
 }
 
 
@@ -169,9 +168,6 @@ def _observed(raw: dict[str, Any], kind: Any) -> Observed:
     value = raw.get("value")
     if raw.get("error") is None and value is not None:
         value = _build(value, kind)
-    if kind is None and isinstance(value, dict) and raw.get("error") is None:
-        # rss_growth: node -> [before, after, recycling]
-        value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     return Observed(value=value, error=raw.get("error"), source=raw.get("source") or "",
                     elapsed_seconds=float(raw.get("elapsed_seconds") or 0.0),
                     notes=tuple(raw.get("notes") or ()))
@@ -180,6 +176,8 @@ def _observed(raw: dict[str, Any], kind: Any) -> Observed:
 def _build(value: Any, kind: Any) -> Any:
     if kind is None:
         return value
+    if kind is tuple:
+        return tuple(value)
     if isinstance(kind, list):
         return [_build(v, kind[0]) for v in value]
     if isinstance(kind, dict):

@@ -11,13 +11,15 @@ plan_kill (pure) picks the connections the filters match and sets aside the ones
 A protected connection is closed only when named explicitly: `--address` equal to its exact
 `host:port`, or `--name` equal to its exact client name (no wildcard). Right before acting, the
 plan is checked again against a fresh listing (`still_selected`): a connection that became a
-consumer, woke up, or went away in the meantime is left alone.
+consumer, woke up, or went away in the meantime is left alone. `close_redis`/`close_rabbit`
+act; `kill_rows` (pure) judges each from the listing taken afterwards.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from typing import Any
 
 from celeryctl.snapshot import Connection
 
@@ -122,3 +124,66 @@ def still_selected(plan: KillPlan, now: list[Connection], f: KillFilters) -> tup
             left.append((c, "changed since the plan (active again, or now a consumer): left "
                             "open"))
     return go, left
+
+
+# --- acting: close, then judge from a fresh listing ------------------------------------------
+
+def close_redis(client, conns: list[Connection]) -> dict[str, str]:
+    """`CLIENT KILL ID` each; returns id -> error for those not closed by this call."""
+    errors: dict[str, str] = {}
+    for x in conns:
+        try:
+            if not client.execute_command("CLIENT KILL", "ID", x.id):
+                errors[x.id or ""] = "already closed"
+        except Exception as exc:  # noqa: BLE001 - report, keep going
+            errors[x.id or ""] = str(exc)
+    return errors
+
+
+def close_rabbit(api, conns: list[Connection]) -> dict[str, str]:
+    """Management API `DELETE /api/connections/NAME` each, with an `X-Reason` the client sees;
+    returns name -> error for those it refused."""
+    from urllib.parse import quote
+
+    from celeryctl.collect.rabbitmq import ManagementError
+
+    errors: dict[str, str] = {}
+    for x in conns:
+        idle = f"idle {x.idle_seconds:.0f} s" if x.idle_seconds is not None else "named"
+        try:
+            api.delete(f"/connections/{quote(x.id or '', safe='')}",
+                       headers={"X-Reason": f"closed by celeryctl connections kill ({idle})"})
+        except ManagementError as exc:
+            errors[x.id or ""] = str(exc)
+    return errors
+
+
+def closing_ids(after: list[Connection]) -> set[str]:
+    """RabbitMQ keeps a connection "closing" until the client answers close-ok: a client that
+    does no I/O (a leak) never does, and the broker has closed it all the same."""
+    return {x.id or "" for x in after if x.state in ("closing", "closed")}
+
+
+def still_open(go: list[Connection], after: list[Connection]) -> bool:
+    listed = {x.id for x in after} - closing_ids(after)
+    return any(x.id in listed for x in go)
+
+
+def kill_rows(go: list[Connection], left: list[tuple[Connection, str]],
+              errors: dict[str, str], after: list[Connection]) -> list[dict[str, Any]]:
+    """One row per planned connection: left open (and why), closed, or the error."""
+    rows = [{"address": x.address, "id": x.id, "result": "left open: " + why}
+            for x, why in left]
+    listed, closing = {x.id for x in after}, closing_ids(after)
+    for x in go:
+        err = errors.get(x.id or "")
+        if err and err != "already closed":
+            result = f"error: {err}"
+        elif x.id in closing:
+            result = "closed (closing: the client has not acknowledged)"
+        elif x.id in listed:
+            result = "error: still listed after closing"
+        else:
+            result = "closed"
+        rows.append({"address": x.address, "id": x.id, "result": result})
+    return rows

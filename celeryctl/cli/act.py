@@ -437,8 +437,16 @@ def kill(
 
 def _execute_kill(c, plan, f) -> list[dict[str, Any]] | None:
     """Check the plan against a fresh listing, close what it still selects, and verify with
-    one more listing. None when the broker could not be read."""
-    from celeryctl.actions.kill import still_selected
+    more listings. None when the broker could not be read."""
+    import time
+
+    from celeryctl.actions.kill import (
+        close_rabbit,
+        close_redis,
+        kill_rows,
+        still_open,
+        still_selected,
+    )
 
     def listing():
         from celeryctl.collect import gather
@@ -453,58 +461,27 @@ def _execute_kill(c, plan, f) -> list[dict[str, Any]] | None:
     if now is None:
         return None
     go, left = still_selected(plan, now, f)
-    rows = [{"address": x.address, "id": x.id, "result": "left open: " + why}
-            for x, why in left]
-    errors: dict[str, str] = {}
     if c.target.broker_kind == "redis":
         from celeryctl.collect.redis import connect_first
 
         client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
-        for x in go:
-            try:
-                if not client.execute_command("CLIENT KILL", "ID", x.id):
-                    errors[x.id] = "already closed"
-            except Exception as exc:  # noqa: BLE001 - report, keep going
-                errors[x.id] = str(exc)
+        try:
+            errors = close_redis(client, go)
+        finally:
+            client.close()
     else:
-        from urllib.parse import quote
-
-        from celeryctl.collect.rabbitmq import ManagementAPI, ManagementError
+        from celeryctl.collect.rabbitmq import ManagementAPI
 
         api = ManagementAPI(c.target.rabbitmq_api, c.target.timeout)
         try:
-            for x in go:
-                idle = f"idle {x.idle_seconds:.0f} s" if x.idle_seconds is not None else "named"
-                try:
-                    api.delete(f"/connections/{quote(x.id or '', safe='')}",
-                               headers={"X-Reason": f"closed by celeryctl connections kill "
-                                                    f"({idle})"})
-                except ManagementError as exc:
-                    errors[x.id or ""] = str(exc)
+            errors = close_rabbit(api, go)
         finally:
             api.close()
     # the management API lists a closed connection until its next statistics event: poll
-    import time
-
     end = time.monotonic() + max(5.0, c.target.timeout)
     while True:
         after = listing() or []
-        still = {x.id for x in after}
-        # RabbitMQ keeps a connection "closing" until the client answers close-ok: a client
-        # that does no I/O (a leak) never does; the broker has closed it all the same
-        closing = {x.id for x in after if x.state in ("closing", "closed")}
-        if not (still - closing) & {x.id for x in go} or time.monotonic() >= end:
+        if not still_open(go, after) or time.monotonic() >= end:
             break
         time.sleep(0.5)
-    for x in go:
-        if x.id in errors and errors[x.id] != "already closed":
-            rows.append({"address": x.address, "id": x.id, "result": f"error: {errors[x.id]}"})
-        elif x.id in closing:
-            rows.append({"address": x.address, "id": x.id,
-                         "result": "closed (closing: the client has not acknowledged)"})
-        elif x.id in still:
-            rows.append({"address": x.address, "id": x.id,
-                         "result": "error: still listed after closing"})
-        else:
-            rows.append({"address": x.address, "id": x.id, "result": "closed"})
-    return rows
+    return kill_rows(go, left, errors, after)

@@ -57,7 +57,13 @@ def control(
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
-    from celeryctl.actions.control import ControlArgumentError, parse_command, plan_control
+    from celeryctl.actions.control import (
+        VERIFY_METHOD,
+        ControlArgumentError,
+        parse_command,
+        plan_control,
+        queue_names,
+    )
     from celeryctl.collect import gather
     from celeryctl.status import UsageError
 
@@ -67,8 +73,6 @@ def control(
                                        signal=signal)
     except ControlArgumentError as exc:
         raise UsageError(str(exc)) from None
-    from celeryctl.actions.control import VERIFY_METHOD
-
     methods = ["ping", "active_queues"]
     if cmd == "revoke" and arguments.get("terminate"):
         methods.append("active")
@@ -82,8 +86,6 @@ def control(
     view = g.workers.value
     live: dict[str, list[str] | None] = {}
     for n in view.nodes:
-        from celeryctl.actions.control import queue_names
-
         live.setdefault(n.name, queue_names(n.replies.get("active_queues")))
     active = None
     if "active" in methods:

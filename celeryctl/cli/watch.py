@@ -121,12 +121,13 @@ class _Loop:
         if t.broker_kind == "redis":
             notes.append("Redis keeps no per-queue counters: in/out shown only for queues no "
                          "worker consumes; net rate and drain time from successive samples")
+        if d.workers is not None:
+            workers_note = f"as of {human_seconds(time.time() - d.time)} ago"
+        else:
+            workers_note = d.worker_error
         return {
             "cluster": t.profile, "broker": t.broker_redacted,
-            "interval": self.interval, "workers": d.workers,
-            "workers_note": (f"as of {human_seconds(time.time() - d.time)} ago"
-                             if d.time else None) if d.workers is not None
-            else (d.worker_error or None),
+            "interval": self.interval, "workers": d.workers, "workers_note": workers_note,
             "last_good": time.strftime("%H:%M:%S", time.localtime(self.state.last_good))
             if self.state.last_good else None,
             "age": human_seconds(age) if age is not None and age >= 1 else None,

@@ -121,6 +121,15 @@ def resolve_sentinel_master(endpoints: tuple[Endpoint, ...], timeout: float,
     raise ConnectionError("; ".join(errors))
 
 
+def resolve_endpoints(endpoints: tuple[Endpoint, ...], timeout: float,
+                      options: dict[str, Any] | None) -> tuple[Endpoint, ...]:
+    """The Redis servers to connect to: the URLs themselves, or — for sentinel:// URLs — the
+    current master (one place, so every connection follows a failover the same way)."""
+    if endpoints and endpoints[0].scheme == "sentinel":
+        return (resolve_sentinel_master(endpoints, timeout, options),)
+    return endpoints
+
+
 def collect_sentinel(endpoints: tuple[Endpoint, ...], timeout: float,
                      options: dict[str, Any] | None) -> dict[str, Any]:
     """Every sentinel's view of the master: `SENTINEL MASTER`, `REPLICAS`, `SENTINELS` (one
@@ -162,8 +171,7 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
     """Try each failover URL in order; return (client, endpoint) of the first that PINGs.
     Raises the last error, with every attempt named. sentinel:// URLs are resolved to the
     current master first (`options`: the transport options, for master_name)."""
-    if endpoints and endpoints[0].scheme == "sentinel":
-        endpoints = (resolve_sentinel_master(endpoints, timeout, options),)
+    endpoints = resolve_endpoints(endpoints, timeout, options)
     errors = []
     for ep in endpoints:
         client = redis_client(ep, timeout)

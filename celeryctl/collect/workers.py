@@ -67,11 +67,11 @@ def connect(endpoints: tuple[Endpoint, ...], timeout: float, transport_options: 
     """Connect to the first failover URL that answers; errors name every attempt."""
     from celeryctl.collect.bounded import describe_error
 
-    if endpoints and endpoints[0].scheme == "sentinel":
-        # resolved here, bounded, rather than by kombu's sentinel transport
-        from celeryctl.collect.redis import resolve_sentinel_master
+    if endpoints and endpoints[0].kind == "redis":
+        # sentinel:// resolved here, bounded, rather than by kombu's sentinel transport
+        from celeryctl.collect.redis import resolve_endpoints
 
-        endpoints = (resolve_sentinel_master(endpoints, timeout, transport_options),)
+        endpoints = resolve_endpoints(endpoints, timeout, transport_options)
     errors = []
     for ep in endpoints:
         conn = kombu_connection(ep, timeout, transport_options)

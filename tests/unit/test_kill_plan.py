@@ -62,3 +62,21 @@ def test_plan_rechecked_before_acting():
     assert go == [] and "changed" in left[0][1]
     go, left = still_selected(plan, [], KillFilters(idle_over=300))
     assert go == [] and left[0][1] == "already closed"
+
+
+def test_kill_rows_judge_from_the_listing_after():
+    from celeryctl.actions.kill import kill_rows, still_open
+
+    a = Connection("rabbitmq", "h:1", id="a")
+    b = Connection("rabbitmq", "h:2", id="b")
+    c = Connection("rabbitmq", "h:3", id="c")
+    d = Connection("rabbitmq", "h:4", id="d")
+    after = [Connection("rabbitmq", "h:2", id="b", state="closing"),
+             Connection("rabbitmq", "h:3", id="c", state="running")]
+    assert still_open([a, b, c], after) and not still_open([a, b], after)
+    rows = kill_rows([a, b, c, d], [(Connection("redis", "h:9", id="z"), "already closed")],
+                     {"d": "HTTP 404 on DELETE"}, after)
+    assert [r["result"] for r in rows] == [
+        "left open: already closed", "closed",
+        "closed (closing: the client has not acknowledged)",
+        "error: still listed after closing", "error: HTTP 404 on DELETE"]

@@ -36,6 +36,7 @@ def test_round_trip_gives_the_same_findings():
                                        buckets={"0": 5000})]),
         "connections": Observed(error="not asked"),
         "rss_growth": Observed({"w1": (100, 200, False)}),
+        "app": Observed({"accept_content": ["json"], "task_serializer": "json"}),
     }, taken_at=1.0)
     doc = json.loads(json.dumps(snapshot_document(snap, tool_version="t",
                                                   collection_seconds=0.1)))
@@ -45,3 +46,5 @@ def test_round_trip_gives_the_same_findings():
     assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
     assert a.findings and [s.to_dict() for s in a.skipped] == [s.to_dict() for s in b.skipped]
     assert back.workers.missing == ["w2"] and len(back.workers.nodes) == 2
+    assert back.get("rss_growth") == {"w1": (100, 200, False)}
+    assert back.get("app") == {"accept_content": ["json"], "task_serializer": "json"}
