@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from celeryctl.status import UsageError
-from celeryctl.urls import SECRETS, Endpoint, parse_broker, parse_endpoint, parse_http, redact
+from celeryctl.urls import (
+    SECRETS,
+    Endpoint,
+    parse_broker,
+    parse_endpoint,
+    parse_http,
+    redact,
+    sentinel_master_name,
+)
 
 DEFAULT_BROKER = "redis://localhost:6379/0"
 DEFAULT_TIMEOUT = 2.0
@@ -204,6 +212,8 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
         transport_options.update(app_settings["broker_transport_options"])
     if isinstance(profile.get("transport_options"), dict):
         transport_options.update(profile["transport_options"])
+    if broker[0].scheme == "sentinel":
+        sentinel_master_name(broker, transport_options)  # refused now, not as "unreachable"
 
     return Target(
         broker=broker,

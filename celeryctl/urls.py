@@ -164,6 +164,19 @@ def parse_broker(url: str) -> list[Endpoint]:
     return endpoints
 
 
+def sentinel_master_name(endpoints, options: dict | None) -> str:
+    """Sentinel: the monitored master's name — kombu's `master_name` transport option (or,
+    a celeryctl convenience, `?master_name=` on a URL). A usage error (exit 64) when absent."""
+    name = (options or {}).get("master_name") or next(
+        (dict(e.query)["master_name"] for e in endpoints if dict(e.query).get("master_name")),
+        None)
+    if not name:
+        raise UsageError("a sentinel:// broker needs the master's name: broker_transport_options"
+                         " = {'master_name': ...} (profile transport_options, or -A), or "
+                         "?master_name=NAME on the URL")
+    return str(name)
+
+
 def parse_http(url: str, what: str = "RabbitMQ management API URL") -> Endpoint:
     return parse_endpoint(url, allowed={"http": "http", "https": "https"}, what=what)
 

@@ -396,6 +396,10 @@ def kill(
 
     c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
     f = KillFilters(idle_over, tuple(address or ()), tuple(name or ()))
+    if f.empty:  # refused before anything is read
+        from celeryctl.status import UsageError
+
+        raise UsageError(plan_kill([], f).refusals[0])
     g = gather(c.target, connections=True, workers=("stats",))
     if not g.connections.ok:
         c.footer(g)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeryctl.snapshot import Connection, MessageSample, QueueDepth, RedisServer, RedisUnacked
-from celeryctl.urls import Endpoint
+from celeryctl.urls import Endpoint, sentinel_master_name
 
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -60,21 +60,6 @@ def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
     return redis.Redis(**kwargs)
 
 
-def master_name(endpoints, options: dict[str, Any] | None) -> str:
-    """Sentinel: the monitored master's name — kombu's `master_name` transport option (or,
-    a celeryctl convenience, `?master_name=` on the URL)."""
-    name = (options or {}).get("master_name") or next(
-        (dict(e.query)["master_name"] for e in endpoints if dict(e.query).get("master_name")),
-        None)
-    if not name:
-        from celeryctl.status import UsageError
-
-        raise UsageError("a sentinel:// broker needs the master's name: broker_transport_options"
-                         " = {'master_name': ...} (profile transport_options, or -A), or "
-                         "?master_name=NAME on the URL")
-    return str(name)
-
-
 def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | None):
     import redis
     from redis.backoff import NoBackoff
@@ -96,7 +81,7 @@ def resolve_sentinel_master(endpoints: tuple[Endpoint, ...], timeout: float,
 
     from celeryctl.collect.bounded import describe_error
 
-    name = master_name(endpoints, options)
+    name = sentinel_master_name(endpoints, options)
     errors = []
     for ep in endpoints:
         client = _sentinel_client(ep, timeout, options)
@@ -137,7 +122,7 @@ def collect_sentinel(endpoints: tuple[Endpoint, ...], timeout: float,
     replicas, sentinels}]}; the checks compare them."""
     from celeryctl.collect.bounded import describe_error
 
-    name = master_name(endpoints, options)
+    name = sentinel_master_name(endpoints, options)
     views = []
     for ep in endpoints:
         client = _sentinel_client(ep, timeout, options)

@@ -73,3 +73,17 @@ def test_secrets_scrub():
     assert s.scrub("p@ss! and p%40ss%21") == "*** and ***"
     s.add("ab")  # too short to scrub safely: left to structural redaction
     assert s.scrub("abc") == "abc"
+
+
+def test_sentinel_master_name_from_options_or_url():
+    import pytest
+
+    from celeryctl.status import UsageError
+    from celeryctl.urls import parse_broker, sentinel_master_name
+
+    eps = parse_broker("sentinel://:pw@h1:26379;sentinel://h2:26379?master_name=mymaster")
+    assert eps[0].port == 26379 and eps[0].kind == "redis" and eps[0].password == "pw"
+    assert sentinel_master_name(eps, {}) == "mymaster"
+    assert sentinel_master_name(eps, {"master_name": "other"}) == "other"
+    with pytest.raises(UsageError, match="master's name"):
+        sentinel_master_name(parse_broker("sentinel://h1:26379"), {})
