@@ -23,10 +23,22 @@ class Observed(Generic[T]):
     source: str = ""  # which source answered: "redis", "management-api", "amqp", "workers"
     elapsed_seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    # what kind of failure `error` is (celeryctl/collect/errors.py): permission-denied,
+    # auth-failed, unreachable, not-configured, failed; None when ok
+    kind: str | None = None
+    # observed, but not all of it: why (e.g. queue discovery without SCAN) — checks that
+    # read this part are reported as partial with this reason
+    partial: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def state(self) -> str:
+        if self.error is None:
+            return "observed"
+        return self.kind or "failed"
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,26 @@ class SourceStatus:
     error: str | None = None
     elapsed_seconds: float = 0.0
     detail: str | None = None
+    # observed, permission-denied, auth-failed, unreachable, not-configured, not-checked,
+    # failed (celeryctl/collect/errors.py); derived from `ok` when not given
+    kind: str | None = None
+    # reads of this source that were not observed although it answered ("CLIENT LIST:
+    # permission denied ..."): what is missing from an otherwise observed source
+    partial: tuple[str, ...] = ()
+
+    @property
+    def state(self) -> str:
+        if self.ok:
+            return "observed"
+        if self.ok is None:
+            return self.kind if self.kind in ("not-configured", "not-checked") \
+                else "not-checked"
+        return self.kind or "unreachable"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "url": self.url, "ok": self.ok, "error": self.error,
-                "elapsed_seconds": round(self.elapsed_seconds, 3), "detail": self.detail}
+        return {"name": self.name, "url": self.url, "ok": self.ok, "state": self.state,
+                "error": self.error, "elapsed_seconds": round(self.elapsed_seconds, 3),
+                "detail": self.detail, "partial": list(self.partial)}
 
 
 # --- workers -----------------------------------------------------------------------------
@@ -253,10 +281,26 @@ class RabbitServer:
     cluster_name: str | None
     management_version: str | None
     overview: dict[str, Any]
-    nodes: list[dict[str, Any]]
-    vhost_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # vhost -> limits
+    nodes: list[dict[str, Any]] | None  # None: not readable (a user without monitoring tag)
+    # vhost -> limits; None: not readable by this user (unknown, not "no limits")
+    vhost_limits: dict[str, dict[str, int]] | None = field(default_factory=dict)
     listeners: list[dict[str, Any]] = field(default_factory=list)  # node, protocol, ip, port
-    user_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> limits
+    user_limits: dict[str, dict[str, int]] | None = field(default_factory=dict)
+    user: dict[str, Any] | None = None  # /api/whoami: the account celeryctl uses, its tags
+    unreadable: dict[str, str] = field(default_factory=dict)  # endpoint -> why refused
+
+    def reason(self, *paths: str) -> str:
+        """Why these endpoints were not read (for a check's skipped reason)."""
+        return "; ".join(f"{p}: {self.unreadable[p]}" for p in paths if p in self.unreadable) \
+            or "not read"
+
+    @property
+    def sees_all_connections(self) -> bool | None:
+        """The API lists every user's connections only to monitoring/administrator users; a
+        management-tag user sees its own. None: the tags were not read."""
+        if self.user is None:
+            return None
+        return bool({"monitoring", "administrator"} & set(self.user.get("tags") or ()))
 
 
 @dataclass(frozen=True)
@@ -303,18 +347,39 @@ class Snapshot:
     taken_at: float = 0.0
     broker_hosts: tuple[str, ...] = ()
 
+    def part(self, name: str) -> Observed | None:
+        """A part by name. Snapshots written before INFO and CONFIG were separate reads (and
+        tests that build one RedisServer) carry both in `redis_server`: `redis_info` and
+        `redis_config` are derived from it when absent."""
+        got = self.parts.get(name)
+        if got is not None or name not in ("redis_info", "redis_config"):
+            return got
+        srv = self.parts.get("redis_server")
+        if srv is None:
+            return None
+        value = srv.value if srv.ok else None
+        if value is None:
+            return Observed(error=srv.error, kind=srv.kind)
+        if name == "redis_info":
+            return Observed(dict(value.info), source=srv.source) if value.info else Observed(
+                error="INFO not recorded in this snapshot")
+        if value.config is not None:
+            return Observed(dict(value.config), source=srv.source)
+        return Observed(error=value.config_error or "CONFIG GET not recorded",
+                        kind="permission-denied" if value.config_error else None)
+
     def observed(self, name: str) -> bool:
-        part = self.parts.get(name)
+        part = self.part(name)
         return part is not None and part.ok and part.value is not None
 
     def why_not(self, name: str) -> str:
-        part = self.parts.get(name)
+        part = self.part(name)
         if part is None:
             return "not collected"
         return part.error or "no value"
 
     def get(self, name: str) -> Any:
-        part = self.parts.get(name)
+        part = self.part(name)
         return part.value if part is not None and part.ok else None
 
     @property

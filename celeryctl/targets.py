@@ -97,6 +97,11 @@ class Target:
         return redact(self.broker_url) or ""
 
     @property
+    def broker_db(self) -> int | None:
+        """The Redis database of the broker (None on RabbitMQ)."""
+        return self.broker[0].redis_db if self.broker_kind == "redis" else None
+
+    @property
     def effective_vhost(self) -> str:
         return self.vhost if self.vhost is not None else self.broker[0].vhost
 
@@ -119,6 +124,7 @@ class Target:
             "result_backend": redact(self.result_backend),
             "rabbitmq_api": self.rabbitmq_api.redacted if self.rabbitmq_api else None,
             "vhost": self.effective_vhost if self.broker_kind == "amqp" else None,
+            "redis_db": self.broker_db,
             "queues": list(self.queues),
             "timeout_seconds": self.timeout,
             "profile": self.profile,

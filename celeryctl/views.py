@@ -126,21 +126,30 @@ def worker_pids(view: WorkersView) -> dict[int, str]:
 
 def attribute_connections(conns: list[Connection], view: WorkersView | None,
                           host_addresses: dict[str, list[str]],
-                          local_pids: dict[str, int] | None = None) -> list[Connection]:
+                          local_pids: dict[str, int] | None = None,
+                          db: int | None = None) -> list[Connection]:
     """Name the worker each connection belongs to. Exact matches (a worker's pidbox consumer
     on RabbitMQ, a client name containing the node name, or — for peers on this machine — the
     process owning the socket being a worker's pid or pool child) come first; otherwise the
     peer address is matched against the workers' resolved host addresses (loopback matches
-    loopback). Several workers on one host make that match ambiguous: all are named."""
+    loopback). Several workers on one host make that match ambiguous: all are named.
+
+    `db`: the broker's Redis database. On a Redis shared by several apps (one db each),
+    clients of other databases belong to other apps: marked `worker_match="other-db"` and
+    never attributed to this cluster's workers (nor counted by the CON checks)."""
     import dataclasses
 
+    if db is not None:
+        conns = [dataclasses.replace(c, worker=None, worker_match=OTHER_DB)
+                 if c.db is not None and c.db != db and c.role != "celeryctl" else c
+                 for c in conns]
     if view is None:
         return conns
     nodes = [n.name for n in view.nodes]
     pids = worker_pids(view)
     out = []
     for c in conns:
-        if c.worker:
+        if c.worker or c.worker_match == OTHER_DB:
             out.append(c)
             continue
         pid = (local_pids or {}).get(c.address)
@@ -175,6 +184,9 @@ def attribute_connections(conns: list[Connection], view: WorkersView | None,
     return out
 
 
+OTHER_DB = "other-db"
+
+
 def connection_row(c: Connection) -> dict[str, Any]:
     return {
         "broker": c.broker, "address": c.address, "name": c.name, "id": c.id,
@@ -182,7 +194,7 @@ def connection_row(c: Connection) -> dict[str, Any]:
         "command": c.command, "state": c.state, "flags": c.flags, "role": c.role, "db": c.db,
         "user": c.user, "vhost": c.vhost, "channels": c.channels, "consumers": c.consumers,
         "heartbeat_seconds": c.heartbeat_seconds, "worker": c.worker,
-        "worker_match": c.worker_match,
+        "worker_match": c.worker_match, "other_db": c.worker_match == OTHER_DB,
     }
 
 
@@ -225,7 +237,9 @@ def server_summary(g) -> dict[str, Any] | None:
         srv = g.redis_server.value
         return {"kind": "redis", "version": srv.version,
                 "info": {k: srv.info.get(k) for k in REDIS_INFO_KEYS},
-                "config": srv.config, "config_error": srv.config_error,
+                "config": srv.config,
+                "config_error": srv.config_error if srv.config is None and srv.config_error
+                else (None if srv.config is not None else "not read by this command"),
                 "keyprefix": srv.keyprefix, "keyprefix_source": srv.keyprefix_source,
                 "other_keyprefixes": list(srv.other_keyprefixes)}
     if g.rabbit_server.ok and g.rabbit_server.value is not None:

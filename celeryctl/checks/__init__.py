@@ -191,12 +191,39 @@ def _load() -> None:
     )
 
 
+@dataclass(frozen=True)
+class Unobserved:
+    """A source (or an essential part) that was not observed, and why."""
+
+    name: str
+    state: str  # permission-denied | auth-failed | unreachable | not-configured | failed
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "state": self.state, "reason": self.reason}
+
+
+# Without these doctor cannot say "all clear": the broker itself, and the workers.
+ESSENTIAL = ("broker", "workers")
+
+
 @dataclass
 class Report:
     findings: list[Finding]
     skipped: list[Skipped]
     not_applicable: list[Skipped]
     ran: list[str]
+    # checks that ran on an input observed only in part (queue discovery without SCAN or
+    # without the management API, ...): their silence is not an all-clear for what was missed
+    partial: list[Skipped] = field(default_factory=list)
+    # essential inputs (broker, workers) not observed: the report is incomplete
+    missing: list[Unobserved] = field(default_factory=list)
+    # every source not observed (the management API, the result backend, ...)
+    unobserved: list[Unobserved] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.missing)
 
     def worst(self) -> Severity:
         return max((f.severity for f in self.findings), default=Severity.OK)
@@ -236,6 +263,7 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     skipped: list[Skipped] = []
     na: list[Skipped] = []
     ran: list[str] = []
+    partial: list[Skipped] = []
     for c in checks:
         reason = c.not_applicable(snap)
         if reason:
@@ -244,7 +272,7 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
         missing = [n for n in c.needs if not snap.observed(n)]
         if missing:
             skipped.append(Skipped(c.code, c.name, "; ".join(
-                f"{n} not observed: {snap.why_not(n)}" for n in missing)))
+                f"{n} not observed ({_state(snap, n)}): {snap.why_not(n)}" for n in missing)))
             continue
         try:
             produced = list(c.fn(snap, limits) or ())
@@ -252,8 +280,23 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
             skipped.append(Skipped(c.code, c.name, str(exc)))
             continue
         ran.append(c.code)
+        gaps = [getattr(snap.part(n), "partial", None) for n in c.needs]
+        gaps = [g for g in gaps if g]
+        if gaps:
+            partial.append(Skipped(c.code, c.name, "; ".join(dict.fromkeys(gaps))))
         for f in produced:
             findings.append(Finding(f.severity, f.subject, f.message, f.evidence, f.hint,
                                     tuple(f.commands), c.code, c.name))
     findings.sort(key=lambda f: (-f.severity, _sort_key(f.code), f.subject))
-    return Report(findings, skipped, na, ran)
+    essential = [Unobserved(n, _state(snap, n), snap.why_not(n)) for n in ESSENTIAL
+                 if not snap.observed(n)]
+    sources = [Unobserved(s.name, s.state, s.error or s.state)
+               for s in getattr(snap, "sources", ()) if s.ok is False]
+    return Report(findings, skipped, na, ran, partial, essential, sources)
+
+
+def _state(snap: Any, name: str) -> str:
+    part = snap.part(name)
+    if part is None:
+        return "not collected"
+    return getattr(part, "state", None) or ("observed" if part.ok else "failed")

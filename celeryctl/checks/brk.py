@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check
 
 
-@check("BRK001", "redis-eviction-policy", needs=("redis_server",), broker="redis")
+def _nodes(snap) -> list[dict]:
+    """RabbitMQ nodes, or Skip when /api/nodes was not readable (a user without the
+    monitoring tag): "no alarm" must never mean "did not look"."""
+    srv = snap.get("rabbit_server")
+    if srv.nodes is None:
+        raise Skip(f"/api/nodes not readable: {srv.reason('/api/nodes')}")
+    return srv.nodes
+
+
+@check("BRK001", "redis-eviction-policy", broker="redis")
 def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -22,9 +31,16 @@ def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     `CONFIG SET maxmemory-policy noeviction` (and in redis.conf); size maxmemory for the
     backlog you must survive.
+
+    Read from `CONFIG GET maxmemory-policy`, or from `INFO memory` where CONFIG is renamed or
+    refused (managed Redis); skipped when neither is readable.
     """
-    srv = snap.get("redis_server")
-    policy = (srv.config or {}).get("maxmemory-policy") or srv.info.get("maxmemory_policy")
+    policy = (snap.get("redis_config") or {}).get("maxmemory-policy") or \
+        (snap.get("redis_info") or {}).get("maxmemory_policy")
+    if not policy:
+        raise Skip("maxmemory-policy unknown: neither CONFIG GET nor INFO memory was read "
+                   f"(CONFIG: {snap.why_not('redis_config')}; INFO: "
+                   f"{snap.why_not('redis_info')})")
     if policy and policy != "noeviction":
         yield Finding(Severity.CRITICAL if policy.startswith("allkeys") else Severity.WARNING,
                       "redis maxmemory-policy", f"maxmemory-policy is {policy}: queued tasks can "
@@ -33,7 +49,7 @@ def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
                       commands=["redis-cli CONFIG SET maxmemory-policy noeviction"])
 
 
-@check("BRK002", "redis-memory-near-limit", needs=("redis_server",), broker="redis")
+@check("BRK002", "redis-memory-near-limit", needs=("redis_info",), broker="redis")
 def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -46,7 +62,7 @@ def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     Drain or purge the backlog, move results elsewhere, or raise maxmemory.
     """
-    info = snap.get("redis_server").info
+    info = snap.get("redis_info")
     used, cap = info.get("used_memory"), info.get("maxmemory")
     if isinstance(used, int) and isinstance(cap, int) and cap > 0:
         ratio = used / cap
@@ -72,7 +88,7 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
     Free memory or disk (drain queues, lower `vm_memory_high_watermark` use), bring the node
     back (`rabbitmq-diagnostics status`).
     """
-    for n in snap.get("rabbit_server").nodes:
+    for n in _nodes(snap):
         name = n.get("name")
         if n.get("running") is False:
             yield Finding(Severity.CRITICAL, f"node {name}",
@@ -91,11 +107,22 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
                               commands=["rabbitmq-diagnostics -q alarms"])
 
 
-@check("BRK004", "redis-persistence-off", needs=("redis_server",), broker="redis")
+# Without CONFIG, RDB is judged by its record in INFO persistence: no snapshot for this long
+# while writes accumulate means no working schedule.
+RDB_STALE_SECONDS = 3600
+
+
+@check("BRK004", "redis-persistence-off", broker="redis")
 def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     A Redis broker with neither RDB snapshots (`save ""`) nor the append-only file.
+
+    Where `CONFIG` is renamed or refused (managed Redis), it reads `INFO persistence`
+    instead: `aof_enabled:1` is persistence on; with AOF off, an RDB snapshot older than an
+    hour (`rdb_last_save_time`) while changes accumulate (`rdb_changes_since_last_save`), or
+    none at all since start-up, is reported, saying it was derived from INFO. When neither
+    CONFIG nor INFO is readable the check is skipped — never a silent pass.
 
     ## Why it matters
     A Redis restart loses every queued and in-flight task, and the binding tables (workers
@@ -104,16 +131,52 @@ def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     Enable `appendonly yes` (or RDB snapshots) if queued tasks must survive a restart.
     """
-    cfg = snap.get("redis_server").config
-    if cfg and cfg.get("save", None) == "" and cfg.get("appendonly") == "no":
-        yield Finding(Severity.INFO, "redis persistence",
-                      "no RDB snapshots and no AOF: a restart loses every queued task",
-                      evidence={"save": "", "appendonly": "no"},
-                      hint="Enable appendonly if tasks must survive restarts.",
-                      commands=["redis-cli CONFIG SET appendonly yes"])
+    cfg = snap.get("redis_config")
+    if cfg is not None and "save" in cfg and "appendonly" in cfg:
+        if cfg.get("save") == "" and cfg.get("appendonly") == "no":
+            yield Finding(Severity.INFO, "redis persistence",
+                          "no RDB snapshots and no AOF: a restart loses every queued task",
+                          evidence={"save": "", "appendonly": "no"},
+                          hint="Enable appendonly if tasks must survive restarts.",
+                          commands=["redis-cli CONFIG SET appendonly yes"])
+        return
+    info = snap.get("redis_info")
+    if not info or "aof_enabled" not in info:
+        raise Skip("persistence unknown: CONFIG GET not read "
+                   f"({snap.why_not('redis_config')}) and INFO persistence not read "
+                   f"({snap.why_not('redis_info')})")
+    if info.get("aof_enabled") in (1, "1"):
+        return
+    changes = info.get("rdb_changes_since_last_save")
+    last = info.get("rdb_last_save_time")
+    now = snap.taken_at or 0
+    age = now - last if isinstance(last, (int, float)) and now else None
+    uptime = info.get("uptime_in_seconds")
+    saves = info.get("rdb_saves")
+    if not isinstance(saves, int) and age is not None and isinstance(uptime, int):
+        saves = 1 if uptime - age > 5 else 0  # Redis < 7: a save since start-up moved it
+    if not isinstance(changes, int) or changes == 0:
+        return  # nothing unsaved: a restart now loses nothing
+    if age is not None and age < RDB_STALE_SECONDS and saves:
+        return  # RDB snapshots are being taken
+    if age is None or age < RDB_STALE_SECONDS:
+        raise Skip(f"AOF is off and CONFIG GET save is not readable "
+                   f"({snap.why_not('redis_config')}): whether RDB snapshots are scheduled "
+                   f"cannot be told yet — no snapshot in the {age or 0:.0f} s since the last "
+                   f"one, {changes} changes unsaved")
+    yield Finding(Severity.INFO, "redis persistence",
+                  f"AOF is off and no RDB snapshot in {age / 3600:.1f} h with {changes} "
+                  "changes unsaved (from INFO persistence; CONFIG not readable): a restart "
+                  "loses the queued tasks",
+                  evidence={"aof_enabled": info.get("aof_enabled"),
+                            "rdb_last_save_time": last, "rdb_changes_since_last_save": changes,
+                            "rdb_saves": info.get("rdb_saves"), "source": "INFO persistence"},
+                  hint="Enable appendonly (or an RDB save schedule) if tasks must survive "
+                       "restarts.",
+                  commands=["redis-cli CONFIG SET appendonly yes"])
 
 
-@check("BRK005", "redis-evicted-keys", needs=("redis_server",), broker="redis")
+@check("BRK005", "redis-evicted-keys", needs=("redis_info",), broker="redis")
 def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -126,13 +189,13 @@ def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     Switch to `maxmemory-policy noeviction`, give Redis more memory, drain the backlog.
     """
-    n = snap.get("redis_server").info.get("evicted_keys")
+    n = snap.get("redis_info").get("evicted_keys")
     if isinstance(n, int) and n > 0:
         yield Finding(Severity.WARNING, "redis evictions", f"{n} keys evicted since start",
                       evidence={"evicted_keys": n}, hint="Use noeviction on a broker.")
 
 
-@check("BRK006", "redis-client-timeout", needs=("redis_server",), broker="redis")
+@check("BRK006", "redis-client-timeout", needs=("redis_config",), broker="redis")
 def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -145,7 +208,9 @@ def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     `CONFIG SET timeout 0` and rely on `tcp-keepalive` to reap dead peers.
     """
-    cfg = snap.get("redis_server").config or {}
+    cfg = snap.get("redis_config")
+    if "timeout" not in cfg:
+        raise Skip("CONFIG GET timeout was not answered")
     t = cfg.get("timeout")
     if t not in (None, "", "0"):
         yield Finding(Severity.WARNING, "redis timeout", f"idle clients closed after {t} s",
@@ -168,7 +233,7 @@ def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
     Follow RabbitMQ's partition recovery (`rabbitmq-diagnostics cluster_status`), set
     `cluster_partition_handling = pause_minority`, prefer quorum queues.
     """
-    for n in snap.get("rabbit_server").nodes:
+    for n in _nodes(snap):
         if n.get("partitions"):
             others = ", ".join(map(str, n["partitions"]))
             yield Finding(Severity.CRITICAL, f"node {n.get('name')}",

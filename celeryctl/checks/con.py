@@ -7,13 +7,19 @@ from collections.abc import Iterator
 from celeryctl.checks import Finding, Limits, Severity, check
 
 
+def _other_db(c) -> bool:
+    """A client of another database of a shared Redis: another app's, not this cluster's."""
+    return c.worker_match == "other-db"
+
+
 @check("CON001", "stale-connections", needs=("connections",))
 def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     Redis clients idle longer than `--stale-after` seconds (default 300) that are not
     consumers blocked in BRPOP or pub/sub subscribers, and RabbitMQ connections idle that long
-    or with heartbeats disabled (`timeout` 0) — excluding this command's own connection.
+    or with heartbeats disabled (`timeout` 0) — excluding this command's own connection, and
+    on a Redis shared by several apps the clients of other databases.
 
     ## Why it matters
     Idle pool connections are normal in small numbers; many of them are leaked connections
@@ -27,7 +33,7 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
     """
     stale = []
     for c in snap.get("connections"):
-        if c.role in ("celeryctl", "consumer", "pubsub", "replication"):
+        if c.role in ("celeryctl", "consumer", "pubsub", "replication") or _other_db(c):
             continue
         if c.idle_seconds is not None and c.idle_seconds >= limits.stale_after or c.broker == "rabbitmq" and c.heartbeat_seconds == 0 and c.role == "worker":
             stale.append(c)
@@ -78,7 +84,8 @@ def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     Redis pub/sub clients (pidbox, events, gossip subscriptions) that belong to no live
-    worker this command saw.
+    worker this command saw. On a Redis shared by several apps (one database each), clients
+    of the other databases (`db=` in CLIENT LIST) are other apps' and never counted.
 
     ## Why it matters
     They are left by dead workers whose TCP connection was never closed (half-open), or by
@@ -89,7 +96,8 @@ def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
     Identify them (`celeryctl connections`); enable `tcp-keepalive`; kill confirmed dead ones
     (`redis-cli CLIENT KILL ID N`).
     """
-    orphans = [c for c in snap.get("connections") if c.role == "pubsub" and not c.worker]
+    orphans = [c for c in snap.get("connections")
+               if c.role == "pubsub" and not c.worker and not _other_db(c)]
     if orphans:
         yield Finding(Severity.INFO, "pub/sub clients",
                       f"{len(orphans)} pub/sub clients belong to no live worker",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check
 
 
-@check("POOL001", "redis-maxclients-headroom", needs=("redis_server",), broker="redis")
+@check("POOL001", "redis-maxclients-headroom", needs=("redis_info",), broker="redis")
 def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -22,10 +22,13 @@ def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     Find who holds the connections (`celeryctl connections`): leaks, too many processes,
     large `max_connections`; raise `maxclients` if the load is real.
     """
-    info = snap.get("redis_server").info
-    cfg = snap.get("redis_server").config or {}
+    info = snap.get("redis_info")
+    cfg = snap.get("redis_config") or {}
     used = info.get("connected_clients")
     cap = info.get("maxclients") or (int(cfg["maxclients"]) if cfg.get("maxclients") else None)
+    if not cap:
+        raise Skip("maxclients unknown: not in INFO clients (Redis < 7) and CONFIG GET "
+                   f"maxclients not read ({snap.why_not('redis_config')})")
     if isinstance(used, int) and cap:
         ratio = used / int(cap)
         if ratio >= limits.clients_warn_ratio:
@@ -82,7 +85,10 @@ def rabbitmq_resource_headroom(snap, limits: Limits) -> Iterator[Finding]:
     Find connection leaks (`celeryctl connections`), raise the OS limit (`ulimit -n`,
     systemd `LimitNOFILE`), or spread clients over more nodes.
     """
-    for n in snap.get("rabbit_server").nodes:
+    srv = snap.get("rabbit_server")
+    if srv.nodes is None:
+        raise Skip(f"/api/nodes not readable: {srv.reason('/api/nodes')}")
+    for n in srv.nodes:
         for used, total, what in (("fd_used", "fd_total", "file descriptors"),
                                   ("sockets_used", "sockets_total", "sockets"),
                                   ("proc_used", "proc_total", "Erlang processes")):
@@ -135,7 +141,10 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
     --all`), clean up leaks and orphaned queues, or raise the limit.
     """
     vhost = snap.target.get("vhost") or "/"
-    lim = snap.get("rabbit_server").vhost_limits.get(vhost) or {}
+    srv = snap.get("rabbit_server")
+    if srv.vhost_limits is None:
+        raise Skip(f"/api/vhost-limits not readable: {srv.reason('/api/vhost-limits')}")
+    lim = srv.vhost_limits.get(vhost) or {}
     for key, used in (("max-connections", len(snap.get("connections"))),
                       ("max-queues", len(snap.queues))):
         cap = lim.get(key)
@@ -168,7 +177,10 @@ def rabbitmq_user_limits(snap, limits: Limits) -> Iterator[Finding]:
     for c in snap.get("connections"):
         if c.user:
             per_user.setdefault(c.user, []).append(c)
-    for user, lim in sorted(snap.get("rabbit_server").user_limits.items()):
+    srv = snap.get("rabbit_server")
+    if srv.user_limits is None:
+        raise Skip(f"/api/user-limits not readable: {srv.reason('/api/user-limits')}")
+    for user, lim in sorted(srv.user_limits.items()):
         conns = per_user.get(user, [])
         channels = sum(c.channels or 0 for c in conns)
         for key, used in (("max-connections", len(conns)), ("max-channels", channels)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check
 
 
 def _task_queues(snap):
@@ -40,7 +40,7 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
                                 "celery -A proj control pool_grow 2"])
 
 
-@check("QUE002", "queue-without-consumers", needs=("queues", "workers"))
+@check("QUE002", "queue-without-consumers", needs=("queues",))
 def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
@@ -55,9 +55,18 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
     Start a worker consuming it, or add it to a running worker without restart
     (`celeryctl control add-consumer QUEUE -d WORKER`, or Celery's `control add_consumer`);
     fix `task_routes` if the name is wrong.
+
+    Consumer counts come from the broker on RabbitMQ (management API or passive declare), so
+    this check runs even when remote control is refused to celeryctl's account; on Redis
+    only the workers' `active_queues` say who consumes what: without them it is skipped.
     """
-    for q in _task_queues(snap):
-        if q.ready and q.consumers == 0:
+    waiting = [q for q in _task_queues(snap) if q.ready]
+    unknown = [q.name for q in waiting if q.consumers is None]
+    if unknown and not any(q.consumers == 0 for q in waiting):
+        raise Skip(f"consumers of {', '.join(unknown[:5])} unknown: workers not observed "
+                   f"({snap.why_not('workers')})")
+    for q in waiting:
+        if q.consumers == 0:
             yield Finding(Severity.CRITICAL, f"queue {q.name}",
                           f"{q.ready} messages waiting and no worker consumes {q.name!r}",
                           evidence={"ready": q.ready, "consumers": 0,

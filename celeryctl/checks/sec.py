@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check
 
 
 def _loopback(host: str) -> bool:
@@ -36,10 +36,12 @@ def _redis_exposed(snap) -> dict | None:
     """The broker Redis's non-loopback listen addresses, when clients from other hosts can
     reach it: `bind` beyond loopback, and protected mode off or a password set (protected
     mode refuses non-local clients only while the default user has no password)."""
-    server = snap.get("redis_server")
-    cfg = getattr(server, "config", None) or {}
+    cfg = snap.get("redis_config") or {}
     if "bind" not in cfg:
-        return None  # CONFIG refused (managed Redis) or not observed: cannot tell
+        # CONFIG refused (managed Redis) or not observed: the server's view is unknown, and
+        # on loopback it was the only view there was
+        raise Skip("the server's listen addresses are unknown: CONFIG GET bind not read "
+                   f"({snap.why_not('redis_config')}); the URL names a loopback host")
     addrs = [a.lstrip("-") for a in cfg["bind"].split()] or ["*"]  # empty bind: every address
     outside = [a for a in addrs if a in ("*", "::*") or not _loopback(a)]
     protected = cfg.get("protected-mode", "yes") == "yes"
@@ -51,6 +53,9 @@ def _redis_exposed(snap) -> dict | None:
 def _rabbit_exposed(snap) -> list[dict]:
     """Plain-AMQP listeners (not amqp/ssl) on a non-loopback address."""
     server = snap.get("rabbit_server")
+    if server is None:
+        raise Skip("the node's listeners are unknown: management API not observed "
+                   f"({snap.why_not('rabbit_server')}); the URL names a loopback host")
     return [x for x in getattr(server, "listeners", None) or []
             if x.get("protocol") == "amqp" and not _loopback(str(x.get("ip_address") or ""))]
 

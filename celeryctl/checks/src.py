@@ -15,8 +15,13 @@ def _source(snap, name):
 def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    The broker refused the connection, did not answer within `--timeout`, or rejected the
-    credentials.
+    The broker refused the connection, did not answer within `--timeout`, reset it, or its
+    host name does not resolve, or the TLS handshake failed.
+
+    A broker that answers but rejects celeryctl's credentials (authentication failed) or
+    refuses its account an operation (permission denied) is *not* this finding: that says
+    nothing about the cluster's health. The report is then INCOMPLETE (exit 3) and the
+    sources section names what was refused and the privilege that would allow it.
 
     ## Why it matters
     Nothing can be published or consumed: producers block or fail, workers reconnect in a
@@ -25,11 +30,11 @@ def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
 
     ## How to fix
     Check the broker process and its port from the host running celeryctl
-    (`redis-cli -h HOST -p PORT ping`, `rabbitmq-diagnostics -q ping`), the firewall, and the
-    user name and password in the broker URL.
+    (`redis-cli -h HOST -p PORT ping`, `rabbitmq-diagnostics -q ping`), the firewall, and for
+    TLS the CA (`ssl_ca_certs`) and client certificate settings.
     """
     src = _source(snap, "broker")
-    if src is not None and src.ok is False:
+    if src is not None and src.ok is False and src.state == "unreachable":
         yield Finding(Severity.CRITICAL, f"broker {src.url}", f"broker unreachable: {src.error}",
                       evidence={"url": src.url, "error": src.error},
                       hint="Check the broker process, network path and credentials.",
@@ -43,8 +48,9 @@ def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
 def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    The RabbitMQ management HTTP API could not be read (refused, timed out, wrong credentials,
-    user without the monitoring tag).
+    The RabbitMQ management HTTP API could not be read: refused, timed out, not given, or it
+    rejected the credentials or the user (no monitoring tag, no permissions on the vhost) —
+    the message says which.
 
     ## Why it matters
     Without it doctor cannot see unacknowledged counts, rates, connections, channels, node
@@ -59,10 +65,17 @@ def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
         yield Finding(Severity.WARNING, "management API", "no management API URL known",
                       hint="Pass --rabbitmq-api http://USER:PASSWORD@HOST:15672.")
     elif src.ok is False:
+        state = src.state
+        hint = {"permission-denied": "Tag the user `monitoring` and give it permissions on "
+                                     "the vhost (docs/permissions.md).",
+                "auth-failed": "Check the user name and password of --rabbitmq-api.",
+                }.get(state, "Give a reachable --rabbitmq-api with a monitoring user.")
+        label = {"permission-denied": "refused this user", "auth-failed":
+                 "rejected the credentials"}.get(state, "unavailable")
         yield Finding(Severity.WARNING, f"management API {src.url}",
-                      f"management API unavailable: {src.error}",
-                      evidence={"url": src.url, "error": src.error},
-                      hint="Give a reachable --rabbitmq-api with a monitoring user.",
+                      f"management API {label}: {src.error}",
+                      evidence={"url": src.url, "state": state, "error": src.error},
+                      hint=hint,
                       commands=["rabbitmq-plugins enable rabbitmq_management",
                                 "rabbitmqctl set_user_tags USER monitoring"])
 

@@ -51,7 +51,9 @@ def doctor(
                                "their content type; 0 disables."),
 ) -> None:
     """The incident report: everything wrong, with evidence and the commands that fix it.
-    Exit 0 ok, 1 warning, 2 critical, 3 nothing could be observed."""
+    Exit 0 all clear (broker and workers observed), 1 warning, 2 critical (a broker that
+    does not answer is critical), 3 nothing wrong found but the broker or the workers were
+    not observed (permission denied, authentication failed, ...)."""
     import sys
 
     from celeryctl.checks import Limits, Severity, run_checks, select_checks
@@ -62,7 +64,7 @@ def doctor(
         render_report_markdown,
         render_report_table,
     )
-    from celeryctl.status import ExitStatus, UsageError
+    from celeryctl.status import UsageError
 
     fmt = fmt.lower()
     if fmt not in ("table", "json", "markdown", "prometheus"):
@@ -120,18 +122,26 @@ def doctor(
             err.print(f"[dim]{line}[/dim]", markup=True)
         for note in notes:
             err.print(f"[yellow]note[/]: {note}", markup=True, highlight=False)
-    nothing_observed = not any(s.ok for s in sources)
-    if nothing_observed and not any(f.severity is Severity.CRITICAL for f in report.findings):
-        raise typer.Exit(int(ExitStatus.UNKNOWN))
+    raise typer.Exit(int(doctor_status(report, Severity.parse(fail_on))))
+
+
+def doctor_status(report, threshold) -> int:
+    """Critical findings -> 2; warnings (at or above --fail-on) -> 1; otherwise, when the
+    broker or the workers were not observed -> 3 (nothing found, but not everything was
+    seen); else 0. A broker that does not answer is itself critical (SRC001 -> 2); one that
+    refuses this account (auth failed, permission denied) is UNKNOWN (3): it says nothing
+    about the cluster."""
+    from celeryctl.checks import Severity
+    from celeryctl.status import ExitStatus
+
     worst = report.worst()
-    threshold = Severity.parse(fail_on)
     if worst >= Severity.CRITICAL and threshold <= Severity.CRITICAL:
-        code = ExitStatus.CRITICAL
-    elif worst >= threshold and worst >= Severity.WARNING:
-        code = ExitStatus.WARNING
-    else:
-        code = ExitStatus.OK
-    raise typer.Exit(int(code))
+        return ExitStatus.CRITICAL
+    if worst >= threshold and worst >= Severity.WARNING:
+        return ExitStatus.WARNING
+    if report.incomplete:
+        return ExitStatus.UNKNOWN
+    return ExitStatus.OK
 
 
 def _save(snap, path: str, elapsed: float, include_args: bool, err) -> None:

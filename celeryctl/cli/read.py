@@ -249,7 +249,12 @@ def queues(
                 render_queues(c.out, rows, "redis" if c.target.broker_kind == "redis"
                               else "rabbitmq")
             else:
-                c.err.print("no queues found")
+                c.err.print("no queues found" + (" (partial discovery: see the note)"
+                                                 if g.queues.partial else ""))
+        else:
+            from celeryctl.render.tables import render_unobserved
+
+            render_unobserved(c.err, "queues", g.queues)
             if unacked is not None and unacked.total:
                 c.err.print(f"in flight (unacked): {unacked.total}, oldest "
                             f"{unacked.oldest_seconds or 0:.0f} s")
@@ -286,7 +291,7 @@ def connections(
     if g.connections.ok:
         view = g.workers.value if g.workers.ok else None
         conns = attribute_connections(g.connections.value, view, g.host_addresses,
-                                      g.local_pids)
+                                      g.local_pids, db=c.target.broker_db)
         rows = [connection_row(x) for x in sorted(conns, key=lambda x: (x.worker or "~",
                                                                         x.address))]
     if c.fmt == "json":
@@ -299,6 +304,10 @@ def connections(
         if rows is not None:
             render_connections(c.out, rows, "redis" if c.target.broker_kind == "redis"
                                else "rabbitmq")
+        else:
+            from celeryctl.render.tables import render_unobserved
+
+            render_unobserved(c.err, "connections", g.connections)
         c.footer(g)
     raise typer.Exit(int(ExitStatus.OK if g.connections.ok else ExitStatus.UNKNOWN))
 

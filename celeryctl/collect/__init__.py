@@ -8,6 +8,7 @@ result backend) are listed with their redacted URL, whether they answered and wh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class Gathered:
     connections: Observed = field(default_factory=_not_collected)
     redis_server: Observed = field(default_factory=_not_collected)
     redis_unacked: Observed = field(default_factory=_not_collected)
+    redis_info: Observed = field(default_factory=_not_collected)
+    redis_config: Observed = field(default_factory=_not_collected)
+    discovery: Observed = field(default_factory=_not_collected)  # Redis SCAN of bindings
     rabbit_server: Observed = field(default_factory=_not_collected)
     backend: Observed = field(default_factory=_not_collected)
     samples: Observed = field(default_factory=_not_collected)
@@ -67,13 +71,14 @@ def to_snapshot(g: Gathered) -> Snapshot:
     import time as _time
 
     t = g.target
-    broker_ok = next((s.ok for s in g.sources if s.name == "broker"), None)
-    broker_err = next((s.error for s in g.sources if s.name == "broker"), None)
+    src = next((s for s in g.sources if s.name == "broker"), None)
     parts = {
-        "broker": Observed(value=True) if broker_ok else Observed(error=broker_err or
-                                                                  "not reached"),
+        "broker": Observed(value=True) if src is not None and src.ok else Observed(
+            error=(src.error if src else None) or "not reached",
+            kind=src.state if src is not None else None),
         "workers": g.workers, "queues": g.queues, "connections": g.connections,
         "redis_server": g.redis_server, "redis_unacked": g.redis_unacked,
+        "redis_info": g.redis_info, "redis_config": g.redis_config,
         "rabbit_server": g.rabbit_server, "backend": g.backend, "samples": g.samples,
         "sentinel": g.sentinel,
         "app": Observed(value=t.app.settings) if t.app else Observed(
@@ -83,15 +88,20 @@ def to_snapshot(g: Gathered) -> Snapshot:
         from celeryctl.views import attribute_connections
 
         parts["connections"] = Observed(attribute_connections(
-            g.connections.value, g.workers.value, g.host_addresses, g.local_pids),
-            source=g.connections.source)
+            g.connections.value, g.workers.value, g.host_addresses, g.local_pids,
+            db=t.broker_db), source=g.connections.source)
+    elif g.connections.ok and t.broker_db is not None:
+        from celeryctl.views import attribute_connections
+
+        parts["connections"] = Observed(attribute_connections(
+            g.connections.value, None, {}, None, db=t.broker_db), source=g.connections.source)
     return Snapshot(broker_kind=t.broker_kind, target=t.summary(), parts=parts,
                     sources=list(g.sources), taken_at=_time.time(),
                     broker_hosts=tuple(e.host for e in t.broker))
 
 
-def not_asked(reason: str) -> Observed:
-    return Observed(error=reason)
+def not_asked(reason: str, kind: str | None = None) -> Observed:
+    return Observed(error=reason, kind=kind)
 
 
 def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = False,
@@ -149,30 +159,62 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
 def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
                   connections: bool, server: bool, destination, deadline: float,
                   samples: int = 0) -> None:
+    """Connect (PING), then every read stands alone: SCAN discovery, INFO, CONFIG GET,
+    CLIENT LIST, the `unacked` bookkeeping, LLEN depths and remote control each end in their
+    own Observed, so one refused or renamed command costs only what it feeds."""
     from celeryctl.collect import redis as r
+    from celeryctl.collect.errors import DENIED, classify
 
     t = target.timeout
     broker_url = target.broker_redacted
 
-    def connect_and_discover():
-        client, ep = r.connect_first(target.broker, t, target.transport_options)
-        return client, ep, r.collect_discovery(client, target.transport_options)
+    def connect():
+        return r.connect_first(target.broker, t, target.transport_options)
 
-    first = spawn("broker", connect_and_discover, f"redis broker {_addr(target)}")
+    first = spawn("broker", connect, f"redis broker {_addr(target)}")
     obs = first.wait(deadline)
     detail = "redis"
     if obs.ok and target.broker[0].scheme == "sentinel":
         detail = f"redis master {obs.value[1].address} (resolved through Sentinel)"
-    g.sources.append(SourceStatus("broker", broker_url, obs.ok, obs.error, obs.elapsed_seconds,
-                                  detail=detail))
+    broker_source = SourceStatus("broker", broker_url, obs.ok, obs.error, obs.elapsed_seconds,
+                                 detail=detail, kind=obs.kind)
+    g.sources.append(broker_source)
     if not obs.ok:
-        why = "the broker did not answer (see the broker source)"
-        for part in ("workers", "queues", "connections", "redis_server", "redis_unacked"):
-            setattr(g, part, not_asked(why))
+        why = f"the broker was not observed ({obs.state}: see the broker source)"
+        for part in ("workers", "queues", "connections", "redis_server", "redis_unacked",
+                     "redis_info", "redis_config", "discovery"):
+            setattr(g, part, not_asked(why, obs.kind))
         if methods:
-            g.sources.append(SourceStatus("workers", broker_url, False, why))
+            g.sources.append(SourceStatus("workers", broker_url, False, why, kind=obs.kind))
         return
-    client, ep, discovery = obs.value
+    client, ep = obs.value
+    partial: list[str] = []
+
+    def discover():
+        try:
+            return r.collect_discovery(client, target.transport_options)
+        except Exception as exc:  # noqa: BLE001 - discovery refused: what else we know
+            kind, text = classify(exc)
+            if kind != DENIED:
+                raise
+            return r.RedisDiscovery(layout=r.RedisLayout.from_options(target.transport_options),
+                                    error=text)
+
+    dobs = spawn("discovery", discover, f"redis broker {ep.address}").wait(deadline)
+    if not dobs.ok:
+        discovery = r.RedisDiscovery(layout=r.RedisLayout.from_options(target.transport_options),
+                                     error=dobs.error)
+    else:
+        discovery = dobs.value
+    if discovery.error:
+        partial.append(f"queue discovery: {discovery.error}")
+    if discovery.unreadable:
+        partial.append("binding tables not readable: " + "; ".join(discovery.unreadable[:5]))
+    g.discovery = (Observed(error=discovery.error, kind=dobs.kind or DENIED)
+                   if discovery.error else Observed(
+                       {"bindings": len(discovery.bindings),
+                        "unreadable": list(discovery.unreadable)}, source="redis SCAN",
+                       partial="; ".join(discovery.unreadable) or None))
     layout = discovery.layout
     if layout.prefix_source.startswith("detected"):
         g.notes.append(f"global_keyprefix {layout.prefix!r} detected from _kombu.binding keys")
@@ -190,38 +232,57 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         worker_methods = (*worker_methods, "active_queues")
     wtask = None
     if want_workers:
-        nodes = discovery.pidbox_nodes
-        expected_obs = Observed(value=nodes, source="redis binding _kombu.binding.celery.pidbox")
+        if discovery.error:
+            expected_obs = Observed(error=f"pidbox bindings not read ({discovery.error})",
+                                    kind=DENIED)
+        else:
+            expected_obs = Observed(value=discovery.pidbox_nodes,
+                                    source="redis binding _kombu.binding.celery.pidbox")
         wdeadline = deadline - (DEPTH_RESERVE if queues else 0.0)
         wtask = spawn("workers", lambda: _collect_workers(target, options, worker_methods, t,
                                                           wdeadline, lambda: expected_obs,
                                                           destination),
                       f"workers via redis {ep.address}")
 
-    def server_side():
-        out: dict[str, Any] = {}
+    def server_side() -> dict[str, Observed]:
+        out: dict[str, Observed] = {}
         if server or queues or connections:
-            out["server"] = r.collect_server(client, layout)
+            out["info"] = _read(r.collect_info, client)
+        if server or queues or connections:
+            out["config"] = _read(r.collect_config, client)
         if queues or server:
-            out["unacked"] = r.collect_unacked(client, layout, discovery)
+            out["unacked"] = _read(r.collect_unacked, client, layout, discovery)
         if connections:
-            out["clients"] = r.collect_clients(client)
+            out["clients"] = _read(r.collect_clients, client)
         return out
 
     stask = spawn("redis-server", server_side, f"redis broker {ep.address}")
     sobs = stask.wait(deadline)
-    if sobs.ok:
-        parts = sobs.value
-        g.redis_server = Observed(parts.get("server"), source="redis") if "server" in parts \
-            else not_asked("not asked")
-        g.redis_unacked = Observed(parts.get("unacked"), source="redis") if "unacked" in parts \
-            else not_asked("not asked")
-        if connections:
-            g.connections = Observed(parts["clients"], source="redis")
-    else:
-        g.redis_server = g.redis_unacked = Observed(error=sobs.error)
-        if connections:
-            g.connections = Observed(error=sobs.error)
+    reads = sobs.value if sobs.ok else {}
+    for key, label in (("info", "INFO"), ("config", "CONFIG GET"),
+                       ("unacked", "the unacked bookkeeping"), ("clients", "CLIENT LIST")):
+        if key in reads and not reads[key].ok:
+            partial.append(f"{label}: {reads[key].error}")
+
+    def part(key: str, asked: bool) -> Observed:
+        if not sobs.ok:
+            return Observed(error=sobs.error, kind=sobs.kind) if asked else not_asked("not asked")
+        if key in reads:
+            o = reads[key]
+            return o if not o.ok else dataclasses.replace(o, source="redis")
+        return not_asked("not asked", NOT_ASKED)
+
+    g.redis_info = part("info", server or queues or connections)
+    g.redis_config = part("config", server or queues or connections)
+    g.redis_unacked = part("unacked", queues or server)
+    if connections:
+        g.connections = part("clients", True)
+    if g.redis_info.ok or g.redis_config.ok:
+        cfg_error = None if g.redis_config.ok else g.redis_config.error
+        g.redis_server = Observed(r.server_record(g.redis_info.value, g.redis_config.value,
+                                                  cfg_error, layout), source="redis")
+    elif server:
+        g.redis_server = Observed(error=g.redis_info.error, kind=g.redis_info.kind)
 
     if wtask is not None:
         wobs = wtask.wait(deadline + (GRACE if not queues else 0.0))
@@ -235,33 +296,77 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         depth_deadline = max(deadline, time.monotonic()) + GRACE
 
         def depths_ttls_samples():
-            depths = r.collect_depths(client, layout, sorted(names))
+            depths, errors = r.collect_depths(client, layout, sorted(names))
             replies = [q for q, b in depths.items()
                        if q.endswith(".reply.celery.pidbox") and sum(b.values())]
-            ttls = r.collect_reply_ttls(client, layout, replies)
+            ttls = _read(r.collect_reply_ttls, client, layout, replies)
             sampled = None
             if samples:
                 task_depths = {q: b for q, b in depths.items()
                                if not names[q][0] and sum(b.values())}
-                sampled = r.collect_samples(client, layout, task_depths, samples)
-            return depths, ttls, sampled
+                sampled = _read(r.collect_samples, client, layout, task_depths, samples)
+            return depths, errors, ttls, sampled
 
-        dobs = spawn("depths", depths_ttls_samples,
-                     f"redis broker {ep.address}").wait(depth_deadline)
-        if not dobs.ok:
-            g.queues = Observed(error=dobs.error)
+        dobs2 = spawn("depths", depths_ttls_samples,
+                      f"redis broker {ep.address}").wait(depth_deadline)
+        if not dobs2.ok:
+            g.queues = dobs2
+            partial.append(f"queue depths: {dobs2.error}")
         else:
-            depths, ttls, sampled = dobs.value
+            depths, errors, ttls, sampled = dobs2.value
             if samples:
-                g.samples = Observed(sampled, source="redis LRANGE")
+                g.samples = (dataclasses.replace(sampled, source="redis LRANGE")
+                             if sampled.ok else sampled)
             consumers = _consumers_from_workers(g.workers)
             unacked = g.redis_unacked.value if g.redis_unacked.ok else None
-            g.queues = Observed(r.build_queue_depths(names, depths, unacked, consumers, ttls),
-                                source="redis")
+            rows = r.build_queue_depths(names, depths, unacked, consumers,
+                                        ttls.value if ttls.ok else None, errors)
+            why_partial = _redis_discovery_gap(discovery, g.workers, target)
+            notes = (why_partial,) if why_partial else ()
+            g.queues = Observed(rows, source="redis", partial=why_partial, notes=notes)
+    if partial:
+        g.sources[g.sources.index(broker_source)] = dataclasses.replace(
+            broker_source, partial=tuple(partial))
     try:
         client.close()
     except Exception:  # noqa: BLE001
         pass
+
+
+NOT_ASKED = "not-asked"
+
+
+def _read(fn, *args) -> Observed:
+    """One read of a source, on its own: its value, or why it was not observed (the kind of
+    failure kept), never an exception that would take the other reads with it."""
+    from celeryctl.collect.errors import classify
+
+    started = time.monotonic()
+    try:
+        return Observed(fn(*args), elapsed_seconds=time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - classified, reported
+        kind, text = classify(exc)
+        return Observed(error=text, kind=kind, elapsed_seconds=time.monotonic() - started)
+
+
+def _redis_discovery_gap(discovery, workers: Observed, target: Target) -> str | None:
+    """Why the queue list may miss queues: SCAN refused (only queues named by workers, -A and
+    -Q are known — a queue no worker consumes is invisible), or binding tables unreadable."""
+    if discovery.error:
+        known = []
+        if workers.ok:
+            known.append("the workers' active_queues")
+        if target.app:
+            known.append("the app (-A)")
+        if target.queues:
+            known.append("-Q")
+        return ("queue discovery was partial: SCAN of the _kombu.binding.* tables was refused, "
+                "so only queues named by " + (", ".join(known) or "nothing") + " were read; a "
+                "queue no worker consumes is not seen unless you pass -Q NAME or -A APP")
+    if discovery.unreadable:
+        return (f"queue discovery was partial: {len(discovery.unreadable)} binding table(s) "
+                f"could not be read")
+    return None
 
 
 def _queue_names_redis(discovery, target: Target, workers: Observed
@@ -342,42 +447,67 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
 
     mtask = None
     if api is not None and (queues or connections or server):
-        def mgmt():
-            out: dict[str, Any] = {}
-            out["server"] = rq.collect_rabbit_server(api)
-            if queues:
-                out["queues"] = rq.collect_rabbit_queues(api, vhost)
-            if connections:
-                out["connections"] = rq.collect_rabbit_connections(api, vhost)
+        def mgmt() -> dict[str, Observed]:
+            from celeryctl.collect.errors import AUTH_FAILED, UNREACHABLE
+
+            out: dict[str, Observed] = {"server": _read(rq.collect_rabbit_server, api)}
+            gone = out["server"].kind in (UNREACHABLE, AUTH_FAILED)
+            for key, want, fn in (("queues", queues, rq.collect_rabbit_queues),
+                                  ("connections", connections, rq.collect_rabbit_connections)):
+                if want:
+                    # an API that did not answer (or refused the login) is not asked again
+                    out[key] = (Observed(error=out["server"].error, kind=out["server"].kind)
+                                if gone else _read(fn, api, vhost))
             return out
         mtask = spawn("management-api", mgmt, f"management API {target.rabbitmq_api.address}")
 
     mobs = mtask.wait(deadline) if mtask else None
     if mobs is not None:
-        g.sources.append(SourceStatus("management-api", api_url, mobs.ok, mobs.error,
-                                      mobs.elapsed_seconds,
-                                      detail=f"RabbitMQ {mobs.value['server'].version}"
-                                      if mobs.ok else None))
-        if mobs.ok:
-            g.rabbit_server = Observed(mobs.value["server"], source="management-api")
-            if queues:
-                qs, notes = mobs.value["queues"]
-                g.queues = Observed(qs, source="management-api", notes=tuple(notes))
-            if connections:
-                g.connections = Observed(mobs.value["connections"], source="management-api")
-        else:
-            g.rabbit_server = Observed(error=mobs.error)
-            if queues:
-                g.queues = Observed(error=mobs.error)
-            if connections:
-                g.connections = Observed(error=mobs.error)
-    elif (queues or connections or server):
-        why = "no management API URL (give --rabbitmq-api)"
-        g.rabbit_server = Observed(error=why)
+        reads = mobs.value if mobs.ok else {}
+        srv = reads.get("server") or Observed(error=mobs.error, kind=mobs.kind)
+        g.rabbit_server = dataclasses.replace(srv, source="management-api") if srv.ok else srv
+        partial = []
+        if srv.ok:
+            partial += [f"{path}: {why}" for path, why in srv.value.unreadable.items()]
         if queues:
-            g.queues = Observed(error=why)
+            qo = reads.get("queues") or Observed(error=srv.error, kind=srv.kind)
+            if qo.ok:
+                qs, notes = qo.value
+                g.queues = Observed(qs, source="management-api", notes=tuple(notes))
+            else:
+                g.queues = qo
+                if srv.ok:
+                    partial.append(f"queues: {qo.error}")
         if connections:
-            g.connections = Observed(error=why)
+            co = reads.get("connections") or Observed(error=srv.error, kind=srv.kind)
+            if co.ok and srv.ok and srv.value.sees_all_connections is False:
+                from celeryctl.collect.errors import DENIED
+
+                user = (srv.value.user or {}).get("name")
+                co = Observed(error=f"permission denied: the management API lists only the "
+                                    f"user's own connections to {user!r} (tags: "
+                                    f"{', '.join(srv.value.user.get('tags') or []) or 'none'});"
+                                    f" needs the monitoring tag (rabbitmqctl set_user_tags "
+                                    f"{user} monitoring)", kind=DENIED)
+            g.connections = dataclasses.replace(co, source="management-api") if co.ok else co
+            if not co.ok and srv.ok:
+                partial.append(f"connections: {co.error}")
+        g.sources.append(SourceStatus(
+            "management-api", api_url, srv.ok, srv.error, mobs.elapsed_seconds,
+            detail=f"RabbitMQ {srv.value.version}" + (
+                f", as {srv.value.user.get('name')} "
+                f"[{', '.join(srv.value.user.get('tags') or []) or 'no tags'}]"
+                if srv.value.user else "") if srv.ok else None,
+            kind=srv.kind, partial=tuple(partial)))
+    elif (queues or connections or server):
+        from celeryctl.collect.errors import NOT_CONFIGURED
+
+        why = "no management API URL (give --rabbitmq-api)"
+        g.rabbit_server = Observed(error=why, kind=NOT_CONFIGURED)
+        if queues:
+            g.queues = Observed(error=why, kind=NOT_CONFIGURED)
+        if connections:
+            g.connections = Observed(error=why, kind=NOT_CONFIGURED)
 
     need_fallback = queues and not g.queues.ok
     if wtask is not None and (methods or need_fallback):
@@ -385,7 +515,7 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         g.workers = wobs
         g.sources.append(_workers_source(wobs, broker_url))
     elif wtask is not None:
-        g.workers = not_asked("not needed: the management API listed the queues")
+        g.workers = not_asked("not needed: the management API listed the queues", NOT_ASKED)
 
     if need_fallback:
         names = set(target.queues)
@@ -401,26 +531,47 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         aobs = atask.wait(max(deadline, time.monotonic()) + GRACE)
         g.sources.append(SourceStatus("amqp", broker_url, aobs.ok, aobs.error,
                                       aobs.elapsed_seconds,
-                                      detail="queue depth by passive declare (fallback)"))
+                                      detail="queue depth by passive declare (fallback)",
+                                      kind=aobs.kind))
         if aobs.ok:
+            known = ", ".join(w for w, ok in (("-Q", target.queues), ("the app (-A)", target.app),
+                                              ("the workers' active_queues", g.workers.ok))
+                              if ok) or "nothing but the default 'celery'"
+            gap = ("without the management API queues cannot be discovered: only those named "
+                   f"by {known} were read; a queue no worker consumes is not seen — pass -Q "
+                   "NAME or -A APP")
             note = ("management API unavailable: depth and consumers from AMQP passive declare; "
-                    "unacked and rates unknown")
-            g.queues = Observed(aobs.value, source="amqp", notes=(note,))
+                    "unacked and rates unknown; " + gap)
+            g.queues = Observed(aobs.value, source="amqp", notes=(note,), partial=gap)
             g.notes.append(note)
         else:
             g.queues = Observed(error=f"{g.queues.error or 'management API unavailable'}; "
-                                      f"AMQP fallback: {aobs.error}")
+                                      f"AMQP fallback: {aobs.error}", kind=aobs.kind)
     if connections and g.connections.ok and g.workers.ok:
         _find_owners(g, deadline + GRACE)
     if not any(s.name == "broker" for s in g.sources):
-        # The broker itself was reached if workers or AMQP answered over it.
-        reached = [s for s in g.sources if s.name in ("workers", "amqp")]
-        if reached:
-            ok = any(s.ok for s in reached)
-            err = None if ok else reached[0].error
-            g.sources.insert(0, SourceStatus("broker", broker_url, ok, err))
+        g.sources.insert(0, _rabbit_broker_source(g, wtask, broker_url))
     if api is not None and all(tk is None or tk.done() for tk in (mtask, ptask)):
         api.close()
+
+
+def _rabbit_broker_source(g: Gathered, wtask, broker_url: str) -> SourceStatus:
+    """The AMQP broker as the connections over it found it: observed when remote control or
+    the AMQP fallback connected — also when remote control was then refused (a user without
+    permissions on the pidbox exchanges was let in: the broker answered)."""
+    from celeryctl.collect.workers import RemoteControlDenied
+
+    reached = [s for s in g.sources if s.name in ("workers", "amqp")]
+    if wtask is not None and isinstance(wtask.exception, RemoteControlDenied):
+        return SourceStatus("broker", broker_url, True, detail="AMQP connection accepted; "
+                            "remote control refused (see the workers source)")
+    if any(s.ok for s in reached):
+        return SourceStatus("broker", broker_url, True)
+    if reached:
+        first = reached[0]
+        return SourceStatus("broker", broker_url, False, first.error, kind=first.kind)
+    return SourceStatus("broker", broker_url, None, "not probed: nothing was read over AMQP",
+                        kind="not-checked")
 
 
 # --- shared ------------------------------------------------------------------------------
@@ -470,7 +621,8 @@ def _workers_source(wobs: Observed, url: str) -> SourceStatus:
         detail += f" in {view.waited_seconds:.2f} s"
         if view.returned_early:
             detail += " (returned early)"
-    return SourceStatus("workers", url, wobs.ok, wobs.error, wobs.elapsed_seconds, detail)
+    return SourceStatus("workers", url, wobs.ok, wobs.error, wobs.elapsed_seconds, detail,
+                        kind=wobs.kind)
 
 
 def _spawn_backend(target: Target, deadline: float):
@@ -500,12 +652,14 @@ def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:
         if status.detail:
             detail += f": {status.detail}"
         g.sources.append(SourceStatus("result-backend", url, ok, status.error,
-                                      obs.elapsed_seconds, detail=detail))
+                                      obs.elapsed_seconds, detail=detail,
+                                      kind=None if ok is not None else "not-checked"))
     else:
         g.backend = Observed(BackendStatus(url=url, kind=backend_kind(target.result_backend),
-                                           reachable=False, error=obs.error), error=obs.error)
+                                           reachable=False, error=obs.error), error=obs.error,
+                             kind=obs.kind)
         g.sources.append(SourceStatus("result-backend", url, False, obs.error,
-                                      obs.elapsed_seconds))
+                                      obs.elapsed_seconds, kind=obs.kind))
 
 
 def _find_owners(g: Gathered, deadline: float) -> None:

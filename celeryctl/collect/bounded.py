@@ -9,13 +9,14 @@ are joined at exit) so an abandoned call can never keep the process alive.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from celeryctl.collect.errors import UNREACHABLE, classify
 from celeryctl.snapshot import Observed
-from celeryctl.urls import SECRETS
 
 ABANDONED = threading.Event()  # set when any thread was left running: the CLI exits hard
 
@@ -45,6 +46,12 @@ class Task:
     def done(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def exception(self) -> BaseException | None:
+        """What the call raised (once done): callers that must tell *which* failure it was
+        (a refusal after connecting, say) look at it; everyone else reads `wait()`."""
+        return self._exc if self._done.is_set() else None
+
     def wait(self, deadline: float) -> Observed:
         """The result as an Observed; an error if it failed or missed the deadline."""
         remaining = max(0.0, deadline - time.monotonic())
@@ -52,15 +59,15 @@ class Task:
             ABANDONED.set()
             waited = time.monotonic() - self.started
             return Observed(error=f"{self.describe}: no answer within {waited:.1f} s",
-                            elapsed_seconds=waited)
+                            elapsed_seconds=waited, kind=UNREACHABLE)
         if self._exc is not None:
-            return Observed(error=f"{self.describe}: {describe_error(self._exc)}",
-                            elapsed_seconds=self.elapsed)
+            kind, text = classify(self._exc)
+            return Observed(error=f"{self.describe}: {text}", elapsed_seconds=self.elapsed,
+                            kind=kind)
         result = self._result
         if isinstance(result, Observed):
             if not result.elapsed_seconds:
-                result = Observed(result.value, result.error, result.source, self.elapsed,
-                                  result.notes)
+                result = dataclasses.replace(result, elapsed_seconds=self.elapsed)
             return result
         return Observed(value=result, elapsed_seconds=self.elapsed)
 
@@ -70,30 +77,7 @@ def spawn(name: str, fn: Callable[[], Any], describe: str | None = None) -> Task
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line, no secrets: the exception class family and its message."""
-    text = str(exc).strip() or type(exc).__name__
-    # Unwrap the noisy prefixes libraries put in front of errno texts.
-    text = " ".join(text.split())
-    lowered = text.lower()
-    cls = type(exc).__name__
-    if "authentication required" in lowered or "noauth" in lowered:
-        summary = "authentication required (the server has a password; none was given)"
-    elif cls == "AuthenticationError" or "invalid username-password" in lowered or \
-            "wrongpass" in lowered:
-        summary = "authentication failed (wrong user name or password)"
-    elif "refused" in lowered:
-        summary = "connection refused"
-    elif "timed out" in lowered or "timeout" in lowered:
-        summary = "timed out"
-    elif "name or service not known" in lowered or "nodename nor servname" in lowered:
-        summary = "host name does not resolve"
-    elif "access_refused" in lowered or "access refused" in lowered:
-        summary = "authentication failed (wrong user name or password)"
-    else:
-        summary = None
-    text = SECRETS.scrub(text)
-    if len(text) > 300:
-        text = text[:297] + "..."
-    if summary is None or summary.split(" (")[0] in lowered:
-        return text
-    return f"{summary}: {text}"
+    """One line, no secrets: what kind of failure, and the library's message."""
+    from celeryctl.collect.errors import classify
+
+    return classify(exc)[1]

@@ -18,6 +18,7 @@ from celeryctl.targets import Target
 
 DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
                   "registered")
+NOT_ASKED = "not-asked"  # measured only when asked for (--sample-interval)
 ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
 
 
@@ -34,19 +35,22 @@ def _growth_parts(g: Gathered, target: Target, interval: float) -> dict[str, Obs
     """`growth` (queues) and `rss_growth` (workers): from a second sample `interval` seconds
     later; without one, queue growth from RabbitMQ's rates when it has them."""
     if not g.queues.ok:
-        return {"growth": Observed(error="queues not observed"),
-                "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"))}
+        return {"growth": Observed(error="queues not observed", kind=g.queues.kind),
+                "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"),
+                                       kind=NOT_ASKED)}
     if interval > 0:
         time.sleep(interval)
         g2 = gather(target, queues=True, workers=("stats",))
         rss = (Observed(rss_growth(g.workers.value, g2.workers.value))
                if g.workers.ok and g2.workers.ok
-               else Observed(error="workers not observed in both samples"))
+               else Observed(error="workers not observed in both samples",
+                             kind=g2.workers.kind or g.workers.kind))
         growth = (Observed(growth_from_samples(g.queues.value, g2.queues.value, interval),
-                           source="samples")
-                  if g2.queues.ok else Observed(error=f"second sample failed: {g2.queues.error}"))
+                           source="samples", partial=g2.queues.partial)
+                  if g2.queues.ok else Observed(error=f"second sample failed: {g2.queues.error}",
+                                                kind=g2.queues.kind))
         return {"growth": growth, "rss_growth": rss}
     rates = growth_from_rates(g.queues.value)
     return {"growth": Observed(rates, source="management-api rates") if rates
-            else Observed(error=ONE_SAMPLE.format("growth")),
-            "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"))}
+            else Observed(error=ONE_SAMPLE.format("growth"), kind=NOT_ASKED),
+            "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"), kind=NOT_ASKED)}

@@ -35,9 +35,51 @@ MAX_PAGES = 200  # 100,000 queues; beyond that the listing says it was cut
 
 
 class ManagementError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None
+                 ) -> None:
         super().__init__(message)
         self.status = status
+        if kind is not None:
+            self.kind = kind  # celeryctl.collect.errors states; classify() reads it
+
+
+# The management API's 401/403 reasons (rabbit_mgmt_util): a wrong password and a missing
+# tag or vhost permission are different problems with different fixes.
+def refusal(status: int, body: str, path: str) -> ManagementError:
+    from celeryctl.collect.errors import AUTH_FAILED, DENIED
+
+    reason = ""
+    try:
+        import json
+
+        doc = json.loads(body)
+        reason = str(doc.get("reason") or doc.get("error") or "") if isinstance(doc, dict) \
+            else ""
+    except ValueError:
+        reason = body[:120]
+    low = reason.lower()
+    if "not management user" in low:
+        return ManagementError(
+            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"); the user "
+            f"needs the monitoring tag (rabbitmqctl set_user_tags USER monitoring)", status,
+            DENIED)
+    if "not monitor user" in low:
+        return ManagementError(
+            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"): the user "
+            f"has the management tag only; needs the monitoring tag "
+            f"(rabbitmqctl set_user_tags USER monitoring)", status, DENIED)
+    if "virtual host" in low or "vhost" in low or "access refused" in low:
+        return ManagementError(
+            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"): the user "
+            f"has no permissions on this virtual host (rabbitmqctl set_permissions -p VHOST "
+            f"USER '^$' '^$' '^$' grants access without any)", status, DENIED)
+    if "not administrator" in low or "not policymaker" in low or status == 403:
+        return ManagementError(
+            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\")", status,
+            DENIED)
+    return ManagementError(f"authentication failed (HTTP {status}"
+                           f"{': ' + chr(34) + reason + chr(34) if reason else ''}: wrong user "
+                           f"name or password)", status, AUTH_FAILED)
 
 
 class ManagementAPI:
@@ -67,27 +109,25 @@ class ManagementAPI:
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         import requests
 
+        from celeryctl.collect.errors import UNREACHABLE
+
         try:
             resp = self.session.get(self.base + path, params=params, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout:
-            raise ManagementError("connect timed out") from None
+            raise ManagementError("connect timed out", kind=UNREACHABLE) from None
         except requests.exceptions.ReadTimeout:
-            raise ManagementError("no answer (read timed out)"
-                                  ) from None
+            raise ManagementError("no answer (read timed out)", kind=UNREACHABLE) from None
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(f"TLS handshake failed: {_tls_reason(exc)}",
+                                  kind=UNREACHABLE) from None
         except requests.exceptions.ConnectionError as exc:
             text = str(exc).lower()
             why = "connection refused" if "refused" in text else "cannot connect"
-            raise ManagementError(f"{why}") from None
+            raise ManagementError(f"{why}", kind=UNREACHABLE) from None
         except requests.exceptions.RequestException as exc:
-            raise ManagementError(f"{type(exc).__name__}"
-                                  ) from None
-        if resp.status_code == 401:
-            raise ManagementError(
-                "authentication failed (HTTP 401: wrong "
-                "user name or password)", 401)
-        if resp.status_code == 403:
-            raise ManagementError("forbidden (HTTP 403: the "
-                                  "user lacks the monitoring/management tag)", 403)
+            raise ManagementError(f"{type(exc).__name__}", kind=UNREACHABLE) from None
+        if resp.status_code in (401, 403):
+            raise refusal(resp.status_code, resp.text, path)
         if resp.status_code == 404:
             raise ManagementError(f"{path} not found (404)", 404)
         if resp.status_code >= 400:
@@ -127,27 +167,56 @@ class ManagementAPI:
         self.session.close()
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """The certificate problem inside a requests SSLError (no URL: it may carry userinfo)."""
+    import re
+
+    text = str(exc)
+    m = re.search(r"certificate verify failed: ([^(\]')\"]+)", text)
+    if m:
+        return f"certificate verify failed: {m.group(1).strip()}"
+    m = re.search(r"\[SSL[^\]]*\] ([^(\]')\"]+)", text)
+    return m.group(1).strip() if m else "TLS error"
+
+
 def vq(vhost: str) -> str:
     return quote(vhost, safe="")
 
 
 def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
-    """`/api/overview` + `/api/nodes` -> versions, cluster name, node resources."""
+    """`/api/overview` (required) + `/api/whoami`, `/api/nodes`, `/api/vhost-limits`,
+    `/api/user-limits`: each of the last four may be refused to this user (nodes need the
+    monitoring tag; limits need more on some versions) or missing on older servers — what
+    could not be read is named in `unreadable`, never an empty list that looks like "none"."""
+    from celeryctl.collect.errors import AUTH_FAILED, UNREACHABLE
+
     overview = api.get("/overview")
-    nodes = api.get("/nodes")
-    try:
-        limits = {x.get("vhost"): x.get("value") or {} for x in api.get("/vhost-limits") or []}
-    except ManagementError:
-        limits = {}  # older servers / users without the policymaker tag
-    try:
-        user_limits = {x.get("user"): x.get("value") or {}
-                       for x in api.get("/user-limits") or []}
-    except ManagementError:
-        user_limits = {}  # before 3.8.10, or a user without the administrator tag
+    unreadable: dict[str, str] = {}
+
+    def optional(path: str):
+        try:
+            return api.get(path)
+        except ManagementError as exc:
+            if getattr(exc, "kind", None) in (UNREACHABLE, AUTH_FAILED):
+                raise  # the API went away mid-way: the whole source failed
+            unreadable["/api" + path] = str(exc)
+            return None
+
+    whoami = optional("/whoami")
+    nodes = optional("/nodes")
+    vlimits = optional("/vhost-limits")
+    ulimits = optional("/user-limits")
+    limits = {x.get("vhost"): x.get("value") or {} for x in vlimits or []
+              if isinstance(x, dict)} if vlimits is not None else None
+    user_limits = {x.get("user"): x.get("value") or {} for x in ulimits or []
+                   if isinstance(x, dict)} if ulimits is not None else None
     keep = ("name", "running", "type", "uptime", "mem_used", "mem_limit", "mem_alarm",
             "disk_free", "disk_free_limit", "disk_free_alarm", "fd_used", "fd_total",
             "sockets_used", "sockets_total", "proc_used", "proc_total", "partitions",
             "run_queue", "processors")
+    tags = whoami.get("tags") if isinstance(whoami, dict) else None
+    if isinstance(tags, str):  # before 3.9: "monitoring,management"
+        tags = [t for t in tags.split(",") if t]
     return RabbitServer(
         version=overview.get("rabbitmq_version"),
         cluster_name=overview.get("cluster_name"),
@@ -158,9 +227,13 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
                                                "management_version")},
         listeners=[{k: x.get(k) for k in ("node", "protocol", "ip_address", "port")}
                    for x in overview.get("listeners") or [] if isinstance(x, dict)],
-        nodes=[{k: n.get(k) for k in keep if k in n} for n in nodes or []],
+        nodes=[{k: n.get(k) for k in keep if k in n} for n in nodes or []
+               if isinstance(n, dict)] if nodes is not None else None,
         vhost_limits=limits,
         user_limits=user_limits,
+        user={"name": whoami.get("name"), "tags": list(tags or [])}
+        if isinstance(whoami, dict) else None,
+        unreadable=unreadable,
     )
 
 
@@ -337,25 +410,34 @@ def amqp_connect(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str | N
                  name: str = "celeryctl (read-only)"):
     import pika
 
-    from celeryctl.collect.bounded import describe_error
+    from celeryctl.collect.errors import classify
 
     errors = []
+    kind = None
     for ep in endpoints:
         try:
             return pika.BlockingConnection(pika_parameters(ep, timeout, vhost, name)), ep
         except Exception as exc:  # noqa: BLE001
-            why = describe_amqp_error(exc) or describe_error(exc)
+            described = describe_amqp_error(exc)
+            kind, why = described if described else classify(exc)
             errors.append(f"{ep.address}: {why}" if len(endpoints) > 1 else why)
-    raise ConnectionError("; ".join(errors))
+    err = ConnectionError("; ".join(errors))
+    err.kind = kind or "failed"  # type: ignore[attr-defined]
+    raise err
 
 
-def describe_amqp_error(exc: BaseException) -> str | None:
+def describe_amqp_error(exc: BaseException) -> tuple[str, str] | None:
+    """(state, text) for pika's connection errors, which wrap the real cause."""
     import pika.exceptions as pe
 
+    from celeryctl.collect.errors import AUTH_FAILED, DENIED, UNREACHABLE
+
     if isinstance(exc, (pe.ProbableAuthenticationError, pe.AuthenticationError)):
-        return "authentication failed (ACCESS_REFUSED: wrong user name or password)"
+        return AUTH_FAILED, "authentication failed (ACCESS_REFUSED: wrong user name or password)"
     if isinstance(exc, pe.ProbableAccessDeniedError):
-        return "access denied to the virtual host (wrong vhost or no permission)"
+        return DENIED, ("permission denied: access to the virtual host refused (no permissions "
+                        "on it for this user, or no such vhost); needs `rabbitmqctl "
+                        "set_permissions -p VHOST USER ...`")
     if isinstance(exc, pe.AMQPConnectionError):
         inner = exc.args[0] if exc.args else None
         if inner is not None and isinstance(inner, BaseException):
@@ -364,11 +446,13 @@ def describe_amqp_error(exc: BaseException) -> str | None:
                 return why
         # pika wraps socket errors in its connector's own exceptions: read the text
         text = repr(exc).lower()
+        if "certificate verify failed" in text or "sslerror" in text or "ssl:" in text:
+            return UNREACHABLE, "TLS handshake failed"
         if "refused" in text:
-            return "connection refused"
+            return UNREACHABLE, "connection refused"
         if "timeout" in text or "timed out" in text:
-            return "timed out (the broker did not complete the AMQP handshake)"
-        return "cannot connect"
+            return UNREACHABLE, "timed out (the broker did not complete the AMQP handshake)"
+        return UNREACHABLE, "cannot connect"
     return None
 
 

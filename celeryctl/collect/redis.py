@@ -158,10 +158,16 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
     current master first (`options`: the transport options, for master_name)."""
     endpoints = resolve_endpoints(endpoints, timeout, options)
     errors = []
+    from celeryctl.collect.errors import redis_denial
+
     for ep in endpoints:
         client = redis_client(ep, timeout)
         try:
-            client.ping()
+            try:
+                client.ping()
+            except Exception as exc:  # noqa: BLE001 - a refused PING is still an answer
+                if redis_denial(exc) is None:
+                    raise
             return client, ep
         except Exception as exc:  # noqa: BLE001 - collected, reported together
             from celeryctl.collect.bounded import describe_error
@@ -215,6 +221,8 @@ class Binding:
 class RedisDiscovery:
     layout: RedisLayout
     bindings: list[Binding] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # binding tables SMEMBERS refused
+    error: str | None = None  # SCAN itself refused: no binding was read at all
 
     @property
     def pidbox_nodes(self) -> list[str]:
@@ -254,9 +262,13 @@ class RedisDiscovery:
 
 def detect_layout(client, options: dict[str, Any]) -> tuple[RedisLayout, list[bytes]]:
     """Read transport options and SCAN for `*_kombu.binding.*` to find the global key prefix
-    when none was configured (one SCAN pass serves both purposes)."""
+    when none was configured (one SCAN pass serves both purposes). A refused SCAN raises
+    `Denied`: the caller falls back to the layout of the options and the queues it knows."""
+    from celeryctl.collect.errors import redis_op
+
     layout = RedisLayout.from_options(options)
-    keys = list(client.scan_iter(match=b"*" + BINDING.encode() + b"*", count=SCAN_COUNT))
+    with redis_op("SCAN MATCH *_kombu.binding.* (discovering queues and workers)", "+scan"):
+        keys = list(client.scan_iter(match=b"*" + BINDING.encode() + b"*", count=SCAN_COUNT))
     by_prefix: dict[str, list[bytes]] = {}
     for k in keys:
         text = k.decode("utf-8", "surrogateescape")
@@ -270,18 +282,27 @@ def detect_layout(client, options: dict[str, Any]) -> tuple[RedisLayout, list[by
 
 
 def collect_discovery(client, options: dict[str, Any]) -> RedisDiscovery:
-    """`SCAN MATCH *_kombu.binding.*` then `SMEMBERS` each (pipelined) -> bindings."""
+    """`SCAN MATCH *_kombu.binding.*` then `SMEMBERS` each (pipelined) -> bindings. A binding
+    table this account may not read is named in `unreadable` (the others still count)."""
+    from celeryctl.collect.errors import redis_denial, redis_op
+
     layout, keys = detect_layout(client, options)
-    members = pipelined(client, [("smembers", (k,)) for k in keys])
+    with redis_op("SMEMBERS of the _kombu.binding.* tables", "+smembers"):
+        members = pipelined(client, [("smembers", (k,)) for k in keys], raise_on_error=False)
     bindings = []
+    unreadable = []
     plen = len(layout.prefix) + len(BINDING)
     for k, mems in zip(keys, members, strict=True):
         exchange = k.decode("utf-8", "surrogateescape")[plen:]
+        if isinstance(mems, Exception):
+            why = redis_denial(mems)
+            unreadable.append(f"{exchange}: {why or ' '.join(str(mems).split())[:120]}")
+            continue
         for m in mems or ():
             parts = m.decode("utf-8", "surrogateescape").split(layout.sep)
             if len(parts) == 3:
                 bindings.append(Binding(exchange, parts[0], parts[1], parts[2]))
-    return RedisDiscovery(layout=layout, bindings=bindings)
+    return RedisDiscovery(layout=layout, bindings=bindings, unreadable=unreadable)
 
 
 def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | None,
@@ -289,13 +310,17 @@ def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | Non
     """`HLEN unacked`, `ZRANGE unacked_index 0 0 WITHSCORES`, `PTTL unacked_mutex`; when the hash
     is small enough, `HSCAN unacked` + `ZRANGE unacked_index 0 -1 WITHSCORES` to attribute each
     in-flight message to its queue (via its exchange/routing key, as kombu's restore does)."""
+    from celeryctl.collect.errors import redis_op
+
     now = time.time() if now is None else now
     p = layout.prefix
-    pipe = client.pipeline(transaction=False)
-    pipe.hlen(f"{p}unacked")
-    pipe.zrange(f"{p}unacked_index", 0, 0, withscores=True)
-    pipe.pttl(f"{p}unacked_mutex")
-    total, oldest, mutex_ttl = pipe.execute()
+    with redis_op("HLEN/ZRANGE/PTTL of unacked, unacked_index, unacked_mutex",
+                  "+hlen +zrange +pttl and read access to those keys"):
+        pipe = client.pipeline(transaction=False)
+        pipe.hlen(f"{p}unacked")
+        pipe.zrange(f"{p}unacked_index", 0, 0, withscores=True)
+        pipe.pttl(f"{p}unacked_mutex")
+        total, oldest, mutex_ttl = pipe.execute()
     oldest_seconds = max(0.0, now - oldest[0][1]) if oldest else None
     per_queue: dict[str, int] | None = None
     oldest_per_queue: dict[str, float] | None = None
@@ -303,9 +328,11 @@ def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | Non
     if not total:
         per_queue, oldest_per_queue = {}, {}
     elif total <= UNACKED_ATTRIBUTION_LIMIT:
-        scores = dict(client.zrange(f"{p}unacked_index", 0, -1, withscores=True))
+        with redis_op("ZRANGE unacked_index / HSCAN unacked", "+zrange +hscan"):
+            scores = dict(client.zrange(f"{p}unacked_index", 0, -1, withscores=True))
+            entries = list(client.hscan_iter(f"{p}unacked", count=1000))
         per_queue, oldest_per_queue = {}, {}
-        for tag, raw in client.hscan_iter(f"{p}unacked", count=1000):
+        for tag, raw in entries:
             try:
                 _env, exchange, routing_key = json.loads(raw)
                 queues = (discovery.resolve(exchange or "", routing_key or "")
@@ -326,53 +353,85 @@ def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | Non
                         mutex_ttl_ms=int(mutex_ttl) if mutex_ttl and mutex_ttl > 0 else None)
 
 
-def pipelined(client, calls: list[tuple[str, tuple]], batch: int = PIPELINE_BATCH) -> list:
+def pipelined(client, calls: list[tuple[str, tuple]], batch: int = PIPELINE_BATCH, *,
+              raise_on_error: bool = True) -> list:
     """Run (method, args) calls in pipelines of at most `batch` commands: one round trip for
-    a small cluster, a bounded number of bounded ones for 10,000 queues."""
+    a small cluster, a bounded number of bounded ones for 10,000 queues. Never MULTI/EXEC
+    (`transaction=False`): a read needs no transaction, and managed Redis or an ACL may
+    refuse MULTI. `raise_on_error=False`: a command the server refused (NOPERM on one key,
+    WRONGTYPE) comes back as its exception in place, and the others still count."""
     out: list = []
     for i in range(0, len(calls), batch):
         pipe = client.pipeline(transaction=False)
         for name, args in calls[i:i + batch]:
             getattr(pipe, name)(*args)
-        out.extend(pipe.execute())
+        out.extend(pipe.execute(raise_on_error=raise_on_error))
     return out
 
 
-def collect_depths(client, layout: RedisLayout, queues: list[str]) -> dict[str, dict[str, int]]:
+def collect_depths(client, layout: RedisLayout, queues: list[str]
+                   ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
     """`LLEN` of every queue's priority sub-lists, as kombu's `Channel._size`, pipelined
-    (PIPELINE_BATCH commands per round trip). Returns queue -> {step: length} (step "0" is
-    the bare list)."""
-    lengths = pipelined(client, [("llen", (layout.key(q, step),)) for q in queues
-                                 for step in layout.priority_steps])
+    (PIPELINE_BATCH commands per round trip). Returns (queue -> {step: length} (step "0" is
+    the bare list), queue -> why it could not be read): a key this account may not read, or
+    one that is not a list (WRONGTYPE), costs that queue only. Every key refused: `Denied`."""
+    from celeryctl.collect.errors import Denied, redis_denial
+
+    keys = [(q, step) for q in queues for step in layout.priority_steps]
+    lengths = pipelined(client, [("llen", (layout.key(q, step),)) for q, step in keys],
+                        raise_on_error=False)
     out: dict[str, dict[str, int]] = {}
-    i = 0
-    for q in queues:
-        buckets = {}
-        for step in layout.priority_steps:
-            buckets[str(step)] = int(lengths[i] or 0)
-            i += 1
-        out[q] = buckets
-    return out
+    errors: dict[str, str] = {}
+    denied = 0
+    for (q, step), n in zip(keys, lengths, strict=True):
+        if isinstance(n, Exception):
+            why = redis_denial(n)
+            denied += why is not None
+            errors.setdefault(q, f"LLEN {layout.key(q, step).decode('utf-8', 'replace')}: "
+                                 + (f"permission denied ({why})" if why else
+                                    " ".join(str(n).split())[:160]))
+            continue
+        out.setdefault(q, {})[str(step)] = int(n or 0)
+    if keys and denied == len(keys):
+        raise Denied("LLEN of the queue lists", "ACL +llen (and read access to the queue "
+                     "keys)", redis_denial(lengths[0]) or "")
+    return {q: b for q, b in out.items() if q not in errors}, errors
 
 
-def collect_server(client, layout: RedisLayout) -> RedisServer:
-    """`INFO` (all default sections) and `CONFIG GET` of the settings doctor needs. Managed
-    Redis often disables or renames CONFIG: that is recorded, not fatal."""
-    import redis
+def collect_info(client) -> dict[str, Any]:
+    """`INFO` (the default sections) -> a JSON-safe dict."""
+    from celeryctl.collect.errors import redis_op
 
-    info = client.info()
-    config: dict[str, str] | None = {}
-    config_error = None
-    try:
-        pipe = client.pipeline(transaction=False)
-        for key in CONFIG_KEYS:
-            pipe.config_get(key)
-        for part in pipe.execute():
+    with redis_op("INFO", "+info"):
+        return _jsonable_info(client.info())
+
+
+def collect_config(client) -> dict[str, str]:
+    """`CONFIG GET` of the settings doctor needs, one key per command, pipelined: keys the
+    server refuses are left out; every key refused (ACL, or CONFIG renamed/disabled as
+    managed Redis does) raises `Denied`."""
+    from celeryctl.collect.errors import Denied, redis_denial, redis_op
+
+    with redis_op("CONFIG GET", "+config|get"):
+        parts = pipelined(client, [("config_get", (k,)) for k in CONFIG_KEYS],
+                          raise_on_error=False)
+    config: dict[str, str] = {}
+    refused = [p for p in parts if isinstance(p, Exception)]
+    for part in parts:
+        if not isinstance(part, Exception):
             config.update({_s(k): _s(v) for k, v in (part or {}).items()})
-    except redis.ResponseError as exc:
-        config, config_error = None, f"CONFIG GET refused: {exc}"
+    if refused and not config:
+        why = redis_denial(refused[0])
+        if why is None:
+            raise refused[0]
+        raise Denied("CONFIG GET", "ACL +config|get", why)
+    return config
+
+
+def server_record(info: dict[str, Any] | None, config: dict[str, str] | None,
+                  config_error: str | None, layout: RedisLayout) -> RedisServer:
     return RedisServer(version=str(info.get("redis_version")) if info else None,
-                       info=_jsonable_info(info), config=config, config_error=config_error,
+                       info=info or {}, config=config, config_error=config_error,
                        keyprefix=layout.prefix, keyprefix_source=layout.prefix_source,
                        other_keyprefixes=layout.other_prefixes)
 
@@ -380,9 +439,17 @@ def collect_server(client, layout: RedisLayout) -> RedisServer:
 def collect_clients(client) -> list[Connection]:
     """`CLIENT LIST` -> one Connection per line (`k=v` tokens; unknown fields kept in raw,
     missing ones tolerated: the field set grows with each Redis release). The line of this
-    very command's connection (`CLIENT ID`) is marked role "celeryctl"."""
-    own_id = str(client.client_id())
-    raw = client.execute_command("CLIENT LIST")
+    very command's connection (`CLIENT ID`, when allowed) is marked role "celeryctl"."""
+    from celeryctl.collect.errors import redis_denial, redis_op
+
+    try:
+        own_id: str | None = str(client.client_id())
+    except Exception as exc:  # noqa: BLE001 - CLIENT ID refused: own line unmarked
+        if redis_denial(exc) is None:
+            raise
+        own_id = None
+    with redis_op("CLIENT LIST", "+client|list"):
+        raw = client.execute_command("CLIENT LIST")
     if isinstance(raw, list):  # redis-py parsed it into dicts already
         rows = [{_s(k): _s(v) for k, v in row.items()} for row in raw if isinstance(row, dict)]
     else:
@@ -431,9 +498,11 @@ def client_from_fields(fields: dict[str, str], own_id: str | None = None) -> Con
 def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
                        depths: dict[str, dict[str, int]], unacked: RedisUnacked | None,
                        consumers: dict[str, list[str]] | None,
-                       ttls: dict[str, int] | None = None) -> list[QueueDepth]:
+                       ttls: dict[str, int] | None = None,
+                       errors: dict[str, str] | None = None) -> list[QueueDepth]:
     """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution,
-    worker consumers and list TTLs into QueueDepth records."""
+    worker consumers and list TTLs into QueueDepth records. A queue in `errors` could not be
+    read: its depth is unknown (None) and the reason is on the row."""
     out = []
     for name, (internal, discovered_by) in sorted(names.items()):
         buckets = depths.get(name)
@@ -450,6 +519,7 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
             consumer_workers=tuple(workers), internal=internal,
             exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by,
             source="redis", discovered_by=discovered_by, ttl_seconds=(ttls or {}).get(name),
+            error=(errors or {}).get(name),
         ))
     return out
 

@@ -64,8 +64,10 @@ def kombu_connection(ep: Endpoint, timeout: float, transport_options: dict[str, 
 
 
 def connect(endpoints: tuple[Endpoint, ...], timeout: float, transport_options: dict[str, Any]):
-    """Connect to the first failover URL that answers; errors name every attempt."""
-    from celeryctl.collect.bounded import describe_error
+    """Connect to the first failover URL that answers; errors name every attempt and keep the
+    kind of failure (celeryctl.collect.errors) of the last one. On Redis, a command kombu
+    needs to connect (PING) refused by an ACL is a refusal of remote control."""
+    from celeryctl.collect.errors import classify
 
     if endpoints and endpoints[0].kind == "redis":
         # sentinel:// resolved here, bounded, rather than by kombu's sentinel transport
@@ -73,16 +75,24 @@ def connect(endpoints: tuple[Endpoint, ...], timeout: float, transport_options: 
 
         endpoints = resolve_endpoints(endpoints, timeout, transport_options)
     errors = []
+    kind = None
     for ep in endpoints:
         conn = kombu_connection(ep, timeout, transport_options)
         try:
             conn.ensure_connection(max_retries=0, timeout=timeout)
             return conn, ep
         except Exception as exc:  # noqa: BLE001
-            errors.append(f"{ep.address}: {describe_error(exc)}" if len(endpoints) > 1
-                          else describe_error(exc))
+            if ep.kind == "redis":
+                denied = _remote_control_denied(exc, ep)
+                if denied is not None:
+                    _quiet_release(conn)
+                    raise denied from None
+            kind, text = classify(exc)
+            errors.append(f"{ep.address}: {text}" if len(endpoints) > 1 else text)
             _quiet_release(conn)
-    raise ConnectionError("; ".join(errors))
+    err = ConnectionError("; ".join(errors))
+    err.kind = kind or "failed"  # type: ignore[attr-defined]
+    raise err
 
 
 def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str, Any],
@@ -113,6 +123,15 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
     try:
         mailbox = app.control.mailbox(conn)
         chan = conn.default_channel
+        if ep.kind == "amqp" and not _pidbox_exchange_exists(chan, mailbox.exchange.name):
+            view = WorkersView(nodes=(), methods=tuple(methods), expected=(),
+                               expected_source=f"exchange {mailbox.exchange.name!r} does "
+                               "not exist", waited_seconds=time.monotonic() - started,
+                               returned_early=True)
+            return Observed(value=view, source=f"workers via {ep.kind} {ep.address}",
+                            elapsed_seconds=time.monotonic() - started,
+                            notes=(f"no worker has ever started on this virtual host: the "
+                                   f"{mailbox.exchange.name!r} exchange does not exist",))
         reply_queue = mailbox.reply_queue(chan)
         if reply:
             maybe_declare(reply_queue)
@@ -129,8 +148,12 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
                     body.update(ticket=ticket,
                                 reply_to={"exchange": mailbox.reply_exchange.name,
                                           "routing_key": mailbox.oid})
+                # AMQP: the exchange exists (checked passively above): declaring it again
+                # would need configure permission on it. Redis: the declare only tells
+                # kombu's virtual transport it is a fanout (no server call).
                 producer.publish(
-                    body, exchange=mailbox.exchange.name, declare=[mailbox.exchange],
+                    body, exchange=mailbox.exchange.name,
+                    declare=[] if ep.kind == "amqp" else [mailbox.exchange],
                     headers={"clock": mailbox.clock.forward(), "expires": time.time() + timeout},
                     serializer="json", retry=False,
                 )
@@ -203,6 +226,11 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
                 pass
         if expected is not None and expected_obs is None:
             expected_obs = expected()
+    except Exception as exc:  # noqa: BLE001 - a refusal is re-raised as one, naming the fix
+        denied = _remote_control_denied(exc, ep)
+        if denied is None:
+            raise
+        raise denied from None
     finally:
         # Closing a kombu Redis connection waits out a BRPOP still in flight (up to 1 s):
         # release in the background; the process exiting closes the socket anyway.
@@ -222,6 +250,57 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
     )
     return Observed(value=view, source=f"workers via {ep.kind} {ep.address}",
                     elapsed_seconds=time.monotonic() - started)
+
+
+REDIS_RC_ACL = ("the remote-control ACL rules of docs/permissions.md#redis (+ping +publish "
+                "+sadd +brpop +multi +exec +evalsha +zadd +time on the pidbox keys)")
+AMQP_RC_PERMS = ("the remote-control permissions of docs/permissions.md#rabbitmq (configure "
+                 "and read on reply.celery.pidbox and *.reply.celery.pidbox, write on "
+                 "celery.pidbox)")
+
+
+class RemoteControlDenied(Exception):
+    """Remote control refused after the broker accepted the connection: the broker itself
+    was reached (and is reported observed); the workers could not be asked."""
+
+    kind = "permission-denied"
+
+
+def _remote_control_denied(exc: BaseException, ep: Endpoint) -> Exception | None:
+    from celeryctl.collect.errors import DENIED, Denied, classify, redis_denial
+
+    if isinstance(exc, Denied):
+        return RemoteControlDenied(str(exc))
+    if ep.kind == "redis":
+        why = redis_denial(exc)
+        if why is None:
+            return None
+        from celeryctl.urls import SECRETS
+
+        raw = SECRETS.scrub(" ".join(str(exc).split()))[:160]
+        d = Denied("remote control", REDIS_RC_ACL, f"{why}: {raw}")
+        return RemoteControlDenied(str(d))
+    kind, _text = classify(exc)
+    if kind != DENIED:
+        return None
+    from celeryctl.urls import SECRETS
+
+    raw = SECRETS.scrub(" ".join(str(exc).split()))[:200]
+    d = Denied("remote control", AMQP_RC_PERMS, raw)
+    return RemoteControlDenied(str(d))
+
+
+def _pidbox_exchange_exists(chan, name: str) -> bool:
+    """`exchange.declare(passive=True)`: needs no permission; a missing exchange (404) means
+    no worker ever started on this vhost (the channel is closed by it: the caller stops)."""
+    try:
+        chan.exchange_declare(exchange=name, type="fanout", passive=True)
+        return True
+    except Exception as exc:  # noqa: BLE001 - only "not found" means absent
+        if getattr(exc, "reply_code", None) == 404 or getattr(exc, "code", None) == 404 \
+                or "not_found" in str(exc).lower():
+            return False
+        raise
 
 
 def _assemble(methods: tuple[str, ...], replies: dict[str, list[tuple[str, Any]]]) -> list[WorkerNode]:

@@ -10,19 +10,62 @@ from celeryctl.snapshot import SCHEMA
 STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
 
 
+FIXES = {
+    "permission-denied": "the account may not do this: grant the privilege named (see "
+                         "docs/permissions.md) or use an account that has it",
+    "auth-failed": "check the user name and password in the URL (and that the user exists)",
+    "unreachable": "check the server process, its port, the network path and TLS settings",
+    "not-configured": "give its URL (flag, environment, profile or -A)",
+    "failed": "rerun with --debug; report it if it persists",
+}
+STATE_LABELS = {"permission-denied": "permission denied", "auth-failed": "authentication failed",
+                "unreachable": "unreachable", "not-configured": "not configured",
+                "not-checked": "not checked", "failed": "failed", "observed": "observed",
+                "not-asked": "not asked", "not collected": "not collected"}
+
+
+def _missing_text(report) -> str:
+    return "; ".join(f"{m.name} not observed — {STATE_LABELS.get(m.state, m.state)}: "
+                     f"{m.reason}" for m in report.missing)
+
+
 def verdict(report) -> str:
+    """One line: all clear, the worst findings, or what could not be seen and why. "All
+    clear" only when the broker and the workers were observed."""
     c = report.counts()
-    if not report.findings:
-        return (f"All clear: {len(report.ran)} checks ran, nothing wrong"
-                + (f" ({len(report.skipped)} skipped)" if report.skipped else "") + ".")
-    parts = [f"{c[k]} {k}" for k in ("critical", "warning", "info") if c.get(k)]
-    return f"{report.worst().label.upper()}: " + ", ".join(parts) + \
-        f" — {len(report.ran)} checks ran, {len(report.skipped)} skipped."
+    tail = f"{len(report.ran)} checks ran, {len(report.skipped)} skipped"
+    if report.partial:
+        tail += f", {len(report.partial)} on partial data"
+    worst = report.worst()
+    if worst.label in ("critical", "warning"):
+        parts = [f"{c[k]} {k}" for k in ("critical", "warning", "info") if c.get(k)]
+        text = f"{worst.label.upper()}: " + ", ".join(parts) + f" — {tail}."
+        if report.incomplete:
+            text += f" Incomplete: {_missing_text(report)}."
+        return text
+    if report.incomplete:
+        info = f" ({c['info']} info)" if c.get("info") else ""
+        return f"INCOMPLETE: {_missing_text(report)}{info} — {tail}."
+    others = [u for u in report.unobserved if u.name not in ("broker", "workers")]
+    if report.findings:
+        text = f"INFO: {c['info']} info — {tail}."
+    elif others or report.partial:
+        text = f"All clear in what was observed: {tail}, nothing wrong."
+    else:
+        return f"All clear: {len(report.ran)} checks ran, nothing wrong" + (
+            f" ({len(report.skipped)} skipped)" if report.skipped else "") + "."
+    if others:
+        text += " Not observed: " + "; ".join(
+            f"{u.name} ({STATE_LABELS.get(u.state, u.state)})" for u in others) + "."
+    if report.partial:
+        text += " Partial: " + "; ".join(dict.fromkeys(p.reason for p in report.partial)) + "."
+    return text
 
 
 def render_report_table(out, report, sources) -> None:
     worst = report.worst().label
-    out.print(f"[{STYLE.get(worst, '')}]{verdict(report)}[/]", markup=True, highlight=False)
+    style = STYLE.get(worst, "") if worst != "ok" or not report.incomplete else "bold magenta"
+    out.print(verdict(report), style=style or None, markup=False, highlight=False)
     for sev in ("critical", "warning", "info"):
         group = [f for f in report.findings if f.severity.label == sev]
         if not group:
@@ -39,6 +82,11 @@ def render_report_table(out, report, sources) -> None:
                 out.print(f"      fix: {f.hint}", markup=False, highlight=False)
             for cmd in f.commands:
                 out.print(f"      $ {cmd}", markup=False, highlight=False)
+    if report.partial:
+        out.print()
+        out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)
+        for s in report.partial:
+            out.print(f"  {s.code} {s.name}: {s.reason}", markup=False, highlight=False)
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
@@ -48,12 +96,18 @@ def render_report_table(out, report, sources) -> None:
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
             out.print(f"sentinel: {s.detail}", markup=False, highlight=False)
-    bad = [s for s in sources if s.ok is False]
+    bad = [s for s in sources if s.ok is False or s.partial]
     if bad:
         out.print()
-        out.print("[dim]SOURCES NOT OBSERVED[/]", markup=True)
+        out.print("[dim]SOURCES NOT OBSERVED (or observed in part)[/]", markup=True)
         for s in bad:
-            out.print(f"  {s.name} {s.url or ''}: {s.error}", markup=False, highlight=False)
+            if s.ok is False:
+                out.print(f"  {s.name} {s.url or ''}: {STATE_LABELS.get(s.state, s.state)}: "
+                          f"{s.error}", markup=False, highlight=False)
+                out.print(f"      fix: {FIXES.get(s.state, FIXES['failed'])}", markup=False,
+                          highlight=False)
+            for p in s.partial:
+                out.print(f"  {s.name}: not read: {p}", markup=False, highlight=False)
 
 
 def _short(v: Any) -> str:
@@ -84,9 +138,14 @@ def render_report_markdown(out, report, sources, target: dict) -> None:
     if report.skipped:
         lines += ["### Skipped", ""] + [f"- {s.code} {s.name}: {_md(s.reason)}"
                                         for s in report.skipped] + [""]
+    if report.partial:
+        lines += ["### Partial", ""] + [f"- {s.code} {s.name}: {_md(s.reason)}"
+                                        for s in report.partial] + [""]
     lines += ["### Sources", ""] + [
-        f"- {s.name} `{s.url}`: " + ("ok" if s.ok else "not checked" if s.ok is None
-                                     else f"**unreachable** ({_md(s.error or '')})")
+        f"- {s.name} `{s.url}`: " + ("observed" if s.ok else "not checked" if s.ok is None
+                                     else f"**{STATE_LABELS.get(s.state, s.state)}** "
+                                          f"({_md(s.error or '')})")
+        + "".join(f"; not read: {_md(p)}" for p in s.partial)
         for s in sources]
     out.write("\n".join(lines) + "\n")
 
@@ -102,10 +161,15 @@ def render_report_json(out, report, sources, target: dict, elapsed: float,
         "findings": [f.to_dict() for f in report.findings],
         "skipped": [s.to_dict() for s in report.skipped],
         "not_applicable": [s.to_dict() for s in report.not_applicable],
+        "partial": [s.to_dict() for s in report.partial],
         "sources": [s.to_dict() for s in sources],
         "summary": {"verdict": verdict(report), "worst": report.worst().label,
+                    "complete": not report.incomplete,
+                    "not_observed": [m.to_dict() for m in report.missing],
                     **report.counts(), "checks_ran": len(report.ran),
-                    "checks_skipped": len(report.skipped), "elapsed_seconds": round(elapsed, 3)},
+                    "checks_skipped": len(report.skipped),
+                    "checks_partial": len(report.partial),
+                    "elapsed_seconds": round(elapsed, 3)},
         "target": target,
         "notes": list(notes or []),
     }

@@ -27,14 +27,32 @@ def _table(title: str | None = None):
 
 def render_sources(err, sources, notes: list[str], origin_lines: list[str]) -> None:
     """On stderr: where celeryctl looked and what did not answer."""
+    from rich.text import Text
+
+    from celeryctl.render.report import STATE_LABELS
+
     for line in origin_lines:
-        err.print(f"[dim]{line}[/dim]", markup=True, highlight=False)
+        err.print(Text(line, style="dim"), highlight=False)
     for s in sources:
         if s.ok is False:
-            err.print(f"[bold red]unreachable[/]: {s.name} {s.url or ''}: {s.error}",
-                      markup=True, highlight=False)
+            err.print(Text.assemble((STATE_LABELS.get(s.state, s.state), "bold red"),
+                                    f": {s.name} {s.url or ''}: {s.error}"), highlight=False)
+        for p in s.partial:
+            err.print(Text.assemble(("not read", "yellow"), f": {s.name}: {p}"),
+                      highlight=False)
     for n in notes:
-        err.print(f"[yellow]note[/]: {n}", markup=True, highlight=False)
+        err.print(Text.assemble(("note", "yellow"), f": {n}"), highlight=False)
+
+
+def render_unobserved(err, what: str, obs) -> None:
+    """A listing whose main source was not observed says why — never nothing."""
+    from rich.text import Text
+
+    from celeryctl.render.report import STATE_LABELS
+
+    err.print(Text.assemble((f"{what} not observed", "bold red"),
+                            f" — {STATE_LABELS.get(obs.state, obs.state)}: {obs.error}"),
+              highlight=False)
 
 
 def render_workers(out, rows: list[dict[str, Any]]) -> None:
@@ -97,8 +115,10 @@ def render_connections(out, rows: list[dict[str, Any]], broker: str) -> None:
         t.add_row(r["address"], _v(r["name"]), _v(r["role"]), human_seconds(r["age_seconds"]),
                   human_seconds(r["idle_seconds"]), _v(r["command"]),
                   _v(r["db"] if broker == "redis" else r["heartbeat_seconds"]),
+                  "other db (another app)" if r.get("other_db") else
                   _v(r["worker"]) + (f" ({r['worker_match']})" if r["worker_match"] and
-                                     r["worker_match"] != "exact" else ""))
+                                     r["worker_match"] != "exact" else ""),
+                  style="dim" if r.get("other_db") else None)
     out.print(t)
 
 

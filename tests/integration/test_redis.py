@@ -215,9 +215,15 @@ def test_managed_redis_with_config_disabled(labdir):
         _publish(url, "managed", [0, 0])
         code, doc, err, _ = run_json("queues", "--broker", url)
         assert code == 0, err
-        assert doc["server"]["config"] is None and "CONFIG" in doc["server"]["config_error"]
         assert doc["server"]["version"].startswith("7.")
         assert next(r for r in doc["queues"] if r["name"] == "managed")["ready"] == 2
+        code, doc, err, _ = run_json("doctor", "--broker", url, "--timeout", "1")
+        broker = next(s for s in doc["sources"] if s["name"] == "broker")
+        assert broker["state"] == "observed"
+        assert any("CONFIG GET" in p and "renamed or disabled" in p for p in broker["partial"])
+        # persistence judged from INFO persistence instead of a silent pass
+        assert "BRK004" in {f["code"] for f in doc["findings"]} | {
+            s["code"] for s in doc["skipped"]}
     finally:
         proc.terminate()
         proc.wait(5)
