@@ -156,7 +156,9 @@ def load_snapshot(doc: dict[str, Any]) -> Snapshot:
     for name, raw in (doc.get("parts") or {}).items():
         parts[name] = _observed(raw, PART_TYPES.get(name))
     sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error",
-                                                     "elapsed_seconds", "detail")})
+                                                     "elapsed_seconds", "detail")},
+                            kind=s.get("state") if s.get("ok") is not True else None,
+                            partial=tuple(s.get("partial") or ()))
                for s in doc.get("sources") or []]
     return Snapshot(broker_kind=doc.get("broker_kind", "redis"), target=doc.get("target") or {},
                     parts=parts, sources=sources,
@@ -170,7 +172,8 @@ def _observed(raw: dict[str, Any], kind: Any) -> Observed:
         value = _build(value, kind)
     return Observed(value=value, error=raw.get("error"), source=raw.get("source") or "",
                     elapsed_seconds=float(raw.get("elapsed_seconds") or 0.0),
-                    notes=tuple(raw.get("notes") or ()))
+                    notes=tuple(raw.get("notes") or ()), kind=raw.get("kind"),
+                    partial=raw.get("partial"))
 
 
 def _build(value: Any, kind: Any) -> Any:

@@ -48,9 +48,13 @@ def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
 def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    The RabbitMQ management HTTP API could not be read: refused, timed out, not given, or it
-    rejected the credentials or the user (no monitoring tag, no permissions on the vhost) —
-    the message says which.
+    The RabbitMQ management HTTP API could not be reached: no URL known, connection refused,
+    timed out, TLS handshake failed — the plugin is not running or not exposed to this host.
+
+    An API that answers but rejects celeryctl's credentials or refuses its user (no
+    monitoring tag, no permissions on the vhost) is not this finding: it says nothing about
+    the cluster. The sources section says what was refused and which tag or permission would
+    allow it (docs/permissions.md); the checks that need the API are skipped with that reason.
 
     ## Why it matters
     Without it doctor cannot see unacknowledged counts, rates, connections, channels, node
@@ -64,18 +68,11 @@ def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
     if src is None:
         yield Finding(Severity.WARNING, "management API", "no management API URL known",
                       hint="Pass --rabbitmq-api http://USER:PASSWORD@HOST:15672.")
-    elif src.ok is False:
-        state = src.state
-        hint = {"permission-denied": "Tag the user `monitoring` and give it permissions on "
-                                     "the vhost (docs/permissions.md).",
-                "auth-failed": "Check the user name and password of --rabbitmq-api.",
-                }.get(state, "Give a reachable --rabbitmq-api with a monitoring user.")
-        label = {"permission-denied": "refused this user", "auth-failed":
-                 "rejected the credentials"}.get(state, "unavailable")
+    elif src.ok is False and src.state in ("unreachable", "not-configured"):
         yield Finding(Severity.WARNING, f"management API {src.url}",
-                      f"management API {label}: {src.error}",
-                      evidence={"url": src.url, "state": state, "error": src.error},
-                      hint=hint,
+                      f"management API unavailable: {src.error}",
+                      evidence={"url": src.url, "state": src.state, "error": src.error},
+                      hint="Give a reachable --rabbitmq-api with a monitoring user.",
                       commands=["rabbitmq-plugins enable rabbitmq_management",
                                 "rabbitmqctl set_user_tags USER monitoring"])
 

@@ -45,7 +45,7 @@ class ManagementError(Exception):
 
 # The management API's 401/403 reasons (rabbit_mgmt_util): a wrong password and a missing
 # tag or vhost permission are different problems with different fixes.
-def refusal(status: int, body: str, path: str) -> ManagementError:
+def refusal(status: int, body: str, path: str, method: str = "GET") -> ManagementError:
     from celeryctl.collect.errors import AUTH_FAILED, DENIED
 
     reason = ""
@@ -58,24 +58,30 @@ def refusal(status: int, body: str, path: str) -> ManagementError:
     except ValueError:
         reason = body[:120]
     low = reason.lower()
+    if "access to object" in low:
+        return ManagementError(
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): "
+            f"RabbitMQ lets only administrators act on other users' objects (rabbitmqctl "
+            f"set_user_tags USER monitoring administrator, or rabbitmqctl close_connection "
+            f"on the node)", status, DENIED)
     if "not management user" in low:
         return ManagementError(
-            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"); the user "
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"); the user "
             f"needs the monitoring tag (rabbitmqctl set_user_tags USER monitoring)", status,
             DENIED)
     if "not monitor user" in low:
         return ManagementError(
-            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"): the user "
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): the user "
             f"has the management tag only; needs the monitoring tag "
             f"(rabbitmqctl set_user_tags USER monitoring)", status, DENIED)
     if "virtual host" in low or "vhost" in low or "access refused" in low:
         return ManagementError(
-            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\"): the user "
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): the user "
             f"has no permissions on this virtual host (rabbitmqctl set_permissions -p VHOST "
             f"USER '^$' '^$' '^$' grants access without any)", status, DENIED)
     if "not administrator" in low or "not policymaker" in low or status == 403:
         return ManagementError(
-            f"permission denied: GET {path} refused (HTTP {status} \"{reason}\")", status,
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\")", status,
             DENIED)
     return ManagementError(f"authentication failed (HTTP {status}"
                            f"{': ' + chr(34) + reason + chr(34) if reason else ''}: wrong user "
@@ -146,6 +152,8 @@ class ManagementAPI:
             resp = self.session.post(self.base + path, json=body, timeout=self.timeout)
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on POST {path}") from None
+        if resp.status_code in (401, 403):
+            raise refusal(resp.status_code, resp.text, path, "POST")
         if resp.status_code >= 400:
             raise ManagementError(f"HTTP {resp.status_code} on POST {path}", resp.status_code)
         return resp.json()
@@ -160,6 +168,8 @@ class ManagementAPI:
                                        headers=headers or {})
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on DELETE {path}") from None
+        if resp.status_code in (401, 403):
+            raise refusal(resp.status_code, resp.text, path, "DELETE")
         if resp.status_code >= 400:
             raise ManagementError(f"HTTP {resp.status_code} on DELETE {path}", resp.status_code)
 
