@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
 
 @check("BRK001", "redis-eviction-policy", needs=("redis_server",), broker="redis")
@@ -72,23 +72,33 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
     Free memory or disk (drain queues, lower `vm_memory_high_watermark` use), bring the node
     back (`rabbitmq-diagnostics status`).
     """
-    for n in snap.get("rabbit_server").nodes:
+    # With statistics disabled /api/nodes lists only name, type and running: alarms unknown.
+    nodes = rabbit.nodes_or_skip(snap, "node state", "running")
+    alarms_known = any("mem_alarm" in n or "disk_free_alarm" in n for n in nodes)
+    found = []
+    for n in nodes:
         name = n.get("name")
         if n.get("running") is False:
-            yield Finding(Severity.CRITICAL, f"node {name}",
-                          "node is not running (as seen by the node that answered)",
-                          evidence={"running": False, "type": n.get("type")},
-                          hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
-                               "is gone for good); its classic queues are unavailable meanwhile.",
-                          commands=["rabbitmq-diagnostics -q cluster_status",
-                                    f"rabbitmqctl -n {name} start_app"])
+            found.append(Finding(
+                Severity.CRITICAL, f"node {name}",
+                "node is not running (as seen by the node that answered)",
+                evidence={"running": False, "type": n.get("type")},
+                hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
+                     "is gone for good); its classic queues are unavailable meanwhile.",
+                commands=["rabbitmq-diagnostics -q cluster_status",
+                          f"rabbitmqctl -n {name} start_app"]))
         for key in ("mem_alarm", "disk_free_alarm"):
             if n.get(key):
-                yield Finding(Severity.CRITICAL, f"node {name}",
-                              f"{key.replace('_', ' ')} is set: publishers are blocked",
-                              evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
-                                                              "disk_free", "disk_free_limit")},
-                              commands=["rabbitmq-diagnostics -q alarms"])
+                found.append(Finding(Severity.CRITICAL, f"node {name}",
+                                     f"{key.replace('_', ' ')} is set: publishers are blocked",
+                                     evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
+                                                                     "disk_free",
+                                                                     "disk_free_limit")},
+                                     commands=["rabbitmq-diagnostics -q alarms"]))
+    if not alarms_known and not found:
+        raise Skip(rabbit.unknown(snap, "memory and disk alarms")
+                   + "; `rabbitmq-diagnostics -q alarms` shows them")
+    yield from found
 
 
 @check("BRK004", "redis-persistence-off", needs=("redis_server",), broker="redis")
@@ -168,7 +178,7 @@ def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
     Follow RabbitMQ's partition recovery (`rabbitmq-diagnostics cluster_status`), set
     `cluster_partition_handling = pause_minority`, prefer quorum queues.
     """
-    for n in snap.get("rabbit_server").nodes:
+    for n in rabbit.nodes_or_skip(snap, "network partitions", "partitions"):
         if n.get("partitions"):
             others = ", ".join(map(str, n["partitions"]))
             yield Finding(Severity.CRITICAL, f"node {n.get('name')}",
