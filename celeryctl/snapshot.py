@@ -281,18 +281,17 @@ class RabbitServer:
     cluster_name: str | None
     management_version: str | None
     overview: dict[str, Any]
-    nodes: list[dict[str, Any]] | None  # None: not readable (a user without monitoring tag)
-    # vhost -> limits; None: not readable by this user (unknown, not "no limits")
-    vhost_limits: dict[str, dict[str, int]] | None = field(default_factory=dict)
+    # /api/nodes; [] with overview["unread"]["nodes"] when refused (see checks/rabbit.py)
+    nodes: list[dict[str, Any]]
+    vhost_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # vhost -> limits
     listeners: list[dict[str, Any]] = field(default_factory=list)  # node, protocol, ip, port
-    user_limits: dict[str, dict[str, int]] | None = field(default_factory=dict)
+    user_limits: dict[str, dict[str, int]] = field(default_factory=dict)  # user -> limits
     user: dict[str, Any] | None = None  # /api/whoami: the account celeryctl uses, its tags
-    unreadable: dict[str, str] = field(default_factory=dict)  # endpoint -> why refused
 
-    def reason(self, *paths: str) -> str:
-        """Why these endpoints were not read (for a check's skipped reason)."""
-        return "; ".join(f"{p}: {self.unreadable[p]}" for p in paths if p in self.unreadable) \
-            or "not read"
+    @property
+    def unread(self) -> dict[str, str]:
+        """Whole reads the API refused or does not serve (read -> why)."""
+        return dict((self.overview or {}).get("unread") or {})
 
     @property
     def sees_all_connections(self) -> bool | None:

@@ -92,7 +92,7 @@ class Limits:
     clients_crit_ratio: float = 0.95
     memory_warn_ratio: float = 0.80
     connections_per_worker: int = 30
-    consumer_timeout: float = 1800.0  # RabbitMQ's default; not readable over HTTP
+    consumer_timeout: float = 1800.0  # RabbitMQ's default; assumed where 3.12+ do not report it
 
 
 BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check
-
-
-def _nodes(snap) -> list[dict]:
-    """RabbitMQ nodes, or Skip when /api/nodes was not readable (a user without the
-    monitoring tag): "no alarm" must never mean "did not look"."""
-    srv = snap.get("rabbit_server")
-    if srv.nodes is None:
-        raise Skip(f"/api/nodes not readable: {srv.reason('/api/nodes')}")
-    return srv.nodes
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
 
 @check("BRK001", "redis-eviction-policy", broker="redis")
@@ -88,23 +79,33 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
     Free memory or disk (drain queues, lower `vm_memory_high_watermark` use), bring the node
     back (`rabbitmq-diagnostics status`).
     """
-    for n in _nodes(snap):
+    # With statistics disabled /api/nodes lists only name, type and running: alarms unknown.
+    nodes = rabbit.nodes_or_skip(snap, "node state", "running")
+    alarms_known = any("mem_alarm" in n or "disk_free_alarm" in n for n in nodes)
+    found = []
+    for n in nodes:
         name = n.get("name")
         if n.get("running") is False:
-            yield Finding(Severity.CRITICAL, f"node {name}",
-                          "node is not running (as seen by the node that answered)",
-                          evidence={"running": False, "type": n.get("type")},
-                          hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
-                               "is gone for good); its classic queues are unavailable meanwhile.",
-                          commands=["rabbitmq-diagnostics -q cluster_status",
-                                    f"rabbitmqctl -n {name} start_app"])
+            found.append(Finding(
+                Severity.CRITICAL, f"node {name}",
+                "node is not running (as seen by the node that answered)",
+                evidence={"running": False, "type": n.get("type")},
+                hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
+                     "is gone for good); its classic queues are unavailable meanwhile.",
+                commands=["rabbitmq-diagnostics -q cluster_status",
+                          f"rabbitmqctl -n {name} start_app"]))
         for key in ("mem_alarm", "disk_free_alarm"):
             if n.get(key):
-                yield Finding(Severity.CRITICAL, f"node {name}",
-                              f"{key.replace('_', ' ')} is set: publishers are blocked",
-                              evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
-                                                              "disk_free", "disk_free_limit")},
-                              commands=["rabbitmq-diagnostics -q alarms"])
+                found.append(Finding(Severity.CRITICAL, f"node {name}",
+                                     f"{key.replace('_', ' ')} is set: publishers are blocked",
+                                     evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
+                                                                     "disk_free",
+                                                                     "disk_free_limit")},
+                                     commands=["rabbitmq-diagnostics -q alarms"]))
+    if not alarms_known and not found:
+        raise Skip(rabbit.unknown(snap, "memory and disk alarms")
+                   + "; `rabbitmq-diagnostics -q alarms` shows them")
+    yield from found
 
 
 # Without CONFIG, RDB is judged by its record in INFO persistence: no snapshot for this long
@@ -233,7 +234,7 @@ def rabbitmq_partitioned(snap, limits: Limits) -> Iterator[Finding]:
     Follow RabbitMQ's partition recovery (`rabbitmq-diagnostics cluster_status`), set
     `cluster_partition_handling = pause_minority`, prefer quorum queues.
     """
-    for n in _nodes(snap):
+    for n in rabbit.nodes_or_skip(snap, "network partitions", "partitions"):
         if n.get("partitions"):
             others = ", ".join(map(str, n["partitions"]))
             yield Finding(Severity.CRITICAL, f"node {n.get('name')}",

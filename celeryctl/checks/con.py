@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
 
 def _other_db(c) -> bool:
@@ -31,6 +31,9 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
     and fix the leaking client; kill confirmed stale ones
     (`redis-cli CLIENT KILL ID N`, `rabbitmqctl close_connection`).
     """
+    why = rabbit.connections_partial(snap) or rabbit.idle_unknown(snap)
+    if why:
+        raise Skip(why)
     stale = []
     for c in snap.get("connections"):
         if c.role in ("celeryctl", "consumer", "pubsub", "replication") or _other_db(c):
@@ -65,6 +68,14 @@ def connections_per_worker(snap, limits: Limits) -> Iterator[Finding]:
     Reuse one app/connection pool in task code (`app.pool`, `producer_or_acquire`), cap
     `broker_pool_limit`/`max_connections`, and restart the leaking worker.
     """
+    why = rabbit.connections_partial(snap)
+    if why:
+        raise Skip(why)
+    rabbit_conns = [c for c in snap.get("connections") if c.broker == "rabbitmq"]
+    if rabbit_conns and all(c.consumers is None for c in rabbit_conns):
+        # RabbitMQ connections are attributed to workers by their pidbox consumer
+        raise Skip(rabbit.unknown(snap, "which connection belongs to which worker")
+                   + " (/api/consumers not readable)")
     counts: dict[str, int] = {}
     for c in snap.get("connections"):
         if c.worker and c.worker_match == "exact":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
 
 @check("POOL001", "redis-maxclients-headroom", needs=("redis_info",), broker="redis")
@@ -85,10 +85,8 @@ def rabbitmq_resource_headroom(snap, limits: Limits) -> Iterator[Finding]:
     Find connection leaks (`celeryctl connections`), raise the OS limit (`ulimit -n`,
     systemd `LimitNOFILE`), or spread clients over more nodes.
     """
-    srv = snap.get("rabbit_server")
-    if srv.nodes is None:
-        raise Skip(f"/api/nodes not readable: {srv.reason('/api/nodes')}")
-    for n in srv.nodes:
+    # sockets_* are gone from 4.0 (reported as 0, dropped by the collector)
+    for n in rabbit.nodes_or_skip(snap, "node resource use", "fd_total"):
         for used, total, what in (("fd_used", "fd_total", "file descriptors"),
                                   ("sockets_used", "sockets_total", "sockets"),
                                   ("proc_used", "proc_total", "Erlang processes")):
@@ -141,19 +139,31 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
     --all`), clean up leaks and orphaned queues, or raise the limit.
     """
     vhost = snap.target.get("vhost") or "/"
-    srv = snap.get("rabbit_server")
-    if srv.vhost_limits is None:
-        raise Skip(f"/api/vhost-limits not readable: {srv.reason('/api/vhost-limits')}")
-    lim = srv.vhost_limits.get(vhost) or {}
+    why = rabbit.unread(snap, "vhost_limits")
+    if why:
+        raise Skip(f"virtual host limits unknown: {why}")
+    lim = snap.get("rabbit_server").vhost_limits.get(vhost) or {}
+    partial = rabbit.connections_partial(snap)
+    found, unknown = [], []
     for key, used in (("max-connections", len(snap.get("connections"))),
                       ("max-queues", len(snap.queues))):
         cap = lim.get(key)
-        if isinstance(cap, int) and cap > 0 and used / cap >= limits.clients_warn_ratio:
-            yield Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
-                          else Severity.WARNING, f"vhost {vhost}",
-                          f"{used} of {key} {cap} in use", evidence={key: cap, "used": used},
-                          hint="Clean up leaks or raise the vhost limit.",
-                          commands=[f"rabbitmqctl list_vhost_limits -p {vhost}"])
+        if not (isinstance(cap, int) and cap > 0):
+            continue
+        if used / cap >= limits.clients_warn_ratio:
+            found.append(Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
+                                 else Severity.WARNING, f"vhost {vhost}",
+                                 f"{used} of {key} {cap} in use" + (
+                                     " (at least: only the API user's own connections are "
+                                     "listed)" if key == "max-connections" and partial else ""),
+                                 evidence={key: cap, "used": used},
+                                 hint="Clean up leaks or raise the vhost limit.",
+                                 commands=[f"rabbitmqctl list_vhost_limits -p {vhost}"]))
+        elif key == "max-connections" and partial:
+            unknown.append(key)  # a lower bound below the threshold says nothing
+    if unknown and not found:
+        raise Skip(f"max-connections use unknown: {partial}")
+    yield from found
 
 
 @check("POOL006", "rabbitmq-user-limits", needs=("rabbit_server", "connections"),
@@ -173,14 +183,17 @@ def rabbitmq_user_limits(snap, limits: Limits) -> Iterator[Finding]:
     Find what holds the connections (`celeryctl connections`: leaks, too many processes per
     host), give separate services separate users, or raise the limit.
     """
+    why = rabbit.unread(snap, "user_limits")
+    if why:
+        raise Skip(f"user limits unknown: {why}")
+    partial = rabbit.connections_partial(snap)
+    if partial and snap.get("rabbit_server").user_limits:
+        raise Skip(f"connections per user unknown: {partial}")
     per_user: dict[str, list] = {}
     for c in snap.get("connections"):
         if c.user:
             per_user.setdefault(c.user, []).append(c)
-    srv = snap.get("rabbit_server")
-    if srv.user_limits is None:
-        raise Skip(f"/api/user-limits not readable: {srv.reason('/api/user-limits')}")
-    for user, lim in sorted(srv.user_limits.items()):
+    for user, lim in sorted(snap.get("rabbit_server").user_limits.items()):
         conns = per_user.get(user, [])
         channels = sum(c.channels or 0 for c in conns)
         for key, used in (("max-connections", len(conns)), ("max-channels", channels)):

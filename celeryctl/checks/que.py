@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
 
 def _task_queues(snap):
@@ -27,11 +27,15 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
     Add workers for the queue or raise their concurrency (`celery control pool_grow`);
     find why tasks got slower. Purge only after reading samples of what is queued.
     """
-    for q in _task_queues(snap):
+    queues = _task_queues(snap)
+    if queues and all(q.ready is None for q in queues):
+        raise Skip(rabbit.unknown(snap, "message counts"))
+    for q in queues:
         if q.ready is None or q.ready < limits.queue_warn:
             continue
         sev = Severity.CRITICAL if q.ready >= limits.queue_crit else Severity.WARNING
-        yield Finding(sev, f"queue {q.name}", f"{q.ready} messages ready, {q.consumers} consumers",
+        consumers = "consumers unknown" if q.consumers is None else f"{q.consumers} consumers"
+        yield Finding(sev, f"queue {q.name}", f"{q.ready} messages ready, {consumers}",
                       evidence={"ready": q.ready, "consumers": q.consumers,
                                 "buckets": q.buckets, "unacked": q.unacked,
                                 "queue_warn": limits.queue_warn, "queue_crit": limits.queue_crit},
@@ -62,9 +66,13 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
     """
     waiting = [q for q in _task_queues(snap) if q.ready]
     unknown = [q.name for q in waiting if q.consumers is None]
-    if unknown and not any(q.consumers == 0 for q in waiting):
-        raise Skip(f"consumers of {', '.join(unknown[:5])} unknown: workers not observed "
-                   f"({snap.why_not('workers')})")
+    if unknown and len(unknown) == len(waiting):
+        if snap.broker_kind == "amqp":
+            # statistics disabled: queue totals carry message counts but no consumer count
+            raise Skip(rabbit.unknown(snap, "consumer counts"))
+        raise Skip(f"consumers of {', '.join(unknown[:5])} unknown: on Redis only the "
+                   f"workers' active_queues say who consumes a queue, and the workers were "
+                   f"not observed ({snap.why_not('workers')})")
     for q in waiting:
         if q.consumers == 0:
             yield Finding(Severity.CRITICAL, f"queue {q.name}",
@@ -157,8 +165,13 @@ def pidbox_reply_bloat(snap, limits: Limits) -> Iterator[Finding]:
     Delete the stale reply lists/queues; give inspect clients longer timeouts; on Redis use
     kombu >= 5.5 with `control_queue_expires` set.
     """
-    bloated = [q for q in snap.queues if q.internal and q.ready and
-               (q.name.endswith(".reply.celery.pidbox")) and not q.consumers]
+    # a RabbitMQ consumer count of None is unknown (statistics disabled), not "no consumer"
+    replies = [q for q in snap.queues if q.internal and q.ready and
+               q.name.endswith(".reply.celery.pidbox")]
+    bloated = [q for q in replies
+               if q.consumers == 0 or q.consumers is None and q.broker != "rabbitmq"]
+    if not bloated and any(q.consumers is None and q.broker == "rabbitmq" for q in replies):
+        raise Skip(rabbit.unknown(snap, "consumer counts"))
     if bloated:
         total = sum(q.ready or 0 for q in bloated)
         forever = [q.name for q in bloated if q.ttl_seconds == -1]
@@ -192,9 +205,12 @@ def result_queues_piling_up(snap, limits: Limits) -> Iterator[Finding]:
     Read results you ask for, or set `ignore_result=True` on fire-and-forget tasks; lower
     `result_expires`; move off the amqp:// backend.
     """
-    rpc = [q for q in snap.queues if q.type != "stream" and _kind(q.name) == "result-rpc"
-           and not q.consumers and q.ready]
+    waiting = [q for q in snap.queues if q.type != "stream" and _kind(q.name) == "result-rpc"
+               and q.ready]
+    rpc = [q for q in waiting if q.consumers == 0]
     legacy = [q for q in snap.queues if _kind(q.name) == "result-amqp"]
+    if not rpc and not legacy and any(q.consumers is None for q in waiting):
+        raise Skip(rabbit.unknown(snap, "consumer counts"))
     if rpc:
         yield Finding(Severity.WARNING, "rpc result queues",
                       f"{len(rpc)} rpc reply queues hold {sum(q.ready or 0 for q in rpc)} "
@@ -219,22 +235,58 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
     """
     ## What it finds
     RabbitMQ task queues declared without `x-dead-letter-exchange` (argument or policy).
+    Quorum queues with a delivery limit are a warning: since RabbitMQ 4.0 every quorum queue
+    has one (20 unless an `x-delivery-limit` argument or a `delivery-limit` policy says
+    otherwise).
 
     ## Why it matters
-    Messages a worker rejects — content it refuses, `Reject(requeue=False)`, quorum queue
-    delivery limits — are dropped instead of kept for inspection.
+    Messages a worker rejects — content it refuses, `Reject(requeue=False)` — are dropped
+    instead of kept for inspection. On a quorum queue with a delivery limit, a message
+    delivered that many times is dropped too: a task that keeps killing its worker under
+    `acks_late`, or a message requeued again and again (each `doctor --peek` requeues on
+    4.0-4.2), disappears without a trace.
 
     ## How to fix
     Add a dead-letter exchange by policy (`rabbitmqctl set_policy DLX "^celery$"
-    '{"dead-letter-exchange":"dlx"}' --apply-to queues`) or by queue arguments.
+    '{"dead-letter-exchange":"dlx"}' --apply-to queues`) or by queue arguments. For quorum
+    queues keep the delivery limit (RabbitMQ recommends it), and give them a dead-letter
+    exchange; a `delivery-limit` policy key changes the limit (`-1` disables it).
     """
-    missing = [q.name for q in snap.queues if not q.internal and q.exists and
-               "x-dead-letter-exchange" not in (q.arguments or {}) and
-               "dead-letter-exchange" not in (q.effective_policy or {})]
+    from celeryctl.knowledge import quorum_delivery_limit
+
+    version = rabbit.version(snap)
+    missing, unknown, limited = [], [], {}
+    for q in snap.queues:
+        if q.internal or not q.exists or "x-dead-letter-exchange" in (q.arguments or {}):
+            continue
+        if q.effective_policy is None:  # statistics disabled: the applied policy is unknown
+            unknown.append(q.name)
+            continue
+        if "dead-letter-exchange" in q.effective_policy:
+            continue
+        limit = quorum_delivery_limit(q.arguments, q.effective_policy, version) \
+            if q.type == "quorum" else None
+        if limit is not None:
+            limited[q.name] = limit
+        else:
+            missing.append(q.name)
+    if unknown and not missing and not limited:
+        raise Skip(rabbit.unknown(snap, f"the policies of {len(unknown)} task queues"))
+    if limited:
+        yield Finding(Severity.WARNING, "dead-lettering (quorum queues)",
+                      f"{len(limited)} quorum task queues drop a message after its delivery "
+                      f"limit and have no dead-letter exchange",
+                      evidence={"delivery_limit": dict(list(limited.items())[:20]),
+                                "rabbitmq_version": getattr(rabbit.server(snap), "version",
+                                                            None)},
+                      hint="Give quorum queues a dead-letter exchange by policy.",
+                      commands=["rabbitmqctl set_policy DLX '.*' "
+                                "'{\"dead-letter-exchange\":\"dlx\"}' --apply-to queues"])
     if missing:
         yield Finding(Severity.INFO, "dead-lettering",
                       f"{len(missing)} task queues without a dead-letter exchange argument",
-                      evidence={"queues": missing[:20]},
+                      evidence={"queues": missing[:20]} | (
+                          {"policy_unknown": unknown[:20]} if unknown else {}),
                       hint="Add a DLX by policy so rejected messages are kept.",
                       commands=["rabbitmqctl set_policy DLX '.*' "
                                 "'{\"dead-letter-exchange\":\"dlx\"}' --apply-to queues"])
@@ -343,15 +395,21 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
     ## How to fix
     Delete the orphaned queues; upgrade the clients that declare them without expiry.
     """
-    bad = []
+    bad, unknown = [], 0
     for q in snap.queues:
         if not q.internal or not (q.name.startswith("celeryev.") or q.name.endswith(".pidbox")):
             continue
-        no_expiry = "x-expires" not in (q.arguments or {}) and \
-            "expires" not in (q.effective_policy or {})
-        if no_expiry or (q.ready and not q.consumers):
+        has_arg = "x-expires" in (q.arguments or {})
+        # effective_policy None / consumers None: unknown (statistics disabled)
+        no_expiry = not has_arg and q.effective_policy is not None and \
+            "expires" not in q.effective_policy
+        if no_expiry or (q.ready and q.consumers == 0):
             bad.append({"queue": q.name, "ready": q.ready, "consumers": q.consumers,
                         "x-expires": (q.arguments or {}).get("x-expires")})
+        elif not has_arg and q.effective_policy is None or q.ready and q.consumers is None:
+            unknown += 1
+    if unknown and not bad:
+        raise Skip(rabbit.unknown(snap, f"expiry or consumers of {unknown} control queues"))
     if bad:
         yield Finding(Severity.WARNING, "control and event queues",
                       f"{len(bad)} celeryev/pidbox queues never expire or pile up",
@@ -363,9 +421,14 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
 def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    On RabbitMQ, tasks held by workers for an ETA/countdown further away than the broker's
-    `consumer_timeout` (`--consumer-timeout`, default RabbitMQ's 1800 s; the management API
-    does not expose the configured value).
+    On RabbitMQ, tasks held by workers for an ETA/countdown further away than the delivery
+    acknowledgement timeout of their queue. The timeout comes from, best first: the value
+    RabbitMQ 3.12+ reports for the worker's own consumer of that queue (`consumer_timeout`
+    in /api/consumers: the queue's setting, else the node's `consumer_timeout`); the queue's
+    `x-consumer-timeout` argument or `consumer-timeout` policy key (3.12+, the smaller of the
+    two); else `--consumer-timeout` (default RabbitMQ's 1800 s, assumed: older servers do not
+    expose the node's setting over HTTP). A task's queue is the one its routing key names,
+    else the worker's queue with the shortest timeout.
 
     ## Why it matters
     The worker keeps such a message unacknowledged until its ETA. When it has been
@@ -374,18 +437,65 @@ def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     with an unrecoverable error, redelivering everything it held (celery/celery#6760).
 
     ## How to fix
-    Raise `consumer_timeout` in rabbitmq.conf (or per queue on 3.12+ via the
-    `x-consumer-timeout` argument/policy) above the longest ETA, or schedule far-future work
-    elsewhere (celery beat, a database).
+    Raise `consumer_timeout` in rabbitmq.conf, or per queue on 3.12+ with the
+    `consumer-timeout` policy key or the `x-consumer-timeout` argument, above the longest
+    ETA; or schedule far-future work elsewhere (celery beat, a database).
     """
-    limit = limits.consumer_timeout
+    import datetime
+
+    from celeryctl.knowledge import queue_consumer_timeout_ms
+
+    version = rabbit.version(snap)
+    by_name = {q.name: q for q in snap.queues}
+    reported: dict[str, dict] = {}  # worker -> queue -> ms (None: timeout disabled)
+    for c in snap.get("connections") or ():
+        if c.worker and c.worker_match == "exact" and "consumer_timeouts_ms" in (c.raw or {}):
+            reported.setdefault(c.worker, {}).update(c.raw["consumer_timeouts_ms"])
+    now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
     for n in snap.workers.nodes:
-        far = scheduled_beyond(snap, n, limit)
+        timeouts: dict[str, tuple[float | None, str]] = {}  # queue -> (seconds, source)
+        for aq in n.replies.get("active_queues") or []:
+            name = aq.get("name") if isinstance(aq, dict) else None
+            if not name:
+                continue
+            if name in reported.get(n.name, {}):
+                ms = reported[n.name][name]
+                timeouts[name] = (ms / 1000.0 if ms is not None else None, "broker")
+                continue
+            q = by_name.get(name)
+            ms = queue_consumer_timeout_ms(q.arguments, q.effective_policy, version) \
+                if q is not None else None
+            timeouts[name] = (ms / 1000.0, "queue argument or policy") if ms is not None \
+                else (limits.consumer_timeout, "assumed (--consumer-timeout)")
+        known = [t for t in timeouts.values() if t[0] is not None]
+        fallback = min(known) if known else (
+            (None, "broker") if timeouts else (limits.consumer_timeout,
+                                               "assumed (--consumer-timeout)"))
+        far = []
+        for item in n.replies.get("scheduled") or []:
+            if not isinstance(item, dict):
+                continue
+            try:
+                eta = datetime.datetime.fromisoformat(str(item.get("eta"))).timestamp()
+            except (TypeError, ValueError):
+                continue
+            req = item.get("request") if isinstance(item.get("request"), dict) else {}
+            info = req.get("delivery_info") if isinstance(req.get("delivery_info"), dict) else {}
+            queue = info.get("routing_key") if info.get("routing_key") in timeouts else None
+            limit, source = timeouts[queue] if queue else fallback
+            if limit is not None and eta - now > limit:
+                far.append({"id": req.get("id"), "task": req.get("name"),
+                            "eta": item.get("eta"), "queue": queue,
+                            "consumer_timeout": limit, "source": source})
         if far:
+            shortest = min(far, key=lambda f: f["consumer_timeout"])
+            assumed = " (assumed)" if shortest["source"].startswith("assumed") else ""
             yield Finding(Severity.WARNING, f"worker {n.name}",
                           f"{len(far)} scheduled tasks wait longer than consumer_timeout "
-                          f"{limit:.0f} s (assumed): the broker will close the worker's channel",
-                          evidence={"tasks": far[:10], "consumer_timeout_assumed": limit},
+                          f"{shortest['consumer_timeout']:.0f} s{assumed}: the broker will "
+                          f"close the worker's channel",
+                          evidence={"tasks": far[:10], "consumer_timeout_assumed":
+                                    limits.consumer_timeout},
                           hint="Raise consumer_timeout above the longest ETA.")
 
 

@@ -109,10 +109,14 @@ def rpc_queue_shared(snap, limits: Limits) -> Iterator[Finding]:
     Create the Celery app (or call `app.backend` fresh) after forking; do not share one
     client between processes; use a Redis or database backend for results read elsewhere.
     """
+    from celeryctl.checks import Skip, rabbit
     from celeryctl.knowledge import classify_queue
 
-    for q in snap.queues:
-        if classify_queue(q.name) == "result-rpc" and (q.consumers or 0) > 1:
+    rpc = [q for q in snap.queues if classify_queue(q.name) == "result-rpc"]
+    if rpc and all(q.consumers is None for q in rpc):
+        raise Skip(rabbit.unknown(snap, "consumer counts"))
+    for q in rpc:
+        if (q.consumers or 0) > 1:
             yield Finding(Severity.WARNING, f"queue {q.name}",
                           f"rpc reply queue read by {q.consumers} consumers",
                           evidence={"consumers": q.consumers},

@@ -60,6 +60,20 @@ def _rabbit_exposed(snap) -> list[dict]:
             if x.get("protocol") == "amqp" and not _loopback(str(x.get("ip_address") or ""))]
 
 
+def _skip_if_listeners_unknown(snap) -> None:
+    """RabbitMQ names its listeners in /api/overview only to monitoring and administrator
+    users, and only while statistics are on: without them the local case cannot be judged."""
+    from celeryctl.checks import Skip, rabbit
+
+    if not snap.observed("rabbit_server"):
+        why = f"rabbit_server not observed: {snap.why_not('rabbit_server')}"
+    elif not snap.get("rabbit_server").listeners:
+        why = rabbit.unread(snap, "listeners") or "/api/overview listed no listener"
+    else:
+        return
+    raise Skip(f"whether the AMQP listener is open beyond loopback is unknown: {why}")
+
+
 @check("SEC001", "redis-without-password",
        broker="redis")
 def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
@@ -122,6 +136,8 @@ def cleartext_credentials(snap, limits: Limits) -> Iterator[Finding]:
                       evidence={"scheme": scheme, "hosts": hosts},
                       hint="Use rediss:// or amqps://.")
         return
+    if scheme != "redis":
+        _skip_if_listeners_unknown(snap)
     exposed: dict | list | None = _redis_exposed(snap) if scheme == "redis" else \
         _rabbit_exposed(snap)
     if exposed:
@@ -163,6 +179,7 @@ def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
                       evidence={"hosts": remote}, hint="Use a dedicated user; delete guest.",
                       commands=["rabbitmqctl delete_user guest"])
         return
+    _skip_if_listeners_unknown(snap)
     exposed = _rabbit_exposed(snap)
     if exposed:  # listeners come from the API, which guest (or no user) just logged in to
         yield Finding(Severity.WARNING, f"broker {url}",

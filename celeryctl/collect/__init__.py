@@ -468,7 +468,7 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         g.rabbit_server = dataclasses.replace(srv, source="management-api") if srv.ok else srv
         partial = []
         if srv.ok:
-            partial += [f"{path}: {why}" for path, why in srv.value.unreadable.items()]
+            partial += [f"{read}: {why}" for read, why in srv.value.unread.items()]
         if queues:
             qo = reads.get("queues") or Observed(error=srv.error, kind=srv.kind)
             if qo.ok:

@@ -51,6 +51,12 @@ def _growth_parts(g: Gathered, target: Target, interval: float) -> dict[str, Obs
                                                 kind=g2.queues.kind))
         return {"growth": growth, "rss_growth": rss}
     rates = growth_from_rates(g.queues.value)
+    why = ONE_SAMPLE.format("growth")
+    if not rates and g.rabbit_server.ok:
+        from celeryctl.collect.rabbitmq import rates_unknown_reason
+
+        off = rates_unknown_reason(g.rabbit_server.value)
+        why = f"unknown: {off}, so no message rates; {why}" if off else why
     return {"growth": Observed(rates, source="management-api rates") if rates
-            else Observed(error=ONE_SAMPLE.format("growth"), kind=NOT_ASKED),
+            else Observed(error=why, kind=NOT_ASKED),
             "rss_growth": Observed(error=ONE_SAMPLE.format("memory growth"), kind=NOT_ASKED)}

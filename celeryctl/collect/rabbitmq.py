@@ -1,9 +1,11 @@
 """RabbitMQ collector: management HTTP API, with an AMQP (pika) fallback for queue depth.
 
-Endpoints (RabbitMQ 3.10 .. 4.x, see celery-internals.md §6): /api/overview, /api/nodes,
-/api/queues/{vhost}?page=N&page_size=500 (the per-vhost form keeps full fields on 3.13+, where
-/api/queues is reduced), /api/vhosts/{vhost}/connections, /api/vhosts/{vhost}/channels,
-/api/consumers/{vhost}, /api/exchanges/{vhost}/{x}/bindings/source. Only GETs.
+Endpoints (RabbitMQ 3.10 .. 4.2; version by version in docs/compatibility.md): /api/overview,
+/api/nodes, /api/vhost-limits, /api/user-limits, /api/queues/{vhost}?page=N&page_size=500&columns=
+(with `columns` 3.13+ serve the detailed statistics, not the reduced set),
+/api/vhosts/{vhost}/connections, /api/vhosts/{vhost}/channels, /api/consumers/{vhost},
+/api/exchanges/{vhost}/{x}/bindings/source. Only GETs. Whatever a server version, a
+statistics setting or the API user's tags leave out is None (unknown), never 0.
 
 The fallback is `queue.declare(passive=True)` per known queue: it reads ready count and
 consumers and changes nothing (a missing queue closes the channel with 404; a new channel is
@@ -14,11 +16,12 @@ unknown (None), never as 0.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from typing import Any
 from urllib.parse import quote
 
-from celeryctl.knowledge import classify_queue
+from celeryctl.knowledge import RABBIT_RATES_OFF, RABBIT_STATS_DISABLED, classify_queue
 from celeryctl.snapshot import Connection, QueueDepth, RabbitServer
 from celeryctl.urls import Endpoint
 
@@ -48,16 +51,24 @@ class ManagementError(Exception):
 def refusal(status: int, body: str, path: str, method: str = "GET") -> ManagementError:
     from celeryctl.collect.errors import AUTH_FAILED, DENIED
 
-    reason = ""
+    reason = error = ""
     try:
         import json
 
         doc = json.loads(body)
-        reason = str(doc.get("reason") or doc.get("error") or "") if isinstance(doc, dict) \
-            else ""
+        if isinstance(doc, dict):
+            reason = str(doc.get("reason") or doc.get("error") or "")
+            error = str(doc.get("error") or "")
     except ValueError:
         reason = body[:120]
     low = reason.lower()
+    # RabbitMQ 3.10-4.2 spell the two failures differently: "not_authorized" (z) is a failed
+    # login, "not_authorised" (s) a known user lacking a right (rabbit_web_dispatch_*)
+    if "only log in via localhost" in low:
+        return ManagementError(
+            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): this "
+            f"user may log in from localhost only (loopback_users); use another user", status,
+            DENIED)
     if "access to object" in low:
         return ManagementError(
             f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): "
@@ -79,7 +90,8 @@ def refusal(status: int, body: str, path: str, method: str = "GET") -> Managemen
             f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): the user "
             f"has no permissions on this virtual host (rabbitmqctl set_permissions -p VHOST "
             f"USER '^$' '^$' '^$' grants access without any)", status, DENIED)
-    if "not administrator" in low or "not policymaker" in low or status == 403:
+    if "not administrator" in low or "not policymaker" in low or status == 403 or \
+            error == "not_authorised":
         return ManagementError(
             f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\")", status,
             DENIED)
@@ -194,36 +206,85 @@ def vq(vhost: str) -> str:
 
 
 def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
-    """`/api/overview` (required) + `/api/whoami`, `/api/nodes`, `/api/vhost-limits`,
-    `/api/user-limits`: each of the last four may be refused to this user (nodes need the
-    monitoring tag; limits need more on some versions) or missing on older servers — what
-    could not be read is named in `unreadable`, never an empty list that looks like "none"."""
+    """`/api/overview` + `/api/nodes` + `/api/vhost-limits` + `/api/user-limits` -> versions,
+    cluster name, node resources, limits. Only /api/overview is required: the other reads may
+    be refused to the API user, and each refusal is kept in `overview["unread"]` (read -> why)
+    so that the checks needing it are skipped with that reason instead of seeing "no nodes".
+
+    Shapes (rabbitmq-server, deps/rabbitmq_management/src/rabbit_mgmt_wm_overview.erl,
+    identical 3.10.8 .. 4.2.9 apart from added keys): `listeners` and `node` only for users
+    tagged monitoring/administrator, and only while statistics are on; `disable_stats` and
+    `enable_queue_totals` always (3.10+). With statistics disabled there is no
+    `message_stats`, `queue_totals` or `listeners`. /api/nodes needs the monitoring tag
+    (401 "Not monitor user" otherwise) and, with statistics disabled, lists only name, type
+    and running (rabbit_mgmt_wm_nodes.erl:all_nodes_raw). 4.0+ report `sockets_used` and
+    `sockets_total` as 0 ("unused since RabbitMQ 4.0", rabbit_mgmt_external_stats.erl): dropped.
+    """
     from celeryctl.collect.errors import AUTH_FAILED, UNREACHABLE
 
     overview = api.get("/overview")
-    unreadable: dict[str, str] = {}
+    if not isinstance(overview, dict):
+        raise ManagementError("/overview did not return an object")
+    unread: dict[str, str] = {}
 
-    def optional(path: str):
-        try:
-            return api.get(path)
-        except ManagementError as exc:
-            if getattr(exc, "kind", None) in (UNREACHABLE, AUTH_FAILED):
-                raise  # the API went away mid-way: the whole source failed
-            unreadable["/api" + path] = str(exc)
-            return None
+    def gone(exc: ManagementError) -> None:
+        if getattr(exc, "kind", None) in (UNREACHABLE, AUTH_FAILED):
+            raise exc  # the API went away mid-way: the whole source failed
 
-    whoami = optional("/whoami")
-    nodes = optional("/nodes")
-    vlimits = optional("/vhost-limits")
-    ulimits = optional("/user-limits")
-    limits = {x.get("vhost"): x.get("value") or {} for x in vlimits or []
-              if isinstance(x, dict)} if vlimits is not None else None
-    user_limits = {x.get("user"): x.get("value") or {} for x in ulimits or []
-                   if isinstance(x, dict)} if ulimits is not None else None
+    try:
+        whoami = api.get("/whoami")  # the account's name and tags (3.x and 4.x alike)
+    except ManagementError as exc:
+        gone(exc)
+        whoami = None
+    nodes_refused = False
+    try:
+        nodes = api.get("/nodes")
+    except ManagementError as exc:
+        gone(exc)
+        # /api/overview just accepted the same credentials: a 401 here is the missing tag
+        nodes, nodes_refused = [], exc.status == 401
+        unread["nodes"] = ("GET /api/nodes refused: the API user lacks the monitoring tag"
+                           if nodes_refused else f"GET /api/nodes: {exc}")
+    try:
+        limits = {x.get("vhost"): _obj(x.get("value"))
+                  for x in _list(api.get("/vhost-limits")) if isinstance(x, dict)}
+    except ManagementError as exc:
+        gone(exc)
+        limits = {}
+        unread["vhost_limits"] = f"GET /api/vhost-limits: {exc}"
+    try:
+        user_limits = {x.get("user"): _obj(x.get("value"))
+                       for x in _list(api.get("/user-limits")) if isinstance(x, dict)}
+    except ManagementError as exc:
+        gone(exc)
+        user_limits = {}  # before 3.8.10; on 4.2.9+ a user without the administrator tag
+        unread["user_limits"] = ("GET /api/user-limits refused: on 4.2.9+ it needs the "
+                                 "administrator tag" if exc.status == 401
+                                 else f"GET /api/user-limits: {exc}")
+    stats_off = overview.get("disable_stats") is True
+    if "listeners" not in overview:
+        unread["listeners"] = (RABBIT_STATS_DISABLED if stats_off else
+                               "the API user lacks the monitoring tag (/api/overview lists "
+                               "listeners to monitoring and administrator users only)")
+    if "listeners" in overview or nodes:
+        monitor: bool | None = True
+    elif nodes_refused or overview.get("disable_stats") is False:
+        monitor = False
+    else:
+        monitor = None  # cannot tell
     keep = ("name", "running", "type", "uptime", "mem_used", "mem_limit", "mem_alarm",
             "disk_free", "disk_free_limit", "disk_free_alarm", "fd_used", "fd_total",
             "sockets_used", "sockets_total", "proc_used", "proc_total", "partitions",
             "run_queue", "processors")
+    kept = []
+    for n in _list(nodes):
+        if not isinstance(n, dict):
+            continue
+        row = {k: n.get(k) for k in keep if k in n}
+        if row.get("sockets_total") == 0:  # 4.0+: no socket limit any more, not "0 of 0"
+            row.pop("sockets_total")
+            row.pop("sockets_used", None)
+        kept.append(row)
     tags = whoami.get("tags") if isinstance(whoami, dict) else None
     if isinstance(tags, str):  # before 3.9: "monitoring,management"
         tags = [t for t in tags.split(",") if t]
@@ -234,21 +295,29 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
         overview={k: overview.get(k) for k in ("rabbitmq_version", "erlang_version",
                                                "cluster_name", "node", "rates_mode",
                                                "object_totals", "queue_totals",
-                                               "management_version")},
+                                               "management_version", "disable_stats",
+                                               "enable_queue_totals", "default_queue_type")}
+        | {"unread": unread, "api_user_is_monitor": monitor},
         listeners=[{k: x.get(k) for k in ("node", "protocol", "ip_address", "port")}
-                   for x in overview.get("listeners") or [] if isinstance(x, dict)],
-        nodes=[{k: n.get(k) for k in keep if k in n} for n in nodes or []
-               if isinstance(n, dict)] if nodes is not None else None,
+                   for x in _list(overview.get("listeners")) if isinstance(x, dict)],
+        nodes=kept,
         vhost_limits=limits,
         user_limits=user_limits,
         user={"name": whoami.get("name"), "tags": list(tags or [])}
         if isinstance(whoami, dict) else None,
-        unreadable=unreadable,
     )
 
 
 def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDepth], list[str]]:
-    """`GET /api/queues/{vhost}?page=N&page_size=500` until the last page."""
+    """`GET /api/queues/{vhost}?page=N&page_size=500&columns=...` until the last page.
+
+    `columns` also keeps 3.13+ on the detailed statistics: without it, once the
+    `detailed_queues_endpoint` feature flag is on, this endpoint serves the reduced "basic"
+    set, which drops `idle_since` (rabbit_mgmt_wm_queues.erl:augment/1,
+    rabbit_mgmt_format.erl:format_queue_basic_stats). `enable_queue_totals=true` is ignored
+    while statistics are on; with them disabled it adds `messages`, `messages_ready` and
+    `messages_unacknowledged` (no `consumers`, no rates) where the listing would otherwise
+    have no counts at all (rabbit_mgmt_wm_queues.erl:basic/1, 3.10.8 .. 4.2.9)."""
     items: list[dict[str, Any]] = []
     notes: list[str] = []
     page = 1
@@ -256,12 +325,13 @@ def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDep
         # sorted by name, so pages neither overlap nor skip while queues come and go
         data = api.get(f"/queues/{vq(vhost)}", params={"page": page, "page_size": PAGE_SIZE,
                                                        "columns": QUEUE_COLUMNS,
-                                                       "sort": "name"})
+                                                       "sort": "name",
+                                                       "enable_queue_totals": "true"})
         if isinstance(data, list):  # server without pagination support
             items.extend(data)
             break
-        items.extend(data.get("items") or [])
-        page_count = int(data.get("page_count") or 1)
+        items.extend(_list(_obj(data).get("items")))
+        page_count = _int(_obj(data).get("page_count")) or 1
         if page >= page_count:
             break
         if page >= MAX_PAGES:
@@ -271,78 +341,143 @@ def collect_rabbit_queues(api: ManagementAPI, vhost: str) -> tuple[list[QueueDep
     seen: set[str] = set()
     unique = []
     for q in items:  # a queue created between two pages can shift the next one: dedupe
-        if q.get("name") not in seen:
+        if isinstance(q, dict) and q.get("name") not in seen:
             seen.add(q.get("name"))
             unique.append(q)
     return [queue_from_api(q) for q in unique], notes
 
 
 def queue_from_api(q: dict[str, Any]) -> QueueDepth:
-    stats = q.get("message_stats") or {}
+    """One item of /api/queues/{vhost}. A field the server did not send is None (unknown),
+    never 0: with statistics disabled there are no rates and no consumers, and without
+    queue totals no counts; `effective_policy_definition` is absent there before 4.2.5
+    (rabbitmq-server commit 049eb675e4) and `[]` or `""` for "no policy" in some paths
+    before 4.2.6 (commit 3b6301942c): both mean {}. Inside a present `message_stats`, a
+    missing `<key>_details` is 0: "only fields for which some activity has taken place will
+    appear" (http-api-reference.md)."""
+    raw_stats = q.get("message_stats")
+    stats = raw_stats if isinstance(raw_stats, dict) else {}  # [] when columns filtered all
 
     def rate(key: str) -> float | None:
         d = stats.get(f"{key}_details")
-        return float(d["rate"]) if isinstance(d, dict) and "rate" in d else (
-            0.0 if q.get("message_stats") is not None else None)
+        if isinstance(d, dict) and isinstance(d.get("rate"), (int, float)):
+            return float(d["rate"])
+        return 0.0 if isinstance(raw_stats, (dict, list)) else None
 
-    name = q.get("name", "")
+    policy = q.get("effective_policy_definition")
+    name = str(q.get("name", ""))
+    consumers = _int(q.get("consumers"))
+    members = q.get("members") if isinstance(q.get("members"), list) else []
+    online = q.get("online")
+    if not isinstance(online, list):  # members without `online`: cannot tell who is offline
+        members, online = [], []
     return QueueDepth(
         name=name, broker="rabbitmq", vhost=q.get("vhost"),
         ready=_int(q.get("messages_ready")), unacked=_int(q.get("messages_unacknowledged")),
-        consumers=_int(q.get("consumers")), consumers_source="broker",
+        consumers=consumers, consumers_source="broker" if consumers is not None else None,
         publish_rate=rate("publish"), deliver_rate=rate("deliver_get"), ack_rate=rate("ack"),
         internal=classify_queue(name) != "task", source="management-api",
-        discovered_by=("broker",), type=q.get("type"), state=q.get("state"),
-        node=q.get("leader") or q.get("node"),
-        members=tuple(str(m) for m in q.get("members") or ()),
-        online=tuple(str(m) for m in q.get("online") or ()),
-        arguments=q.get("arguments") or {},
-        effective_policy=q.get("effective_policy_definition") or {},
+        discovered_by=("broker",), type=_str(q.get("type")), state=_str(q.get("state")),
+        node=_str(q.get("leader")) or _str(q.get("node")),
+        members=tuple(str(m) for m in members),
+        online=tuple(str(m) for m in online),
+        arguments=_obj(q.get("arguments")),
+        effective_policy=(policy if isinstance(policy, dict) else
+                          {} if policy in ([], "") else None),  # type: ignore[arg-type]
         messages_bytes=_int(q.get("message_bytes")),
-        idle_since=q.get("idle_since"),
+        idle_since=_str(q.get("idle_since")),
     )
+
+
+def rates_unknown_reason(server: RabbitServer | None) -> str | None:
+    """Why the queue listing has no message rates, when the server says so."""
+    overview = server.overview if server is not None else {}
+    if overview.get("disable_stats") is True:
+        return RABBIT_STATS_DISABLED
+    if overview.get("rates_mode") == "none":
+        return RABBIT_RATES_OFF
+    return None
 
 
 def collect_pidbox_nodes(api: ManagementAPI, vhost: str, control_exchange: str = "celery"
                          ) -> list[str]:
     """Worker node names from the bindings of the `celery.pidbox` fanout exchange
-    (destinations `<node>.celery.pidbox`). A missing exchange means no worker ever started."""
+    (destinations `<node>.celery.pidbox`). A missing exchange means no worker ever started.
+
+    A 404 is confirmed against `amq.direct`, which every virtual host has: 4.2.9+ answer 404
+    "Not Found" (not 401) to a user without permissions on the virtual host
+    (rabbit_web_dispatch_access_control.erl:user_matches_vhost), and that must not read as
+    "no worker"."""
     exchange = f"{control_exchange}.pidbox"
     try:
         bindings = api.get(f"/exchanges/{vq(vhost)}/{quote(exchange, safe='')}/bindings/source")
     except ManagementError as exc:
         if exc.status == 404:
+            try:
+                api.get(f"/exchanges/{vq(vhost)}/amq.direct")
+            except ManagementError as exc2:
+                raise ManagementError(f"virtual host {vhost!r} not readable by the API user "
+                                      f"(or missing): {exc2}", exc2.status,
+                                      getattr(exc2, "kind", None)) from None
             return []
         raise
     suffix = f".{exchange}"
-    return sorted({b["destination"][: -len(suffix)] for b in bindings
-                   if str(b.get("destination", "")).endswith(suffix)})
+    return sorted({b["destination"][: -len(suffix)] for b in _list(bindings)
+                   if isinstance(b, dict) and str(b.get("destination", "")).endswith(suffix)})
 
 
 def collect_rabbit_connections(api: ManagementAPI, vhost: str, now: float | None = None
                                ) -> list[Connection]:
     """`/api/vhosts/{vhost}/connections` + `/channels` (idle from channels' `idle_since`) +
-    `/api/consumers/{vhost}` (a worker's pidbox consumer names its connection exactly)."""
+    `/api/consumers/{vhost}` (a worker's pidbox consumer names its connection exactly).
+
+    With statistics disabled, /channels and /consumers answer 400 ("Stats in management UI
+    are disabled on this node", rabbit_mgmt_wm_channels_vhost.erl, rabbit_mgmt_wm_consumers.erl)
+    and /connections comes from the statistics database: complete under
+    management.disable_stats, but empty under management_agent.disable_metrics_collector,
+    whose nodes never join the database's process group (rabbit_mgmt_agent_sup.erl,
+    rabbit_mgmt_db.erl:delegate_invoke). So no channels and no connections is an error, not
+    "nobody is connected"; connections without channels get idle None and
+    `raw["channels_error"]`. Users without the monitoring tag see only their own
+    connections, channels and consumers (rabbit_mgmt_util.erl:filter_user). On 3.12+ each
+    consumer carries the effective `consumer_timeout` (ms, queue argument/policy else the
+    node's setting; "undefined" when disabled, rabbit_mgmt_data.erl:augment_consumer): kept
+    per queue in `raw["consumer_timeouts_ms"]`."""
     now = time.time() if now is None else now
-    conns = api.get(f"/vhosts/{vq(vhost)}/connections") or []
-    channels = api.get(f"/vhosts/{vq(vhost)}/channels") or []
+    conns = [c for c in _list(api.get(f"/vhosts/{vq(vhost)}/connections")) if isinstance(c, dict)]
     try:
-        consumers = api.get(f"/consumers/{vq(vhost)}") or []
+        channels = [ch for ch in _list(api.get(f"/vhosts/{vq(vhost)}/channels"))
+                    if isinstance(ch, dict)]
+        channels_error = None
+    except ManagementError as exc:
+        channels = []
+        channels_error = RABBIT_STATS_DISABLED if exc.status == 400 else \
+            f"GET /api/vhosts/{{vhost}}/channels: {exc}"
+        if not conns:
+            raise ManagementError(f"connections cannot be listed: {channels_error} (the "
+                                  f"connection list is then empty whoever is connected)",
+                                  exc.status, getattr(exc, "kind", None) or "not-checked"
+                                  ) from None
+    try:
+        consumers = [c for c in _list(api.get(f"/consumers/{vq(vhost)}")) if isinstance(c, dict)]
         consumers_known = True
     except ManagementError:
         consumers, consumers_known = [], False
     idle: dict[str, list[float | None]] = {}
     for ch in channels:
-        cname = (ch.get("connection_details") or {}).get("name")
+        cname = _obj(ch.get("connection_details")).get("name")
         since = parse_rabbit_time(ch.get("idle_since"))
         idle.setdefault(cname, []).append(None if since is None else max(0.0, now - since))
     owner: dict[str, str] = {}
     per_conn: dict[str, int] = {}
+    timeouts: dict[str, dict[str, int | None]] = {}
     for c in consumers:
-        qname = (c.get("queue") or {}).get("name", "")
-        cname = (c.get("channel_details") or {}).get("connection_name")
+        qname = str(_obj(c.get("queue")).get("name", ""))
+        cname = _obj(c.get("channel_details")).get("connection_name")
         if cname:
             per_conn[cname] = per_conn.get(cname, 0) + 1
+            if "consumer_timeout" in c:  # 3.12+
+                timeouts.setdefault(cname, {})[qname] = _int(c["consumer_timeout"])
         if cname and qname.endswith(".celery.pidbox") and not qname.endswith(".reply.celery.pidbox"):
             owner[cname] = qname[: -len(".celery.pidbox")]
     out = []
@@ -355,12 +490,19 @@ def collect_rabbit_connections(api: ManagementAPI, vhost: str, now: float | None
         else:
             conn_idle = None
         connected_at = c.get("connected_at")
-        props = c.get("client_properties") or {}
+        props = _obj(c.get("client_properties"))
+        extra: dict[str, Any] = {"product": props.get("product"),
+                                 "product_version": props.get("product_version")}
+        if channels_error:
+            extra["channels_error"] = channels_error
+        if name in timeouts:
+            extra["consumer_timeouts_ms"] = timeouts[name]
         out.append(Connection(
             broker="rabbitmq",
             address=f"{c.get('peer_host')}:{c.get('peer_port')}",
             name=props.get("connection_name") or None, id=name,
-            age_seconds=max(0.0, now - connected_at / 1000.0) if connected_at else None,
+            age_seconds=max(0.0, now - connected_at / 1000.0)
+            if isinstance(connected_at, (int, float)) and connected_at else None,
             idle_seconds=conn_idle, command=c.get("state"), state=c.get("state"),
             user=c.get("user"), vhost=c.get("vhost"), channels=_int(c.get("channels")),
             heartbeat_seconds=_int(c.get("timeout")),
@@ -371,23 +513,30 @@ def collect_rabbit_connections(api: ManagementAPI, vhost: str, now: float | None
             worker=owner.get(name), worker_match="exact" if name in owner else None,
             raw={k: c.get(k) for k in ("name", "node", "protocol", "auth_mechanism",
                                        "recv_oct", "send_oct", "recv_cnt", "send_cnt",
-                                       "frame_max", "channel_max", "ssl")}
-            | {"product": props.get("product"), "product_version": props.get("product_version")},
+                                       "frame_max", "channel_max", "ssl")} | extra,
         ))
     return out
 
 
+_OLD_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d{1,2}:\d\d:\d\d)(?::\d{3})?$")
+
+
 def parse_rabbit_time(value: Any) -> float | None:
-    """`idle_since`: RFC 3339 with ms and offset on 3.10+ ('2024-05-01T10:00:00.123+00:00');
-    older releases 'YYYY-MM-DD HH:MM:SS' (taken as UTC)."""
+    """`idle_since`: 3.10+ `calendar:system_time_to_rfc3339(ms, [{unit, millisecond}])`, i.e.
+    RFC 3339 with ms and the node's local offset ('2024-05-01T12:00:00.123+02:00');
+    3.9 and older 'YYYY-MM-DD H:MM:SS' (hour not zero-padded, taken as UTC; `now_to_str_ms`
+    appends ':mmm'). Anything else (absent, "undefined") is None."""
     if not value or not isinstance(value, str):
         return None
     text = value.strip().replace("Z", "+00:00")
     try:
         dt = datetime.datetime.fromisoformat(text)
     except ValueError:
+        m = _OLD_TIME.match(text)
+        if not m:
+            return None
         try:
-            dt = datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+            dt = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
         except ValueError:
             return None
     if dt.tzinfo is None:
@@ -508,12 +657,30 @@ def _int(v: Any) -> int | None:
         return None
 
 
+def _obj(v: Any) -> dict[str, Any]:
+    """A JSON object, or {}: Erlang renders an empty proplist as `[]` (e.g. a consumer's
+    `channel_details` while its connection is being registered, rabbit_mgmt_data.erl)."""
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
 def collect_peek(api: ManagementAPI, vhost: str, queues: list[str], per_queue: int
                  ) -> dict[str, list]:
     """`POST /api/queues/{vhost}/{name}/get` with `ackmode=ack_requeue_true`: the messages go
-    back to the queue, but RabbitMQ marks them redelivered (and on quorum queues counts a
-    delivery). Only used with `doctor --peek`. Payloads are never decoded: content type and
-    headers come from the properties."""
+    back to the queue, but RabbitMQ marks them redelivered, and on quorum queues 4.0 .. 4.2
+    each return counts toward the delivery limit (default 20 since 4.0: then the message is
+    dead-lettered or dropped); 3.12.7+ return them with an explicit `basic.nack` requeue
+    (rabbit_mgmt_wm_queue_get.erl). Only used with `doctor --peek`. Payloads are never
+    decoded: content type and headers come from the properties. Reply items have the same
+    keys 3.10.8 .. 4.2.9 (`payload_bytes, redelivered, exchange, routing_key, message_count,
+    properties, payload, payload_encoding`)."""
     from celeryctl.snapshot import MessageSample
 
     out: dict[str, list] = {}
@@ -521,15 +688,17 @@ def collect_peek(api: ManagementAPI, vhost: str, queues: list[str], per_queue: i
         resp = api.post(f"/queues/{vq(vhost)}/{quote(name, safe='')}/get",
                         {"count": per_queue, "ackmode": "ack_requeue_true",
                          "encoding": "base64", "truncate": 1024})
-        for m in resp or []:
-            props = m.get("properties") or {}
-            headers = props.get("headers") or {}
+        for m in _list(resp):
+            if not isinstance(m, dict):
+                continue
+            props = _obj(m.get("properties"))
+            headers = _obj(props.get("headers"))
             out.setdefault(name, []).append(MessageSample(
-                queue=name, priority_step=props.get("priority"),
-                content_type=props.get("content_type"),
-                content_encoding=props.get("content_encoding"),
-                task=headers.get("task") if isinstance(headers.get("task"), str) else None,
-                id=headers.get("id") if isinstance(headers.get("id"), str) else None,
-                eta=headers.get("eta") if isinstance(headers.get("eta"), str) else None,
-                redelivered=bool(m.get("redelivered")), size_bytes=int(m.get("payload_bytes") or 0)))
+                queue=name, priority_step=_int(props.get("priority")),
+                content_type=_str(props.get("content_type")),
+                content_encoding=_str(props.get("content_encoding")),
+                task=_str(headers.get("task")), id=_str(headers.get("id")),
+                eta=_str(headers.get("eta")),
+                redelivered=bool(m.get("redelivered")),
+                size_bytes=_int(m.get("payload_bytes")) or 0))
     return out
