@@ -290,6 +290,13 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     findings.sort(key=lambda f: (-f.severity, _sort_key(f.code), f.subject))
     essential = [Unobserved(n, _state(snap, n), snap.why_not(n)) for n in ESSENTIAL
                  if not snap.observed(n)]
+    queues = snap.part("queues")
+    target = getattr(snap, "target", None) or {}
+    if queues is not None and queues.ok and queues.partial and not (
+            target.get("queues") or target.get("app")):
+        # queues were discovered only in part (no SCAN, no management API) and the operator
+        # named none: a backlog nobody consumes may be exactly what was missed
+        essential.append(Unobserved("queues", "partial", queues.partial))
     sources = [Unobserved(s.name, s.state, s.error or s.state)
                for s in getattr(snap, "sources", ()) if s.ok is False]
     return Report(findings, skipped, na, ran, partial, essential, sources)

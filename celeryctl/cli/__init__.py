@@ -127,9 +127,15 @@ def _handle(exc: BaseException, debug: bool) -> int:
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, CeleryctlError):
         sys.stderr.write(f"celeryctl: error: {SECRETS.scrub(str(exc))}\n")
-    else:
-        sys.stderr.write(f"celeryctl: internal error: {name}: {SECRETS.scrub(str(exc))}"
-                         + ("" if debug else " (run with --debug for the traceback)") + "\n")
+        return int(exit_status_for(exc))
+    from celeryctl.collect.errors import FAILED, classify
+
+    kind, text = classify(exc)
+    if kind != FAILED:  # refused, rejected or lost: an expected failure, said as such
+        sys.stderr.write(f"celeryctl: error: {text}\n")
+        return int(ExitStatus.UNKNOWN)
+    sys.stderr.write(f"celeryctl: internal error: {name}: {SECRETS.scrub(str(exc))}"
+                     + ("" if debug else " (run with --debug for the traceback)") + "\n")
     return int(exit_status_for(exc))
 
 

@@ -190,6 +190,19 @@ def purge(
     raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
 
 
+def _action_error(exc: BaseException) -> str:
+    """One line for an action that failed: what kind of failure (permission denied names the
+    account that may do it), never a traceback. An unexpected error is re-raised."""
+    from celeryctl.collect.errors import DENIED, FAILED, classify
+
+    kind, text = classify(exc)
+    if kind == FAILED:
+        raise exc
+    if kind == DENIED:
+        text += " (the operator account of docs/permissions.md may do this)"
+    return text
+
+
 def _execute_purge(c, plan, bpath: Path | None):
     from celeryctl.actions.backup import BackupError, BackupWriter
 
@@ -209,9 +222,9 @@ def _execute_purge(c, plan, bpath: Path | None):
             results = _purge_redis(c, plan, writer)
         else:
             results = _purge_rabbit(c, plan, writer)
-    except (ConnectionError, OSError) as exc:
-        error = str(exc)
-        c.err.print(f"error: {error}")
+    except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
+        error = _action_error(exc)
+        c.err.print(f"error: {error}", markup=False, highlight=False)
     finally:
         if writer is not None:
             if error or any(r.error for r in results):
@@ -323,9 +336,10 @@ def restore(
         raise typer.Exit(0)
     try:
         counts = _execute_restore(c, path, to)
-    except (ConnectionError, OSError, BackupError) as exc:
-        c.err.print(f"error: {exc}")
-        _audit(c, audit_log, f"restore {path}", f"failed: {exc}", list(targets), {})
+    except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
+        why = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
+        c.err.print(f"error: {why}", markup=False, highlight=False)
+        _audit(c, audit_log, f"restore {path}", f"failed: {why}", list(targets), {})
         raise typer.Exit(int(ExitStatus.CRITICAL)) from None
     after = _reread(c, list(targets))
     short = {q: n for q, n in counts.items() if before.get(q) is not None and after.get(q)

@@ -38,6 +38,12 @@ def _print_state(st) -> None:
         for p in st.rabbitmq_peers:
             typer.echo(f"          cluster peer {p['info']['node']}: {p['info']['url']}   "
                        f"management API {p['info']['api']}   (pid {p['pid']})")
+    for broker, accts in sorted((st.accounts or {}).items()):
+        for tier in accts:
+            url = st.account_url(broker, tier, shell=True)
+            extra = (f" --rabbitmq-api \"{st.account_url('api', tier, shell=True)}\""
+                     if broker == "rabbitmq" else "")
+            typer.echo(f"account:  {tier:8s} --broker \"{url}\"{extra}")
     names = ", ".join(w["name"] for w in st.workers) or "none"
     typer.echo(f"workers:  {names} on {st.broker}")
     flags = f"--broker {st.shell_broker_url}"
@@ -74,6 +80,9 @@ def up(
     sentinels: int = typer.Option(0, "--sentinels", min=0, max=5, help="Put Redis behind "
                                   "this many Sentinels (and one replica); the broker URL "
                                   "becomes sentinel://..."),
+    accounts: bool = typer.Option(False, "--accounts", help="Also create the least-privilege "
+                                  "accounts of docs/permissions.md (monitor, inspect, "
+                                  "operator) on Redis and RabbitMQ."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -93,7 +102,7 @@ def up(
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
                     concurrency=concurrency, progress=_err, scenario=scenario,
-                    rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels)
+                    rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels, accounts=accounts)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None

@@ -34,6 +34,19 @@ class LabState:
     run_prefix: list[str] = field(default_factory=list)
     sentinels: list[dict] = field(default_factory=list)  # Redis Sentinel in front of redis
     replicas: list[dict] = field(default_factory=list)
+    # least-privilege accounts (docs/permissions.md): {"redis"|"rabbitmq": {tier: {user,
+    # password_file}}}
+    accounts: dict = field(default_factory=dict)
+
+    def account_url(self, broker: str, tier: str, *, shell: bool = False) -> str:
+        """The lab's broker (or management API: broker "api") URL as one of the accounts."""
+        from celeryctl.lab.accounts import account_url
+
+        if broker == "redis":
+            return account_url(self.redis["info"]["url"], self.accounts["redis"][tier],
+                               shell=shell)
+        url = self.rabbitmq["info"]["api" if broker == "api" else "url"]
+        return account_url(url, self.accounts["rabbitmq"][tier], shell=shell)
 
     def procs(self) -> list[s.Proc]:
         out = [s.from_dict(x) for x in self.extras]
@@ -108,7 +121,8 @@ def save(st: LabState) -> None:
 
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
        pool: str = "prefork", concurrency: int = 2, progress=print,
-       scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0) -> LabState:
+       scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0,
+       accounts: bool = False) -> LabState:
     from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
 
     spec = None
@@ -136,7 +150,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         if s.redis_binary():
             progress("starting redis-server ...")
             st.redis = s.to_dict(s.start_redis(d, bind_all=exposed,
-                                               password=spec.redis_password if spec else None))
+                                               password=spec.redis_password if spec else None,
+                                               extra=list(spec.redis_args) if spec else None))
             if exposed:
                 st.run_prefix = s.nsenter_prefix(st.redis["pid"])
             save(st)
@@ -163,6 +178,17 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                                  "(apt-get install rabbitmq-server)")
             else:
                 progress("rabbitmq-server not installed: lab runs without it")
+        if accounts or (spec is not None and spec.accounts):
+            from celeryctl.lab import accounts as acc
+
+            progress("creating the least-privilege accounts (docs/permissions.md) ...")
+            if st.redis:
+                st.accounts["redis"] = acc.create_redis_accounts(
+                    d, s.secret_url(st.redis["info"]))
+            if st.rabbitmq:
+                st.accounts["rabbitmq"] = acc.create_rabbit_accounts(
+                    d, st.rabbitmq["info"]["api"])
+            save(st)
         url = st.broker_url
         assert url is not None
         worker_env: dict[str, str] = {}
@@ -178,8 +204,10 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
             redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
             env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
             env.update(worker_env)
-            st.workers.append(s.to_dict(s.start_worker(d, st.sentinel_url if st.sentinels
-                                                       else url, w.name, pool=w.pool,
+            wurl = st.sentinel_url if st.sentinels else url
+            if w.db is not None and st.broker == "redis":  # another app's database
+                wurl = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] + f"/{w.db}"
+            st.workers.append(s.to_dict(s.start_worker(d, wurl, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
                                                        queues=w.queues, env=env)))
             save(st)
@@ -209,7 +237,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                                   rabbitmq_pids=[p["pid"] for p in st.rabbitmq_peers],
                                   redis_pid=st.redis["pid"] if st.redis else None,
                                   sentinel_pids=[p["pid"] for p in st.sentinels],
-                                  sentinel_ports=[p["info"]["port"] for p in st.sentinels])
+                                  sentinel_ports=[p["info"]["port"] for p in st.sentinels],
+                                  lab=st)
             spec.prepare(ctx)
             st.doctor_args += list(ctx.doctor_args)
             save(st)

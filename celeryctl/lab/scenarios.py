@@ -22,6 +22,7 @@ class WorkerSpec:
     pool: str = "threads"
     concurrency: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    db: int | None = None  # Redis: another database of the lab's Redis (another app)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ScenarioContext:
     redis_pid: int | None = None
     sentinel_pids: list[int] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
+    lab: Any = None  # the LabState (accounts: lab.account_url(broker, tier))
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,15 @@ class Scenario:
     sentinels: int = 0
     sentinel_quorum: int = 2
     replica_priority: int = 100  # 0: never promoted (a failover has no candidate)
+    redis_args: tuple[str, ...] = ()  # more redis-server arguments (renamed commands)
+    accounts: bool = False  # create the least-privilege accounts of docs/permissions.md
+    # What doctor must say beyond `expects`: its exit status (default: from the worst
+    # finding), checks skipped with a reason containing a text ("CODE:text"), checks run on
+    # partial data, and sources in a given state ("name=state").
+    exit_status: int | None = None
+    skipped: tuple[str, ...] = ()
+    partial: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
 
 
 def _celery(url: str):
@@ -582,6 +593,84 @@ def _broker_down(ctx: ScenarioContext) -> None:
 
 STRICT = {"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1"}
 
+
+# --- production shapes: accounts, managed Redis, shared instances ---------------------------
+
+def _as_account(tier: str, then: Callable[[ScenarioContext], None] | None = None):
+    """Doctor runs as one of the least-privilege accounts (docs/permissions.md); `then`
+    prepares the rest of the scenario first."""
+    def prepare(ctx: ScenarioContext) -> None:
+        if then is not None:
+            then(ctx)
+        if ctx.lab.broker == "redis":
+            ctx.doctor_args += ["--broker", ctx.lab.account_url("redis", tier)]
+        else:
+            ctx.doctor_args += ["--broker", ctx.lab.account_url("rabbitmq", tier),
+                                "--rabbitmq-api", ctx.lab.account_url("api", tier)]
+    return prepare
+
+
+def _unconsumed_20(ctx: ScenarioContext) -> None:
+    """20 tasks in `reports`, which no worker consumes: below --queue-warn, so only the
+    queue-without-consumers check can see the problem."""
+    _publish(ctx, "reports", 20)
+
+
+def _rabbit_unconsumed_20(ctx: ScenarioContext) -> None:
+    _dlx_policy(ctx)
+    _publish(ctx, "reports", 20)
+    _wait_api(ctx, lambda qs: (qs.get("reports") or {}).get("messages_ready") == 20)
+
+
+def _shared_instance(ctx: ScenarioContext) -> None:
+    """Another app on db 1 of the same Redis, with its own workers and a monitor subscribed
+    to its events: none of it is this cluster's."""
+    import shutil
+    import time
+
+    from celeryctl.urls import parse_endpoint
+
+    ep = parse_endpoint(ctx.redis_url or "")
+    ctx.spawn("other-app-monitor", [shutil.which("redis-cli") or "redis-cli", "-h", ep.host,
+                                    "-p", str(ep.port), "-n", "1", "psubscribe",
+                                    "/1.celeryev/*"])
+    time.sleep(0.5)
+
+
+def _management_tag_user(ctx: ScenarioContext) -> None:
+    """A user tagged `management` only (not `monitoring`), with the remote-control
+    permissions: /api/nodes is refused to it and it sees only its own connections."""
+    from celeryctl.permissions import RC_CONFIGURE, RC_READ, RC_WRITE
+    from celeryctl.urls import parse_endpoint
+
+    _dlx_policy(ctx)
+    _api(ctx, "PUT", "/users/mgmt-only", json={"password": "mgmt-only-pw",
+                                               "tags": "management"})
+    _api(ctx, "PUT", "/permissions/%2F/mgmt-only",
+         json={"configure": RC_CONFIGURE, "write": RC_WRITE, "read": RC_READ})
+    ep = parse_endpoint(ctx.broker_url)
+    api = parse_endpoint(ctx.api_url or "")
+    ctx.doctor_args += ["--broker", f"amqp://mgmt-only:mgmt-only-pw@{ep.host}:{ep.port}//",
+                        "--rabbitmq-api",
+                        f"http://mgmt-only:mgmt-only-pw@{api.host}:{api.port}"]
+
+
+def _api_down_with_backlog(ctx: ScenarioContext) -> None:
+    _publish(ctx, "reports", 150)
+    _api_down(ctx)
+
+
+def _redis_wrong_password(ctx: ScenarioContext) -> None:
+    from celeryctl.urls import parse_endpoint
+
+    ep = parse_endpoint(ctx.redis_url or "")
+    ctx.doctor_args += ["--broker",
+                        f"redis://celeryctl-monitor:not-the-password@{ep.host}:{ep.port}/0"]
+
+
+MANAGED_REDIS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "",
+                 "--rename-command", "SCAN", "", "--appendonly", "no")
+
 def _sentinel_master_down(ctx: ScenarioContext) -> None:
     """The master freezes (SIGSTOP); its only replica has priority 0, so no failover can
     happen: the sentinels agree it is down (o_down)."""
@@ -739,7 +828,67 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "it: 40 extra connections in one worker.", ("CON002",),
              workers=(WorkerSpec("w1@%h"),), prepare=_leak),
     Scenario("wrong-credentials", "RabbitMQ broker and management API reached with a wrong "
-             "password.", ("SRC001", "SRC002"), broker="rabbitmq", prepare=_wrong_credentials),
+             "password: nothing is wrong with the cluster that celeryctl could see — the "
+             "report is INCOMPLETE (exit 3), never 'broker unreachable'.", (),
+             broker="rabbitmq", prepare=_wrong_credentials, exit_status=3,
+             sources=("broker=auth-failed", "management-api=auth-failed")),
+    Scenario("redis-acl-monitor", "A read-only Redis ACL user (celeryctl-monitor): remote "
+             "control is refused, and 20 tasks wait in `reports`, which no worker consumes. "
+             "Only the workers say who consumes a Redis queue, so doctor says it could not "
+             "tell — INCOMPLETE, exit 3, never All clear.", (), accounts=True,
+             prepare=_as_account("monitor", _unconsumed_20), exit_status=3,
+             skipped=("QUE002:workers were not observed", "SRC004:permission-denied"),
+             sources=("broker=observed", "workers=permission-denied")),
+    Scenario("redis-acl-inspect", "The same cluster through the celeryctl-inspect ACL user "
+             "(read + remote control): the queue nobody consumes is found.", ("QUE002",),
+             accounts=True, prepare=_as_account("inspect", _unconsumed_20),
+             sources=("broker=observed", "workers=observed")),
+    Scenario("redis-acl-wrong-password", "The monitor ACL user with a wrong password: "
+             "authentication failed, not 'unreachable'.", (), accounts=True,
+             prepare=_redis_wrong_password, exit_status=3,
+             sources=("broker=auth-failed",)),
+    Scenario("redis-managed-renamed", "A managed-style Redis with CONFIG, CLIENT and SCAN "
+             "renamed away and AOF off; 20 tasks wait in `reports`, which no worker consumes. "
+             "Each refused read costs only its checks (skipped with the reason); queue "
+             "discovery is partial, so the report is INCOMPLETE (exit 3) unless -Q/-A name "
+             "the queues.", (), redis_args=MANAGED_REDIS, prepare=_unconsumed_20,
+             exit_status=3,
+             skipped=("BRK004:CONFIG GET save is not readable", "BRK006:renamed or disabled",
+                      "CON001:renamed or disabled", "SEC001:listen addresses are unknown"),
+             partial=("QUE001", "QUE002"), sources=("broker=observed", "workers=observed")),
+    Scenario("redis-shared-instance", "Two apps on one Redis (db 0 and db 1), the other with "
+             "its own worker and an event monitor: doctor of db 0 counts none of db 1's "
+             "clients as strays or leaks.", (),
+             workers=(WorkerSpec("w1@%h"), WorkerSpec("w2@%h"),
+                      WorkerSpec("otherapp@%h", db=1)),
+             prepare=_shared_instance),
+    Scenario("rabbitmq-monitoring-user", "A read-only RabbitMQ user (celeryctl-monitor: tag "
+             "monitoring, no permissions): remote control is refused, but the management "
+             "API's consumer counts show the queue nobody consumes.", ("QUE002",),
+             broker="rabbitmq", accounts=True,
+             prepare=_as_account("monitor", _rabbit_unconsumed_20),
+             sources=("broker=observed", "management-api=observed",
+                      "workers=permission-denied")),
+    Scenario("rabbitmq-monitoring-user-healthy", "A healthy cluster seen through the "
+             "read-only monitor user: nothing wrong found, but the workers were not observed "
+             "— INCOMPLETE, exit 3.", (), broker="rabbitmq", accounts=True,
+             prepare=_as_account("monitor", _dlx_policy), exit_status=3,
+             sources=("workers=permission-denied",)),
+    Scenario("rabbitmq-inspect-user", "A healthy cluster through celeryctl-inspect (monitoring "
+             "tag, remote control only): everything observed, clean.", (), broker="rabbitmq",
+             accounts=True, prepare=_as_account("inspect", _dlx_policy),
+             sources=("workers=observed",)),
+    Scenario("rabbitmq-management-tag-user", "A user tagged management (not monitoring): "
+             "/api/nodes is refused and only its own connections are listed — the node and "
+             "connection checks are skipped with the tag to add.", (), broker="rabbitmq",
+             prepare=_management_tag_user,
+             skipped=("BRK003:monitoring tag", "BRK007:monitoring tag",
+                      "CON001:own connections"),
+             sources=("workers=observed",)),
+    Scenario("rabbitmq-no-api-backlog", "No management API, and 150 tasks in `reports`, which "
+             "no worker consumes: without the API that queue cannot be discovered — doctor "
+             "says so and marks the queue checks partial.", ("SRC002",), broker="rabbitmq",
+             prepare=_api_down_with_backlog, partial=("QUE001", "QUE002")),
     Scenario("producer-pickle", "Producers send pickle; the workers accept only json: every "
              "task is discarded on receipt.", ("SER002",),
              app=producer_app(task_serializer="pickle", accept_content=["json"])),

@@ -167,7 +167,9 @@ def rabbitmq_binary() -> str | None:
 
 
 def start_redis(base: Path, *, port: int | None = None, password: str | None = None,
-                name: str = "redis", bind_all: bool = False) -> Proc:
+                name: str = "redis", bind_all: bool = False,
+                extra: list[str] | None = None) -> Proc:
+    """`extra`: more redis-server arguments (a scenario's `--rename-command CONFIG ""`)."""
     binary = redis_binary()
     if not binary:
         raise LabError("redis-server is not installed (apt-get install redis-server)")
@@ -178,7 +180,7 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     # bind_all: every interface (only ever inside a private network namespace, see netns)
     cmd = [binary, "--port", str(port), "--bind", "* -::*" if bind_all else "127.0.0.1",
            "--save", "", "--appendonly", "yes",
-           "--dir", str(d), "--daemonize", "no", "--protected-mode", "no"]
+           "--dir", str(d), "--daemonize", "no", "--protected-mode", "no", *(extra or [])]
     if password:
         # 0600 files, never the command line (ps) or celeryctl's output: the URL in the state
         # file has no password; `lab env` reads it with $(cat password_file)

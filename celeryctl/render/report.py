@@ -25,7 +25,8 @@ STATE_LABELS = {"permission-denied": "permission denied", "auth-failed": "authen
 
 
 def _missing_text(report) -> str:
-    return "; ".join(f"{m.name} not observed — {STATE_LABELS.get(m.state, m.state)}: "
+    return "; ".join(f"{m.name} observed in part — {m.reason}" if m.state == "partial" else
+                     f"{m.name} not observed — {STATE_LABELS.get(m.state, m.state)}: "
                      f"{m.reason}" for m in report.missing)
 
 

@@ -29,13 +29,27 @@ def test_scenario(name, tmp_path):
                                         prefix=st.run_prefix)
         found = {f["code"] for f in doc["findings"]}
         detail = json.dumps({"findings": doc["findings"], "skipped": doc.get("skipped"),
-                             "sources": doc.get("sources")}, indent=1)
+                             "partial": doc.get("partial"), "sources": doc.get("sources"),
+                             "summary": doc.get("summary")}, indent=1)
         if not sc.expects:
-            assert doc["findings"] == [] and code == 0, detail
+            assert doc["findings"] == [], detail
         else:
             assert set(sc.expects) <= found, f"{name}: expected {sc.expects}, got {detail}"
-            worst = {f["severity"] for f in doc["findings"]}
-            assert code == (2 if "critical" in worst else 1 if "warning" in worst else 0)
+        worst = {f["severity"] for f in doc["findings"]}
+        expected = sc.exit_status if sc.exit_status is not None else (
+            2 if "critical" in worst else 1 if "warning" in worst else 0)
+        assert code == expected, detail
+        skipped = {s["code"]: s["reason"] for s in doc["skipped"]}
+        for item in sc.skipped:
+            check, _, needle = item.partition(":")
+            assert check in skipped and needle in skipped[check], f"{item}: {detail}"
+        assert set(sc.partial) <= {p["code"] for p in doc["partial"]}, detail
+        states = {s["name"]: s["state"] for s in doc["sources"]}
+        for item in sc.sources:
+            source, _, state = item.partition("=")
+            assert states.get(source) == state, f"{item}: {detail}"
+        if code == 3:  # an incomplete report never says all clear
+            assert doc["summary"]["verdict"].startswith("INCOMPLETE"), detail
         assert secs < 5.5
         lines = (json.dumps(doc) + err).lower()
         assert "lab-secret-password" not in lines and "guest:guest" not in lines
