@@ -71,6 +71,13 @@ def spawn(name: str, fn: Callable[[], Any], describe: str | None = None) -> Task
 
 def describe_error(exc: BaseException) -> str:
     """One line, no secrets: the exception class family and its message."""
+    # TLS handshake failures first: their text would otherwise read as a generic network
+    # error, and each needs its own fix (CA, host name, client certificate)
+    from celeryctl.collect.tls_errors import describe_tls_error
+
+    tls = describe_tls_error(exc)
+    if tls is not None:
+        return tls
     text = str(exc).strip() or type(exc).__name__
     # Unwrap the noisy prefixes libraries put in front of errno texts.
     text = " ".join(text.split())

@@ -18,6 +18,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from celeryctl.collect.tls_errors import describe_tls_error
 from celeryctl.knowledge import classify_queue
 from celeryctl.snapshot import Connection, QueueDepth, RabbitServer
 from celeryctl.urls import Endpoint
@@ -58,6 +59,13 @@ class ManagementAPI:
         # Like RabbitMQ's own clients, no user name means the default guest/guest.
         self.session.auth = (ep.username or "guest",
                              ep.password if ep.password is not None else "guest")
+        # https: the CA from --rabbitmq-api-ca (else the system's), never verify=False
+        from celeryctl.tls import requests_kwargs
+
+        tls = requests_kwargs(ep.tls)
+        self.session.verify = tls["verify"]
+        if "cert" in tls:
+            self.session.cert = tls["cert"]
         host = f"[{ep.host}]" if ":" in ep.host else ep.host
         prefix = "/" + ep.path.strip("/") if ep.path.strip("/") else ""
         if prefix.endswith("/api"):
@@ -74,10 +82,13 @@ class ManagementAPI:
         except requests.exceptions.ReadTimeout:
             raise ManagementError("no answer (read timed out)"
                                   ) from None
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(api_tls_error(exc)) from None
         except requests.exceptions.ConnectionError as exc:
             text = str(exc).lower()
             why = "connection refused" if "refused" in text else "cannot connect"
-            raise ManagementError(f"{why}") from None
+            tls = describe_tls_error(exc, fix=API_TLS_FIX)
+            raise ManagementError(tls or f"{why}") from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__}"
                                   ) from None
@@ -104,6 +115,8 @@ class ManagementAPI:
 
         try:
             resp = self.session.post(self.base + path, json=body, timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(f"{api_tls_error(exc)} on POST {path}") from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on POST {path}") from None
         if resp.status_code >= 400:
@@ -118,6 +131,8 @@ class ManagementAPI:
         try:
             resp = self.session.delete(self.base + path, timeout=self.timeout,
                                        headers=headers or {})
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(f"{api_tls_error(exc)} on DELETE {path}") from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on DELETE {path}") from None
         if resp.status_code >= 400:
@@ -125,6 +140,18 @@ class ManagementAPI:
 
     def close(self) -> None:
         self.session.close()
+
+
+API_TLS_FIX = {
+    "verify": "give the CA that signed the management API's certificate with "
+              "--rabbitmq-api-ca FILE (env CELERYCTL_RABBITMQ_API_CA, profile rabbitmq_api_ca)",
+    "client": "the management API requires a client certificate: set rabbitmq_api_cert and "
+              "rabbitmq_api_key (profile) or CELERYCTL_RABBITMQ_API_CERT/_KEY",
+}
+
+
+def api_tls_error(exc: BaseException) -> str:
+    return describe_tls_error(exc, fix=API_TLS_FIX) or "TLS handshake failed"
 
 
 def vq(vhost: str) -> str:
@@ -326,7 +353,12 @@ def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None,
         stack_timeout=timeout, blocked_connection_timeout=timeout, heartbeat=0,
         client_properties={"connection_name": name},
     )
-    if ep.scheme == "amqps":
+    if ep.tls is not None:  # the same trust as remote control's py-amqp (celeryctl/tls.py)
+        from celeryctl.tls import amqp_server_hostname, ssl_context
+
+        params.ssl_options = pika.SSLOptions(ssl_context(ep.tls, ep.host),
+                                             amqp_server_hostname(ep.tls, ep.host))
+    elif ep.scheme == "amqps":  # an Endpoint not resolved by targets: verified, system CAs
         import ssl
 
         params.ssl_options = pika.SSLOptions(ssl.create_default_context(), ep.host)
@@ -352,6 +384,9 @@ def amqp_connect(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str | N
 def describe_amqp_error(exc: BaseException) -> str | None:
     import pika.exceptions as pe
 
+    tls = describe_tls_error(exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, (pe.ProbableAuthenticationError, pe.AuthenticationError)):
         return "authentication failed (ACCESS_REFUSED: wrong user name or password)"
     if isinstance(exc, pe.ProbableAccessDeniedError):
