@@ -33,7 +33,7 @@ FIX = {
 
 # the shape of this module's own lines, so a wrapped one is not described twice
 ALREADY = re.compile(r"(^|: )TLS [a-z ]+\(")
-_VERIFY = re.compile(r"certificate verify failed: (.+?)\.?(?: \(_ssl\.c:\d+\))?$", re.I)
+_VERIFY = re.compile(r"certificate verify failed: (.+)", re.I)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -72,9 +72,9 @@ def describe_tls_error(exc: BaseException, fix: dict[str, str] | None = None) ->
             if reason:
                 break
         if not reason:
-            m = next((_VERIFY.search(str(e).strip().strip("'\")")) for e in chain
-                      if _VERIFY.search(str(e).strip().strip("'\")"))), None)
-            reason = m.group(1) if m else "certificate verify failed"
+            m = next((m for m in (_VERIFY.search(str(e)) for e in chain) if m), None)
+            reason = "certificate verify failed" if m is None else \
+                re.sub(r"\s*\(_ssl\.c:\d+\)", "", m.group(1)).rstrip(".'\") ")
         r = reason.lower()
         if "mismatch" in r or "not valid for" in r:
             kind, what = "hostname", "host name check failed"
