@@ -124,9 +124,15 @@ def _normalise(key: str, value: Any, where: str) -> tuple[str, Any]:
 
 def settings_from_query(query: Iterable[tuple[str, str]], where: str) -> dict[str, Any] | None:
     """The URL's `ssl_*` parameters, normalised; None when it has none. An unknown `ssl_*`
-    key is a usage error (a typo must not silently turn verification into a default)."""
+    key is a usage error (a typo must not silently turn verification into a default).
+    `ssl=true` alone turns TLS on with the defaults (kombu takes a truthy `ssl` from an AMQP
+    URL's query as its `ssl` argument)."""
     out: dict[str, Any] = {}
+    enabled = False
     for key, value in query:
+        if key.lower() == "ssl":
+            enabled = parse_bool(value, "ssl", where)
+            continue
         if not key.lower().startswith("ssl_"):
             continue
         if key not in QUERY_KEYS:
@@ -135,7 +141,7 @@ def settings_from_query(query: Iterable[tuple[str, str]], where: str) -> dict[st
         name, v = _normalise(key, value, where)
         if v is not None:
             out[name] = v
-    return out or None
+    return out or ({} if enabled else None)
 
 
 def settings_from_mapping(value: Any, where: str) -> dict[str, Any] | None:
@@ -201,15 +207,15 @@ def check_files(tls: TLSConfig | None, what: str) -> None:
 
 
 def strip_tls_query(url: str) -> str:
-    """The URL without its `ssl_*` parameters (kombu would otherwise use them instead of the
-    `ssl=` celeryctl passes, and py-amqp rejects their names)."""
+    """The URL without its `ssl` and `ssl_*` parameters (kombu would otherwise use them
+    instead of the `ssl=` celeryctl passes, and py-amqp rejects the `ssl_*` names)."""
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
     if not parts.query:
         return url
     kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-            if not k.lower().startswith("ssl_")]
+            if not (k.lower() == "ssl" or k.lower().startswith("ssl_"))]
     return urlunsplit(parts._replace(query=urlencode(kept)))
 
 

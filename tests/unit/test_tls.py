@@ -45,6 +45,8 @@ def test_query_parameters_normalised():
         "cert_reqs": "required", "ca_certs": "/etc/ca.pem", "certfile": "/c.pem",
         "keyfile": "/k.pem", "check_hostname": False}
     assert settings_from_query([("db", "1")], "u") is None
+    assert settings_from_query([("ssl", "true")], "u") == {}  # TLS on, defaults
+    assert settings_from_query([("ssl", "0")], "u") is None
 
 
 def test_bad_values_are_usage_errors():
@@ -132,6 +134,7 @@ def test_ssl_context_mirrors_py_amqp():
 def test_strip_tls_query():
     assert strip_tls_query("amqps://h:5671/v?ssl_ca_certs=%2Fa&heartbeat=10&ssl_cert_reqs=x") \
         == "amqps://h:5671/v?heartbeat=10"
+    assert strip_tls_query("amqp://h//?ssl=1&heartbeat=5") == "amqp://h//?heartbeat=5"
     assert strip_tls_query("rediss://:pw@h/0?ssl_ca_certs=/a") == "rediss://:pw@h/0"
 
 
