@@ -69,9 +69,8 @@ def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | Non
     skw = (options or {}).get("sentinel_kwargs") or {}
     # the sentinels' own TLS is kombu's `sentinel_kwargs` (ssl=True, ssl_ca_certs, ...);
     # broker_use_ssl is for the master, as in kombu's SentinelChannel
-    layer = settings_from_mapping({k: v for k, v in skw.items() if k.startswith("ssl_")}
-                                  if skw.get("ssl") or any(k.startswith("ssl_") for k in skw)
-                                  else None, "sentinel_kwargs")
+    ssl_opts = {k: v for k, v in skw.items() if k.startswith("ssl_")}
+    layer = settings_from_mapping(ssl_opts or bool(skw.get("ssl")), "sentinel_kwargs")
     tls = resolve_tls("sentinel", [("sentinel_kwargs", layer)])
     ssl_kwargs = dict(ssl=True, **redis_ssl_kwargs(tls)) if tls is not None else {}
     return redis.Redis(host=ep.host, port=ep.port, password=skw.get("password") or None,
