@@ -267,7 +267,7 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
         origins=origins,
         used_default_broker=used_default,
         result_backend_tls=backend_tls,
-        tls_warnings=tuple(_tls_warnings(broker[0].tls, backend_tls, api) + api_notes),
+        tls_warnings=tuple(_tls_warnings(broker[0].tls, backend_tls) + api_notes),
     )
 
 
@@ -349,15 +349,14 @@ def _api_tls(api: Endpoint | None, flags: Flags, env: dict[str, str],
         return api, notes
     if derived and "ca_certs" not in given and broker.tls and broker.tls.ca_certs:
         given["ca_certs"], origins["ca_certs"] = broker.tls.ca_certs, "the broker's CA"
-    layers = [(origin, {k: os.path.expanduser(v)}) for k, v in given.items()
-              for origin in [origins[k]]]
-    tls = resolve_tls("https", layers)
-    check_files(tls, "management API")
+    tls = resolve_tls("https", [(origins[k], {k: os.path.expanduser(v)})
+                                for k, v in given.items()])
+    check_files(tls, "management API", names={"ca_certs": "CA", "certfile": "client "
+                                              "certificate", "keyfile": "client key"})
     return dataclasses.replace(api, tls=tls), []
 
 
-def _tls_warnings(broker: TLSConfig | None, backend: TLSConfig | None,
-                  api: Endpoint | None) -> list[str]:
+def _tls_warnings(broker: TLSConfig | None, backend: TLSConfig | None) -> list[str]:
     out = []
     for what, tls in (("broker", broker), ("result backend", backend)):
         if tls is not None and not tls.verifies:

@@ -183,7 +183,8 @@ def resolve_tls(scheme: str, layers: Iterable[tuple[str, dict[str, Any] | None]]
     return TLSConfig(**merged, origins=tuple(sorted(origins.items())))
 
 
-def check_files(tls: TLSConfig | None, what: str) -> None:
+def check_files(tls: TLSConfig | None, what: str, names: dict[str, str] | None = None
+                ) -> None:
     """Every file a TLS setting names must exist and be readable: a usage error (exit 64)
     before any connection, not a handshake failure later. A key file's path is never
     echoed (it names where a secret lives)."""
@@ -196,11 +197,11 @@ def check_files(tls: TLSConfig | None, what: str) -> None:
         shown = "" if key == "keyfile" else f" {path}"
         origin = tls.origin(key)
         src = f" (from {origin})" if origin else ""
+        name = (names or SPELLING)[key]
         if not os.path.exists(path):
-            raise UsageError(f"{what}: the {SPELLING[key]} file{shown} does not exist{src}")
+            raise UsageError(f"{what}: the {name} file{shown} does not exist{src}")
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
-            raise UsageError(f"{what}: the {SPELLING[key]} file{shown} is not a readable "
-                             f"file{src}")
+            raise UsageError(f"{what}: the {name} file{shown} is not a readable file{src}")
     if tls.keyfile and not tls.certfile:
         raise UsageError(f"{what}: ssl_keyfile given without ssl_certfile (the client "
                          f"certificate it belongs to)")

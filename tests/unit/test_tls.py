@@ -189,7 +189,7 @@ def test_targets_missing_ca_is_usage_error(tmp_path):
     with pytest.raises(UsageError, match="result backend: the ssl_ca_certs file"):
         resolve(Flags(broker="redis://h/0",
                       result_backend=f"rediss://h/1?ssl_ca_certs={tmp_path}/nope.pem"), env=env)
-    with pytest.raises(UsageError, match="management API: the ssl_ca_certs file"):
+    with pytest.raises(UsageError, match=r"management API: the CA file .* \(from flag\)"):
         resolve(Flags(broker="amqp://h//", rabbitmq_api="https://h:15671",
                       rabbitmq_api_ca=str(tmp_path / "nope.pem")), env=env)
 
