@@ -43,7 +43,7 @@ def _print_state(st) -> None:
     if st.tls:
         t = st.tls
         typer.echo(f"tls:      CA {t['ca']}; client certificate {t['client_cert']}, key "
-                   f"{t['client_key']} ({'required' if st.tls_client_certs else 'optional'}); "
+                   f"{t['client_key']} ({'required' if st.tls_client_certs else 'not required'}); "
                    f"unrelated CA for drills {t['other_ca']}")
     flags = f"--broker {st.shell_broker_url}"
     if st.broker == "rabbitmq" and st.api_url:
