@@ -4,7 +4,8 @@ Precedence, per setting: command-line flags > environment > profile > Celery app
 built-in default. Each resolved value remembers where it came from (`origins`), so output can
 say "broker from CELERY_BROKER_URL" or "default redis://localhost:6379/0 (nothing given)".
 
-Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_RABBITMQ_API, CELERYCTL_CONFIG.
+Environment: CELERY_BROKER_URL, CELERY_RESULT_BACKEND, CELERYCTL_RABBITMQ_API, CELERYCTL_CONFIG,
+CELERYCTL_RABBITMQ_API_CA, CELERYCTL_RABBITMQ_API_CERT, CELERYCTL_RABBITMQ_API_KEY.
 Profiles: TOML at ~/.config/celeryctl/config.toml (or $CELERYCTL_CONFIG)::
 
     [clusters.prod]
@@ -16,6 +17,14 @@ Profiles: TOML at ~/.config/celeryctl/config.toml (or $CELERYCTL_CONFIG)::
     timeout = 3
     app = "proj.celery:app"
     transport_options = { global_keyprefix = "proj:" }
+    # TLS (see celeryctl/tls.py and docs/targets.md): as the Celery settings of the same name
+    broker_use_ssl = { ssl_ca_certs = "/etc/ssl/private-ca.pem", ssl_cert_reqs = "required" }
+    redis_backend_use_ssl = { ssl_ca_certs = "/etc/ssl/private-ca.pem" }
+    rabbitmq_api_ca = "/etc/ssl/private-ca.pem"   # also rabbitmq_api_cert, rabbitmq_api_key
+
+TLS settings are merged key by key, highest first: the URL's `ssl_*` query parameters >
+flag/environment (management API only) > profile > app. Every file they name must exist
+(else exit 64 before connecting).
 """
 
 from __future__ import annotations
@@ -28,6 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from celeryctl.status import UsageError
+from celeryctl.tls import (
+    TLSConfig,
+    check_files,
+    resolve_tls,
+    settings_from_mapping,
+    settings_from_query,
+)
 from celeryctl.urls import (
     SECRETS,
     Endpoint,
@@ -57,6 +73,7 @@ APP_SETTINGS = (
     "control_exchange", "event_queue_ttl", "event_queue_expires", "control_queue_ttl",
     "control_queue_expires", "task_create_missing_queues", "worker_send_task_events",
     "redis_max_connections", "task_time_limit", "task_soft_time_limit",
+    "broker_use_ssl", "redis_backend_use_ssl",
 )
 
 
@@ -83,6 +100,14 @@ class Target:
     profile: str | None
     origins: dict[str, str]
     used_default_broker: bool = False
+    # TLS of the result backend (the broker's and the API's travel with their Endpoints);
+    # warnings to print before collecting (verification turned off)
+    result_backend_tls: TLSConfig | None = None
+    tls_warnings: tuple[str, ...] = ()
+
+    @property
+    def broker_tls(self) -> TLSConfig | None:
+        return self.broker[0].tls
 
     @property
     def broker_kind(self) -> str:
@@ -131,6 +156,13 @@ class Target:
             "app": self.app.name if self.app else None,
             "origins": dict(self.origins),
             "used_default_broker": self.used_default_broker,
+            "tls": {
+                "broker": self.broker_tls.summary() if self.broker_tls else None,
+                "result_backend": self.result_backend_tls.summary()
+                if self.result_backend_tls else None,
+                "rabbitmq_api": self.rabbitmq_api.tls.summary()
+                if self.rabbitmq_api and self.rabbitmq_api.tls else None,
+            },
         }
 
 
@@ -146,6 +178,7 @@ class Flags:
     timeout: float | None = None
     app: str | None = None
     profile: str | None = None
+    rabbitmq_api_ca: str | None = None
 
 
 def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
@@ -181,6 +214,8 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
         broker_url = ";".join(broker_url)
     SECRETS.add_url(str(broker_url))
     broker = tuple(parse_broker(str(broker_url)))
+    lower = _mapping_layers("broker_use_ssl", profile_name, profile, app)
+    broker = tuple(_with_tls(e, "broker", lower) for e in broker)
 
     backend = pick("result_backend", flags.result_backend, "CELERY_RESULT_BACKEND",
                    "result_backend", "result_backend")
@@ -189,6 +224,7 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
         SECRETS.add_url(backend)
         if "://" in backend:
             parse_endpoint(backend, what="result backend URL")  # malformed -> exit 64
+    backend_tls = _backend_tls(backend, profile_name, profile, app)
 
     api_url = pick("rabbitmq_api", flags.rabbitmq_api, "CELERYCTL_RABBITMQ_API",
                    "rabbitmq_api", None)
@@ -199,7 +235,10 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
     else:
         api = derive_management_api(broker[0], backend)
         if api is not None:
-            origins["rabbitmq_api"] = "derived from the AMQP broker/backend URL (port 15672)"
+            origins["rabbitmq_api"] = (f"derived from the AMQP broker/backend URL (port "
+                                       f"{api.port})")
+    api, api_notes = _api_tls(api, flags, env, profile_name, profile, broker[0],
+                              derived=not api_url)
 
     vhost = pick("vhost", flags.vhost, None, "vhost", None)
     queues = tuple(flags.queues) or tuple(profile.get("queues") or ())
@@ -233,7 +272,104 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
         profile=profile_name,
         origins=origins,
         used_default_broker=used_default,
+        result_backend_tls=backend_tls,
+        tls_warnings=tuple(_tls_warnings(broker[0].tls, backend_tls) + api_notes),
     )
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+def _mapping_layers(key: str, profile_name: str | None, profile: dict[str, Any],
+                    app: AppConfig | None) -> list[tuple[str, dict[str, Any] | None]]:
+    """`broker_use_ssl` / `redis_backend_use_ssl` from the profile, then the app."""
+    layers = [(f"profile {profile_name} {key}",
+               settings_from_mapping(profile.get(key), f"profile {profile_name}: {key}"))]
+    if app is not None:
+        layers.append((f"app {app.name} {key}",
+                       settings_from_mapping(app.settings.get(key), f"app {app.name}: {key}")))
+    for _, d in layers:
+        if d and d.get("keyfile"):
+            SECRETS.add(d["keyfile"])
+    return layers
+
+
+def _with_tls(ep: Endpoint, what: str, lower: list[tuple[str, dict[str, Any] | None]]
+              ) -> Endpoint:
+    """The endpoint with its TLS settings: its URL's `ssl_*` parameters over `lower`."""
+    import dataclasses
+    from urllib.parse import urlsplit
+
+    query = settings_from_query(ep.query, f"{what} URL {ep.redacted}")
+    tls = resolve_tls(ep.scheme, [("URL", query), *lower])
+    if tls is None:
+        return ep
+    check_files(tls, what)
+    port = ep.port
+    if ep.kind == "amqp" and ep.scheme != "amqps" and urlsplit(ep.raw).port is None:
+        port = 5671  # kombu: the TLS port when TLS is on and the URL names none
+    return dataclasses.replace(ep, tls=tls, port=port)
+
+
+def _backend_tls(backend: str | None, profile_name: str | None, profile: dict[str, Any],
+                 app: AppConfig | None) -> TLSConfig | None:
+    """Redis backends: URL parameters over `redis_backend_use_ssl` (Celery merges them the
+    same way, key by key). An AMQP backend URL: its own parameters only."""
+    if not backend or "://" not in backend:
+        return None
+    ep = parse_endpoint(backend, what="result backend URL")
+    if ep.scheme in ("redis", "rediss"):
+        lower = _mapping_layers("redis_backend_use_ssl", profile_name, profile, app)
+    elif ep.scheme in ("amqp", "amqps", "pyamqp"):
+        lower = []
+    else:
+        return None
+    return _with_tls(ep, "result backend", lower).tls
+
+
+def _api_tls(api: Endpoint | None, flags: Flags, env: dict[str, str],
+             profile_name: str | None, profile: dict[str, Any], broker: Endpoint,
+             derived: bool) -> tuple[Endpoint | None, list[str]]:
+    """The management API's CA and client certificate: flag > environment > profile. An API
+    URL derived from a TLS broker also trusts the broker's CA unless told otherwise."""
+    import dataclasses
+
+    given = {}
+    origins = {}
+    for key, flag, env_key, profile_key in (
+            ("ca_certs", flags.rabbitmq_api_ca, "CELERYCTL_RABBITMQ_API_CA", "rabbitmq_api_ca"),
+            ("certfile", None, "CELERYCTL_RABBITMQ_API_CERT", "rabbitmq_api_cert"),
+            ("keyfile", None, "CELERYCTL_RABBITMQ_API_KEY", "rabbitmq_api_key")):
+        if flag:
+            given[key], origins[key] = str(flag), "flag"
+        elif env.get(env_key):
+            given[key], origins[key] = env[env_key], f"env {env_key}"
+        elif profile.get(profile_key):
+            given[key], origins[key] = str(profile[profile_key]), f"profile {profile_name}"
+    if given.get("keyfile"):
+        SECRETS.add(given["keyfile"])
+    if api is None:
+        return None, []
+    if api.scheme != "https":
+        notes = [f"the management API's TLS settings ({', '.join(sorted(origins.values()))}) "
+                 f"are not used: its URL is http://"] if given else []
+        return api, notes
+    if derived and "ca_certs" not in given and broker.tls and broker.tls.ca_certs:
+        given["ca_certs"], origins["ca_certs"] = broker.tls.ca_certs, "the broker's CA"
+    tls = resolve_tls("https", [(origins[k], {k: os.path.expanduser(v)})
+                                for k, v in given.items()])
+    check_files(tls, "management API", names={"ca_certs": "CA", "certfile": "client "
+                                              "certificate", "keyfile": "client key"})
+    return dataclasses.replace(api, tls=tls), []
+
+
+def _tls_warnings(broker: TLSConfig | None, backend: TLSConfig | None) -> list[str]:
+    out = []
+    for what, tls in (("broker", broker), ("result backend", backend)):
+        if tls is not None and not tls.verifies:
+            out.append(f"TLS certificate verification is OFF for the {what} (ssl_cert_reqs=none "
+                       f"from {tls.origin('cert_reqs') or 'settings'}): the connection is "
+                       f"encrypted but the server is not authenticated")
+    return out
 
 
 def derive_management_api(broker: Endpoint, backend: str | None) -> Endpoint | None:
@@ -252,7 +388,10 @@ def derive_management_api(broker: Endpoint, backend: str | None) -> Endpoint | N
     from urllib.parse import quote
 
     host = f"[{source.host}]" if ":" in source.host else source.host
-    raw = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{host}:15672"
+    # a broker over TLS: the management plugin over https, on its conventional port
+    secure = source.scheme == "amqps" or source.tls is not None
+    scheme, port = ("https", 15671) if secure else ("http", 15672)
+    raw = f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
     return parse_http(raw)
 
 
@@ -285,6 +424,11 @@ def _load_profile(name: str | None, env: dict[str, str]) -> tuple[str | None, di
         raise UsageError(f"profile {name!r} in {path} is not a table")
     for key in ("broker", "result_backend", "rabbitmq_api"):
         SECRETS.add_url(profile.get(key))
+    for key in ("broker_use_ssl", "redis_backend_use_ssl"):
+        if isinstance(profile.get(key), dict):
+            for k in ("ssl_keyfile", "keyfile", "ssl_password", "password"):
+                SECRETS.add(profile[key].get(k) if isinstance(profile[key].get(k), str)
+                            else None)
     return name, profile
 
 

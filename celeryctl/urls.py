@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from celeryctl.status import UsageError
+
+if TYPE_CHECKING:
+    from celeryctl.tls import TLSConfig
 
 BROKER_SCHEMES = {
     "redis": "redis",
@@ -38,6 +42,9 @@ class Endpoint:
     password: str | None = field(repr=False)
     path: str  # decoded path without the leading slash (vhost or db number)
     query: tuple[tuple[str, str], ...] = ()
+    # TLS settings when TLS is on (celeryctl/tls.py): set by targets.resolve from the URL's
+    # ssl_* parameters, the profile and the app; None for a plain connection
+    tls: TLSConfig | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:

@@ -10,6 +10,7 @@ if ! command -v rabbitmq-server >/dev/null 2>&1 && [ ! -x /usr/lib/rabbitmq/bin/
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)  # the terminal test of `queues watch`
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS lab's certificates (lab up --tls, tests)
 command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || need+=(util-linux)  # the exposed-broker scenarios
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -42,6 +42,7 @@ def root(
     broker: o.Broker = None,
     result_backend: o.Backend = None,
     rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None,
     queue: o.Queue = None,
     timeout: o.Timeout = None,
@@ -54,7 +55,7 @@ def root(
     from celeryctl.targets import Flags
 
     ctx.obj = {"flags": Flags(broker, result_backend, rabbitmq_api, vhost, tuple(queue or ()),
-                              timeout, app_, profile), "debug": debug}
+                              timeout, app_, profile, rabbitmq_api_ca), "debug": debug}
 
 
 from celeryctl.cli import act as _act  # noqa: E402

@@ -27,12 +27,14 @@ AuditLog = typer.Option(None, "--audit-log", metavar="PATH", help="Audit log [de
                         "~/.local/state/celeryctl/audit.log].", rich_help_panel="Guard")
 
 
-def action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile):
+def action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+               rabbitmq_api_ca=None):
     """The Ctx of a guarded command: broker-side only (no result backend, no --queue)."""
     from celeryctl.cli.read import Ctx
 
     return Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
-               vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+               vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile,
+               rabbitmq_api_ca=rabbitmq_api_ca)
 
 
 def _guard(c, names: list[str], noun: str, confirm: bool, yes: bool) -> bool:
@@ -128,7 +130,8 @@ def purge(
                                "per queue (task and id from headers)."),
     peek: bool = typer.Option(False, "--peek", help="RabbitMQ: show the first messages too "
                               "(the management API marks them redelivered)."),
-    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
@@ -140,7 +143,8 @@ def purge(
     from celeryctl.render.actions import render_plan
     from celeryctl.status import UsageError
 
-    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+                   rabbitmq_api_ca)
     if not queues and not all_worker_queues:
         raise UsageError("name the queues to purge, or pass --all-worker-queues")
     bpath = Path(backup).expanduser() if backup else None
@@ -292,7 +296,8 @@ def restore(
     to: str | None = typer.Option(None, "--to", metavar="QUEUE", help="Restore every message "
                                   "into this queue instead of its own."),
     confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
-    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
@@ -301,7 +306,8 @@ def restore(
     from celeryctl.actions.backup import BackupError, inspect_backup
     from celeryctl.status import UsageError
 
-    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+                   rabbitmq_api_ca)
     path = Path(file).expanduser()
     try:
         info = inspect_backup(path)
@@ -394,7 +400,8 @@ def kill(
                                    "this name (glob; repeatable). An exact name of a consumer "
                                    "closes it even so."),
     confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
-    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
@@ -408,7 +415,8 @@ def kill(
     from celeryctl.render.actions import render_kill_json, render_kill_plan
     from celeryctl.views import attribute_connections
 
-    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+                   rabbitmq_api_ca)
     f = KillFilters(idle_over, tuple(address or ()), tuple(name or ()))
     if f.empty:  # refused before anything is read
         from celeryctl.status import UsageError

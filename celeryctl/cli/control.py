@@ -53,7 +53,8 @@ def control(
                                help="How long to wait for the change to show (queues, pool "
                                "size; shutdown: until the worker stops answering ping)."),
     confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
-    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
@@ -67,7 +68,8 @@ def control(
     from celeryctl.collect import gather
     from celeryctl.status import UsageError
 
-    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile)
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+                   rabbitmq_api_ca)
     try:
         cmd, arguments = parse_command(command, list(words or []), terminate=terminate,
                                        signal=signal)

@@ -10,6 +10,7 @@ from celeryctl.cli import options as o
 def doctor(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None,
     fmt: str = typer.Option("table", "--format", "-f",
@@ -100,7 +101,7 @@ def doctor(
     else:
         c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
                 rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
-                profile=profile)
+                profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
         g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval,
                                  peek=peek)
         sources, notes, target = g.sources, g.notes, c.target.summary()

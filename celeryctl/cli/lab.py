@@ -46,10 +46,20 @@ def _print_state(st) -> None:
             typer.echo(f"account:  {tier:8s} --broker \"{url}\"{extra}")
     names = ", ".join(w["name"] for w in st.workers) or "none"
     typer.echo(f"workers:  {names} on {st.broker}")
+    if st.tls:
+        t = st.tls
+        typer.echo(f"tls:      CA {t['ca']}; client certificate {t['client_cert']}, key "
+                   f"{t['client_key']} ({'required' if st.tls_client_certs else 'not required'}); "
+                   f"unrelated CA for drills {t['other_ca']}")
     flags = f"--broker {st.shell_broker_url}"
     if st.broker == "rabbitmq" and st.api_url:
         flags += f" --rabbitmq-api '{st.api_url}'"
+        if st.tls:
+            flags += f" --rabbitmq-api-ca '{st.tls['ca']}'"
     run = " ".join(st.run_prefix) + " " if st.run_prefix else ""
+    if st.broker == "rabbitmq" and st.tls_client_certs:  # the API wants the client cert too
+        run += " ".join(f"{k}='{v}'" for k, v in st.api_tls_env().items()
+                        if k != "CELERYCTL_RABBITMQ_API_CA") + " "
     typer.echo(f"try:      {run}celeryctl workers {flags}")
     typer.echo(f"          {run}celeryctl queues {flags}")
     typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
@@ -83,6 +93,12 @@ def up(
     accounts: bool = typer.Option(False, "--accounts", help="Also create the least-privilege "
                                   "accounts of docs/permissions.md (monitor, inspect, "
                                   "operator) on Redis and RabbitMQ."),
+    tls: bool = typer.Option(False, "--tls", help="Serve only TLS: rediss://, amqps:// and "
+                             "the management API over https, with certificates from a private "
+                             "CA the lab makes (the printed URLs carry the CA)."),
+    tls_client_certs: bool = typer.Option(False, "--tls-client-certs", help="With --tls "
+                                          "(implied): the servers also require a client "
+                                          "certificate."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -99,10 +115,14 @@ def up(
 
         if scenario not in SCENARIOS:
             raise UsageError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
+    if (tls or tls_client_certs) and (scenario or sentinels or rabbitmq_nodes > 1):
+        raise UsageError("--tls runs a single Redis and a single RabbitMQ node: it does not "
+                         "combine with --scenario, --sentinels or --rabbitmq-nodes")
     try:
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
                     concurrency=concurrency, progress=_err, scenario=scenario,
-                    rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels, accounts=accounts)
+                    rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels, accounts=accounts,
+                    tls=tls, tls_client_certs=tls_client_certs)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None

@@ -21,6 +21,10 @@ RabbitAPI = Annotated[str | None, typer.Option(
     "--rabbitmq-api", metavar="URL", help="RabbitMQ management API URL (default: derived from an AMQP broker, "
     "http://HOST:15672 with its credentials). [env: CELERYCTL_RABBITMQ_API]",
     rich_help_panel=H, show_default=False)]
+RabbitAPICA = Annotated[str | None, typer.Option(
+    "--rabbitmq-api-ca", metavar="FILE", help="CA certificate(s) to verify an https:// management API "
+    "with (default: the system's; an API derived from a TLS broker: the broker's CA). "
+    "[env: CELERYCTL_RABBITMQ_API_CA]", rich_help_panel=H, show_default=False)]
 Vhost = Annotated[str | None, typer.Option(
     "--vhost", metavar="NAME", help="RabbitMQ virtual host (default: from the broker URL).", rich_help_panel=H,
     show_default=False)]
@@ -41,7 +45,7 @@ Format = Annotated[str, typer.Option(
 
 
 def collect_flags(ctx: typer.Context, broker, result_backend, rabbitmq_api, vhost, queue,
-                  timeout, app, profile):
+                  timeout, app, profile, rabbitmq_api_ca=None):
     """Merge root-level options (ctx.obj) with this command's."""
     from celeryctl.targets import Flags
 
@@ -56,6 +60,7 @@ def collect_flags(ctx: typer.Context, broker, result_backend, rabbitmq_api, vhos
         timeout=timeout if timeout is not None else base.timeout,
         app=app or base.app,
         profile=profile or base.profile,
+        rabbitmq_api_ca=rabbitmq_api_ca or base.rabbitmq_api_ca,
     )
 
 

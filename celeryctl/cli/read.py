@@ -37,6 +37,8 @@ class Ctx:
         self.target = resolve(o.collect_flags(ctx, **flags))
         self.out = make_console()
         self.err = make_console(stderr=True)
+        for line in self.target.tls_warnings:  # before anything else: never silent
+            self.err.print(f"[bold yellow]warning[/]: {line}", markup=True, highlight=False)
 
     @property
     def has_backend(self) -> bool:
@@ -84,6 +86,7 @@ def _workers_status(g) -> int:
 def workers(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
     destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
@@ -93,13 +96,15 @@ def workers(
     if ctx.invoked_subcommand is not None:
         ctx.obj = dict(ctx.obj or {})
         ctx.obj["workers_flags"] = o.collect_flags(ctx, broker, result_backend, rabbitmq_api,
-                                                   vhost, queue, timeout, app_, profile)
+                                                   vhost, queue, timeout, app_, profile,
+                                                   rabbitmq_api_ca)
         return
     from celeryctl.collect import gather
     from celeryctl.views import duplicate_names, worker_rows
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile,
+            rabbitmq_api_ca=rabbitmq_api_ca)
     g = gather(c.target, workers=WORKER_METHODS, destination=list(destination or []) or None,
                backend=c.has_backend)
     rows = worker_rows(g.workers.value) if g.workers.ok else None
@@ -133,6 +138,7 @@ def inspect(
     kind: str = typer.Argument(..., help="active, reserved, scheduled, registered, conf, stats, "
                                "queues, ping, revoked"),
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
     destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
@@ -153,7 +159,8 @@ def inspect(
         ctx.obj = dict(ctx.obj)
         ctx.obj["flags"] = parent
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile,
+            rabbitmq_api_ca=rabbitmq_api_ca)
     g = gather(c.target, workers=(method,), destination=list(destination or []) or None)
     view = g.workers.value if g.workers.ok else None
     from celeryctl.snapfile import redact_document
@@ -205,6 +212,7 @@ queues_app = _group(
 def queues(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
     all_: bool = typer.Option(False, "--all", "-a",
@@ -214,14 +222,15 @@ def queues(
     """True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, consumers,
     rates. Exit 0 observed, 3 the broker could not be read."""
     if _pass_down(ctx, broker, result_backend, rabbitmq_api, vhost, queue, timeout, app_,
-                  profile):
+                  profile, rabbitmq_api_ca):
         return
     from celeryctl.collect import gather
     from celeryctl.status import ExitStatus
     from celeryctl.views import queue_rows
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile,
+            rabbitmq_api_ca=rabbitmq_api_ca)
     g = gather(c.target, queues=True, backend=c.has_backend)
     rows = queue_rows(g.queues.value, include_internal=all_, names=c.target.queues) \
         if g.queues.ok else None
@@ -272,20 +281,22 @@ connections_app = _group(
 def connections(
     ctx: typer.Context,
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None, fmt: o.Format = "table",
 ) -> None:
     """Redis clients (CLIENT LIST) or RabbitMQ connections, with the worker each belongs to.
     Exit 0 observed, 3 the broker (or management API) could not be read."""
     if _pass_down(ctx, broker, result_backend, rabbitmq_api, vhost, queue, timeout, app_,
-                  profile):
+                  profile, rabbitmq_api_ca):
         return
     from celeryctl.collect import gather
     from celeryctl.status import ExitStatus
     from celeryctl.views import attribute_connections, connection_row
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile)
+            vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile,
+            rabbitmq_api_ca=rabbitmq_api_ca)
     g = gather(c.target, connections=True, workers=("stats",), backend=c.has_backend)
     rows = None
     if g.connections.ok:

@@ -28,6 +28,7 @@ def snapshot(
     peek: bool = typer.Option(False, "--peek", help="RabbitMQ: sample queued messages through "
                               "the management API (marks them redelivered)."),
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None,
 ) -> None:
@@ -42,7 +43,7 @@ def snapshot(
         raise UsageError("say where to write it: celeryctl snapshot -o FILE")
     c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
             rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
-            profile=profile)
+            profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
     g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval,
                              peek=peek)
     _save(snap, output, g.elapsed_seconds, include_args, c.err)

@@ -41,7 +41,8 @@ def watch(
     rediscover: float = typer.Option(30.0, "--rediscover", metavar="SECONDS", min=1,
                                      help="How often to look for new queues, consumers and "
                                      "workers (in the background)."),
-    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None, vhost: o.Vhost = None,
+    broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
+    rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
     fmt: o.Format = "table",
 ) -> None:
@@ -60,7 +61,8 @@ def watch(
     if sort not in ("depth", "rate", "name"):
         raise UsageError(f"--sort must be depth, rate or name, got {sort!r}")
     c = Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
-            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile)
+            vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile,
+            rabbitmq_api_ca=rabbitmq_api_ca)
     pats = tuple(patterns or ()) + tuple(c.target.queues)
     watcher = Watcher(c.target, rediscover_seconds=rediscover)
     state = WatchState(queue_warn=queue_warn, queue_crit=queue_crit)

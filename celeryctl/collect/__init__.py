@@ -629,7 +629,8 @@ def _spawn_backend(target: Target, deadline: float):
     from celeryctl.collect.backend import collect_backend
 
     return spawn("backend", lambda: collect_backend(target.result_backend, target.broker,
-                                                    target.timeout), "result backend")
+                                                    target.timeout, target.result_backend_tls),
+                 "result backend")
 
 
 def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:

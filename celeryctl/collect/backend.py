@@ -8,7 +8,10 @@ their status is "not checked", never "ok".
 
 from __future__ import annotations
 
+import dataclasses
+
 from celeryctl.snapshot import BackendStatus
+from celeryctl.tls import TLSConfig
 from celeryctl.urls import Endpoint, parse_endpoint, redact
 
 REDIS_SCHEMES = ("redis", "rediss")
@@ -38,8 +41,10 @@ def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1", "ip6-localhost") else host
 
 
-def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: float
-                    ) -> BackendStatus:
+def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: float,
+                    tls: TLSConfig | None = None) -> BackendStatus:
+    """`tls`: the backend's own TLS (URL parameters over `redis_backend_use_ssl`, resolved by
+    targets); rpc:// travels over the broker's connection and its TLS."""
     kind = backend_kind(url)
     red = redact(url)
     if kind == "none":
@@ -48,7 +53,7 @@ def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: floa
     if kind == "redis" and url and url.split("://", 1)[0].lower() in REDIS_SCHEMES:
         from celeryctl.collect.redis import redis_client
 
-        ep = parse_endpoint(url, what="result backend URL")
+        ep = dataclasses.replace(parse_endpoint(url, what="result backend URL"), tls=tls)
         b = broker[0]
         same_instance = b.kind == "redis" and \
             (_loopback(b.host), b.port) == (_loopback(ep.host), ep.port)
@@ -79,7 +84,7 @@ def collect_backend(url: str | None, broker: tuple[Endpoint, ...], timeout: floa
     if kind == "amqp" and url:
         from celeryctl.collect.rabbitmq import amqp_connect
 
-        ep = parse_endpoint(url, what="result backend URL")
+        ep = dataclasses.replace(parse_endpoint(url, what="result backend URL"), tls=tls)
         conn, _ = amqp_connect((ep,), timeout, None)
         conn.close()
         return BackendStatus(url=red, kind=kind, reachable=True,

@@ -112,6 +112,13 @@ def classify(exc: BaseException) -> tuple[str, str]:
     text = " ".join((str(exc).strip() or type(exc).__name__).split())
     if kind in STATES:
         return kind, _cut(SECRETS.scrub(text))
+    # TLS first: a certificate problem reads like a network one otherwise, and each has its
+    # own fix (CA, host name, client certificate)
+    from celeryctl.collect.tls_errors import describe_tls_error
+
+    tls = describe_tls_error(exc)
+    if tls is not None:
+        return UNREACHABLE, _cut(tls)
     kind, summary = _guess(exc, text)
     text = _cut(SECRETS.scrub(text))
     if summary is None or summary.split(" (")[0].lower() in text.lower():

@@ -21,6 +21,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from celeryctl.collect.tls_errors import describe_tls_error
 from celeryctl.knowledge import RABBIT_RATES_OFF, RABBIT_STATS_DISABLED, classify_queue
 from celeryctl.snapshot import Connection, QueueDepth, RabbitServer
 from celeryctl.urls import Endpoint
@@ -118,6 +119,13 @@ class ManagementAPI:
         # Like RabbitMQ's own clients, no user name means the default guest/guest.
         self.session.auth = (ep.username or "guest",
                              ep.password if ep.password is not None else "guest")
+        # https: the CA from --rabbitmq-api-ca (else the system's), never verify=False
+        from celeryctl.tls import requests_kwargs
+
+        tls = requests_kwargs(ep.tls)
+        self.session.verify = tls["verify"]
+        if "cert" in tls:
+            self.session.cert = tls["cert"]
         host = f"[{ep.host}]" if ":" in ep.host else ep.host
         prefix = "/" + ep.path.strip("/") if ep.path.strip("/") else ""
         if prefix.endswith("/api"):
@@ -136,12 +144,12 @@ class ManagementAPI:
         except requests.exceptions.ReadTimeout:
             raise ManagementError("no answer (read timed out)", kind=UNREACHABLE) from None
         except requests.exceptions.SSLError as exc:
-            raise ManagementError(f"TLS handshake failed: {_tls_reason(exc)}",
-                                  kind=UNREACHABLE) from None
+            raise ManagementError(api_tls_error(exc), kind=UNREACHABLE) from None
         except requests.exceptions.ConnectionError as exc:
             text = str(exc).lower()
             why = "connection refused" if "refused" in text else "cannot connect"
-            raise ManagementError(f"{why}", kind=UNREACHABLE) from None
+            tls = describe_tls_error(exc, fix=API_TLS_FIX)
+            raise ManagementError(tls or f"{why}", kind=UNREACHABLE) from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__}", kind=UNREACHABLE) from None
         if resp.status_code in (401, 403):
@@ -162,6 +170,8 @@ class ManagementAPI:
 
         try:
             resp = self.session.post(self.base + path, json=body, timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(f"{api_tls_error(exc)} on POST {path}") from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on POST {path}") from None
         if resp.status_code in (401, 403):
@@ -178,6 +188,8 @@ class ManagementAPI:
         try:
             resp = self.session.delete(self.base + path, timeout=self.timeout,
                                        headers=headers or {})
+        except requests.exceptions.SSLError as exc:
+            raise ManagementError(f"{api_tls_error(exc)} on DELETE {path}") from None
         except requests.exceptions.RequestException as exc:
             raise ManagementError(f"{type(exc).__name__} on DELETE {path}") from None
         if resp.status_code in (401, 403):
@@ -189,16 +201,16 @@ class ManagementAPI:
         self.session.close()
 
 
-def _tls_reason(exc: BaseException) -> str:
-    """The certificate problem inside a requests SSLError (no URL: it may carry userinfo)."""
-    import re
+API_TLS_FIX = {
+    "verify": "give the CA that signed the management API's certificate with "
+              "--rabbitmq-api-ca FILE (env CELERYCTL_RABBITMQ_API_CA, profile rabbitmq_api_ca)",
+    "client": "the management API requires a client certificate: set rabbitmq_api_cert and "
+              "rabbitmq_api_key (profile) or CELERYCTL_RABBITMQ_API_CERT/_KEY",
+}
 
-    text = str(exc)
-    m = re.search(r"certificate verify failed: ([^(\]')\"]+)", text)
-    if m:
-        return f"certificate verify failed: {m.group(1).strip()}"
-    m = re.search(r"\[SSL[^\]]*\] ([^(\]')\"]+)", text)
-    return m.group(1).strip() if m else "TLS error"
+
+def api_tls_error(exc: BaseException) -> str:
+    return describe_tls_error(exc, fix=API_TLS_FIX) or "TLS handshake failed"
 
 
 def vq(vhost: str) -> str:
@@ -558,7 +570,12 @@ def pika_parameters(ep: Endpoint, timeout: float, vhost: str | None = None,
         stack_timeout=timeout, blocked_connection_timeout=timeout, heartbeat=0,
         client_properties={"connection_name": name},
     )
-    if ep.scheme == "amqps":
+    if ep.tls is not None:  # the same trust as remote control's py-amqp (celeryctl/tls.py)
+        from celeryctl.tls import amqp_server_hostname, ssl_context
+
+        params.ssl_options = pika.SSLOptions(ssl_context(ep.tls, ep.host),
+                                             amqp_server_hostname(ep.tls, ep.host))
+    elif ep.scheme == "amqps":  # an Endpoint not resolved by targets: verified, system CAs
         import ssl
 
         params.ssl_options = pika.SSLOptions(ssl.create_default_context(), ep.host)
@@ -591,6 +608,9 @@ def describe_amqp_error(exc: BaseException) -> tuple[str, str] | None:
 
     from celeryctl.collect.errors import AUTH_FAILED, DENIED, UNREACHABLE
 
+    tls = describe_tls_error(exc)
+    if tls is not None:
+        return UNREACHABLE, tls
     if isinstance(exc, (pe.ProbableAuthenticationError, pe.AuthenticationError)):
         return AUTH_FAILED, "authentication failed (ACCESS_REFUSED: wrong user name or password)"
     if isinstance(exc, pe.ProbableAccessDeniedError):
@@ -605,8 +625,6 @@ def describe_amqp_error(exc: BaseException) -> tuple[str, str] | None:
                 return why
         # pika wraps socket errors in its connector's own exceptions: read the text
         text = repr(exc).lower()
-        if "certificate verify failed" in text or "sslerror" in text or "ssl:" in text:
-            return UNREACHABLE, "TLS handshake failed"
         if "refused" in text:
             return UNREACHABLE, "connection refused"
         if "timeout" in text or "timed out" in text:

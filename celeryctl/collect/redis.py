@@ -37,7 +37,8 @@ CONFIG_KEYS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory", "maxmemory
 
 def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
     """A redis-py client with connect and read timeouts and no retries (redis-py >= 6
-    otherwise retries 3 times with backoff, which would break the time budget)."""
+    otherwise retries 3 times with backoff, which would break the time budget). TLS from
+    `ep.tls` (URL parameters, profile, app: see celeryctl/tls.py)."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -49,14 +50,12 @@ def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
         retry=Retry(NoBackoff(), 0), health_check_interval=0,
         client_name=None, decode_responses=False,
     )
-    if ep.scheme == "rediss":
-        import ssl
+    if ep.tls is not None:
+        from celeryctl.tls import redis_ssl_kwargs
 
-        params = dict(ep.query)
-        kwargs["ssl"] = True
-        reqs = params.get("ssl_cert_reqs", "required").lower()
-        kwargs["ssl_cert_reqs"] = {"none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE,
-                                   "optional": ssl.CERT_OPTIONAL}.get(reqs, ssl.CERT_REQUIRED)
+        kwargs.update(ssl=True, **redis_ssl_kwargs(ep.tls))
+    elif ep.scheme == "rediss":  # an Endpoint not resolved by targets: TLS, verified
+        kwargs.update(ssl=True, ssl_cert_reqs="required")
     return redis.Redis(**kwargs)
 
 
@@ -65,11 +64,19 @@ def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | Non
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from celeryctl.tls import redis_ssl_kwargs, resolve_tls, settings_from_mapping
+
     skw = (options or {}).get("sentinel_kwargs") or {}
+    # the sentinels' own TLS is kombu's `sentinel_kwargs` (ssl=True, ssl_ca_certs, ...);
+    # broker_use_ssl is for the master, as in kombu's SentinelChannel
+    ssl_opts = {k: v for k, v in skw.items() if k.startswith("ssl_")}
+    layer = settings_from_mapping(ssl_opts or bool(skw.get("ssl")), "sentinel_kwargs")
+    tls = resolve_tls("sentinel", [("sentinel_kwargs", layer)])
+    ssl_kwargs = dict(ssl=True, **redis_ssl_kwargs(tls)) if tls is not None else {}
     return redis.Redis(host=ep.host, port=ep.port, password=skw.get("password") or None,
                        username=skw.get("username") or None,
                        socket_connect_timeout=timeout, socket_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0), health_check_interval=0)
+                       retry=Retry(NoBackoff(), 0), health_check_interval=0, **ssl_kwargs)
 
 
 def resolve_sentinel_master(endpoints: tuple[Endpoint, ...], timeout: float,
@@ -96,9 +103,11 @@ def resolve_sentinel_master(endpoints: tuple[Endpoint, ...], timeout: float,
                 auth = (quote(ep.username, safe="") if ep.username else "") + ":" + \
                     quote(ep.password, safe="") + "@"
             db = ep.path or "0"
+            # the master is reached with the broker's TLS settings (kombu: broker_use_ssl
+            # makes the managed master connections SSL)
             return Endpoint(raw=f"redis://{auth}{host}:{port}/{db}", scheme="redis",
                             host=host, port=port, username=ep.username,
-                            password=ep.password, path=db)
+                            password=ep.password, path=db, tls=ep.tls)
         except Exception as exc:  # noqa: BLE001 - try the next sentinel
             errors.append(f"sentinel {ep.address}: {describe_error(exc)}")
         finally:

@@ -59,8 +59,25 @@ def kombu_connection(ep: Endpoint, timeout: float, transport_options: dict[str, 
                     # named, so `connections` shows it as celeryctl's and `kill` never picks it
                     client_properties={"connection_name": "celeryctl remote control"})
     url = ep.raw.replace("pyamqp://", "amqp://", 1) if ep.scheme == "pyamqp" else ep.raw
+    url, ssl = _url_and_ssl(ep, url)
     return Connection(url, connect_timeout=timeout, heartbeat=0, transport_options=opts,
-                      ssl=ep.scheme in ("amqps",) or None)
+                      ssl=ssl)
+
+
+def _url_and_ssl(ep: Endpoint, url: str) -> tuple[str, dict[str, Any] | None]:
+    """kombu's `ssl=` from `ep.tls`, in the names its transport hands on: redis-py's for Redis
+    (`ssl_ca_certs`, ...), py-amqp's for AMQP (`ca_certs`, `server_hostname`, ...). The URL's
+    own `ssl_*` parameters are taken out: kombu would use them *instead of* `ssl=`, and
+    py-amqp rejects those names (TypeError)."""
+    if ep.tls is None:
+        return url, None
+    from celeryctl.tls import amqp_sslopts, redis_ssl_kwargs, strip_tls_query
+
+    url = strip_tls_query(url)
+    if ep.kind == "redis":
+        return url, redis_ssl_kwargs(ep.tls)
+    # an amqp:// URL without a port and with TLS on: kombu picks 5671 itself, as targets does
+    return url, amqp_sslopts(ep.tls, ep.host)
 
 
 def connect(endpoints: tuple[Endpoint, ...], timeout: float, transport_options: dict[str, Any]):

@@ -8,6 +8,11 @@ CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD
 (a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds),
 CELERYCTL_LAB_RISKY=1 (broker_pool_limit 1, no acquire timeout, retry_on_startup unset,
 non-UTC timezone).
+
+TLS (`lab up --tls`): a rediss:// broker URL carries the CA (and client certificate) as
+`ssl_*` query parameters, which kombu hands to redis-py. An amqps:// URL cannot (kombu passes
+them to py-amqp, which rejects those names): the demo app moves them into `broker_use_ssl`,
+in py-amqp's names, as a real deployment configures it.
 """
 
 from __future__ import annotations
@@ -28,8 +33,25 @@ if os.environ.get("CELERYCTL_LAB_MASTER_NAME"):  # behind Redis Sentinel
 if os.environ.get("CELERYCTL_LAB_VISIBILITY"):
     _transport["visibility_timeout"] = float(os.environ["CELERYCTL_LAB_VISIBILITY"])
 
+_broker_url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+_broker_use_ssl = None
+if _broker_url.startswith(("amqps://", "amqp://", "pyamqp://")) and "ssl_" in _broker_url:
+    from urllib.parse import parse_qsl, urlsplit
+
+    from celeryctl.tls import amqp_sslopts, resolve_tls, settings_from_query, strip_tls_query
+
+    _parts = urlsplit(_broker_url)
+    _tls = resolve_tls(_parts.scheme, [("URL", settings_from_query(
+        parse_qsl(_parts.query), "CELERY_BROKER_URL"))])
+    if _tls is not None:
+        _broker_use_ssl = amqp_sslopts(_tls, _parts.hostname or "localhost")
+        _broker_url = strip_tls_query(_broker_url)
+        # Celery reads CELERY_BROKER_URL before broker_url: the stripped URL goes there too
+        os.environ["CELERY_BROKER_URL"] = _broker_url
+
 app.conf.update(
-    broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    broker_url=_broker_url,
+    broker_use_ssl=_broker_use_ssl,
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
     broker_transport_options=_transport,
     broker_connection_retry_on_startup=(

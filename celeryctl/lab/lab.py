@@ -34,6 +34,10 @@ class LabState:
     run_prefix: list[str] = field(default_factory=list)
     sentinels: list[dict] = field(default_factory=list)  # Redis Sentinel in front of redis
     replicas: list[dict] = field(default_factory=list)
+    # `up --tls`: the certificates (celeryctl/lab/tls.py LabCerts.as_dict) and whether the
+    # servers require client certificates
+    tls: dict | None = None
+    tls_client_certs: bool = False
     # least-privilege accounts (docs/permissions.md): {"redis"|"rabbitmq": {tier: {user,
     # password_file}}}
     accounts: dict = field(default_factory=dict)
@@ -82,6 +86,16 @@ class LabState:
     def api_url(self) -> str | None:
         return self.rabbitmq["info"]["api"] if self.rabbitmq else None
 
+    def api_tls_env(self) -> dict[str, str]:
+        """The management API's CA (and client certificate, when the lab requires one)."""
+        if not self.tls or not self.rabbitmq:
+            return {}
+        out = {"CELERYCTL_RABBITMQ_API_CA": self.tls["ca"]}
+        if self.tls_client_certs:
+            out.update(CELERYCTL_RABBITMQ_API_CERT=self.tls["client_cert"],
+                       CELERYCTL_RABBITMQ_API_KEY=self.tls["client_key"])
+        return out
+
     def env(self) -> dict[str, str]:
         """Shell words (double-quoted) to export."""
         out = {}
@@ -89,6 +103,7 @@ class LabState:
             out["CELERY_BROKER_URL"] = self.shell_broker_url
         if self.api_url and self.broker == "rabbitmq":
             out["CELERYCTL_RABBITMQ_API"] = f'"{self.api_url}"'
+            out.update({k: f'"{v}"' for k, v in self.api_tls_env().items()})
         return out
 
 
@@ -122,8 +137,18 @@ def save(st: LabState) -> None:
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
        pool: str = "prefork", concurrency: int = 2, progress=print,
        scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0,
-       accounts: bool = False) -> LabState:
+       accounts: bool = False, tls: bool = False, tls_client_certs: bool = False
+       ) -> LabState:
+    """`accounts`: also create the least-privilege accounts of docs/permissions.md. `tls`:
+    Redis and RabbitMQ serve only TLS (rediss://, amqps://, https management API) with
+    certificates the lab makes in DIR/tls; `tls_client_certs`: they also require a client
+    certificate (the lab's, in the printed URLs)."""
     from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
+
+    tls = tls or tls_client_certs
+    if tls and (scenario or sentinels or rabbitmq_nodes > 1):
+        raise s.LabError("--tls runs a single Redis and a single RabbitMQ node: it does not "
+                         "combine with --scenario, --sentinels or --rabbitmq-nodes")
 
     spec = None
     if scenario is not None:
@@ -146,10 +171,19 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
     if exposed:
         s.bring_loopback_up()
         st.netns = s.netns_id()
+    server_tls = None
     try:
+        if tls:
+            from celeryctl.lab.tls import ServerTLS, make_certs
+
+            progress("making TLS certificates (a private CA, server and client) ...")
+            certs = make_certs(d / "tls")
+            server_tls = ServerTLS(certs, client_certs="yes" if tls_client_certs else "no")
+            st.tls, st.tls_client_certs = certs.as_dict(), tls_client_certs
+            save(st)
         if s.redis_binary():
-            progress("starting redis-server ...")
-            st.redis = s.to_dict(s.start_redis(d, bind_all=exposed,
+            progress("starting redis-server" + (" (TLS only)" if tls else "") + " ...")
+            st.redis = s.to_dict(s.start_redis(d, bind_all=exposed, tls=server_tls,
                                                password=spec.redis_password if spec else None,
                                                extra=list(spec.redis_args) if spec else None))
             if exposed:
@@ -169,9 +203,11 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 st.rabbitmq_peers = [s.to_dict(n) for n in nodes[1:]]
                 save(st)
             elif s.rabbitmq_binary():
-                progress("starting rabbitmq-server with the management plugin (a few seconds) ...")
+                progress("starting rabbitmq-server with the management plugin"
+                         + (" (amqps and https only)" if tls else "") + " (a few seconds) ...")
                 st.rabbitmq = s.to_dict(s.start_rabbitmq(
-                    d, fd_limit=spec.rabbitmq_fd_limit if spec else None, bind_all=exposed))
+                    d, fd_limit=spec.rabbitmq_fd_limit if spec else None, bind_all=exposed,
+                    tls=server_tls))
                 save(st)
             elif broker == "rabbitmq":
                 raise s.LabError("rabbitmq-server is not installed "
@@ -298,8 +334,8 @@ def down(d: Path, progress=print) -> list[str]:
             stopped.append(f"{p.kind} {p.name}")
     if st.netns:
         s.kill_namespace(st.netns)
-    for sub in ("redis", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,
-                                               *st.sentinels, *st.replicas] if p)):
+    for sub in ("redis", "tls", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,
+                                                      *st.sentinels, *st.replicas] if p)):
         shutil.rmtree(Path(st.dir) / sub, ignore_errors=True)
     state_path(d).unlink(missing_ok=True)
     return stopped

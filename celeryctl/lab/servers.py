@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from celeryctl.lab.tls import ServerTLS
+
 RABBIT_BIN_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/local/lib/rabbitmq/bin")
 MARKER_VAR = "CELERYCTL_LAB_PROCESS"
 
@@ -167,20 +169,28 @@ def rabbitmq_binary() -> str | None:
 
 
 def start_redis(base: Path, *, port: int | None = None, password: str | None = None,
-                name: str = "redis", bind_all: bool = False,
+                name: str = "redis", bind_all: bool = False, tls: ServerTLS | None = None,
                 extra: list[str] | None = None) -> Proc:
-    """`extra`: more redis-server arguments (a scenario's `--rename-command CONFIG ""`)."""
+    """`tls`: serve TLS on `port` (`--tls-port`) with the lab's certificates, the plain port
+    off (`--port 0`) unless `tls.plain_port`; the URL then is rediss:// with the CA (and the
+    client certificate when the server requires one) as query parameters. `extra`: more
+    redis-server arguments (a scenario's `--rename-command CONFIG ""`)."""
     binary = redis_binary()
     if not binary:
         raise LabError("redis-server is not installed (apt-get install redis-server)")
     port = port or free_port()
     d = base / name
     d.mkdir(parents=True, exist_ok=True)
+    plain = port if tls is None else (free_port() if tls.plain_port else 0)
     # AOF on: the lab should look like a sane production broker (doctor BRK004 stays quiet)
     # bind_all: every interface (only ever inside a private network namespace, see netns)
-    cmd = [binary, "--port", str(port), "--bind", "* -::*" if bind_all else "127.0.0.1",
+    cmd = [binary, "--port", str(plain), "--bind", "* -::*" if bind_all else "127.0.0.1",
            "--save", "", "--appendonly", "yes",
            "--dir", str(d), "--daemonize", "no", "--protected-mode", "no", *(extra or [])]
+    if tls is not None:
+        cmd += ["--tls-port", str(port), "--tls-cert-file", tls.cert,
+                "--tls-key-file", tls.key, "--tls-ca-cert-file", tls.certs.ca,
+                "--tls-auth-clients", tls.client_certs]
     if password:
         # 0600 files, never the command line (ps) or celeryctl's output: the URL in the state
         # file has no password; `lab env` reads it with $(cat password_file)
@@ -194,6 +204,9 @@ def start_redis(base: Path, *, port: int | None = None, password: str | None = N
     _wait_or_stop(Proc("redis", name, pid, marker, str(log)), lambda: port_open(port), 10,
                   f"redis-server on port {port}", log)
     info = {"port": port, "url": f"redis://127.0.0.1:{port}/0"}
+    if tls is not None:
+        info.update(url=f"rediss://127.0.0.1:{port}/0?" + tls.redis_query(), tls=tls.summary(),
+                    plain_port=plain or None)
     if password:
         info["password_file"] = str(d / "password")
     return Proc("redis", name, pid, marker, str(log), info)
@@ -288,17 +301,19 @@ def shell_url(info: dict) -> str:
 
 def start_rabbitmq(base: Path, *, name: str = "rabbitmq", timeout: float = 90.0,
                    attempts: int = 3, fd_limit: int | None = None, cookie: str | None = None,
-                   net_ticktime: int | None = None, bind_all: bool = False) -> Proc:
+                   net_ticktime: int | None = None, bind_all: bool = False,
+                   tls: ServerTLS | None = None) -> Proc:
     """Start a node; if it dies during boot (a port taken meanwhile), retry on new ports.
     `fd_limit` starts it under `ulimit -n fd_limit` (a node short of file descriptors);
     `cookie` and `net_ticktime` are for clusters (nodes share the cookie; a short tick time
-    makes a paused node count as gone within seconds)."""
+    makes a paused node count as gone within seconds). `tls`: AMQP over TLS (amqps://) and
+    the management API over https, with no plain listener."""
     last: LabError | None = None
     for _ in range(attempts):
         try:
             return _start_rabbitmq_once(base, name=name, timeout=timeout, fd_limit=fd_limit,
                                         cookie=cookie, net_ticktime=net_ticktime,
-                                        bind_all=bind_all)
+                                        bind_all=bind_all, tls=tls)
         except LabError as exc:
             last = exc
             shutil.rmtree(base / name, ignore_errors=True)
@@ -357,7 +372,8 @@ def start_rabbitmq_cluster(base: Path, nodes: int = 2, *, net_ticktime: int | No
 
 def _start_rabbitmq_once(base: Path, *, name: str, timeout: float,
                          fd_limit: int | None = None, cookie: str | None = None,
-                         net_ticktime: int | None = None, bind_all: bool = False) -> Proc:
+                         net_ticktime: int | None = None, bind_all: bool = False,
+                         tls: ServerTLS | None = None) -> Proc:
     binary = rabbitmq_binary()
     if not binary:
         raise LabError("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
@@ -367,10 +383,14 @@ def _start_rabbitmq_once(base: Path, *, name: str, timeout: float,
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "enabled_plugins").write_text("[rabbitmq_management].\n")
     listen = str(amqp) if bind_all else f"127.0.0.1:{amqp}"  # bind_all: see netns below
+    if tls is None:
+        listeners = (f"listeners.tcp.default = {listen}\n"
+                     f"management.tcp.port = {mgmt}\n"
+                     f"management.tcp.ip = 127.0.0.1\n")
+    else:
+        listeners = _rabbit_tls_conf(tls, d, listen, mgmt)
     (d / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = {listen}\n"
-        f"management.tcp.port = {mgmt}\n"
-        f"management.tcp.ip = 127.0.0.1\n"
+        listeners +
         "collect_statistics_interval = 500\n"
         "loopback_users = none\n"
     )
@@ -389,17 +409,22 @@ def _start_rabbitmq_once(base: Path, *, name: str, timeout: float,
         env["RABBITMQ_ADVANCED_CONFIG_FILE"] = str(d / "advanced.config")
     log = d / "server.log"
     pid, marker = _spawn([binary], log, env=env, cwd=str(d), fd_limit=fd_limit)
-    proc = Proc("rabbitmq", name, pid, marker, str(log),
-                {"amqp_port": amqp, "management_port": mgmt, "node": node, "dir": str(d),
-                 # no userinfo: every client defaults to RabbitMQ's guest/guest
-                 "url": f"amqp://127.0.0.1:{amqp}//",
-                 "api": f"http://127.0.0.1:{mgmt}"})
+    info = {"amqp_port": amqp, "management_port": mgmt, "node": node, "dir": str(d),
+            # no userinfo: every client defaults to RabbitMQ's guest/guest
+            "url": f"amqp://127.0.0.1:{amqp}//",
+            "api": f"http://127.0.0.1:{mgmt}"}
+    if tls is not None:
+        # the ssl_* query parameters are celeryctl's (kombu hands them to py-amqp, which
+        # rejects them): lab workers get the same settings as broker_use_ssl instead
+        info.update(url=f"amqps://127.0.0.1:{amqp}//?" + tls.redis_query(),
+                    api=f"https://127.0.0.1:{mgmt}", tls=tls.summary())
+    proc = Proc("rabbitmq", name, pid, marker, str(log), info)
 
     def ready() -> bool:
         if not proc.alive():
             raise LabError(f"rabbitmq-server exited during start-up; see {log} and {d / 'log'}")
         # both listeners: the management one can be up while AMQP fails to bind
-        return port_open(amqp) and _http_ok(f"http://127.0.0.1:{mgmt}/api/overview")
+        return port_open(amqp) and _http_ok(f"{info['api']}/api/overview", tls)
 
     _wait_or_stop(proc, ready, timeout, f"rabbitmq-server (management on {mgmt})", log)
     return proc
@@ -458,17 +483,43 @@ def kill_namespace(ns: str) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, tls: ServerTLS | None = None) -> bool:
     import base64
     import urllib.request
 
     req = urllib.request.Request(url, headers={
         "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+    context = None
+    if tls is not None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=tls.certs.ca)
+        context.load_cert_chain(tls.certs.client_cert, tls.certs.client_key)
     try:
-        with urllib.request.urlopen(req, timeout=1) as resp:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(req, timeout=1, context=context) as resp:  # noqa: S310
             return resp.status == 200
     except OSError:
         return False
+
+
+def _rabbit_tls_conf(tls: ServerTLS, d: Path, listen: str, mgmt: int) -> str:
+    """rabbitmq.conf lines: no plain listener; AMQP over TLS (`listeners.ssl.default`,
+    `ssl_options.*`) and the management plugin over https (`management.ssl.*`), both checking
+    a client certificate when one is given and, with `client_certs == "yes"`, requiring it.
+    The node reads its own copy of the key (0600, owned by `rabbitmq` when run as root: the
+    Debian wrapper drops privileges to that user)."""
+    from celeryctl.lab.tls import server_key_for
+
+    key = server_key_for(tls.certs, d / "tls", owner="rabbitmq") if tls.server_key is None \
+        else tls.key
+    required = "true" if tls.requires_client_cert else "false"
+    lines = ["listeners.tcp = none", f"listeners.ssl.default = {listen}"]
+    for prefix in ("ssl_options", "management.ssl"):
+        lines += [f"{prefix}.cacertfile = {tls.certs.ca}", f"{prefix}.certfile = {tls.cert}",
+                  f"{prefix}.keyfile = {key}", f"{prefix}.verify = verify_peer",
+                  f"{prefix}.fail_if_no_peer_cert = {required}"]
+    lines += [f"management.ssl.port = {mgmt}", "management.ssl.ip = 127.0.0.1"]
+    return "\n".join(lines) + "\n"
 
 
 def expand_node_name(name: str) -> str:
