@@ -120,6 +120,8 @@ class _Loop:
         if d.error and d.queues:
             notes.append(f"rediscovery failed, showing the queues known "
                          f"{human_seconds(time.time() - d.time)} ago: {d.error}")
+        if d.partial:
+            notes.append(d.partial)
         if t.broker_kind == "redis":
             notes.append("Redis keeps no per-queue counters: in/out shown only for queues no "
                          "worker consumes; net rate and drain time from successive samples")
@@ -141,10 +143,14 @@ class _Loop:
         age = self.state.age_seconds()
         return [
             {"name": "broker", "url": self.c.target.broker_redacted, "ok": obs.ok,
-             "error": obs.error, "elapsed_seconds": round(obs.elapsed_seconds or 0.0, 4),
+             "state": obs.state, "error": obs.error,
+             "elapsed_seconds": round(obs.elapsed_seconds or 0.0, 4),
              "stale_seconds": round(age, 1) if obs.error and age is not None else None},
-            {"name": "discovery", "ok": d.error is None, "error": d.error,
+            {"name": "discovery", "ok": d.error is None,
+             "state": "observed" if d.error is None else (d.state or "failed"),
+             "error": d.error, "partial": d.partial,
              "age_seconds": round(time.time() - d.time, 1) if d.time else None,
+             "workers_state": "observed" if d.workers is not None else d.worker_state,
              "workers_error": d.worker_error},
         ]
 

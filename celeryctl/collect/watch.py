@@ -65,8 +65,11 @@ class Discovery:
     queues: dict[str, Any] = field(default_factory=dict)  # name -> QueueDepth
     workers: int | None = None
     worker_error: str | None = None
+    worker_state: str | None = None  # permission-denied, unreachable, ... (collect/errors.py)
     options: dict[str, Any] | None = None  # Redis transport options (detected key prefix)
     error: str | None = None
+    state: str | None = None
+    partial: str | None = None  # queues discovered only in part (no SCAN, no management API)
     notes: list[str] = field(default_factory=list)
 
 
@@ -91,12 +94,15 @@ class Watcher:
         if g.queues.ok:
             d.queues = {q.name: q for q in g.queues.value}
             d.notes = list(g.queues.notes or [])
+            d.partial = g.queues.partial
         else:
             d.error = g.queues.error or next((s.error for s in g.sources if not s.ok), None)
+            d.state = g.queues.state
         if g.workers.ok:
             d.workers = len({n.name for n in g.workers.value.nodes})
         else:
             d.worker_error = g.workers.error
+            d.worker_state = g.workers.state
         d.options = g.worker_options
         with self._lock:
             if d.error is None or not self.discovery.queues:
@@ -134,12 +140,12 @@ class Watcher:
                 s = self._sample_redis()
             else:
                 s = self._sample_rabbit()
-        except Exception as exc:  # noqa: BLE001 - any transport failure is "unreachable"
-            from celeryctl.collect.bounded import describe_error
+        except Exception as exc:  # noqa: BLE001 - reported with its kind, retried next time
+            from celeryctl.collect.errors import classify
 
             self._client = None
-            return Observed(error=f"broker {self.target.broker_redacted}: "
-                                  f"{describe_error(exc)}",
+            kind, text = classify(exc)
+            return Observed(error=f"broker {self.target.broker_redacted}: {text}", kind=kind,
                             elapsed_seconds=time.monotonic() - started)
         return Observed(s, source="broker", elapsed_seconds=time.monotonic() - started)
 
@@ -154,18 +160,27 @@ class Watcher:
         layout = RedisLayout.from_options(d.options or self.target.transport_options)
         names = sorted(d.queues)
         # one round trip up to 2,500 queues; bounded batches beyond
+        # a key this account may not read (or not a list) costs that queue only: unknown
         out = pipelined(self._client, [("llen", (layout.key(q, step),)) for q in names
                                        for step in layout.priority_steps]
-                        + [("hlen", (f"{layout.prefix}unacked",))], batch=WATCH_BATCH)
+                        + [("hlen", (f"{layout.prefix}unacked",))], batch=WATCH_BATCH,
+                        raise_on_error=False)
+        if out and all(isinstance(v, Exception) for v in out):
+            raise out[0]  # nothing readable: the sample failed, with its reason
         now = time.time()
         steps = len(layout.priority_steps)
         readings = []
         for i, q in enumerate(names):
             known = d.queues[q]
+            lens = out[i * steps:(i + 1) * steps]
+            ready = None if any(isinstance(v, Exception) for v in lens) else \
+                sum(int(v or 0) for v in lens)
             readings.append(QueueReading(
-                q, sum(int(v or 0) for v in out[i * steps:(i + 1) * steps]),
-                unacked=known.unacked, consumers=known.consumers, internal=known.internal))
-        return Sample(now, readings, unacked_total=int(out[-1] or 0))
+                q, ready, unacked=known.unacked, consumers=known.consumers,
+                internal=known.internal))
+        total = out[-1]
+        return Sample(now, readings,
+                      unacked_total=None if isinstance(total, Exception) else int(total or 0))
 
     def _sample_rabbit(self) -> Sample:
         from celeryctl.collect.rabbitmq import ManagementAPI, queue_from_api, vq
