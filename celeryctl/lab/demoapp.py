@@ -8,6 +8,9 @@ CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD
 (a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds),
 CELERYCTL_LAB_RISKY=1 (broker_pool_limit 1, no acquire timeout, retry_on_startup unset,
 non-UTC timezone).
+
+It imports only the standard library, celery and kombu (redis inside one task): the lab runs
+it with older Celery releases from their own virtualenvs, which hold nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import time
 
 from celery import Celery
+from celery.app.defaults import DEFAULTS as _KNOWN
 from kombu import Queue
 
 app = Celery("celeryctl_lab")
@@ -28,13 +32,12 @@ if os.environ.get("CELERYCTL_LAB_MASTER_NAME"):  # behind Redis Sentinel
 if os.environ.get("CELERYCTL_LAB_VISIBILITY"):
     _transport["visibility_timeout"] = float(os.environ["CELERYCTL_LAB_VISIBILITY"])
 
-app.conf.update(
+_settings = dict(
     broker_url=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"),
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
     broker_transport_options=_transport,
-    broker_connection_retry_on_startup=(
+    broker_connection_retry_on_startup=(  # Celery >= 5.3
         None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else True),
-    # Celery >= 5.7; ignored by older versions
     broker_pool_acquire_timeout=None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
     broker_pool_limit=1 if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
     timezone="Europe/Paris" if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else None,
@@ -57,6 +60,11 @@ app.conf.update(
     if os.environ.get("CELERYCTL_LAB_TIME_LIMIT") else None,
     worker_hijack_root_logger=False,
 )
+# The lab runs this module under every Celery from 5.2 on (`lab up --celery-versions`): a
+# setting this Celery does not know (broker_connection_retry_on_startup before 5.3,
+# broker_pool_acquire_timeout before 5.7) is left out rather than set to no effect, so
+# `inspect conf` shows what the worker really runs with.
+app.conf.update({k: v for k, v in _settings.items() if k in _KNOWN})
 if os.environ.get("CELERYCTL_LAB_SETTINGS"):  # any extra settings, as a JSON object
     import json
 
@@ -109,3 +117,10 @@ if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks thi
     @app.task(name="celeryctl.lab.demoapp.fail")
     def fail() -> None:
         raise RuntimeError("demo failure")
+
+
+@app.task(name="celeryctl.lab.demoapp.arg_type")
+def arg_type(value) -> list:
+    """What the task received, as the worker's kombu decoded it: [type name, repr]. (kombu
+    5.2 decodes the {"__type__": ...} JSON markers of kombu >= 5.3 as plain dicts.)"""
+    return [type(value).__name__, repr(value)[:200]]

@@ -22,6 +22,15 @@ class WorkerSpec:
     pool: str = "threads"
     concurrency: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    # "5.2", "5.3", "5.5", "5.7": run the worker with that Celery release, from its lab
+    # virtualenv (celeryctl.lab.venvs); None: the Celery celeryctl runs with
+    celery_version: str | None = None
+
+
+def version_workers(versions: list[str] | tuple[str, ...], **kw: Any) -> tuple[WorkerSpec, ...]:
+    """One worker per Celery version, named after it: `c52@%h`, `c57@%h`."""
+    return tuple(WorkerSpec(f"c{v.replace('.', '')}@%h", celery_version=v, **kw)
+                 for v in versions)
 
 
 @dataclass
