@@ -600,14 +600,13 @@ def _mixed_rabbitmq(ctx: ScenarioContext) -> None:
     must not be given: WRK008 says why)."""
     import pika
 
-    _dlx_policy(ctx)
     conn = pika.BlockingConnection(pika.ConnectionParameters(
         "127.0.0.1", ctx.rabbitmq_nodes[0]["amqp_port"], connection_attempts=1,
         socket_timeout=5))
-    conn.channel().queue_declare("orders-quorum", durable=True,
-                                 arguments={"x-queue-type": "quorum"})
+    conn.channel().queue_declare("reports", durable=True, arguments={"x-queue-type": "quorum"})
     conn.close()
-    _wait_api(ctx, lambda qs: (qs.get("orders-quorum") or {}).get("type") == "quorum")
+    _dlx_policy(ctx, extra=("reports",))
+    _wait_api(ctx, lambda qs: (qs.get("reports") or {}).get("type") == "quorum")
 
 
 def _sentinel_master_down(ctx: ScenarioContext) -> None:
