@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LAB_DIR ?= $(CURDIR)/.lab
 export CELERYCTL_LAB_DIR := $(LAB_DIR)
 
-.PHONY: demo test deps venv lint bench clean lab-down
+.PHONY: demo test deps venv lab-venvs lint bench clean lab-down
 
 deps:
 	@bash scripts/install-deps.sh
@@ -29,11 +29,17 @@ demo: venv
 	  echo; echo '$$ celeryctl doctor'; $(BIN)/celeryctl doctor; true
 	@echo; echo "lab still running: 'make lab-down' (or .venv/bin/celeryctl lab down) stops it"
 
+lab-venvs: venv
+	$(BIN)/celeryctl lab venvs
+
 lab-down:
 	-$(BIN)/celeryctl lab down
 
 test: venv
 	$(BIN)/ruff check celeryctl tests benchmarks
+	@# the older-Celery virtualenvs the mixed-version tests run workers from (about 15 s
+	@# from PyPI, reused when present)
+	$(BIN)/celeryctl lab venvs
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: venv

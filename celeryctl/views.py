@@ -17,7 +17,41 @@ POOL_NAMES = {
     "celery.concurrency.solo:TaskPool": "solo",
     "celery.concurrency.eventlet:TaskPool": "eventlet",
     "celery.concurrency.gevent:TaskPool": "gevent",
+    # the aliases Celery's -P accepts (celery/concurrency/__init__.py ALIASES)
+    "prefork": "prefork", "processes": "prefork", "threads": "threads", "solo": "solo",
+    "eventlet": "eventlet", "gevent": "gevent",
 }
+
+
+def pool_name(stats: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(pool, how it was known) from a `stats` reply.
+
+    Celery >= 5.3 names it: `pool.implementation` ("celery.concurrency.thread:TaskPool").
+    Celery <= 5.2 does not, and `conf.worker_pool` cannot stand in: it is the *configured*
+    pool, not the `-P` given on the command line (5.2's WorkersPool.convert reads it only
+    when -P is left at prefork), so a `-P threads` worker says "prefork" there (seen on a real
+    5.2.7 worker). Each 5.2 pool's `_get_info` leaves its own keys instead, which name it:
+    prefork `writes`, threads `threads`, eventlet `free-threads`, solo `processes` equal to
+    the worker's own pid; gevent adds nothing (only `max-concurrency`)."""
+    pool = stats.get("pool") if isinstance(stats.get("pool"), dict) else {}
+    impl = pool.get("implementation")
+    if isinstance(impl, str) and impl:
+        return POOL_NAMES.get(impl, impl), "stats.pool.implementation"
+    if not pool:
+        return None, None
+    if "writes" in pool:
+        name = "prefork"
+    elif "threads" in pool:
+        name = "threads"
+    elif "free-threads" in pool:
+        name = "eventlet"
+    elif pool.get("processes") == [stats.get("pid")]:
+        name = "solo"
+    elif set(pool) == {"max-concurrency"}:
+        name = "gevent"
+    else:
+        return None, None
+    return name, "inferred from stats.pool (Celery <= 5.2)"
 
 
 def _count(reply: Any) -> int | None:
@@ -31,14 +65,19 @@ def worker_rows(view: WorkersView) -> list[dict[str, Any]]:
         r = node.replies
         stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
         pool = stats.get("pool") or {}
-        impl = pool.get("implementation")
+        pool_kind, pool_source = pool_name(stats)
         rusage = stats.get("rusage") or {}
         total = stats.get("total")
         queues = r.get("active_queues")
+        versions = r.get("report") if isinstance(r.get("report"), dict) else {}
         rows.append({
             "name": node.name,
             "ok": True,
-            "pool": POOL_NAMES.get(impl, impl),
+            "celery_version": versions.get("celery"),
+            "kombu_version": versions.get("kombu"),
+            "python_version": versions.get("python"),
+            "pool": pool_kind,
+            "pool_source": pool_source,
             "concurrency": pool.get("max-concurrency"),
             "active": _count(r.get("active")),
             "reserved": _count(r.get("reserved")),
@@ -56,7 +95,9 @@ def worker_rows(view: WorkersView) -> list[dict[str, Any]]:
         })
     for name in view.missing:
         rows.append({
-            "name": name, "ok": False, "pool": None, "concurrency": None, "active": None,
+            "name": name, "ok": False, "celery_version": None, "kombu_version": None,
+            "python_version": None, "pool": None, "pool_source": None, "concurrency": None,
+            "active": None,
             "reserved": None, "scheduled": None, "prefetch_count": None, "processed": None,
             "uptime_seconds": None, "max_rss_kb": None, "pid": None,
             "max_tasks_per_child": None, "queues": None, "missing_replies": list(view.methods),

@@ -84,8 +84,10 @@ def workers_disagree_on_accept_content(snap, limits: Limits) -> Iterator[Finding
     ## How to fix
     Deploy one `accept_content` to every worker.
     """
-    sets = {name: sorted(content_types(c.get("accept_content")))
-            for name, c in snap.worker_confs().items() if "accept_content" in c}
+    from celeryctl.checks.wrk import reported
+
+    values, _absent = reported(snap.worker_confs(), "accept_content")
+    sets = {name: sorted(content_types(v)) for name, v in values.items()}
     if len({tuple(v) for v in sets.values()}) > 1:
         yield Finding(Severity.WARNING, "setting accept_content",
                       "workers accept different content types", evidence={"per_worker": sets},

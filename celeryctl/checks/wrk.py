@@ -1,4 +1,4 @@
-"""WRK: workers — duplicates, drift, idle workers, prefetch with acks_late."""
+"""WRK: workers — duplicates, drift, idle workers, prefetch with acks_late, mixed versions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ DRIFT_KEYS = ("accept_content", "task_serializer", "result_serializer", "task_ac
               "worker_prefetch_multiplier", "task_reject_on_worker_lost", "broker_pool_limit",
               "result_backend", "broker_transport_options", "task_time_limit",
               "task_soft_time_limit", "worker_max_tasks_per_child", "timezone",
-              "broker_heartbeat", "result_expires", "task_default_queue")
+              "broker_heartbeat", "result_expires", "task_default_queue",
+              # Celery >= 5.5 only: older workers do not report it (never counted as drift)
+              "task_default_queue_type")
 
 
 @check("WRK001", "duplicate-node-names", needs=("workers",))
@@ -69,7 +71,12 @@ def worker_config_drift(snap, limits: Limits) -> Iterator[Finding]:
     ## What it finds
     Settings (from `inspect conf` with defaults) that differ between workers: serializers,
     `accept_content`, `task_acks_late`, prefetch multiplier, time limits, pool limits,
-    result backend and more.
+    result backend, `task_default_queue_type` and more.
+
+    A setting is compared only between the workers that report it: in a cluster of several
+    Celery versions, a setting added in a later release (`task_default_queue_type` in 5.5) is
+    absent from the older workers' `conf`, and that absence is not drift (the evidence lists
+    them as `not_reported`; WRK008 reports the version mix itself).
 
     ## Why it matters
     Workers of one cluster that disagree behave differently for the same task: one acks
@@ -83,14 +90,26 @@ def worker_config_drift(snap, limits: Limits) -> Iterator[Finding]:
     if len(confs) < 2:
         return
     for key in DRIFT_KEYS:
-        values = {name: c.get(key) for name, c in confs.items() if key in c}
+        values, absent = reported(confs, key)
         groups = drift_groups(values)
         if len(values) >= 2 and len(groups) > 1:
             summary = "; ".join(f"{g['count']} with {g['value']!r}" for g in groups)
+            evidence: dict[str, Any] = {"groups": groups}
+            if absent:
+                evidence["not_reported"] = absent[:5] + (
+                    [f"... {len(absent) - 5} more"] if len(absent) > 5 else [])
             yield Finding(Severity.WARNING, f"setting {key}",
                           f"workers disagree on {key}: {summary}",
-                          evidence={"groups": groups},
+                          evidence=evidence,
                           hint="Deploy one configuration to every worker.")
+
+
+def reported(confs: dict[str, dict[str, Any]], key: str) -> tuple[dict[str, Any], list[str]]:
+    """({worker: value} for the workers whose conf reports `key`, [the workers that do not]).
+    Drift is judged on the first only: a worker whose Celery predates a setting does not
+    list it, and a missing key is not a value."""
+    values = {name: c[key] for name, c in confs.items() if key in c}
+    return values, sorted(n for n in confs if n not in values)
 
 
 def drift_groups(values: dict[str, Any], names_shown: int = 5) -> list[dict[str, Any]]:
@@ -222,3 +241,138 @@ def rss_growing_without_recycling(snap, limits: Limits) -> Iterator[Finding]:
                                                   "maxrss_after_kb": after},
                           hint="Set worker_max_tasks_per_child.",
                           commands=["celery -A proj worker --max-tasks-per-child=1000"])
+
+
+def _release(text: Any) -> tuple[int, ...] | None:
+    """"5.3.0rc1" -> (5, 3, 0); None when it names no version."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(text or ""))
+    return tuple(int(x) for x in m.groups(default="0")) if m else None
+
+
+def _by_version(versions: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, v in sorted(versions.items()):
+        out.setdefault(v, []).append(name)
+    return dict(sorted(out.items(), key=lambda kv: _release(kv[0]) or (0,)))
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
+                                       if len(names) > shown else "")
+
+
+def _accepts_json(conf: dict[str, Any] | None) -> bool:
+    """True unless the worker's conf is known and accepts no JSON."""
+    if not conf or "accept_content" not in conf:
+        return True
+    return any(str(a) in ("json", "application/json") for a in conf["accept_content"] or ())
+
+
+@check("WRK008", "mixed-celery-versions", needs=("workers",))
+def mixed_celery_versions(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Workers of one cluster running different Celery or kombu releases, as each names them in
+    its `inspect report`: an info finding lists the versions and their workers, and a mix
+    known to break something is reported apart, saying what breaks.
+
+    The versions come from the bug-report header (`celery:5.2.7 (dawn-chorus) kombu:5.2.4
+    py:3.11.7`). The mixes known to break something:
+
+    - **kombu < 5.3 next to kombu >= 5.3** (warning, when the workers accept JSON). kombu 5.3
+      rewrote its JSON serializer (`kombu/utils/json.py`; changelog 5.3.0: "Datetime
+      serialization and deserialization fixed (#1515)", "Avoid losing type of UUID (#1575)",
+      "binary messages in json (#1516)"): it encodes datetime, date, time, Decimal, UUID and
+      bytes as `{"__type__": "datetime", "__value__": "..."}` and decodes them back. kombu 5.2
+      encodes them as plain strings (bytes not at all: EncodeError) and has no decoder for the
+      markers. So a task argument or result changes type with who sent it and who runs it: a
+      kombu 5.2 worker receives the dict `{"__type__": "datetime", ...}` where the caller
+      passed a datetime, and a kombu >= 5.3 worker receives a string where a kombu 5.2 caller
+      passed one. Seen on real workers: Celery 5.2.7/kombu 5.2.4 next to 5.3.6/5.3.7,
+      5.5.3/5.5.4 and 5.7.0/5.7.0.
+    - **quorum queues with Celery < 5.5 workers on RabbitMQ** (info). Before 5.5 a worker
+      always sets global QoS on RabbitMQ (`celery/worker/consumer/tasks.py`: `qos_global = not
+      qos_semantics_matches_spec`), and RabbitMQ refuses it on a quorum queue: `Basic.consume:
+      (540) NOT_IMPLEMENTED - queue 'q' in vhost '/' does not support global qos`. The worker
+      reconnects in a loop and never consumes (seen with Celery 5.3.6 on RabbitMQ 3.10).
+      Celery 5.5 switches global QoS off when it detects quorum queues
+      (`worker_detect_quorum_queues`). Such a worker never answers remote control, so doctor
+      names the old workers that do answer and the quorum queues they must not be given.
+
+    Workers that did not answer `report` are listed as unknown; a cluster on one release
+    reports nothing.
+
+    ## Why it matters
+    Mixed versions are normal for the length of a rolling upgrade, and a risk when they
+    last: defaults, settings and wire formats differ between releases, so the same task can
+    behave differently depending on which worker picks it up — the kind of intermittent
+    failure that is hard to trace back to a version.
+
+    ## How to fix
+    Finish the upgrade: deploy one Celery and kombu release to every worker (`celeryctl
+    workers` shows each worker's versions). Until then, keep old and new workers on separate
+    queues, pass datetimes, Decimals, UUIDs and bytes as strings in task arguments and
+    results, and do not route old workers to quorum queues.
+    """
+    view = snap.workers
+    if "report" not in view.methods:
+        from celeryctl.checks import Skip
+
+        raise Skip("the workers were not asked for `report` (a snapshot from an older "
+                   "celeryctl)")
+    reports = {n.name: n.replies.get("report") for n in view.nodes}
+    celery = {n: r["celery"] for n, r in reports.items()
+              if isinstance(r, dict) and r.get("celery")}
+    kombu = {n: r["kombu"] for n, r in reports.items()
+             if isinstance(r, dict) and r.get("kombu")}
+    if not celery and not kombu:
+        from celeryctl.checks import Skip
+
+        raise Skip("no worker's `report` named its versions")
+    unknown = sorted(n for n in reports if n not in celery and n not in kombu)
+    by_celery, by_kombu = _by_version(celery), _by_version(kombu)
+    if len(by_celery) > 1 or len(by_kombu) > 1:
+        parts = []
+        if len(by_celery) > 1:
+            parts.append(f"{len(by_celery)} Celery versions: " + ", ".join(
+                f"{v} ({len(ns)})" for v, ns in by_celery.items()))
+        parts.append(("kombu " if len(by_kombu) > 1 else "one kombu: ") + ", ".join(
+            f"{v} ({len(ns)})" if len(by_kombu) > 1 else v for v, ns in by_kombu.items()))
+        if unknown:
+            parts.append(f"{len(unknown)} unknown")
+        yield Finding(Severity.INFO, "celery versions",
+                      f"workers run {'; '.join(parts)}",
+                      evidence={"celery": {v: ns[:10] for v, ns in by_celery.items()},
+                                "kombu": {v: ns[:10] for v, ns in by_kombu.items()},
+                                "unknown": unknown[:10]},
+                      hint="Finish the upgrade: one Celery and kombu release everywhere.",
+                      commands=["celeryctl workers"])
+    old = sorted(n for n, v in kombu.items() if (_release(v) or (9,)) < (5, 3))
+    new = sorted(n for n, v in kombu.items() if (_release(v) or (0,)) >= (5, 3))
+    confs = snap.worker_confs()
+    if old and new and any(_accepts_json(confs.get(n)) for n in old) and \
+            any(_accepts_json(confs.get(n)) for n in new):
+        yield Finding(
+            Severity.WARNING, "kombu json",
+            f"kombu < 5.3 ({_names(old)}) and kombu >= 5.3 ({_names(new)}) encode JSON "
+            "differently: datetime, date, time, Decimal, UUID and bytes values from kombu "
+            ">= 5.3 senders reach the kombu < 5.3 workers as {\"__type__\": ..., "
+            "\"__value__\": ...} dicts, and kombu >= 5.3 workers get plain strings from "
+            "kombu < 5.3 senders",
+            evidence={"kombu_before_5_3": old[:10], "kombu_5_3_or_later": new[:10]},
+            hint="Upgrade kombu on the old workers, or pass such values as strings.",
+            commands=["celeryctl workers"])
+    if snap.broker_kind == "amqp":
+        quorum = sorted(q.name for q in snap.queues if q.type == "quorum" and not q.internal)
+        before_55 = sorted(n for n, v in celery.items() if (_release(v) or (9,)) < (5, 5))
+        if quorum and before_55:
+            yield Finding(
+                Severity.INFO, "quorum queues",
+                f"Celery < 5.5 workers ({_names(before_55)}) cannot consume the quorum "
+                f"queues ({_names(quorum)}): they set global QoS, which RabbitMQ refuses on "
+                "quorum queues (NOT_IMPLEMENTED ... does not support global qos), and "
+                "reconnect in a loop",
+                evidence={"workers": before_55[:10], "quorum_queues": quorum[:10]},
+                hint="Do not route Celery < 5.5 workers to quorum queues; upgrade them first.")

@@ -44,7 +44,9 @@ def _print_state(st) -> None:
             extra = (f" --rabbitmq-api \"{st.account_url('api', tier, shell=True)}\""
                      if broker == "rabbitmq" else "")
             typer.echo(f"account:  {tier:8s} --broker \"{url}\"{extra}")
-    names = ", ".join(w["name"] for w in st.workers) or "none"
+    names = ", ".join(w["name"] + (f" (Celery {w['info']['celery_version']})"
+                                   if (w.get("info") or {}).get("celery_version") else "")
+                      for w in st.workers) or "none"
     typer.echo(f"workers:  {names} on {st.broker}")
     if st.tls:
         t = st.tls
@@ -99,6 +101,11 @@ def up(
     tls_client_certs: bool = typer.Option(False, "--tls-client-certs", help="With --tls "
                                           "(implied): the servers also require a client "
                                           "certificate."),
+    celery_versions: str | None = typer.Option(
+        None, "--celery-versions", metavar="5.2,5.3,5.5,5.7",
+        help="One worker per Celery version (named c52@HOST, ...), run from the lab's "
+        "virtualenvs of those releases (built from PyPI on first use; `lab venvs` builds "
+        "them up front). Replaces --workers."),
     d: str | None = DirOpt,
 ) -> None:
     """Start the lab and print the URLs to use."""
@@ -110,6 +117,17 @@ def up(
         raise UsageError(f"--broker must be redis or rabbitmq, got {broker!r}")
     if pool not in ("prefork", "threads", "solo"):
         raise UsageError(f"--pool must be prefork, threads or solo, got {pool!r}")
+    versions = None
+    if celery_versions is not None:
+        from celeryctl.lab.venvs import parse_versions
+
+        if scenario is not None:
+            raise UsageError("--celery-versions and --scenario do not combine (a scenario "
+                             "names its workers)")
+        try:
+            versions = parse_versions(celery_versions)
+        except LabError as exc:
+            raise UsageError(str(exc)) from None
     if scenario is not None:
         from celeryctl.lab.scenarios import SCENARIOS
 
@@ -122,7 +140,7 @@ def up(
         st = lab.up(_dir(d), broker=broker, workers=workers, rabbitmq=rabbitmq, pool=pool,
                     concurrency=concurrency, progress=_err, scenario=scenario,
                     rabbitmq_nodes=rabbitmq_nodes, sentinels=sentinels, accounts=accounts,
-                    tls=tls, tls_client_certs=tls_client_certs)
+                    tls=tls, tls_client_certs=tls_client_certs, celery_versions=versions)
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None
@@ -165,6 +183,51 @@ def env(d: str | None = DirOpt) -> None:
         raise typer.Exit(3)
     for k, v in st.env().items():
         typer.echo(f"export {k}={v}")
+
+
+@lab_app.command("venvs")
+def venvs(
+    versions: str = typer.Option(",".join(["5.2", "5.3", "5.5", "5.7"]), "--versions",
+                                 metavar="5.2,5.3,...", help="Celery versions to build."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rebuild even when valid."),
+    check: bool = typer.Option(False, "--check", help="Only report whether each is built "
+                               "(exit 1 if one is not); build nothing."),
+    timeout: float = typer.Option(300.0, "--timeout", min=10, help="Seconds allowed per "
+                                  "version's build."),
+) -> None:
+    """Build (or check) the virtualenvs of older Celery versions that `lab up
+    --celery-versions` and the mixed-version scenarios run workers from. Exit 0 all ready,
+    1 (--check) some not built, 3 a build failed (e.g. the package index is unreachable)."""
+    import time
+
+    from celeryctl.lab import venvs as v
+    from celeryctl.lab.servers import LabError
+    from celeryctl.status import UsageError
+
+    try:
+        chosen = v.parse_versions(versions)
+    except LabError as exc:
+        raise UsageError(str(exc)) from None
+    missing = 0
+    for ver in chosen:
+        was_valid = v.is_valid(ver)
+        if check:
+            d = v.describe(ver)
+            missing += not d["valid"]
+            typer.echo(f"celery {d['celery']:6s} kombu {d['kombu']:6s} "
+                       f"{'ready' if d['valid'] else 'NOT BUILT':9s} {d['path']}")
+            continue
+        t0 = time.monotonic()
+        try:
+            v.ensure(ver, progress=_err, timeout=timeout, rebuild=rebuild)
+        except LabError as exc:
+            _err(f"celeryctl: lab venvs: {exc}")
+            raise typer.Exit(3) from None
+        d = v.describe(ver)
+        how = ("reused" if was_valid and not rebuild
+               else f"built in {time.monotonic() - t0:.1f} s")
+        typer.echo(f"celery {d['celery']:6s} kombu {d['kombu']:6s} {how:16s} {d['path']}")
+    raise typer.Exit(1 if missing else 0)
 
 
 @lab_app.command("scenarios")

@@ -11,11 +11,14 @@ import typer
 
 from celeryctl.cli import options as o
 
-WORKER_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues")
+# `report`: each worker's Celery/kombu/Python versions (reduced by the collector; measured at
+# no cost: docs/performance.md). No `conf`: the pool comes from `stats` (views.pool_name).
+WORKER_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues",
+                  "report")
 INSPECT_KINDS = {
     "active": "active", "reserved": "reserved", "scheduled": "scheduled",
     "registered": "registered", "conf": "conf", "stats": "stats", "queues": "active_queues",
-    "ping": "ping", "revoked": "revoked",
+    "ping": "ping", "revoked": "revoked", "report": "report",
 }
 
 workers_app = typer.Typer(
@@ -136,7 +139,7 @@ def workers(
 def inspect(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="active, reserved, scheduled, registered, conf, stats, "
-                               "queues, ping, revoked"),
+                               "queues, ping, revoked, report (the versions it names)"),
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,

@@ -17,7 +17,7 @@ from celeryctl.snapshot import (
 from celeryctl.targets import Target
 
 DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
-                  "registered")
+                  "registered", "report")
 NOT_ASKED = "not-asked"  # measured only when asked for (--sample-interval)
 ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
 

@@ -12,10 +12,14 @@ the loop waits the whole timeout, as Celery does.
 Requests are published without kombu's `retry=True` (unbounded retries on a dead broker).
 Replies are decoded only if JSON/YAML/msgpack: a worker replying in pickle is counted as
 "foreign" and never unpickled.
+
+`report` replies (the worker's bug-report text, which lists its settings) are reduced here,
+on arrival, to the versions they name (`report_versions`): the text itself is never kept.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +38,7 @@ INSPECT_METHODS = {
     "conf": {"with_defaults": True},
     "active_queues": {},
     "revoked": {},
+    "report": {},
 }
 SAFE_CONTENT = ("application/json", "application/x-yaml", "application/x-msgpack")
 DUPLICATE_GRACE = 0.03  # after every expected reply, wait this long for duplicate node names
@@ -198,6 +203,8 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
                 return
             if isinstance(body, dict):
                 for node, reply in body.items():
+                    if method == "report":
+                        reply = report_versions(reply)
                     replies[method].append((str(node), reply))
 
         end = min(deadline, started + timeout)
@@ -318,6 +325,43 @@ def _pidbox_exchange_exists(chan, name: str) -> bool:
                 or "not_found" in str(exc).lower():
             return False
         raise
+
+
+# `inspect report` -> {"ok": celery.app.utils.bugreport()}, the same text in Celery 5.2.7,
+# 5.3.6, 5.5.3 and 5.7.0 (seen on real workers):
+#   software -> celery:5.2.7 (dawn-chorus) kombu:5.2.4 py:3.11.7
+#               billiard:3.6.4.0 redis:4.3.4          (py-amqp:5.1.1 on RabbitMQ)
+#   platform -> system:Linux arch:64bit, ELF
+#               kernel version:6.1.0 imp:CPython
+#   loader   -> celery.loaders.app.AppLoader
+#   settings -> transport:redis results:disabled
+#   <every setting, censored by Celery>
+_REPORT_FIELDS = {
+    "celery": re.compile(r"\bcelery:(\S+)"),
+    "codename": re.compile(r"\bcelery:\S+ \(([^)\n]*)\)"),
+    "kombu": re.compile(r"\bkombu:(\S+)"),
+    "python": re.compile(r"\bpy:(\S+)"),
+    "billiard": re.compile(r"\bbilliard:(\S+)"),
+    "driver": re.compile(r"\bbilliard:\S+[ \t]+(\S+:\S+)"),
+    "implementation": re.compile(r"\bimp:(\S+)"),
+}
+
+
+def report_versions(reply: Any) -> dict[str, str]:
+    """`report` reply -> the versions its text names: {"celery": "5.2.7", "codename":
+    "dawn-chorus", "kombu": "5.2.4", "python": "3.11.7", "billiard": "3.6.4.0", "driver":
+    "redis:4.3.4", "implementation": "CPython"} (fields not found are left out). Only the
+    header before `settings ->` is read: the settings are never parsed or kept."""
+    text = reply.get("ok") if isinstance(reply, dict) else reply
+    if not isinstance(text, str):
+        return {}
+    head = text.split("settings ->", 1)[0]
+    out = {}
+    for key, rx in _REPORT_FIELDS.items():
+        m = rx.search(head)
+        if m:
+            out[key] = m.group(1)
+    return out
 
 
 def _assemble(methods: tuple[str, ...], replies: dict[str, list[tuple[str, Any]]]) -> list[WorkerNode]:

@@ -13,6 +13,10 @@ TLS (`lab up --tls`): a rediss:// broker URL carries the CA (and client certific
 `ssl_*` query parameters, which kombu hands to redis-py. An amqps:// URL cannot (kombu passes
 them to py-amqp, which rejects those names): the demo app moves them into `broker_use_ssl`,
 in py-amqp's names, as a real deployment configures it.
+
+It imports only the standard library, celery and kombu (redis inside one task; celeryctl's
+pure `tls` module for an amqps:// URL only): the lab runs it with older Celery releases from
+their own virtualenvs, which hold nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import time
 
 from celery import Celery
+from celery.app.defaults import DEFAULTS as _KNOWN
 from kombu import Queue
 
 app = Celery("celeryctl_lab")
@@ -49,14 +54,13 @@ if _broker_url.startswith(("amqps://", "amqp://", "pyamqp://")) and "ssl_" in _b
         # Celery reads CELERY_BROKER_URL before broker_url: the stripped URL goes there too
         os.environ["CELERY_BROKER_URL"] = _broker_url
 
-app.conf.update(
+_settings = dict(
     broker_url=_broker_url,
     broker_use_ssl=_broker_use_ssl,
     result_backend=os.environ.get("CELERY_RESULT_BACKEND") or None,
     broker_transport_options=_transport,
-    broker_connection_retry_on_startup=(
+    broker_connection_retry_on_startup=(  # Celery >= 5.3
         None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else True),
-    # Celery >= 5.7; ignored by older versions
     broker_pool_acquire_timeout=None if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
     broker_pool_limit=1 if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else 10,
     timezone="Europe/Paris" if os.environ.get("CELERYCTL_LAB_RISKY") == "1" else None,
@@ -79,6 +83,11 @@ app.conf.update(
     if os.environ.get("CELERYCTL_LAB_TIME_LIMIT") else None,
     worker_hijack_root_logger=False,
 )
+# The lab runs this module under every Celery from 5.2 on (`lab up --celery-versions`): a
+# setting this Celery does not know (broker_connection_retry_on_startup before 5.3,
+# broker_pool_acquire_timeout before 5.7) is left out rather than set to no effect, so
+# `inspect conf` shows what the worker really runs with.
+app.conf.update({k: v for k, v in _settings.items() if k in _KNOWN})
 if os.environ.get("CELERYCTL_LAB_SETTINGS"):  # any extra settings, as a JSON object
     import json
 
@@ -131,3 +140,10 @@ if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks thi
     @app.task(name="celeryctl.lab.demoapp.fail")
     def fail() -> None:
         raise RuntimeError("demo failure")
+
+
+@app.task(name="celeryctl.lab.demoapp.arg_type")
+def arg_type(value) -> list:
+    """What the task received, as the worker's kombu decoded it: [type name, repr]. (kombu
+    5.2 decodes the {"__type__": ...} JSON markers of kombu >= 5.3 as plain dicts.)"""
+    return [type(value).__name__, repr(value)[:200]]

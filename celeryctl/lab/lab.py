@@ -137,13 +137,15 @@ def save(st: LabState) -> None:
 def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
        pool: str = "prefork", concurrency: int = 2, progress=print,
        scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0,
-       accounts: bool = False, tls: bool = False, tls_client_certs: bool = False
-       ) -> LabState:
-    """`accounts`: also create the least-privilege accounts of docs/permissions.md. `tls`:
-    Redis and RabbitMQ serve only TLS (rediss://, amqps://, https management API) with
-    certificates the lab makes in DIR/tls; `tls_client_certs`: they also require a client
-    certificate (the lab's, in the printed URLs)."""
-    from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec
+       accounts: bool = False, tls: bool = False, tls_client_certs: bool = False,
+       celery_versions: list[str] | None = None) -> LabState:
+    """Start servers and workers. `accounts`: also create the least-privilege accounts of
+    docs/permissions.md. `tls`: Redis and RabbitMQ serve only TLS (rediss://, amqps://, https
+    management API) with certificates the lab makes in DIR/tls; `tls_client_certs`: they
+    also require a client certificate (the lab's, in the printed URLs). `celery_versions`:
+    one worker per Celery version (from the lab's virtualenvs of older releases) instead of
+    `workers` workers."""
+    from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec, version_workers
 
     tls = tls or tls_client_certs
     if tls and (scenario or sentinels or rabbitmq_nodes > 1):
@@ -160,6 +162,11 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         sentinels = max(sentinels, spec.sentinels)
         if spec.exposed and not s.in_private_network():
             return _up_in_private_network(d, spec.name, progress, rabbitmq=rabbitmq)
+    specs = list(spec.workers) if spec else (
+        list(version_workers(celery_versions, pool=pool, concurrency=concurrency))
+        if celery_versions else
+        [WorkerSpec(f"w{i}@%h", pool=pool, concurrency=concurrency)
+         for i in range(1, workers + 1)])
     existing = load(d)
     if existing and any(p.alive() for p in existing.procs()):
         raise s.LabError(f"a lab is already running from {d} (celeryctl lab down first)")
@@ -167,6 +174,11 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         down(d, progress=lambda *_: None)
     d.mkdir(parents=True, exist_ok=True)
     st = LabState(dir=str(d.resolve()), broker=broker, scenario=scenario)
+    # Older Celery virtualenvs first: a build failure (no index) stops before any server
+    from celeryctl.lab import venvs
+
+    for v in dict.fromkeys(w.celery_version for w in specs if w.celery_version):
+        venvs.ensure(v, progress=progress)
     exposed = spec is not None and spec.exposed
     if exposed:
         s.bring_loopback_up()
@@ -230,12 +242,11 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         worker_env: dict[str, str] = {}
         if st.sentinels:  # Celery takes the master's name from its transport options
             worker_env["CELERYCTL_LAB_MASTER_NAME"] = s.SENTINEL_MASTER
-        specs = list(spec.workers) if spec else [
-            WorkerSpec(f"w{i}@%h", pool=pool, concurrency=concurrency)
-            for i in range(1, workers + 1)]
         for w in specs:
-            progress(f"starting worker {w.name} ({w.pool}, concurrency {w.concurrency}) "
-                     f"on {broker} ...")
+            release = f"Celery {venvs.SPECS[w.celery_version].celery}, " \
+                if w.celery_version else ""
+            progress(f"starting worker {w.name} ({release}{w.pool}, concurrency "
+                     f"{w.concurrency}) on {broker} ...")
             # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
             redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
             env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
@@ -245,7 +256,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
                 wurl = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] + f"/{w.db}"
             st.workers.append(s.to_dict(s.start_worker(d, wurl, w.name, pool=w.pool,
                                                        concurrency=w.concurrency,
-                                                       queues=w.queues, env=env)))
+                                                       queues=w.queues, env=env,
+                                                       celery_version=w.celery_version)))
             save(st)
         if spec is not None and spec.app is not None:
             (d / "scenario_app.py").write_text(spec.app.replace("{broker}", url))

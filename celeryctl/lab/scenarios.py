@@ -23,6 +23,15 @@ class WorkerSpec:
     concurrency: int = 2
     env: dict[str, str] = field(default_factory=dict)
     db: int | None = None  # Redis: another database of the lab's Redis (another app)
+    # "5.2", "5.3", "5.5", "5.7": run the worker with that Celery release, from its lab
+    # virtualenv (celeryctl.lab.venvs); None: the Celery celeryctl runs with
+    celery_version: str | None = None
+
+
+def version_workers(versions: list[str] | tuple[str, ...], **kw: Any) -> tuple[WorkerSpec, ...]:
+    """One worker per Celery version, named after it: `c52@%h`, `c57@%h`."""
+    return tuple(WorkerSpec(f"c{v.replace('.', '')}@%h", celery_version=v, **kw)
+                 for v in versions)
 
 
 @dataclass
@@ -671,6 +680,24 @@ def _redis_wrong_password(ctx: ScenarioContext) -> None:
 MANAGED_REDIS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "",
                  "--rename-command", "SCAN", "", "--appendonly", "no")
 
+# Celery releases the lab has virtualenvs for (celeryctl.lab.venvs): one worker of each
+LAB_CELERY_VERSIONS = ("5.2", "5.3", "5.5", "5.7")
+
+
+def _mixed_rabbitmq(ctx: ScenarioContext) -> None:
+    """Dead-lettering as in production, and a quorum queue (which the Celery < 5.5 workers
+    must not be given: WRK008 says why)."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", ctx.rabbitmq_nodes[0]["amqp_port"], connection_attempts=1,
+        socket_timeout=5))
+    conn.channel().queue_declare("reports", durable=True, arguments={"x-queue-type": "quorum"})
+    conn.close()
+    _dlx_policy(ctx, extra=("reports",))
+    _wait_api(ctx, lambda qs: (qs.get("reports") or {}).get("type") == "quorum")
+
+
 def _sentinel_master_down(ctx: ScenarioContext) -> None:
     """The master freezes (SIGSTOP); its only replica has priority 0, so no failover can
     happen: the sentinels agree it is down (o_down)."""
@@ -948,6 +975,14 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "open on every interface and loopback_users is none (in a private network "
              "namespace).", ("SEC003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),
              exposed=True, prepare=_dlx_policy),
+    Scenario("mixed-celery-versions", "A rolling upgrade left half-way: one worker each of "
+             "Celery 5.2, 5.3, 5.5 and 5.7 (from the lab's virtualenvs); kombu 5.2 and >= 5.3 "
+             "read each other's JSON differently.", ("WRK008",),
+             workers=version_workers(LAB_CELERY_VERSIONS)),
+    Scenario("mixed-celery-versions-rabbitmq", "RabbitMQ: one worker each of Celery 5.2, 5.3, "
+             "5.5 and 5.7, and a quorum queue the pre-5.5 workers could not consume.",
+             ("WRK008",), broker="rabbitmq", workers=version_workers(LAB_CELERY_VERSIONS),
+             prepare=_mixed_rabbitmq),
     Scenario("rabbitmq-socket-headroom", "A RabbitMQ node under `ulimit -n 128` (25 "
              "sockets) with 85 % of its sockets in use: the next reconnects are refused.",
              ("POOL003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),

@@ -530,23 +530,46 @@ def expand_node_name(name: str) -> str:
 def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celery,hipri,slow",
                  pool: str = "threads", concurrency: int = 2, env: dict[str, str] | None = None,
                  backend: str | None = None, extra: list[str] | None = None,
-                 wait: bool = True, timeout: float = 30.0) -> Proc:
-    """A real `celery worker` of the demo app, logging to `base/workers/<name>.log`."""
+                 wait: bool = True, timeout: float = 30.0,
+                 celery_version: str | None = None, progress=lambda _m: None) -> Proc:
+    """A real `celery worker` of the demo app, logging to `base/workers/<name>.log`.
+
+    `celery_version` ("5.2", "5.3", "5.5", "5.7"): run it with that Celery release, from its
+    lab virtualenv (built on first use, see `celeryctl.lab.venvs`); None: celeryctl's own."""
     name = expand_node_name(name)
     log = base / "workers" / f"{name.replace('@', '_')}.log"
     if log.exists():
         log.unlink()
+    python = sys.executable
     wenv = dict(os.environ)
-    wenv.update(env or {})
+    if celery_version is not None:
+        from celeryctl.lab import venvs
+
+        python = venvs.python_for(celery_version, progress=progress)
+        # The old Celery must import the demo app and nothing of celeryctl's environment:
+        # a path holding only the celeryctl package (never a site-packages with a newer
+        # Celery in it), no user site-packages.
+        path = [str(package_path(base))]
+        if (env or {}).get("PYTHONPATH"):
+            path.append(env["PYTHONPATH"])
+        wenv.pop("PYTHONHOME", None)
+        wenv["PYTHONNOUSERSITE"] = "1"
+        wenv.update(env or {})
+        wenv["PYTHONPATH"] = os.pathsep.join(path)
+    else:
+        wenv.update(env or {})
     wenv["CELERY_BROKER_URL"] = broker_url
     if backend is not None or "CELERY_RESULT_BACKEND" not in (env or {}):
         wenv["CELERY_RESULT_BACKEND"] = backend or ""
     wenv["PYTHONUNBUFFERED"] = "1"
-    cmd = [sys.executable, "-m", "celery", "-A", "celeryctl.lab.demoapp", "worker", "-n", name,
+    cmd = [python, "-m", "celery", "-A", "celeryctl.lab.demoapp", "worker", "-n", name,
            "-P", pool, "-c", str(concurrency), "-Q", queues, "-l", "INFO",
            "--without-mingle", "--without-gossip", *(extra or [])]
     pid, marker = _spawn(cmd, log, env=wenv)
-    proc = Proc("worker", name, pid, marker, str(log), {"queues": queues, "pool": pool})
+    info = {"queues": queues, "pool": pool}
+    if celery_version is not None:
+        info["celery_version"] = celery_version
+    proc = Proc("worker", name, pid, marker, str(log), info)
     if wait:
         def ready() -> bool:
             if not proc.alive():
@@ -558,6 +581,24 @@ def start_worker(base: Path, broker_url: str, name: str, *, queues: str = "celer
 
         _wait_or_stop(proc, ready, timeout, f"worker {name}", log)
     return proc
+
+
+def package_path(base: Path) -> Path:
+    """A directory holding only a `celeryctl` link to this celeryctl package, for the
+    PYTHONPATH of workers run by another Python environment (an older Celery's virtualenv).
+    Per lab directory: the link always names the checkout that started the lab."""
+    import celeryctl
+
+    pkg = Path(celeryctl.__file__).resolve().parent
+    d = base / "pythonpath"
+    d.mkdir(parents=True, exist_ok=True)
+    link = d / "celeryctl"
+    if not (link.is_symlink() and Path(os.readlink(link)) == pkg):
+        tmp = d / f".celeryctl.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(pkg, target_is_directory=True)
+        tmp.replace(link)
+    return d
 
 
 def start_helper(base: Path, name: str, cmd: list[str]) -> Proc:

@@ -56,21 +56,47 @@ def render_unobserved(err, what: str, obs) -> None:
 
 
 def render_workers(out, rows: list[dict[str, Any]]) -> None:
+    """Below 120 columns the counters an operator reads second (reserved, scheduled,
+    prefetch, processed) are left out, so an 80-column terminal keeps whole names, the
+    Celery version and the pool (`--format json` has every field)."""
+    wide = (out.width or 200) >= 120
+    versions = any(r.get("celery_version") for r in rows)
+    longest = max((len(r["name"]) for r in rows), default=6)
+    cols: list[tuple[str, str, dict]] = [
+        ("worker", "name", {"overflow": "fold", "min_width": min(longest, 12)}),
+        ("ok", "ok", {}),
+        *([("celery", "celery_version", {})] if versions else []),
+        ("pool", "pool", {}),
+        ("conc", "concurrency", {"justify": "right"}),
+        ("active", "active", {"justify": "right"}),
+    ]
+    if wide:
+        cols += [("reserved", "reserved", {"justify": "right"}),
+                 ("sched", "scheduled", {"justify": "right"}),
+                 ("prefetch", "prefetch_count", {"justify": "right"}),
+                 ("processed", "processed", {"justify": "right"})]
+    cols += [("uptime", "uptime_seconds", {"justify": "right"}),
+             ("max rss", "max_rss_kb", {"justify": "right"}),
+             ("queues", "queues", {"overflow": "fold", "ratio": 1, "min_width": 10})]
     t = _table()
-    for col, kw in (("worker", {}), ("ok", {}), ("pool", {}), ("conc", {"justify": "right"}),
-                    ("active", {"justify": "right"}), ("reserved", {"justify": "right"}),
-                    ("sched", {"justify": "right"}), ("prefetch", {"justify": "right"}),
-                    ("processed", {"justify": "right"}), ("uptime", {"justify": "right"}),
-                    ("max rss", {"justify": "right"}), ("queues", {})):
-        t.add_column(col, **kw)
+    t.collapse_padding = not wide  # two spaces between columns, not three
+    for title, _key, kw in cols:
+        t.add_column(title, no_wrap=kw.get("overflow") is None, **kw)
     for r in rows:
-        style = None if r["ok"] else "red"
-        t.add_row(r["name"], "yes" if r["ok"] else "NO", _v(r["pool"]), _v(r["concurrency"]),
-                  _v(r["active"]), _v(r["reserved"]), _v(r["scheduled"]),
-                  _v(r["prefetch_count"]), _v(r["processed"]), human_seconds(r["uptime_seconds"]),
-                  human_kb(r["max_rss_kb"]),
-                  ", ".join(r["queues"]) if r["queues"] is not None else
-                  (r["error"] or "-"), style=style)
+        cells = []
+        for _title, key, _kw in cols:
+            v = r.get(key)
+            if key == "ok":
+                cells.append("yes" if v else "NO")
+            elif key == "uptime_seconds":
+                cells.append(human_seconds(v))
+            elif key == "max_rss_kb":
+                cells.append(human_kb(v))
+            elif key == "queues":
+                cells.append(", ".join(v) if v is not None else (r["error"] or "-"))
+            else:
+                cells.append(_v(v))
+        t.add_row(*cells, style=None if r["ok"] else "red")
     out.print(t)
 
 

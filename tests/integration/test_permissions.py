@@ -80,7 +80,7 @@ def test_redis_monitor_gets_every_read_it_is_entitled_to(redis_accounts):
             assert "permission denied" in why and "docs/permissions.md" in why, why
         elif cmd[0] == "queues":
             assert code == 0, (cmd, err)
-            rows = doc["queues"] if "queues" in doc else None
+            rows = doc.get("queues")
             assert rows is not None
             q = next(r for r in rows if r["name"] == redis_accounts["queue"])
             assert q["ready"] == 5

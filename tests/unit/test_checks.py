@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -461,3 +462,89 @@ def test_rss_growth_is_derived_from_two_stats_replies():
     before = view(("a@h", 100, None), ("b@h", 100, 50), ("gone@h", 1, None))
     after = view(("a@h", 180, None), ("b@h", 120, 50), ("new@h", 5, None))
     assert rss_growth(before, after) == {"a@h": (100, 180, False), "b@h": (100, 120, True)}
+
+
+def versioned(name, celery, kombu, c=None, queues=("celery",)):
+    n = node(name, queues=queues, c=c)
+    replies = dict(n.replies, report={"celery": celery, "kombu": kombu, "python": "3.11.7"})
+    return WorkerNode(name, replies)
+
+
+def with_report(s):
+    s.parts["workers"] = Observed(dataclasses.replace(s.workers,
+                                                      methods=(*s.workers.methods, "report")))
+    return s
+
+
+def test_mixed_celery_versions_kombu_json_break():
+    nodes = [versioned("c52@h", "5.2.7", "5.2.4"), versioned("c53@h", "5.3.6", "5.3.7"),
+             versioned("c57@h", "5.7.0", "5.7.0"), node("quiet@h")]
+    r = run(with_report(snap(nodes=nodes)), ["WRK008"])
+    assert codes(r) == [("WRK008", "warning", "kombu json"),
+                        ("WRK008", "info", "celery versions")]
+    warn, info = r.findings
+    assert "c52@h" in warn.message and "__type__" in warn.message
+    assert warn.evidence == {"kombu_before_5_3": ["c52@h"],
+                             "kombu_5_3_or_later": ["c53@h", "c57@h"]}
+    assert info.message == ("workers run 3 Celery versions: 5.2.7 (1), 5.3.6 (1), 5.7.0 (1); "
+                            "kombu 5.2.4 (1), 5.3.7 (1), 5.7.0 (1); 1 unknown")
+    assert info.evidence["unknown"] == ["quiet@h"]
+
+
+def test_mixed_celery_versions_without_a_known_break_is_info_only():
+    nodes = [versioned("a@h", "5.3.6", "5.3.7"), versioned("b@h", "5.5.3", "5.5.4")]
+    assert codes(run(with_report(snap(nodes=nodes)), ["WRK008"])) == [
+        ("WRK008", "info", "celery versions")]
+    # kombu < 5.3 next to >= 5.3, but no worker takes JSON: no JSON to misread
+    pickle_only = conf(accept_content=["pickle"])
+    nodes = [versioned("a@h", "5.2.7", "5.2.4", c=pickle_only),
+             versioned("b@h", "5.7.0", "5.7.0", c=pickle_only)]
+    assert [f.severity for f in run(with_report(snap(nodes=nodes)), ["WRK008"]).findings] == [
+        Severity.INFO]
+
+
+def test_one_celery_version_is_not_a_finding():
+    nodes = [versioned("a@h", "5.7.0", "5.7.0"), versioned("b@h", "5.7.0", "5.7.0")]
+    r = run(with_report(snap(nodes=nodes)), ["WRK008"])
+    assert r.findings == [] and r.ran == ["WRK008"]
+
+
+def test_mixed_celery_versions_skipped_without_report():
+    nodes = [node("a@h"), node("b@h")]
+    r = run(snap(nodes=nodes), ["WRK008"])  # `report` not asked (an older snapshot)
+    assert [x.code for x in r.skipped] == ["WRK008"] and "report" in r.skipped[0].reason
+    r = run(with_report(snap(nodes=nodes)), ["WRK008"])  # asked, nobody named a version
+    assert [x.code for x in r.skipped] == ["WRK008"] and "named" in r.skipped[0].reason
+    s = snap()
+    s.parts["workers"] = Observed(error="broker down")
+    assert [x.code for x in run(s, ["WRK008"]).skipped] == ["WRK008"]
+
+
+def test_mixed_celery_versions_quorum_queues_on_rabbitmq():
+    nodes = [versioned("c53@h", "5.3.6", "5.3.7"), versioned("c55@h", "5.5.3", "5.5.4")]
+    qs = [QueueDepth("orders", "rabbitmq", ready=0, type="quorum"),
+          QueueDepth("celery", "rabbitmq", ready=0, type="classic")]
+    got = codes(run(with_report(snap(kind="amqp", nodes=nodes, queues=qs)), ["WRK008"]))
+    assert got == [("WRK008", "info", "celery versions"), ("WRK008", "info", "quorum queues")]
+    f = run(with_report(snap(kind="amqp", nodes=nodes, queues=qs)), ["WRK008"]).findings[1]
+    assert f.evidence == {"workers": ["c53@h"], "quorum_queues": ["orders"]}
+    # the same cluster on Redis has no quorum queues to speak of
+    assert codes(run(with_report(snap(nodes=nodes, queues=qs)), ["WRK008"])) == [
+        ("WRK008", "info", "celery versions")]
+
+
+def test_config_drift_ignores_settings_older_workers_do_not_have():
+    # a 5.2 worker's conf has no task_default_queue_type (added in 5.5): not drift
+    old = {k: v for k, v in conf().items()}
+    new = conf(task_default_queue_type="classic", broker_connection_retry_on_startup=True)
+    nodes = [node("c52@h", c=old), node("c55@h", c=new), node("c57@h", c=dict(new))]
+    assert codes(run(snap(nodes=nodes), ["WRK003", "SER003"])) == []
+    # ... but workers that do have it and disagree drift; the old one is named as not reporting
+    nodes[2] = node("c57@h", c=conf(task_default_queue_type="quorum"))
+    r = run(snap(nodes=nodes), ["WRK003"])
+    assert codes(r) == [("WRK003", "warning", "setting task_default_queue_type")]
+    assert r.findings[0].evidence["not_reported"] == ["c52@h"]
+    assert [g["count"] for g in r.findings[0].evidence["groups"]] == [1, 1]
+    # a setting only one worker reports has nothing to be compared with
+    nodes = [node("c52@h", c=old), node("c57@h", c=conf(task_default_queue_type="quorum"))]
+    assert codes(run(snap(nodes=nodes), ["WRK003"])) == []

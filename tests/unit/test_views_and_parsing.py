@@ -184,3 +184,65 @@ def test_five_thousand_client_list_lines_parse():
         roles[c.role] = roles.get(c.role, 0) + 1
     assert roles == {"consumer": 494, "pubsub": 52, "client": 4454}  # pub/sub wins
     assert conns[4999].idle_seconds == 4999 % 600 and conns[4999].address == "10.0.19.249:44999"
+
+
+REPORT_52 = ("\nsoftware -> celery:5.2.7 (dawn-chorus) kombu:5.2.4 py:3.11.7\n"
+             "            billiard:3.6.4.0 redis:4.3.4\n"
+             "platform -> system:Linux arch:64bit, ELF\n"
+             "            kernel version:6.1.0 imp:CPython\n"
+             "loader   -> celery.loaders.app.AppLoader\n"
+             "settings -> transport:redis results:disabled\n\n"
+             "broker_url: 'redis://:********@10.0.0.5:6379/0'\npy: 'not-a-version'\n")
+
+
+def test_report_is_reduced_to_versions_and_the_settings_dropped():
+    from celeryctl.collect.workers import report_versions
+
+    v = report_versions({"ok": REPORT_52})
+    assert v == {"celery": "5.2.7", "codename": "dawn-chorus", "kombu": "5.2.4",
+                 "python": "3.11.7", "billiard": "3.6.4.0", "driver": "redis:4.3.4",
+                 "implementation": "CPython"}
+    amqp = REPORT_52.replace("redis:4.3.4", "py-amqp:5.1.1")
+    assert report_versions({"ok": amqp})["driver"] == "py-amqp:5.1.1"
+    assert report_versions({"error": "no such method"}) == {} == report_versions(None)
+    assert report_versions({"ok": "garbage"}) == {}
+    assert "broker_url" not in json.dumps(v)
+
+
+def test_pool_named_by_stats_or_inferred_from_a_celery_52_stats_shape():
+    from celeryctl.views import pool_name
+
+    assert pool_name(STATS) == ("prefork", "stats.pool.implementation")
+    assert pool_name({"pool": {"implementation": "my.pools:Custom"}})[0] == "my.pools:Custom"
+    shapes = {  # Celery 5.2.7's `stats`.pool per pool (celery/concurrency/*.py `_get_info`)
+        "prefork": {"max-concurrency": 2, "processes": [11, 12], "max-tasks-per-child": "N/A",
+                    "put-guarded-by-semaphore": False, "timeouts": [0, 0], "writes": {}},
+        "threads": {"max-concurrency": 2, "threads": 0},
+        "solo": {"max-concurrency": 1, "processes": [10], "max-tasks-per-child": None,
+                 "put-guarded-by-semaphore": True, "timeouts": []},
+        "eventlet": {"max-concurrency": 100, "free-threads": 99, "running-threads": 1},
+        "gevent": {"max-concurrency": 100},
+    }
+    for want, pool in shapes.items():
+        assert pool_name({"pid": 10, "pool": pool}) == (
+            want, "inferred from stats.pool (Celery <= 5.2)"), want
+    assert pool_name({}) == (None, None)
+    assert pool_name({"pid": 10, "pool": {"max-concurrency": 2, "mystery": 1}}) == (None, None)
+
+
+def test_worker_rows_carry_versions():
+    from celeryctl.collect.workers import report_versions
+
+    view = WorkersView(
+        nodes=(WorkerNode("old@h", {"stats": {"pid": 1, "pool": {"max-concurrency": 2,
+                                                                  "threads": 0}},
+                                    "report": report_versions({"ok": REPORT_52})}),
+               WorkerNode("new@h", {"stats": STATS})),
+        methods=("stats", "report"), expected=("gone@h", "new@h", "old@h"),
+        expected_source="redis binding")
+    rows = worker_rows(view)
+    assert [(r["name"], r["celery_version"], r["kombu_version"], r["pool"]) for r in rows] == [
+        ("old@h", "5.2.7", "5.2.4", "threads"), ("new@h", None, None, "prefork"),
+        ("gone@h", None, None, None)]
+    assert rows[0]["python_version"] == "3.11.7" and rows[1]["missing_replies"] == ["report"]
+    assert set(rows[0]) == set(rows[2])  # silent workers have every key too
