@@ -70,7 +70,7 @@ def refusal(status: int, body: str, path: str, method: str = "GET") -> Managemen
             f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): this "
             f"user may log in from localhost only (loopback_users); use another user", status,
             DENIED)
-    if "access to object" in low:
+    if "access object" in low or "access to object" in low:
         return ManagementError(
             f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): "
             f"RabbitMQ lets only administrators act on other users' objects (rabbitmqctl "
