@@ -119,9 +119,9 @@ def test_redis_op_names_the_operation_and_the_rule():
         raise rx.NoPermissionError("this user has no permissions to run the 'client|list' "
                                    "command")
     assert "CLIENT LIST refused" in str(info.value) and "ACL +client|list" in str(info.value)
-    with pytest.raises(rx.ConnectionError):  # not a refusal: passes through unchanged
-        with redis_op("INFO", "+info"):
-            raise rx.ConnectionError("Connection refused")
+    # not a refusal: passes through unchanged
+    with pytest.raises(rx.ConnectionError), redis_op("INFO", "+info"):
+        raise rx.ConnectionError("Connection refused")
 
 
 # --- verdict and exit status ---------------------------------------------------------------
