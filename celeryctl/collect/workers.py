@@ -263,10 +263,13 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
         threading.Thread(target=_quiet_release, args=(conn,), daemon=True).start()
 
     nodes = _assemble(methods, replies)
+    expected_names = expected_obs.value if expected_obs and expected_obs.ok else None
+    if expected_names is not None and destination:
+        # asked of some workers only: the others are not "silent"
+        expected_names = [n for n in expected_names if n in set(destination)]
     view = WorkersView(
         nodes=tuple(nodes), methods=tuple(methods),
-        expected=tuple(sorted(expected_obs.value)) if expected_obs and expected_obs.ok
-        and expected_obs.value is not None else None,
+        expected=tuple(sorted(expected_names)) if expected_names is not None else None,
         expected_source=expected_obs.source if expected_obs and expected_obs.ok else None,
         expected_error=expected_obs.error if expected_obs else None,
         waited_seconds=time.monotonic() - started, returned_early=returned_early,
