@@ -150,13 +150,16 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
     tls = tls or tls_client_certs
     if tls and (scenario or sentinels or rabbitmq_nodes > 1):
         raise s.LabError("--tls runs a single Redis and a single RabbitMQ node: it does not "
-                         "combine with --scenario, --sentinels or --rabbitmq-nodes")
+                         "combine with --scenario, --sentinels or --rabbitmq-nodes (the "
+                         "TLS scenarios set it up themselves)")
 
     spec = None
     if scenario is not None:
         spec = SCENARIOS.get(scenario)
         if spec is None:
             raise s.LabError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
+        tls = spec.tls or spec.tls_client_certs
+        tls_client_certs = spec.tls_client_certs
         broker = spec.broker
         rabbitmq_nodes = max(rabbitmq_nodes, spec.rabbitmq_nodes)
         sentinels = max(sentinels, spec.sentinels)

@@ -77,6 +77,9 @@ class Scenario:
     sentinel_quorum: int = 2
     replica_priority: int = 100  # 0: never promoted (a failover has no candidate)
     redis_args: tuple[str, ...] = ()  # more redis-server arguments (renamed commands)
+    # servers serve only TLS with the lab's private CA (and require client certificates)
+    tls: bool = False
+    tls_client_certs: bool = False
     accounts: bool = False  # create the least-privilege accounts of docs/permissions.md
     # What doctor must say beyond `expects`: its exit status (default: from the worst
     # finding), checks skipped with a reason containing a text ("CODE:text"), checks run on
@@ -157,7 +160,11 @@ def _api(ctx: ScenarioContext, method: str, path: str, **kwargs: Any) -> Any:
     from celeryctl.urls import parse_http
 
     api = parse_http(ctx.api_url or "")
-    r = requests.request(method, f"http://{api.host}:{api.port}/api{path}",
+    tls = getattr(ctx.lab, "tls", None)
+    if tls:  # the lab's https management API: its CA, and its client certificate
+        kwargs.setdefault("verify", tls["ca"])
+        kwargs.setdefault("cert", (tls["client_cert"], tls["client_key"]))
+    r = requests.request(method, f"{api.scheme}://{api.host}:{api.port}/api{path}",
                          auth=("guest", "guest"), timeout=5, **kwargs)
     r.raise_for_status()
     return r.json() if r.content else None
@@ -677,6 +684,19 @@ def _redis_wrong_password(ctx: ScenarioContext) -> None:
                         f"redis://celeryctl-monitor:not-the-password@{ep.host}:{ep.port}/0"]
 
 
+def _tls_api_ca(ctx: ScenarioContext) -> None:
+    """doctor trusts the lab's CA for the https management API (the client certificate comes
+    from the environment the scenario test sets: CELERYCTL_RABBITMQ_API_CERT/KEY)."""
+    _dlx_policy(ctx)
+    ctx.doctor_args += ["--rabbitmq-api-ca", ctx.lab.tls["ca"]]
+
+
+def _tls_wrong_ca(ctx: ScenarioContext) -> None:
+    """doctor given a CA that did not sign the server's certificate."""
+    url = ctx.broker_url.replace(ctx.lab.tls["ca"], ctx.lab.tls["other_ca"])
+    ctx.doctor_args += ["--broker", url]
+
+
 MANAGED_REDIS = ("--rename-command", "CONFIG", "", "--rename-command", "CLIENT", "",
                  "--rename-command", "SCAN", "", "--appendonly", "no")
 
@@ -912,6 +932,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              skipped=("BRK003:monitoring tag", "BRK007:monitoring tag",
                       "CON001:own connections"),
              sources=("workers=observed",)),
+    Scenario("redis-tls", "Redis serving only TLS with a private CA and requiring client "
+             "certificates; workers and doctor connect with rediss:// and the CA and client "
+             "certificate as URL parameters: everything observed, clean.", (),
+             tls_client_certs=True, sources=("broker=observed", "workers=observed")),
+    Scenario("rabbitmq-tls", "RabbitMQ serving only amqps:// and the management API over "
+             "https with a private CA and client certificates: doctor reads it all with "
+             "--rabbitmq-api-ca and the client certificate.", (), broker="rabbitmq",
+             tls_client_certs=True, prepare=_tls_api_ca,
+             sources=("broker=observed", "management-api=observed", "workers=observed")),
+    Scenario("redis-tls-wrong-ca", "doctor given a CA that did not sign the Redis server's "
+             "certificate: the TLS handshake fails at once and says which file to give "
+             "(a broker doctor cannot reach is critical).", ("SRC001",),
+             tls_client_certs=True, prepare=_tls_wrong_ca,
+             sources=("broker=unreachable",)),
     Scenario("rabbitmq-no-api-backlog", "No management API, and 150 tasks in `reports`, which "
              "no worker consumes: without the API that queue cannot be discovered — doctor "
              "says so and marks the queue checks partial.", ("SRC002",), broker="rabbitmq",

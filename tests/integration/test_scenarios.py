@@ -25,7 +25,8 @@ def test_scenario(name, tmp_path):
         if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
         args += st.doctor_args
-        code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir},
+        code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir,
+                                                    **st.api_tls_env()},
                                         prefix=st.run_prefix)
         found = {f["code"] for f in doc["findings"]}
         detail = json.dumps({"findings": doc["findings"], "skipped": doc.get("skipped"),
