@@ -32,7 +32,7 @@ GRACE = 0.6
 
 
 def _not_collected() -> Observed:
-    return Observed(error="not collected")
+    return Observed(error="not collected", kind="not-asked")
 
 
 @dataclass
@@ -82,7 +82,8 @@ def to_snapshot(g: Gathered) -> Snapshot:
         "rabbit_server": g.rabbit_server, "backend": g.backend, "samples": g.samples,
         "sentinel": g.sentinel,
         "app": Observed(value=t.app.settings) if t.app else Observed(
-            error="no Celery app given (-A/--app): producer-side settings unknown"),
+            error="no Celery app given (-A/--app): producer-side settings unknown",
+            kind="not-configured"),
     }
     if g.connections.ok and g.workers.ok:
         from celeryctl.views import attribute_connections

@@ -25,9 +25,14 @@ STATE_LABELS = {"permission-denied": "permission denied", "auth-failed": "authen
 
 
 def _missing_text(report) -> str:
+    names = {m.name for m in report.missing}
+    # the workers are asked over the broker: when it was not observed, it is the one reason
+    shown = [m for m in report.missing
+             if not ("broker" in names and m.name != "broker"
+                     and m.reason.startswith("the broker was not observed"))]
     return "; ".join(f"{m.name} observed in part — {m.reason}" if m.state == "partial" else
                      f"{m.name} not observed — {STATE_LABELS.get(m.state, m.state)}: "
-                     f"{m.reason}" for m in report.missing)
+                     f"{m.reason}" for m in shown)
 
 
 def verdict(report) -> str:
@@ -42,7 +47,10 @@ def verdict(report) -> str:
         parts = [f"{c[k]} {k}" for k in ("critical", "warning", "info") if c.get(k)]
         text = f"{worst.label.upper()}: " + ", ".join(parts) + f" — {tail}."
         if report.incomplete:
-            text += f" Incomplete: {_missing_text(report)}."
+            text += " Incomplete: " + "; ".join(
+                f"{m.name} observed in part" if m.state == "partial" else
+                f"{m.name} not observed ({STATE_LABELS.get(m.state, m.state)})"
+                for m in report.missing) + "."
         return text
     if report.incomplete:
         info = f" ({c['info']} info)" if c.get("info") else ""
@@ -91,8 +99,17 @@ def render_report_table(out, report, sources) -> None:
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
+        # one line per reason: a broker that did not answer skips dozens of checks at once
+        by_reason: dict[str, list] = {}
         for s in report.skipped:
-            out.print(f"  {s.code} {s.name}: {s.reason}", markup=False, highlight=False)
+            by_reason.setdefault(s.reason, []).append(s)
+        for reason, group in by_reason.items():
+            if len(group) == 1:
+                s = group[0]
+                out.print(f"  {s.code} {s.name}: {reason}", markup=False, highlight=False)
+            else:
+                out.print(f"  {len(group)} checks ({', '.join(s.code for s in group)}): "
+                          f"{reason}", markup=False, highlight=False)
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
