@@ -102,7 +102,10 @@ def render_report_table(out, report, sources) -> None:
         # one line per reason: a broker that did not answer skips dozens of checks at once
         by_reason: dict[str, list] = {}
         for s in report.skipped:
-            by_reason.setdefault(s.reason, []).append(s)
+            reason = s.reason
+            if "the broker was not observed" in reason:
+                reason = "they read the broker, which was not observed (see SOURCES)"
+            by_reason.setdefault(reason, []).append(s)
         for reason, group in by_reason.items():
             if len(group) == 1:
                 s = group[0]
