@@ -99,6 +99,17 @@ def test_redis_monitor_gets_every_read_it_is_entitled_to(redis_accounts):
             assert "QUE003" not in skipped and "BRK002" not in skipped, skipped
 
 
+def test_redis_monitor_snapshot_is_as_honest_offline(redis_accounts, tmp_path):
+    url = redis_accounts["urls"]["monitor"]
+    snap = tmp_path / "s.json"
+    code, out, err, _ = run_cli("snapshot", "-o", str(snap), "--broker", url)
+    assert code == 0 and snap.exists(), err
+    assert url.split(":")[2].split("@")[0] not in snap.read_text()  # the password
+    code, doc, err, _ = run_doc("doctor", "--from", str(snap))
+    assert code == 3 and doc["summary"]["verdict"].startswith("INCOMPLETE"), doc["summary"]
+    assert states(doc)["workers"] == "permission-denied"
+
+
 def test_redis_inspect_sees_the_workers_and_the_unconsumed_queue(redis_accounts):
     url = redis_accounts["urls"]["inspect"]
     code, doc, err, _ = run_doc("workers", "--broker", url, "--timeout", "3")
