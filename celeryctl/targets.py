@@ -241,6 +241,10 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
                               derived=not api_url)
 
     vhost = pick("vhost", flags.vhost, None, "vhost", None)
+    if vhost is not None and broker[0].kind == "amqp":
+        from celeryctl.urls import with_vhost
+
+        broker = tuple(with_vhost(e, str(vhost)) for e in broker)
     queues = tuple(flags.queues) or tuple(profile.get("queues") or ())
     if flags.queues:
         origins["queues"] = "flag"

@@ -158,12 +158,19 @@ def settings_from_mapping(value: Any, where: str) -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         raise UsageError(f"{where} must be a table/dict of TLS settings or true, "
                          f"got {type(value).__name__}")
+    import difflib
+
     out: dict[str, Any] = {}
     for key, v in value.items():
         if str(key) in ALIASES:
             name, nv = _normalise(str(key), v, where)
             if nv is not None:
                 out[name] = nv
+            continue
+        close = difflib.get_close_matches(str(key), list(ALIASES), n=1, cutoff=0.85)
+        if close:  # a typo of a key that decides trust must not fall back to a default
+            raise UsageError(f"{where}: unknown TLS setting {str(key)!r} (did you mean "
+                             f"{close[0]!r}?)")
     return out
 
 
@@ -205,6 +212,40 @@ def check_files(tls: TLSConfig | None, what: str, names: dict[str, str] | None =
     if tls.keyfile and not tls.certfile:
         raise UsageError(f"{what}: ssl_keyfile given without ssl_certfile (the client "
                          f"certificate it belongs to)")
+    _load(tls, what, names or SPELLING)
+
+
+def _load(tls: TLSConfig, what: str, names: dict[str, str]) -> None:
+    """Load the files as the handshake will (CA bundle, certificate and key): a garbage file,
+    a key of another pair or a passphrase-protected key is a usage error now, naming the
+    setting — not a "TLS handshake failed" that pages as an unreachable broker. The key's
+    path is never echoed."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_certs:
+        try:
+            ctx.load_verify_locations(cafile=tls.ca_certs)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise UsageError(f"{what}: the {names['ca_certs']} file {tls.ca_certs} holds no "
+                             f"usable CA certificate ({_why(exc)})") from None
+    if tls.certfile:
+        def no_passphrase():
+            raise UsageError(f"{what}: the {names['keyfile']} file is protected by a "
+                             f"passphrase, which celeryctl cannot ask for")
+        try:
+            ctx.load_cert_chain(tls.certfile, tls.keyfile or None, password=no_passphrase)
+        except UsageError:
+            raise
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise UsageError(f"{what}: the client certificate ({names['certfile']} "
+                             f"{tls.certfile}) and its key ({names['keyfile']}) cannot be "
+                             f"used together ({_why(exc)})") from None
+
+
+def _why(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason or type(exc).__name__).replace("_", " ").lower()
 
 
 def strip_tls_query(url: str) -> str:

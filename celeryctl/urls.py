@@ -171,6 +171,18 @@ def parse_broker(url: str) -> list[Endpoint]:
     return endpoints
 
 
+def with_vhost(ep: Endpoint, vhost: str) -> Endpoint:
+    """The AMQP endpoint with its virtual host replaced (`--vhost`): every connection — remote
+    control through kombu, passive declares, purge — then uses the same vhost as the
+    management API, never the URL's."""
+    import dataclasses
+
+    parts = urlsplit(ep.raw)
+    path = "/" + quote(vhost, safe="")
+    raw = f"{parts.scheme}://{parts.netloc}{path}" + (f"?{parts.query}" if parts.query else "")
+    return dataclasses.replace(ep, raw=raw, path=vhost)
+
+
 def sentinel_master_name(endpoints, options: dict | None) -> str:
     """Sentinel: the monitored master's name — kombu's `master_name` transport option (or,
     a celeryctl convenience, `?master_name=` on a URL). A usage error (exit 64) when absent."""

@@ -61,7 +61,8 @@ def _count(reply: Any) -> int | None:
 def worker_rows(view: WorkersView) -> list[dict[str, Any]]:
     """One row per replying worker (duplicates kept), then one per expected-but-silent one."""
     rows = []
-    for node in view.nodes:
+    # by name, duplicates kept in arrival order: the same cluster reads the same every run
+    for node in sorted(view.nodes, key=lambda n: n.name):
         r = node.replies
         stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
         pool = stats.get("pool") or {}

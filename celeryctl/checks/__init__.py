@@ -203,8 +203,8 @@ class Unobserved:
         return {"name": self.name, "state": self.state, "reason": self.reason}
 
 
-# Without these doctor cannot say "all clear": the broker itself, and the workers.
-ESSENTIAL = ("broker", "workers")
+# Without these doctor cannot say "all clear": the broker itself, the workers, the queues.
+ESSENTIAL = ("broker", "workers", "queues")
 
 
 @dataclass
@@ -264,6 +264,7 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     na: list[Skipped] = []
     ran: list[str] = []
     partial: list[Skipped] = []
+    unread = _unread_queues(snap)
     for c in checks:
         reason = c.not_applicable(snap)
         if reason:
@@ -281,6 +282,8 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
             continue
         ran.append(c.code)
         gaps = [getattr(snap.part(n), "partial", None) for n in c.needs]
+        if "queues" in c.needs and unread:
+            gaps.append(unread)
         gaps = [g for g in gaps if g]
         if gaps:
             partial.append(Skipped(c.code, c.name, "; ".join(dict.fromkeys(gaps))))
@@ -290,9 +293,17 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     findings.sort(key=lambda f: (-f.severity, _sort_key(f.code), f.subject))
     essential = [Unobserved(n, _state(snap, n), snap.why_not(n)) for n in ESSENTIAL
                  if not snap.observed(n)]
+    view = snap.get("workers")
+    if view is not None and not getattr(view, "nodes", ()):
+        # remote control ran and nobody answered: the workers were not seen either (SRC004
+        # says it as a finding; deselecting it must not turn this into an all-clear)
+        essential.append(Unobserved("workers", "no-reply", "no worker replied within "
+                                    f"{getattr(view, 'waited_seconds', 0.0):.1f} s"))
     queues = snap.part("queues")
     target = getattr(snap, "target", None) or {}
-    if queues is not None and queues.ok and queues.partial and not (
+    if unread:
+        essential.append(Unobserved("queues", "partial", unread))
+    elif queues is not None and queues.ok and queues.partial and not (
             target.get("queues") or target.get("app")):
         # queues were discovered only in part (no SCAN, no management API) and the operator
         # named none: a backlog nobody consumes may be exactly what was missed
@@ -300,6 +311,18 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
     sources = [Unobserved(s.name, s.state, s.error or s.state)
                for s in getattr(snap, "sources", ()) if s.ok is False]
     return Report(findings, skipped, na, ran, partial, essential, sources)
+
+
+def _unread_queues(snap: Any) -> str | None:
+    """Task queues listed but not read (their LLEN refused, a key of the wrong type): a
+    backlog there is invisible, whoever named the queue."""
+    bad = [q for q in (snap.get("queues") or []) if getattr(q, "error", None)
+           and not getattr(q, "internal", False)]
+    if not bad:
+        return None
+    return (f"{len(bad)} queue(s) listed but not read: "
+            + "; ".join(f"{q.name}: {q.error}" for q in bad[:3])
+            + ("; ..." if len(bad) > 3 else ""))
 
 
 def _state(snap: Any, name: str) -> str:

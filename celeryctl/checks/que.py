@@ -29,7 +29,9 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
     """
     queues = _task_queues(snap)
     if queues and all(q.ready is None for q in queues):
-        raise Skip(rabbit.unknown(snap, "message counts"))
+        errors = [q.error for q in queues if q.error]
+        raise Skip(f"message counts unknown: {errors[0]}" if errors and
+                   snap.broker_kind == "redis" else rabbit.unknown(snap, "message counts"))
     for q in queues:
         if q.ready is None or q.ready < limits.queue_warn:
             continue

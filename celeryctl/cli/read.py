@@ -207,8 +207,9 @@ def _pass_down(ctx: typer.Context, *flags) -> bool:
 
 queues_app = _group(
     "True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, "
-    "consumers, rates. Exit 0 observed, 3 the broker could not be read. `queues watch` is "
-    "the live view.")
+    "consumers, rates. Exit 0 every queue read, 3 the broker (or a listed queue) could not "
+    "be read, or the queue list is partial and no -Q/-A named the queues. `queues watch` "
+    "is the live view.")
 
 
 @queues_app.callback()
@@ -223,12 +224,12 @@ def queues(
                               "result queues)."),
 ) -> None:
     """True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, consumers,
-    rates. Exit 0 observed, 3 the broker could not be read."""
+    rates. Exit 0 every queue read, 3 the broker (or a listed queue) could not be read, or
+    the queue list is partial and no -Q/-A named the queues."""
     if _pass_down(ctx, broker, result_backend, rabbitmq_api, vhost, queue, timeout, app_,
                   profile, rabbitmq_api_ca):
         return
     from celeryctl.collect import gather
-    from celeryctl.status import ExitStatus
     from celeryctl.views import queue_rows
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
@@ -271,7 +272,27 @@ def queues(
                 c.err.print(f"in flight (unacked): {unacked.total}, oldest "
                             f"{unacked.oldest_seconds or 0:.0f} s")
         c.footer(g)
-    raise typer.Exit(int(ExitStatus.OK if g.queues.ok else ExitStatus.UNKNOWN))
+    raise typer.Exit(int(queues_status(c, g)))
+
+
+def queues_status(c, g) -> int:
+    """0 every queue listed was read; 3 the queues could not be read, some listed queue could
+    not be (its reason on stderr in tables), or the list itself is partial (no SCAN / no
+    management API) and no -Q or -A named the queues: a queue nobody consumes may be missing."""
+    from celeryctl.status import ExitStatus
+
+    if not g.queues.ok:
+        return ExitStatus.UNKNOWN
+    unread = [q for q in g.queues.value if q.error and not q.internal]
+    if unread:
+        if c.fmt != "json":
+            for q in unread[:10]:
+                c.err.print(f"not read: queue {q.name}: {q.error}", markup=False,
+                            highlight=False)
+        return ExitStatus.UNKNOWN
+    if g.queues.partial and not (c.target.queues or c.target.app):
+        return ExitStatus.UNKNOWN
+    return ExitStatus.OK
 
 
 connections_app = _group(

@@ -95,12 +95,19 @@ class _Loop:
         self.patterns, self.include_internal = patterns, include_internal
 
     def run(self, show) -> None:
-        self.watcher.discover()  # names first (bounded by the timeout; may fail: retried)
+        from celeryctl.snapshot import Observed
+
+        first = self.watcher.discover()  # names first (bounded by the timeout; may fail)
         n = 0
         while True:
             tick = time.monotonic()
-            self.watcher.maybe_rediscover()
-            obs = self.watcher.sample()
+            if n == 0 and first.error is not None and not first.queues:
+                # the broker just failed to answer within the budget: this refresh reports
+                # that at once instead of spending a second timeout on the same broker
+                obs = Observed(error=first.error, kind=first.state)
+            else:
+                self.watcher.maybe_rediscover()
+                obs = self.watcher.sample()
             self.state.update(obs.value if obs.ok else None, obs.error)
             rows = self.state.rows(sort=self.sort, patterns=self.patterns,
                                    include_internal=self.include_internal)

@@ -133,7 +133,7 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
         if samples:
             g.samples = _peek_rabbit(g, target, samples) if peek else Observed(
                 error="on RabbitMQ reading queued messages (the management API's get) marks "
-                      "them redelivered: sampled only with --peek")
+                      "them redelivered: sampled only with --peek", kind=NOT_ASKED)
     if backend_task is not None:
         _finish_backend(g, target, backend_task, deadline)
     if sentinel_task is not None:
@@ -289,12 +289,17 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         wobs = wtask.wait(deadline + (GRACE if not queues else 0.0))
         g.workers = wobs
         g.sources.append(_workers_source(wobs, broker_url))
-        if connections and g.connections.ok and wobs.ok:
+        if connections and g.connections.ok:
             _find_owners(g, deadline + GRACE)
 
     if queues:
         names = _queue_names_redis(discovery, target, g.workers)
         depth_deadline = max(deadline, time.monotonic()) + GRACE
+    if queues and not names and discovery.error:
+        # nothing named the queues and the broker may not be listed: never "no queues"
+        g.queues = Observed(error=_redis_discovery_gap(discovery, g.workers, target) or
+                            discovery.error, kind=dobs.kind or DENIED)
+    elif queues:
 
         def depths_ttls_samples():
             depths, errors = r.collect_depths(client, layout, sorted(names))
@@ -321,7 +326,13 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             consumers = _consumers_from_workers(g.workers)
             unacked = g.redis_unacked.value if g.redis_unacked.ok else None
             rows = r.build_queue_depths(names, depths, unacked, consumers,
-                                        ttls.value if ttls.ok else None, errors)
+                                        ttls.value if ttls.ok else None, errors,
+                                        bindings_known=not discovery.error)
+            if errors:
+                partial.append(f"LLEN of {len(errors)} queue(s): "
+                               + "; ".join(list(errors.values())[:3]))
+            if samples and not sampled.ok:
+                partial.append(f"LRANGE (sampling queued messages): {sampled.error}")
             why_partial = _redis_discovery_gap(discovery, g.workers, target)
             notes = (why_partial,) if why_partial else ()
             g.queues = Observed(rows, source="redis", partial=why_partial, notes=notes)
@@ -511,6 +522,17 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
             g.connections = Observed(error=why, kind=NOT_CONFIGURED)
 
     need_fallback = queues and not g.queues.ok
+    early = None
+    base_names: set[str] = set()
+    if need_fallback:
+        # start the passive declares of the queues already known now, beside the workers'
+        # broadcast, so the whole command stays within the budget (the workers' queues are
+        # declared after, with what time is left)
+        base_names = set(target.queues) | set(target.app.queue_names if target.app else ())
+        base_names = base_names or {"celery"}
+        early = spawn("amqp", lambda: rq.collect_amqp_queues(target.broker, t, vhost,
+                                                             sorted(base_names)),
+                      f"AMQP {_addr(target)}")
     if wtask is not None and (methods or need_fallback):
         wobs = wtask.wait(deadline + (GRACE if methods else 0.0))
         g.workers = wobs
@@ -519,17 +541,15 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         g.workers = not_asked("not needed: the management API listed the queues", NOT_ASKED)
 
     if need_fallback:
-        names = set(target.queues)
-        if target.app:
-            names.update(target.app.queue_names)
-        consumers = _consumers_from_workers(g.workers) or {}
-        names.update(consumers)
-        if not names:
-            names.add("celery")
-        atask = spawn("amqp", lambda: rq.collect_amqp_queues(target.broker, t, vhost,
-                                                            sorted(names)),
-                      f"AMQP {_addr(target)}")
-        aobs = atask.wait(max(deadline, time.monotonic()) + GRACE)
+        end = deadline + GRACE
+        aobs = early.wait(end)
+        extra = sorted(set(_consumers_from_workers(g.workers) or {}) - base_names)
+        if aobs.ok and extra and time.monotonic() < end:
+            more = spawn("amqp-more", lambda: rq.collect_amqp_queues(target.broker, t, vhost,
+                                                                     extra),
+                         f"AMQP {_addr(target)}").wait(end)
+            if more.ok:
+                aobs = dataclasses.replace(aobs, value=aobs.value + more.value)
         g.sources.append(SourceStatus("amqp", broker_url, aobs.ok, aobs.error,
                                       aobs.elapsed_seconds,
                                       detail="queue depth by passive declare (fallback)",
@@ -548,7 +568,7 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         else:
             g.queues = Observed(error=f"{g.queues.error or 'management API unavailable'}; "
                                       f"AMQP fallback: {aobs.error}", kind=aobs.kind)
-    if connections and g.connections.ok and g.workers.ok:
+    if connections and g.connections.ok:
         _find_owners(g, deadline + GRACE)
     if not any(s.name == "broker" for s in g.sources):
         g.sources.insert(0, _rabbit_broker_source(g, wtask, broker_url))
@@ -666,9 +686,16 @@ def _finish_backend(g: Gathered, target: Target, task, deadline: float) -> None:
 
 def _find_owners(g: Gathered, deadline: float) -> None:
     """What attributing connections to workers needs: the workers' host addresses, and the
-    local process owning each socket whose peer is this machine."""
-    g.host_addresses = _resolve_hosts(g.workers.value, deadline)
+    local process owning each socket whose peer is this machine. A socket of this very
+    process is celeryctl's own (Redis: when CLIENT ID was refused, the only way to tell)."""
+    import os
+
+    g.host_addresses = _resolve_hosts(g.workers.value if g.workers.ok else None, deadline)
     g.local_pids = _local_pids(g.connections.value, deadline)
+    me = os.getpid()
+    g.connections = dataclasses.replace(g.connections, value=[
+        dataclasses.replace(c, role="celeryctl") if g.local_pids.get(c.address) == me
+        and c.role != "celeryctl" else c for c in g.connections.value])
 
 
 def _resolve_hosts(view: WorkersView | None, deadline: float) -> dict[str, list[str]]:

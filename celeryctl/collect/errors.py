@@ -71,8 +71,11 @@ def redis_denial(exc: BaseException) -> str | None:
     text = " ".join(str(exc).split())
     low = text.lower()
     cls = type(exc).__name__
-    if cls == "NoPermissionError" or low.startswith("noperm") or "no permissions to" in low:
+    if cls == "NoPermissionError" or low.startswith("noperm") or "no permissions to" in low \
+            or "user executing the script can't run" in low:
         return "refused by the ACL of this user"
+    if "exec without multi" in low:  # MULTI itself was refused, then EXEC had nothing
+        return "MULTI refused by the ACL of this user (or renamed)"
     if "unknown command" in low or "unknown subcommand" in low:
         return "the command is renamed or disabled on this server"
     if "command not allowed" in low or "command is not allowed" in low or \
@@ -98,6 +101,9 @@ class redis_op:
         why = redis_denial(exc)
         if why is None:
             return False
+        if "renamed or disabled" in why or "not allowed" in why:
+            # no ACL grants a command the server renamed away: say what else helps
+            raise Denied(self.operation, "", why + "; no account can run it here") from None
         raise Denied(self.operation, f"ACL {self.acl}" if self.acl else "", why) from None
 
 
@@ -139,7 +145,8 @@ def _guess(exc: BaseException, text: str) -> tuple[str, str | None]:
             or "ssl:" in low and ("certificate" in low or "handshake" in low):
         return UNREACHABLE, "TLS handshake failed"
     # authentication
-    if "authentication required" in low or "noauth" in low:
+    if "authentication required" in low or "noauth" in low or \
+            "must be called with the client already authenticated" in low:
         return AUTH_FAILED, "authentication required (the server has a password; none was given)"
     if cls in ("AuthenticationError", "ProbableAuthenticationError",
                "AuthenticationWrongNumberOfArgsError") or "wrongpass" in low or \
@@ -152,6 +159,8 @@ def _guess(exc: BaseException, text: str) -> tuple[str, str | None]:
     if cls == "ProbableAccessDeniedError" or "not_allowed" in low and "vhost" in low and \
             "refused" in low:
         return DENIED, "permission denied (no permissions on this virtual host for this user)"
+    if "not_allowed" in low and "vhost" in low and "not found" in low:
+        return UNREACHABLE, "no such virtual host on this broker"
     if code == 403 or "access_refused" in low or "access refused" in low:
         return DENIED, "permission denied (ACCESS_REFUSED: this user lacks a permission)"
     # nothing usable answered

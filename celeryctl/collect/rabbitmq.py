@@ -155,7 +155,8 @@ class ManagementAPI:
         if resp.status_code in (401, 403):
             raise refusal(resp.status_code, resp.text, path)
         if resp.status_code == 404:
-            raise ManagementError(f"{path} not found (404)", 404)
+            raise ManagementError(f"GET /api{path}: not found (404) — no such virtual host or "
+                                  f"queue, or not a RabbitMQ management API", 404, UNREACHABLE)
         if resp.status_code >= 400:
             raise ManagementError(f"HTTP {resp.status_code} "
                                   f"on {path}", resp.status_code)

@@ -167,8 +167,9 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
     current master first (`options`: the transport options, for master_name)."""
     endpoints = resolve_endpoints(endpoints, timeout, options)
     errors = []
-    from celeryctl.collect.errors import redis_denial
+    from celeryctl.collect.errors import Denied, classify, redis_denial
 
+    kind = None
     for ep in endpoints:
         client = redis_client(ep, timeout)
         try:
@@ -177,14 +178,29 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
             except Exception as exc:  # noqa: BLE001 - a refused PING is still an answer
                 if redis_denial(exc) is None:
                     raise
+                refused = _refused_command(exc)
+                if refused not in (None, "ping"):
+                    # redis-py runs AUTH/SELECT/HELLO on connect: every later command
+                    # would fail the same way, so this account cannot read this db at all
+                    raise Denied(f"{refused.upper()} while connecting (db "
+                                 f"{ep.redis_db})", f"ACL +{refused}",
+                                 redis_denial(exc) or "") from None
             return client, ep
         except Exception as exc:  # noqa: BLE001 - collected, reported together
-            from celeryctl.collect.bounded import describe_error
-
-            errors.append(f"{ep.address}: {describe_error(exc)}" if len(endpoints) > 1
-                          else describe_error(exc))
+            kind, text = classify(exc)
+            errors.append(f"{ep.address}: {text}" if len(endpoints) > 1 else text)
             client.close()
-    raise ConnectionError("; ".join(errors))
+    err = ConnectionError("; ".join(errors))
+    err.kind = kind or "failed"  # type: ignore[attr-defined]
+    raise err
+
+
+def _refused_command(exc: BaseException) -> str | None:
+    """The command an ACL refused, from redis's "no permissions to run the 'X' command"."""
+    import re
+
+    m = re.search(r"run the '([a-z|_-]+)' command", str(exc), re.I)
+    return m.group(1).lower() if m else None
 
 
 @dataclass
@@ -508,7 +524,8 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
                        depths: dict[str, dict[str, int]], unacked: RedisUnacked | None,
                        consumers: dict[str, list[str]] | None,
                        ttls: dict[str, int] | None = None,
-                       errors: dict[str, str] | None = None) -> list[QueueDepth]:
+                       errors: dict[str, str] | None = None,
+                       bindings_known: bool = True) -> list[QueueDepth]:
     """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution,
     worker consumers and list TTLs into QueueDepth records. A queue in `errors` could not be
     read: its depth is unknown (None) and the reason is on the row."""
@@ -526,7 +543,10 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
             consumers=len(workers) if consumers is not None else None,
             consumers_source="workers" if consumers is not None else None,
             consumer_workers=tuple(workers), internal=internal,
-            exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by,
+            # without the binding tables an empty list may still be a declared queue: only
+            # their absence from a table that was read says "missing"
+            exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by
+            or not bindings_known,
             source="redis", discovered_by=discovered_by, ttl_seconds=(ttls or {}).get(name),
             error=(errors or {}).get(name),
         ))
@@ -568,6 +588,8 @@ def collect_samples(client, layout: RedisLayout, depths: dict[str, dict[str, int
     step first) of each non-empty sub-list, up to `per_queue` messages per queue, pipelined.
     At most SAMPLE_QUEUES_LIMIT queues, the deepest first, so 10,000 queues cost no more than
     200. Read-only: LRANGE neither pops nor reorders."""
+    from celeryctl.collect.errors import redis_op
+
     plan: list[tuple[str, int]] = []
     calls: list[tuple[str, tuple]] = []
     busy = sorted((q for q, b in depths.items() if any(int(v) for v in b.values())),
@@ -584,7 +606,8 @@ def collect_samples(client, layout: RedisLayout, depths: dict[str, dict[str, int
             left -= n
             if left <= 0:
                 break
-    results = pipelined(client, calls)
+    with redis_op("LRANGE (sampling queued messages)", "+lrange"):
+        results = pipelined(client, calls)
     out: dict[str, list[MessageSample]] = {}
     for (queue, step), items in zip(plan, results, strict=True):
         # rightmost first: the next message a worker would receive

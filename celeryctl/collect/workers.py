@@ -155,6 +155,8 @@ def collect_workers(endpoints: tuple[Endpoint, ...], transport_options: dict[str
                             notes=(f"no worker has ever started on this virtual host: the "
                                    f"{mailbox.exchange.name!r} exchange does not exist",))
         reply_queue = mailbox.reply_queue(chan)
+        if reply and ep.kind == "redis":
+            _can_read_replies(chan, reply_queue.name)
         if reply:
             maybe_declare(reply_queue)
         tickets: dict[str, str] = {}
@@ -315,6 +317,20 @@ def _remote_control_denied(exc: BaseException, ep: Endpoint) -> Exception | None
     raw = SECRETS.scrub(" ".join(str(exc).split()))[:200]
     d = Denied("remote control", AMQP_RC_PERMS, raw)
     return RemoteControlDenied(str(d))
+
+
+def _can_read_replies(chan, key: str) -> None:
+    """Redis: try the reply read (`BRPOP key 0.01`) before publishing anything. An account
+    that may publish but not BRPOP would otherwise leave every worker's reply in a list
+    nobody reads and that never expires — celeryctl's own litter, run after run. A refusal
+    raises here, before any write; Redis < 6 (integer timeouts only) skips the probe."""
+    try:
+        with chan.conn_or_acquire() as client:
+            client.brpop([key], timeout=0.01)
+    except Exception as exc:  # noqa: BLE001 - only an old server's syntax error is ignored
+        if "not an integer" in str(exc).lower() or "not a float" in str(exc).lower():
+            return
+        raise
 
 
 def _pidbox_exchange_exists(chan, name: str) -> bool:

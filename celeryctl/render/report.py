@@ -21,7 +21,8 @@ FIXES = {
 STATE_LABELS = {"permission-denied": "permission denied", "auth-failed": "authentication failed",
                 "unreachable": "unreachable", "not-configured": "not configured",
                 "not-checked": "not checked", "failed": "failed", "observed": "observed",
-                "not-asked": "not asked", "not collected": "not collected"}
+                "not-asked": "not asked", "not collected": "not collected",
+                "no-reply": "no reply", "partial": "observed in part"}
 
 
 def _missing_text(report) -> str:

@@ -86,10 +86,31 @@ def test_resolve_enabled_by_scheme_or_settings():
     assert resolve_tls("amqp", [("app", {"ca_certs": "/a"})]).ca_certs == "/a"
 
 
-def test_check_files(tmp_path):
+@pytest.fixture(scope="module")
+def real_certs(tmp_path_factory):
+    """Real PEM files (the lab's openssl-made CA and client pair): check_files loads them."""
+    from celeryctl.lab.tls import make_certs
+
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def test_check_files(tmp_path, real_certs):
+    import shutil
+
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    shutil.copy(real_certs.ca, ca)
     check_files(TLSConfig(ca_certs=str(ca)), "broker")
+    check_files(TLSConfig(ca_certs=str(ca), certfile=real_certs.client_cert,
+                          keyfile=real_certs.client_key), "broker")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    with pytest.raises(UsageError, match="holds no usable CA certificate"):
+        check_files(TLSConfig(ca_certs=str(garbage)), "broker")
+    # a key of another pair: refused now (exit 64), never a "TLS handshake failed" later
+    with pytest.raises(UsageError, match="cannot be used together") as exc:
+        check_files(TLSConfig(certfile=real_certs.client_cert,
+                              keyfile=real_certs.server_key), "broker")
+    assert real_certs.server_key not in str(exc.value)
     with pytest.raises(UsageError, match=r"the ssl_ca_certs file .*nope.pem does not exist "
                                          r"\(from URL\)"):
         check_files(TLSConfig(ca_certs=str(tmp_path / "nope.pem"),
@@ -141,9 +162,16 @@ def test_strip_tls_query():
 # --- targets ----------------------------------------------------------------------------
 
 def _files(tmp_path):
-    for name in ("url-ca.pem", "profile-ca.pem", "app-ca.pem", "c.pem", "k.pem", "api-ca.pem",
-                 "env-ca.pem"):
-        (tmp_path / name).write_text("x")
+    """Real PEMs under the names the tests use (check_files loads them)."""
+    import shutil
+
+    from celeryctl.lab.tls import make_certs
+
+    certs = make_certs(tmp_path.parent / "shared-certs")
+    for name in ("url-ca.pem", "profile-ca.pem", "app-ca.pem", "api-ca.pem", "env-ca.pem"):
+        shutil.copy(certs.ca, tmp_path / name)
+    shutil.copy(certs.client_cert, tmp_path / "c.pem")
+    shutil.copy(certs.client_key, tmp_path / "k.pem")
     return tmp_path
 
 
@@ -323,3 +351,13 @@ def test_describe_verify_failure_from_text_alone():
                         "chain (_ssl.c:1006).")
     assert describe_error(e).startswith("TLS certificate verification failed (self-signed "
                                         "certificate in certificate chain): give the CA")
+
+
+def test_a_typo_in_broker_use_ssl_is_refused():
+    from celeryctl.tls import settings_from_mapping
+
+    with pytest.raises(UsageError, match="did you mean 'ssl_ca_certs'"):
+        settings_from_mapping({"ssl_ca_cert": "/a"}, "profile broker_use_ssl")
+    # tuning keys it does not use are still ignored
+    assert settings_from_mapping({"ciphers": "HIGH", "ca_certs": "/a"}, "app") == {
+        "ca_certs": "/a"}
