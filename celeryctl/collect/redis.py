@@ -449,6 +449,8 @@ def collect_config(client) -> dict[str, str]:
         why = redis_denial(refused[0])
         if why is None:
             raise refused[0]
+        if "renamed or disabled" in why or "not allowed" in why:
+            raise Denied("CONFIG GET", "", why + "; no account can run it here")
         raise Denied("CONFIG GET", "ACL +config|get", why)
     return config
 

@@ -217,7 +217,9 @@ def test_renamed_reads_cost_only_their_checks(managed_redis):
     assert ("QUE002", "queue orphans") in found
     # `queues` says discovery was partial and how to see more
     code, out, err, _ = run_cli("queues", "--broker", managed_redis["url"])
-    assert code == 0 and "pass -Q NAME or -A APP" in err, err
+    assert code == 3 and "pass -Q NAME or -A APP" in err, err
+    code, out, err, _ = run_cli("queues", "--broker", managed_redis["url"], "-Q", "orphans")
+    assert code == 0 and "orphans" in out, err
 
 
 # --- two apps on one Redis ----------------------------------------------------------------
@@ -340,3 +342,105 @@ def test_rabbitmq_management_tag_only_user(rabbit, rabbit_accounts):
     bad = mapi.replace("perm-mgmt-pw", "wrong")
     code, doc, err, _ = run_doc("queues", "--broker", broker, "--rabbitmq-api", bad)
     assert states(doc)["management-api"] == "auth-failed", doc["sources"]
+
+
+# --- the hostile review's cases: never an all-clear for what was not seen -------------------
+
+def _acl_user(redis_url: str, name: str, *rules: str) -> str:
+    """An ACL user on the session Redis with exactly `rules`; returns its URL (db 0)."""
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    r.execute_command("ACL", "SETUSER", name, "reset", "on", ">pw-" + name, "-@all", *rules)
+    r.close()
+    return redis_url.replace("redis://", f"redis://{name}:pw-{name}@", 1)
+
+
+def test_a_queue_whose_llen_is_refused_is_never_all_clear(redis_server, redis_accounts):
+    from celeryctl.permissions import REDIS_MONITOR, REDIS_REMOTE_CONTROL
+
+    hidden = redis_accounts["queue"]
+    rules = [r for r in REDIS_MONITOR + REDIS_REMOTE_CONTROL if r != "%R~*"]
+    url = _acl_user(redis_server["url"], "kp-hidden", *rules, "%R~_kombu.*", "%R~unacked*",
+                    "%R~celery*", "%R~hipri*")
+    code, doc, err, _ = run_doc("doctor", "--broker", url, "--timeout", "3")
+    assert code == 3, doc["summary"]
+    assert doc["summary"]["verdict"].startswith("INCOMPLETE")
+    assert hidden in json.dumps(doc["summary"]["not_observed"])
+    broker = next(x for x in doc["sources"] if x["name"] == "broker")
+    assert any(p.startswith("LLEN of") for p in broker["partial"]), broker
+    code, out, err, _ = run_cli("queues", "--broker", url)
+    assert code == 3 and f"not read: queue {hidden}" in err, err
+
+
+def test_no_reply_is_not_all_clear_even_when_src004_is_deselected(redis_server):
+    empty_db = redis_server["url"].rsplit("/", 1)[0] + "/11"
+    code, doc, err, _ = run_doc("doctor", "--broker", empty_db, "--select", "QUE",
+                                "--timeout", "1")
+    assert code == 3 and doc["summary"]["verdict"].startswith("INCOMPLETE"), doc["summary"]
+    assert doc["summary"]["not_observed"][0]["state"] == "no-reply"
+
+
+def test_scan_refused_and_no_workers_lists_nothing_as_unknown(redis_server):
+    from celeryctl.permissions import REDIS_MONITOR
+
+    url = _acl_user(redis_server["url"], "no-scan", *[r for r in REDIS_MONITOR
+                                                      if r != "+scan"])
+    code, doc, err, _ = run_doc("queues", "--broker", url, "--timeout", "1")
+    assert code == 3 and doc["queues"] is None, doc
+    code, doc, err, _ = run_doc("queues", "--broker", url, "-Q", "celery", "--timeout", "1")
+    assert code == 0 and [q["name"] for q in doc["queues"]] == ["celery"]
+    assert doc["queues"][0]["exists"] is True  # unknown without the bindings: not "missing"
+
+
+def test_select_refused_and_missing_password_are_named(redis_server, redis_auth):
+    from celeryctl.permissions import REDIS_MONITOR
+
+    url = _acl_user(redis_server["url"], "no-select", *[r for r in REDIS_MONITOR
+                                                        if r != "+select"])
+    code, doc, err, _ = run_doc("queues", "--broker", url.rsplit("/", 1)[0] + "/1")
+    broker = next(x for x in doc["sources"] if x["name"] == "broker")
+    assert code == 3 and broker["state"] == "permission-denied", broker
+    assert "SELECT" in broker["error"] and "+select" in broker["error"]
+    # a password-protected Redis reached without one: authentication, not "unreachable"
+    code, doc, err, _ = run_doc("doctor", "--broker", redis_auth["url"], "--timeout", "1")
+    broker = next(x for x in doc["sources"] if x["name"] == "broker")
+    assert broker["state"] == "auth-failed" and code == 3, broker
+    assert "SRC001" not in {f["code"] for f in doc["findings"]}
+
+
+def test_brpop_refused_leaves_no_reply_behind(redis_server, redis_workers):
+    import redis
+
+    from celeryctl.permissions import REDIS_MONITOR, REDIS_REMOTE_CONTROL
+
+    url = _acl_user(redis_server["url"], "no-brpop",
+                    *[r for r in REDIS_MONITOR + REDIS_REMOTE_CONTROL if r != "+brpop"])
+    r = redis.Redis.from_url(redis_server["url"])
+    before = set(r.scan_iter(match="*.reply.celery.pidbox*"))
+    for _ in range(2):
+        code, doc, err, _ = run_doc("workers", "--broker", url, "--timeout", "2")
+        assert code == 3 and states(doc)["workers"] == "permission-denied", doc["sources"]
+    time.sleep(1.5)  # replies of a request that went out would have landed by now
+    assert set(r.scan_iter(match="*.reply.celery.pidbox*")) == before
+
+
+def test_vhost_flag_reaches_remote_control(rabbit, rabbit_workers):
+    import requests
+
+    api = f"http://127.0.0.1:{rabbit['management_port']}/api"
+    requests.put(f"{api}/vhosts/empty-staging", auth=("guest", "guest"), timeout=5)
+    requests.put(f"{api}/permissions/empty-staging/guest", auth=("guest", "guest"), timeout=5,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    try:
+        broker = rabbit["url"]  # the URL names vhost "/", where the workers are
+        code, doc, err, _ = run_doc("doctor", "--broker", broker, "--vhost", "empty-staging",
+                                    "--rabbitmq-api", rabbit["api"], "--timeout", "2")
+        assert "All clear" not in doc["summary"]["verdict"], doc["summary"]
+        assert code in (2, 3) and doc["target"]["vhost"] == "empty-staging"
+        code, out, err, _ = run_cli("control", "pool-grow", "1", "-d", rabbit_workers["names"][0],
+                                    "--broker", broker, "--vhost", "empty-staging",
+                                    "--timeout", "2")
+        assert code == 64, out + err  # no worker answers in that vhost: refused, nothing sent
+    finally:
+        requests.delete(f"{api}/vhosts/empty-staging", auth=("guest", "guest"), timeout=5)
