@@ -374,7 +374,7 @@ def test_a_queue_whose_llen_is_refused_is_never_all_clear(redis_server, redis_ac
 
 
 def test_no_reply_is_not_all_clear_even_when_src004_is_deselected(redis_server):
-    empty_db = redis_server["url"].rsplit("/", 1)[0] + "/11"
+    empty_db = redis_server["url"].rsplit("/", 1)[0] + "/2"  # no other test uses db 2
     code, doc, err, _ = run_doc("doctor", "--broker", empty_db, "--select", "QUE",
                                 "--timeout", "1")
     assert code == 3 and doc["summary"]["verdict"].startswith("INCOMPLETE"), doc["summary"]
