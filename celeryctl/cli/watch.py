@@ -171,4 +171,6 @@ def _screen(rows, header, height):
 def _json(rows, state, watcher, sources) -> str:
     from celeryctl.render.live import json_line
 
-    return json_line(rows, sources, stale=state.stale, workers=watcher.discovery.workers)
+    # nothing read yet (the broker never answered): unknown, not an empty list of queues
+    return json_line(rows if state.last_good else None, sources, stale=state.stale,
+                     workers=watcher.discovery.workers)

@@ -561,7 +561,11 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
             gap = ("without the management API queues cannot be discovered: only those named "
                    f"by {known} were read; a queue no worker consumes is not seen — pass -Q "
                    "NAME or -A APP")
-            note = ("management API unavailable: depth and consumers from AMQP passive declare; "
+            api_src = next((s for s in g.sources if s.name == "management-api"), None)
+            why = "not configured" if api_src is None else {
+                "permission-denied": "refused this account", "auth-failed":
+                "rejected the credentials"}.get(api_src.state, "unavailable")
+            note = (f"management API {why}: depth and consumers from AMQP passive declare; "
                     "unacked and rates unknown; " + gap)
             g.queues = Observed(aobs.value, source="amqp", notes=(note,), partial=gap)
             g.notes.append(note)

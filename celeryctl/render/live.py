@@ -72,10 +72,10 @@ JSON_KEYS = ("name", "ready", "unacked", "consumers", "rate_in", "rate_out", "ne
              "drain_seconds")
 
 
-def json_line(rows: list[dict[str, Any]], sources: list[dict[str, Any]], *, stale: bool,
-              workers: int | None, now: float | None = None) -> str:
+def json_line(rows: list[dict[str, Any]] | None, sources: list[dict[str, Any]], *,
+              stale: bool, workers: int | None, now: float | None = None) -> str:
     return json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
         "stale": stale, "workers": workers,
-        "queues": [{k: r[k] for k in JSON_KEYS} for r in rows],
+        "queues": None if rows is None else [{k: r[k] for k in JSON_KEYS} for r in rows],
         "sources": sources}, default=str)
