@@ -66,7 +66,8 @@ def _print_state(st) -> None:
     typer.echo(f"          {run}celeryctl queues {flags}")
     typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
     if st.scenario:
-        extra = " ".join(f"'{a}'" for a in st.doctor_args)
+        extra = " ".join(f'"{a}"' if "$(" in a else f"'{a}'"
+                         for a in st.doctor_argv(shell=True))
         env = f"PYTHONPATH='{st.dir}' " if "scenario_app" in st.doctor_args else ""
         typer.echo(f"scenario: {st.scenario} — try: {env}{run}celeryctl doctor {flags} {extra}"
                    .rstrip())

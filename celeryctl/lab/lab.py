@@ -42,6 +42,17 @@ class LabState:
     # password_file}}}
     accounts: dict = field(default_factory=dict)
 
+    def doctor_argv(self, *, shell: bool = False) -> list[str]:
+        """The scenario's doctor arguments with `{account:BROKER:TIER}` placeholders turned
+        into the account's URL (`shell`: its password as $(cat FILE), for printing)."""
+        import re
+
+        def expand(arg: str) -> str:
+            return re.sub(r"\{account:(\w+):(\w+)\}",
+                          lambda m: self.account_url(m.group(1), m.group(2), shell=shell), arg)
+
+        return [expand(a) for a in self.doctor_args]
+
     def account_url(self, broker: str, tier: str, *, shell: bool = False) -> str:
         """The lab's broker (or management API: broker "api") URL as one of the accounts."""
         from celeryctl.lab.accounts import account_url

@@ -620,11 +620,13 @@ def _as_account(tier: str, then: Callable[[ScenarioContext], None] | None = None
     def prepare(ctx: ScenarioContext) -> None:
         if then is not None:
             then(ctx)
+        # placeholders, expanded when run (LabState.doctor_argv): the password stays in its
+        # 0600 file, never in state.json nor on the screen
         if ctx.lab.broker == "redis":
-            ctx.doctor_args += ["--broker", ctx.lab.account_url("redis", tier)]
+            ctx.doctor_args += ["--broker", f"{{account:redis:{tier}}}"]
         else:
-            ctx.doctor_args += ["--broker", ctx.lab.account_url("rabbitmq", tier),
-                                "--rabbitmq-api", ctx.lab.account_url("api", tier)]
+            ctx.doctor_args += ["--broker", f"{{account:rabbitmq:{tier}}}",
+                                "--rabbitmq-api", f"{{account:api:{tier}}}"]
     return prepare
 
 

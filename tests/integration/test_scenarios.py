@@ -24,7 +24,7 @@ def test_scenario(name, tmp_path):
         args = ["doctor", "--broker", st.broker_url, "--timeout", "3"]
         if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
-        args += st.doctor_args
+        args += st.doctor_argv()
         code, doc, err, secs = run_json(*args, env={"PYTHONPATH": st.dir,
                                                     **st.api_tls_env()},
                                         prefix=st.run_prefix)

@@ -29,7 +29,7 @@ def test_doctor_from_snapshot_equals_the_live_run(scenario, tmp_path):
     st = lab.up(tmp_path / "lab", scenario=scenario,
                 rabbitmq=sc.broker == "rabbitmq" or sc.needs_rabbitmq, progress=lambda *_: None)
     try:
-        args = ["--broker", st.broker_url, "--timeout", "3", *st.doctor_args]
+        args = ["--broker", st.broker_url, "--timeout", "3", *st.doctor_argv()]
         if st.broker == "rabbitmq" and "--rabbitmq-api" not in st.doctor_args:
             args += ["--rabbitmq-api", st.api_url]
         snap = tmp_path / "snap.json.gz"
