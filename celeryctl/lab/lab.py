@@ -360,7 +360,7 @@ def down(d: Path, progress=print) -> list[str]:
             stopped.append(f"{p.kind} {p.name}")
     if st.netns:
         s.kill_namespace(st.netns)
-    for sub in ("redis", "tls", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,
+    for sub in ("redis", "tls", "accounts", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,
                                                       *st.sentinels, *st.replicas] if p)):
         shutil.rmtree(Path(st.dir) / sub, ignore_errors=True)
     state_path(d).unlink(missing_ok=True)
