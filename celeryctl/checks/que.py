@@ -72,9 +72,11 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
         if snap.broker_kind == "amqp":
             # statistics disabled: queue totals carry message counts but no consumer count
             raise Skip(rabbit.unknown(snap, "consumer counts"))
+        part = snap.part("workers")
+        state = getattr(part, "state", None) or "not collected"
         raise Skip(f"consumers of {', '.join(unknown[:5])} unknown: on Redis only the "
                    f"workers' active_queues say who consumes a queue, and the workers were "
-                   f"not observed ({snap.why_not('workers')})")
+                   f"not observed ({state}; see SOURCES)")
     for q in waiting:
         if q.consumers == 0:
             yield Finding(Severity.CRITICAL, f"queue {q.name}",

@@ -25,15 +25,28 @@ STATE_LABELS = {"permission-denied": "permission denied", "auth-failed": "authen
                 "no-reply": "no reply", "partial": "observed in part"}
 
 
+def _gist(reason: str, state: str) -> str:
+    """The gist of a reason for the one-line verdict (the sources section has it whole):
+    "permission denied: remote control refused", "authentication failed", ..."""
+    import re
+
+    m = re.search(r"permission denied: (.+?) refused", reason)
+    if state == "permission-denied" and m:
+        return f"permission denied: {m.group(1)} refused"
+    if state in ("partial", "no-reply"):
+        return reason if len(reason) <= 160 else reason[:157] + "..."
+    return STATE_LABELS.get(state, state)
+
+
 def _missing_text(report) -> str:
     names = {m.name for m in report.missing}
     # the workers are asked over the broker: when it was not observed, it is the one reason
     shown = [m for m in report.missing
              if not ("broker" in names and m.name != "broker"
                      and m.reason.startswith("the broker was not observed"))]
-    return "; ".join(f"{m.name} observed in part — {m.reason}" if m.state == "partial" else
-                     f"{m.name} not observed — {STATE_LABELS.get(m.state, m.state)}: "
-                     f"{m.reason}" for m in shown)
+    return "; ".join(f"{m.name} observed in part — {_gist(m.reason, m.state)}"
+                     if m.state == "partial" else
+                     f"{m.name} not observed — {_gist(m.reason, m.state)}" for m in shown)
 
 
 def verdict(report) -> str:
@@ -55,7 +68,7 @@ def verdict(report) -> str:
         return text
     if report.incomplete:
         info = f" ({c['info']} info)" if c.get("info") else ""
-        return f"INCOMPLETE: {_missing_text(report)}{info} — {tail}."
+        return f"INCOMPLETE: {_missing_text(report)}{info} — {tail} (see SOURCES)."
     others = [u for u in report.unobserved if u.name not in ("broker", "workers")]
     if report.findings:
         text = f"INFO: {c['info']} info — {tail}."
@@ -106,6 +119,8 @@ def render_report_table(out, report, sources) -> None:
             reason = s.reason
             if "the broker was not observed" in reason:
                 reason = "they read the broker, which was not observed (see SOURCES)"
+            elif reason.startswith("workers not observed ("):
+                reason = "they read the workers, which were not observed (see SOURCES)"
             by_reason.setdefault(reason, []).append(s)
         for reason, group in by_reason.items():
             if len(group) == 1:

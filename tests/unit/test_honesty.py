@@ -133,7 +133,9 @@ def report(findings=(), missing=(), partial=(), unobserved=()):
     return Report(fs, [], [], ["X"] * 10, list(partial), list(missing), list(unobserved))
 
 
-WORKERS_DENIED = Unobserved("workers", "permission-denied", "remote control refused")
+WORKERS_DENIED = Unobserved("workers", "permission-denied",
+                            "workers via redis h:1: permission denied: remote control refused "
+                            "(refused by the ACL of this user); needs ACL rules")
 
 
 def test_all_clear_only_when_broker_and_workers_were_observed():
@@ -141,7 +143,7 @@ def test_all_clear_only_when_broker_and_workers_were_observed():
     assert doctor_status(report(), Severity.WARNING) == 0
     r = report(missing=[WORKERS_DENIED])
     assert verdict(r).startswith("INCOMPLETE: workers not observed — permission denied: "
-                                 "remote control refused")
+                                 "remote control refused — 10 checks ran")
     assert "All clear" not in verdict(r)
     assert doctor_status(r, Severity.WARNING) == 3
 
