@@ -26,7 +26,7 @@ def test_broker_down_still_reports_within_bound(silent_listener):
 def test_healthy_cluster_is_clean(redis_workers):
     code, doc, err, _ = run_json("doctor", "--broker", redis_workers["url"], "--timeout", "5")
     assert code == 0, json.dumps(doc["findings"], indent=1)
-    assert doc["findings"] == []
+    assert doc["findings"] == [], json.dumps(doc["findings"], indent=1)
     assert doc["summary"]["worst"] == "ok" and doc["summary"]["checks_ran"] >= 15
     code, out, err, _ = run_cli("doctor", "--broker", redis_workers["url"])
     assert out.startswith("All clear")
