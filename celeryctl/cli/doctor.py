@@ -52,9 +52,10 @@ def doctor(
                                "their content type; 0 disables."),
 ) -> None:
     """The incident report: everything wrong, with evidence and the commands that fix it.
-    Exit 0 all clear (broker and workers observed), 1 warning, 2 critical (a broker that
-    does not answer is critical), 3 nothing wrong found but the broker or the workers were
-    not observed (permission denied, authentication failed, ...)."""
+    Exit 0 all clear (broker, workers and queues observed), 1 warning, 2 critical (a broker
+    that does not answer is critical), 3 nothing wrong found but the broker, the workers or
+    the queues were not (fully) observed: permission denied, authentication failed, no worker
+    replied, a queue list discovered only in part with no -Q/-A."""
     import sys
 
     from celeryctl.checks import Limits, Severity, run_checks, select_checks
