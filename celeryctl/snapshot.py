@@ -143,6 +143,13 @@ class QueueDepth:
     online: tuple[str, ...] = ()  # ... and those of them online
 
 
+def unread_task_queues(queues: list[QueueDepth]) -> list[QueueDepth]:
+    """Task queues that were listed but whose depth could not be read (an LLEN refused by
+    an ACL, a key that is not a list, a passive declare refused): doctor's verdict and the
+    `queues` exit status both treat them as not observed."""
+    return [q for q in queues if q.error and not q.internal]
+
+
 @dataclass(frozen=True)
 class RedisUnacked:
     """kombu's ack emulation: the global `unacked` hash and `unacked_index` zset."""
@@ -296,10 +303,9 @@ class RabbitServer:
     @property
     def sees_all_connections(self) -> bool | None:
         """The API lists every user's connections only to monitoring/administrator users; a
-        management-tag user sees its own. None: the tags were not read."""
-        if self.user is None:
-            return None
-        return bool({"monitoring", "administrator"} & set(self.user.get("tags") or ()))
+        management-tag user sees its own. None: cannot tell (collect_rabbit_server decides
+        from the account's tags, else from what the API served)."""
+        return (self.overview or {}).get("api_user_is_monitor")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class Skipped:
     code: str
     name: str
     reason: str
+    missing: tuple[str, ...] = ()  # the parts it needed that were not observed
 
     def to_dict(self) -> dict[str, str]:
         return {"code": self.code, "name": self.name, "reason": self.reason}
@@ -196,7 +197,9 @@ class Unobserved:
     """A source (or an essential part) that was not observed, and why."""
 
     name: str
-    state: str  # permission-denied | auth-failed | unreachable | not-configured | failed
+    # permission-denied | auth-failed | unreachable | not-configured | failed, and for the
+    # essential parts also no-reply (no worker answered) and partial (queues seen in part)
+    state: str
     reason: str
 
     def to_dict(self) -> dict[str, str]:
@@ -216,7 +219,7 @@ class Report:
     # checks that ran on an input observed only in part (queue discovery without SCAN or
     # without the management API, ...): their silence is not an all-clear for what was missed
     partial: list[Skipped] = field(default_factory=list)
-    # essential inputs (broker, workers) not observed: the report is incomplete
+    # essential inputs (broker, workers, queues) not observed: the report is incomplete
     missing: list[Unobserved] = field(default_factory=list)
     # every source not observed (the management API, the result backend, ...)
     unobserved: list[Unobserved] = field(default_factory=list)
@@ -273,7 +276,8 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
         missing = [n for n in c.needs if not snap.observed(n)]
         if missing:
             skipped.append(Skipped(c.code, c.name, "; ".join(
-                f"{n} not observed ({_state(snap, n)}): {snap.why_not(n)}" for n in missing)))
+                f"{n} not observed ({_state(snap, n)}): {snap.why_not(n)}" for n in missing),
+                tuple(missing)))
             continue
         try:
             produced = list(c.fn(snap, limits) or ())
@@ -316,8 +320,9 @@ def run_checks(snap: Any, limits: Limits, checks: list[Check] | None = None) -> 
 def _unread_queues(snap: Any) -> str | None:
     """Task queues listed but not read (their LLEN refused, a key of the wrong type): a
     backlog there is invisible, whoever named the queue."""
-    bad = [q for q in (snap.get("queues") or []) if getattr(q, "error", None)
-           and not getattr(q, "internal", False)]
+    from celeryctl.snapshot import unread_task_queues
+
+    bad = unread_task_queues(snap.get("queues") or [])
     if not bad:
         return None
     return (f"{len(bad)} queue(s) listed but not read: "

@@ -272,25 +272,24 @@ def queues(
                 c.err.print(f"in flight (unacked): {unacked.total}, oldest "
                             f"{unacked.oldest_seconds or 0:.0f} s")
         c.footer(g)
-    raise typer.Exit(int(queues_status(c, g)))
+    if g.queues.ok and c.fmt != "json":
+        from celeryctl.snapshot import unread_task_queues
+
+        for q in unread_task_queues(g.queues.value)[:10]:
+            c.err.print(f"not read: queue {q.name}: {q.error}", markup=False, highlight=False)
+    raise typer.Exit(int(queues_status(c.target, g.queues)))
 
 
-def queues_status(c, g) -> int:
+def queues_status(target, queues) -> int:
     """0 every queue listed was read; 3 the queues could not be read, some listed queue could
-    not be (its reason on stderr in tables), or the list itself is partial (no SCAN / no
-    management API) and no -Q or -A named the queues: a queue nobody consumes may be missing."""
+    not be, or the list itself is partial (no SCAN / no management API) and no -Q or -A named
+    the queues: a queue nobody consumes may be missing."""
+    from celeryctl.snapshot import unread_task_queues
     from celeryctl.status import ExitStatus
 
-    if not g.queues.ok:
+    if not queues.ok or unread_task_queues(queues.value):
         return ExitStatus.UNKNOWN
-    unread = [q for q in g.queues.value if q.error and not q.internal]
-    if unread:
-        if c.fmt != "json":
-            for q in unread[:10]:
-                c.err.print(f"not read: queue {q.name}: {q.error}", markup=False,
-                            highlight=False)
-        return ExitStatus.UNKNOWN
-    if g.queues.partial and not (c.target.queues or c.target.app):
+    if queues.partial and not (target.queues or target.app):
         return ExitStatus.UNKNOWN
     return ExitStatus.OK
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeryctl.collect.bounded import spawn
+from celeryctl.collect.errors import NOT_ASKED
 from celeryctl.snapshot import (
     BackendStatus,
     Connection,
@@ -32,7 +33,7 @@ GRACE = 0.6
 
 
 def _not_collected() -> Observed:
-    return Observed(error="not collected", kind="not-asked")
+    return Observed(error="not collected", kind=NOT_ASKED)
 
 
 @dataclass
@@ -45,7 +46,6 @@ class Gathered:
     redis_unacked: Observed = field(default_factory=_not_collected)
     redis_info: Observed = field(default_factory=_not_collected)
     redis_config: Observed = field(default_factory=_not_collected)
-    discovery: Observed = field(default_factory=_not_collected)  # Redis SCAN of bindings
     rabbit_server: Observed = field(default_factory=_not_collected)
     backend: Observed = field(default_factory=_not_collected)
     samples: Observed = field(default_factory=_not_collected)
@@ -85,17 +85,12 @@ def to_snapshot(g: Gathered) -> Snapshot:
             error="no Celery app given (-A/--app): producer-side settings unknown",
             kind="not-configured"),
     }
-    if g.connections.ok and g.workers.ok:
+    if g.connections.ok:
         from celeryctl.views import attribute_connections
 
         parts["connections"] = Observed(attribute_connections(
-            g.connections.value, g.workers.value, g.host_addresses, g.local_pids,
-            db=t.broker_db), source=g.connections.source)
-    elif g.connections.ok and t.broker_db is not None:
-        from celeryctl.views import attribute_connections
-
-        parts["connections"] = Observed(attribute_connections(
-            g.connections.value, None, {}, None, db=t.broker_db), source=g.connections.source)
+            g.connections.value, g.workers.value if g.workers.ok else None, g.host_addresses,
+            g.local_pids, db=t.broker_db), source=g.connections.source)
     return Snapshot(broker_kind=t.broker_kind, target=t.summary(), parts=parts,
                     sources=list(g.sources), taken_at=_time.time(),
                     broker_hosts=tuple(e.host for e in t.broker))
@@ -183,7 +178,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     if not obs.ok:
         why = f"the broker was not observed ({obs.state}: see the broker source)"
         for part in ("workers", "queues", "connections", "redis_server", "redis_unacked",
-                     "redis_info", "redis_config", "discovery"):
+                     "redis_info", "redis_config"):
             setattr(g, part, not_asked(why, obs.kind))
         if methods:
             g.sources.append(SourceStatus("workers", broker_url, False, why, kind=obs.kind))
@@ -211,11 +206,6 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         partial.append(f"queue discovery: {discovery.error}")
     if discovery.unreadable:
         partial.append("binding tables not readable: " + "; ".join(discovery.unreadable[:5]))
-    g.discovery = (Observed(error=discovery.error, kind=dobs.kind or DENIED)
-                   if discovery.error else Observed(
-                       {"bindings": len(discovery.bindings),
-                        "unreadable": list(discovery.unreadable)}, source="redis SCAN",
-                       partial="; ".join(discovery.unreadable) or None))
     layout = discovery.layout
     if layout.prefix_source.startswith("detected"):
         g.notes.append(f"global_keyprefix {layout.prefix!r} detected from _kombu.binding keys")
@@ -249,7 +239,6 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         out: dict[str, Observed] = {}
         if server or queues or connections:
             out["info"] = _read(r.collect_info, client)
-        if server or queues or connections:
             out["config"] = _read(r.collect_config, client)
         if queues or server:
             out["unacked"] = _read(r.collect_unacked, client, layout, discovery)
@@ -266,12 +255,12 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             partial.append(f"{label}: {reads[key].error}")
 
     def part(key: str, asked: bool) -> Observed:
+        if not asked:
+            return not_asked("not asked", NOT_ASKED)
         if not sobs.ok:
-            return Observed(error=sobs.error, kind=sobs.kind) if asked else not_asked("not asked")
-        if key in reads:
-            o = reads[key]
-            return o if not o.ok else dataclasses.replace(o, source="redis")
-        return not_asked("not asked", NOT_ASKED)
+            return Observed(error=sobs.error, kind=sobs.kind)
+        o = reads[key]
+        return o if not o.ok else dataclasses.replace(o, source="redis")
 
     g.redis_info = part("info", server or queues or connections)
     g.redis_config = part("config", server or queues or connections)
@@ -343,9 +332,6 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         client.close()
     except Exception:  # noqa: BLE001
         pass
-
-
-NOT_ASKED = "not-asked"
 
 
 def _read(fn, *args) -> Observed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from celeryctl.collect import Gathered, gather, to_snapshot
+from celeryctl.collect.errors import NOT_ASKED
 from celeryctl.snapshot import (
     Observed,
     Snapshot,
@@ -18,7 +19,6 @@ from celeryctl.targets import Target
 
 DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
                   "registered", "report")
-NOT_ASKED = "not-asked"  # measured only when asked for (--sample-interval)
 ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
 
 

@@ -28,11 +28,11 @@ UNREACHABLE = "unreachable"
 NOT_CONFIGURED = "not-configured"
 NOT_CHECKED = "not-checked"  # a kind of source celeryctl cannot probe (database backend)
 FAILED = "failed"  # anything else: unreadable data, an unexpected library error
+NOT_ASKED = "not-asked"  # a read this command did not make (or measures only on request)
 
-STATES = (OBSERVED, DENIED, AUTH_FAILED, UNREACHABLE, NOT_CONFIGURED, NOT_CHECKED, FAILED)
-LABELS = {DENIED: "permission denied", AUTH_FAILED: "authentication failed",
-          UNREACHABLE: "unreachable", NOT_CONFIGURED: "not configured",
-          NOT_CHECKED: "not checked", FAILED: "failed", OBSERVED: "observed"}
+STATES = (OBSERVED, DENIED, AUTH_FAILED, UNREACHABLE, NOT_CONFIGURED, NOT_CHECKED, FAILED,
+          NOT_ASKED)
+
 
 
 class Denied(Exception):

@@ -49,6 +49,25 @@ class ManagementError(Exception):
 
 # The management API's 401/403 reasons (rabbit_mgmt_util): a wrong password and a missing
 # tag or vhost permission are different problems with different fixes.
+# The management API's 401 reasons (rabbit_web_dispatch_access_control) -> what would allow
+# the request; matched in order. A wrong password and a missing tag or vhost permission are
+# different problems with different fixes.
+_REFUSALS = (
+    (("only log in via localhost",), "this user may log in from localhost only "
+     "(loopback_users); use another user"),
+    (("access object", "access to object"), "RabbitMQ lets only administrators act on other "
+     "users' objects (rabbitmqctl set_user_tags USER monitoring administrator, or rabbitmqctl "
+     "close_connection on the node)"),
+    (("not management user",), "the user needs the monitoring tag (rabbitmqctl set_user_tags "
+     "USER monitoring)"),
+    (("not monitor user",), "the user has the management tag only; needs the monitoring tag "
+     "(rabbitmqctl set_user_tags USER monitoring)"),
+    (("virtual host", "vhost", "access refused"), "the user has no permissions on this virtual "
+     "host (rabbitmqctl set_permissions -p VHOST USER '^$' '^$' '^$' grants access without "
+     "any)"),
+)
+
+
 def refusal(status: int, body: str, path: str, method: str = "GET") -> ManagementError:
     from celeryctl.collect.errors import AUTH_FAILED, DENIED
 
@@ -63,39 +82,15 @@ def refusal(status: int, body: str, path: str, method: str = "GET") -> Managemen
     except ValueError:
         reason = body[:120]
     low = reason.lower()
+    denied = f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\")"
+    for needles, fix in _REFUSALS:
+        if any(n in low for n in needles):
+            return ManagementError(f"{denied}: {fix}", status, DENIED)
     # RabbitMQ 3.10-4.2 spell the two failures differently: "not_authorized" (z) is a failed
-    # login, "not_authorised" (s) a known user lacking a right (rabbit_web_dispatch_*)
-    if "only log in via localhost" in low:
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): this "
-            f"user may log in from localhost only (loopback_users); use another user", status,
-            DENIED)
-    if "access object" in low or "access to object" in low:
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): "
-            f"RabbitMQ lets only administrators act on other users' objects (rabbitmqctl "
-            f"set_user_tags USER monitoring administrator, or rabbitmqctl close_connection "
-            f"on the node)", status, DENIED)
-    if "not management user" in low:
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"); the user "
-            f"needs the monitoring tag (rabbitmqctl set_user_tags USER monitoring)", status,
-            DENIED)
-    if "not monitor user" in low:
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): the user "
-            f"has the management tag only; needs the monitoring tag "
-            f"(rabbitmqctl set_user_tags USER monitoring)", status, DENIED)
-    if "virtual host" in low or "vhost" in low or "access refused" in low:
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\"): the user "
-            f"has no permissions on this virtual host (rabbitmqctl set_permissions -p VHOST "
-            f"USER '^$' '^$' '^$' grants access without any)", status, DENIED)
+    # login, "not_authorised" (s) a known user lacking a right
     if "not administrator" in low or "not policymaker" in low or status == 403 or \
             error == "not_authorised":
-        return ManagementError(
-            f"permission denied: {method} {path} refused (HTTP {status} \"{reason}\")", status,
-            DENIED)
+        return ManagementError(denied, status, DENIED)
     return ManagementError(f"authentication failed (HTTP {status}"
                            f"{': ' + chr(34) + reason + chr(34) if reason else ''}: wrong user "
                            f"name or password)", status, AUTH_FAILED)
@@ -279,8 +274,13 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
         unread["listeners"] = (RABBIT_STATS_DISABLED if stats_off else
                                "the API user lacks the monitoring tag (/api/overview lists "
                                "listeners to monitoring and administrator users only)")
-    if "listeners" in overview or nodes:
-        monitor: bool | None = True
+    tags = whoami.get("tags") if isinstance(whoami, dict) else None
+    if isinstance(tags, str):  # before 3.9: "monitoring,management"
+        tags = [t for t in tags.split(",") if t]
+    if tags is not None:  # the account's own tags say it; else infer from what was served
+        monitor: bool | None = bool({"monitoring", "administrator"} & set(tags))
+    elif "listeners" in overview or nodes:
+        monitor = True
     elif nodes_refused or overview.get("disable_stats") is False:
         monitor = False
     else:
@@ -298,9 +298,6 @@ def collect_rabbit_server(api: ManagementAPI) -> RabbitServer:
             row.pop("sockets_total")
             row.pop("sockets_used", None)
         kept.append(row)
-    tags = whoami.get("tags") if isinstance(whoami, dict) else None
-    if isinstance(tags, str):  # before 3.9: "monitoring,management"
-        tags = [t for t in tags.split(",") if t]
     return RabbitServer(
         version=overview.get("rabbitmq_version"),
         cluster_name=overview.get("cluster_name"),

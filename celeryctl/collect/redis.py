@@ -400,7 +400,7 @@ def collect_depths(client, layout: RedisLayout, queues: list[str]
     (PIPELINE_BATCH commands per round trip). Returns (queue -> {step: length} (step "0" is
     the bare list), queue -> why it could not be read): a key this account may not read, or
     one that is not a list (WRONGTYPE), costs that queue only. Every key refused: `Denied`."""
-    from celeryctl.collect.errors import Denied, redis_denial
+    from celeryctl.collect.errors import redis_denial, redis_op
 
     keys = [(q, step) for q in queues for step in layout.priority_steps]
     lengths = pipelined(client, [("llen", (layout.key(q, step),)) for q, step in keys],
@@ -418,8 +418,8 @@ def collect_depths(client, layout: RedisLayout, queues: list[str]
             continue
         out.setdefault(q, {})[str(step)] = int(n or 0)
     if keys and denied == len(keys):
-        raise Denied("LLEN of the queue lists", "ACL +llen (and read access to the queue "
-                     "keys)", redis_denial(lengths[0]) or "")
+        with redis_op("LLEN of the queue lists", "+llen (and read access to the queue keys)"):
+            raise lengths[0]
     return {q: b for q, b in out.items() if q not in errors}, errors
 
 
@@ -435,7 +435,7 @@ def collect_config(client) -> dict[str, str]:
     """`CONFIG GET` of the settings doctor needs, one key per command, pipelined: keys the
     server refuses are left out; every key refused (ACL, or CONFIG renamed/disabled as
     managed Redis does) raises `Denied`."""
-    from celeryctl.collect.errors import Denied, redis_denial, redis_op
+    from celeryctl.collect.errors import redis_op
 
     with redis_op("CONFIG GET", "+config|get"):
         parts = pipelined(client, [("config_get", (k,)) for k in CONFIG_KEYS],
@@ -446,12 +446,8 @@ def collect_config(client) -> dict[str, str]:
         if not isinstance(part, Exception):
             config.update({_s(k): _s(v) for k, v in (part or {}).items()})
     if refused and not config:
-        why = redis_denial(refused[0])
-        if why is None:
+        with redis_op("CONFIG GET", "+config|get"):  # a refusal, named; anything else as is
             raise refused[0]
-        if "renamed or disabled" in why or "not allowed" in why:
-            raise Denied("CONFIG GET", "", why + "; no account can run it here")
-        raise Denied("CONFIG GET", "ACL +config|get", why)
     return config
 
 

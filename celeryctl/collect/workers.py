@@ -292,31 +292,27 @@ class RemoteControlDenied(Exception):
     """Remote control refused after the broker accepted the connection: the broker itself
     was reached (and is reported observed); the workers could not be asked."""
 
-    kind = "permission-denied"
+    kind = "permission-denied"  # celeryctl.collect.errors.DENIED
 
 
 def _remote_control_denied(exc: BaseException, ep: Endpoint) -> Exception | None:
+    """`exc` as a RemoteControlDenied naming the rules that allow remote control, or None
+    when it is not a refusal (Redis: an ACL, a renamed command; AMQP: 403 and friends)."""
     from celeryctl.collect.errors import DENIED, Denied, classify, redis_denial
+    from celeryctl.urls import SECRETS
 
     if isinstance(exc, Denied):
         return RemoteControlDenied(str(exc))
     if ep.kind == "redis":
         why = redis_denial(exc)
-        if why is None:
-            return None
-        from celeryctl.urls import SECRETS
-
-        raw = SECRETS.scrub(" ".join(str(exc).split()))[:160]
-        d = Denied("remote control", REDIS_RC_ACL, f"{why}: {raw}")
-        return RemoteControlDenied(str(d))
-    kind, _text = classify(exc)
-    if kind != DENIED:
+    else:
+        why = "" if classify(exc)[0] == DENIED else None
+    if why is None:
         return None
-    from celeryctl.urls import SECRETS
-
     raw = SECRETS.scrub(" ".join(str(exc).split()))[:200]
-    d = Denied("remote control", AMQP_RC_PERMS, raw)
-    return RemoteControlDenied(str(d))
+    rules = REDIS_RC_ACL if ep.kind == "redis" else AMQP_RC_PERMS
+    return RemoteControlDenied(str(Denied("remote control", rules,
+                                          f"{why}: {raw}" if why else raw)))
 
 
 def _can_read_replies(chan, key: str) -> None:

@@ -113,13 +113,14 @@ def render_report_table(out, report, sources) -> None:
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
-        # one line per reason: a broker that did not answer skips dozens of checks at once
+        # one line per cause: a broker (or workers) not observed skips dozens of checks at once
+        not_seen = {m.name for m in report.missing}
         by_reason: dict[str, list] = {}
         for s in report.skipped:
             reason = s.reason
-            if "the broker was not observed" in reason:
+            if s.missing and "broker" in not_seen:
                 reason = "they read the broker, which was not observed (see SOURCES)"
-            elif reason.startswith("workers not observed ("):
+            elif "workers" in s.missing and "workers" in not_seen:
                 reason = "they read the workers, which were not observed (see SOURCES)"
             by_reason.setdefault(reason, []).append(s)
         for reason, group in by_reason.items():
