@@ -78,16 +78,22 @@ def body_bytes(rec: dict[str, Any]) -> bytes:
 @dataclass
 class BackupWriter:
     """Opened before anything is deleted: a path that cannot be written stops the purge
-    while nothing has changed. `sync()` flushes and fsyncs; callers delete only after it."""
+    while nothing has changed. `sync()` flushes and fsyncs; callers delete only after it.
+
+    `mark(obj)` writes a control line (`{"celeryctl_marker": ...}`, not a message);
+    `offset()` / `truncate_to(offset, count)` let a purge drop the lines of a queue it put
+    back. `finish(**end)` writes the end line only after checking that the file on disk
+    holds every byte written (the size seen by fstat)."""
 
     path: Path
-    fh: IO[str] | None = None
+    fh: IO[bytes] | None = None
     count: int = 0
+    size: int = 0
 
     def open(self, header: dict[str, Any]) -> None:
         try:
             # "x": never overwrite a backup, even one created since the plan was made
-            self.fh = open(self.path, "x", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.fh = open(self.path, "xb")  # noqa: SIM115 - closed in close()
             os.chmod(self.path, 0o600)  # task arguments can be sensitive
             self._line({"celeryctl_backup": FORMAT,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -98,12 +104,28 @@ class BackupWriter:
                               ) from None
 
     def write(self, rec: dict[str, Any]) -> None:
-        try:
-            self._line(rec)
-        except OSError as exc:
-            raise BackupError(f"writing the backup {self.path} failed: "
-                              f"{exc.strerror or exc}") from None
+        self._guarded(rec)
         self.count += 1
+
+    def mark(self, obj: dict[str, Any]) -> None:
+        self._guarded({"celeryctl_marker": obj.pop("celeryctl_marker"), **obj})
+
+    def offset(self) -> tuple[int, int]:
+        """Where the file ends now, and how many messages it holds."""
+        return self.size, self.count
+
+    def truncate_to(self, at: tuple[int, int]) -> None:
+        """Drop every line written after `offset()` returned `at` (and fsync)."""
+        assert self.fh is not None
+        try:
+            self.fh.flush()
+            self.fh.truncate(at[0])
+            self.fh.seek(at[0])
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise BackupError(f"truncating the backup {self.path} failed: "
+                              f"{exc.strerror or exc}") from None
+        self.size, self.count = at
 
     def sync(self) -> None:
         assert self.fh is not None
@@ -114,8 +136,18 @@ class BackupWriter:
             raise BackupError(f"writing the backup {self.path} failed: "
                               f"{exc.strerror or exc}") from None
 
-    def finish(self) -> None:
-        self._line({"end": True, "count": self.count})
+    def verify(self) -> None:
+        """Everything written is on disk: the file's size is the bytes written."""
+        self.sync()
+        assert self.fh is not None
+        on_disk = os.fstat(self.fh.fileno()).st_size
+        if on_disk != self.size:
+            raise BackupError(f"the backup {self.path} holds {on_disk} bytes, {self.size} "
+                              f"were written: not complete")
+
+    def finish(self, **end: Any) -> None:
+        self.verify()
+        self._guarded({"end": True, "count": self.count, **end})
         self.sync()
         self.close()
 
@@ -127,9 +159,18 @@ class BackupWriter:
                 pass
             self.fh = None
 
+    def _guarded(self, obj: dict[str, Any]) -> None:
+        try:
+            self._line(obj)
+        except OSError as exc:
+            raise BackupError(f"writing the backup {self.path} failed: "
+                              f"{exc.strerror or exc}") from None
+
     def _line(self, obj: dict[str, Any]) -> None:
         assert self.fh is not None
-        self.fh.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+        data = (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
+        self.fh.write(data)
+        self.size += len(data)
 
 
 @dataclass
@@ -151,7 +192,7 @@ def inspect_backup(path: Path) -> BackupFile:
             header = obj
         elif obj.get("end") is True:
             complete = True
-        else:
+        elif "celeryctl_marker" not in obj:
             count += 1
             q = str(obj.get("queue"))
             per_queue[q] = per_queue.get(q, 0) + 1
@@ -168,7 +209,8 @@ def read_messages(path: Path) -> Iterator[dict[str, Any]]:
             continue
         if obj.get("end") is True:
             return
-        yield obj
+        if "celeryctl_marker" not in obj:
+            yield obj
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

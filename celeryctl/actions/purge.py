@@ -1,16 +1,9 @@
 """`celeryctl purge`: the plan (pure, over what `gather` observed) and its execution.
 
-Redis: every priority sub-list of a queue is RENAMEd aside in one Lua call (atomic: a message
-published a microsecond later lands in a fresh list and survives), then the aside lists are
-streamed to the backup oldest-first in chunks, fsynced, and only then deleted. If the backup
-fails, the aside lists are appended back at the consuming end (they are older than anything
-published meanwhile), so nothing is lost.
-
-RabbitMQ: without a backup, `DELETE /api/queues/VHOST/NAME/contents` (or AMQP queue.purge
-when the management API is not available). With a backup, at most the planned count is
-drained over AMQP with a prefetch window that never exceeds what is left to take, each
-batch written and fsynced before it is acked; a failure closes the channel, and the broker
-requeues every message not yet acked.
+Redis: the queue's priority sub-lists are set aside atomically (a Lua RENAME), streamed to the
+backup, fsynced and verified, then deleted — also atomically; any interruption or error puts
+them back. RabbitMQ: at most the planned count is drained in committed AMQP transactions, a
+batch written and fsynced before it is acked. docs/purge.md gives the guarantees.
 """
 
 from __future__ import annotations
@@ -21,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeryctl.actions.backup import BackupWriter, record_from_amqp, record_from_redis
+from celeryctl.actions.interrupt import Never
 from celeryctl.snapshot import MessageSample, QueueDepth, WorkersView
 
 CHUNK = 1000
@@ -100,33 +94,93 @@ def plan_purge(requested: list[str], depths: list[QueueDepth], *, broker: str, b
 
 
 # --- Redis ---------------------------------------------------------------------------------
+#
+# One purge of one queue is one token. `_celeryctl.purge.<token>` (a hash) says what was set
+# aside, from which queue, by whom and where its backup is; `_celeryctl.purge.pending` (a
+# set) lists the tokens whose messages are still set aside, so `queues`, doctor and
+# `restore --set-aside` find what a killed purge left without a SCAN. Each step below is one
+# Lua script, so the broker never holds a half-done state:
+#
+#   SET_ASIDE   RENAME each priority sub-list aside (at most the planned count stays aside:
+#               messages beyond it, the newest, go straight back), record the hash -> set-aside
+#   (stream the aside lists to the backup, fsync, verify)
+#   DROP        DEL the aside lists, hash -> deleted (kept 30 days, for restore to consult)
+#   PUT_BACK    on any interruption or error: the aside lists go back at the consuming end
+#               (they are older than anything published since), hash -> put-back
 
-_RENAME_ASIDE = """
+AUDIT_TTL = 30 * 86400
+PENDING = "_celeryctl.purge.pending"
+
+_SET_ASIDE = """
+-- KEYS[1] meta hash, KEYS[2] pending set, then pairs (live, aside)
+-- ARGV[1] token, ARGV[2] meta JSON, ARGV[3..] limit per pair (-1: no limit)
 local moved = {}
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('RENAME', KEYS[i], KEYS[i + 1])
-    moved[#moved + 1] = KEYS[i + 1]
+for i = 3, #KEYS, 2 do
+  local live, aside = KEYS[i], KEYS[i + 1]
+  local limit = tonumber(ARGV[(i - 3) / 2 + 3])
+  if redis.call('EXISTS', live) == 1 and redis.call('TYPE', live).ok == 'list' then
+    local n = redis.call('LLEN', live)
+    if limit ~= 0 then
+      redis.call('RENAME', live, aside)
+      if limit > 0 and n > limit then
+        -- the newest n - limit (left end) were not in the plan: straight back, order kept
+        local extra = n - limit
+        local j = 0
+        while j < extra do
+          local last = math.min(j + 999, extra - 1)
+          redis.call('RPUSH', live, unpack(redis.call('LRANGE', aside, j, last)))
+          j = last + 1
+        end
+        redis.call('LTRIM', aside, extra, -1)
+        n = limit
+      end
+      moved[#moved + 1] = aside
+      moved[#moved + 1] = n
+    end
   end
+end
+if #moved > 0 then
+  redis.call('HSET', KEYS[1], 'token', ARGV[1], 'meta', ARGV[2], 'state', 'set-aside')
+  redis.call('SADD', KEYS[2], ARGV[1])
 end
 return moved
 """
 
-# Put an aside list back at the consuming (right) end of the live list, order kept.
+_DROP = """
+-- KEYS[1] meta, KEYS[2] pending set, KEYS[3..] aside lists; ARGV[1] token, ARGV[2] ttl,
+-- ARGV[3] deleted count
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'state', 'deleted', 'count', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Put aside lists back at the consuming (right) end of their live lists, order kept.
 _PUT_BACK = """
-local n = redis.call('LLEN', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  if n > 0 then redis.call('RENAME', KEYS[1], KEYS[2]) end
-  return n
+-- KEYS[1] meta, KEYS[2] pending set, then pairs (aside, live); ARGV[1] token, ARGV[2] ttl
+local total = 0
+for i = 3, #KEYS, 2 do
+  local aside, live = KEYS[i], KEYS[i + 1]
+  local n = redis.call('LLEN', aside)
+  if n > 0 then
+    if redis.call('EXISTS', live) == 0 then
+      redis.call('RENAME', aside, live)
+    else
+      local j = 0
+      while j < n do
+        redis.call('RPUSH', live, unpack(redis.call('LRANGE', aside, j, j + 999)))
+        j = j + 1000
+      end
+      redis.call('DEL', aside)
+    end
+  end
+  total = total + n
 end
-local i = 0
-while i < n do
-  local items = redis.call('LRANGE', KEYS[1], i, i + 999)
-  redis.call('RPUSH', KEYS[2], unpack(items))
-  i = i + 1000
-end
-redis.call('DEL', KEYS[1])
-return n
+redis.call('HSET', KEYS[1], 'state', 'put-back', 'count', total)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SREM', KEYS[2], ARGV[1])
+return total
 """
 
 
@@ -137,45 +191,121 @@ class PurgeResult:
     backed_up: int = 0
     error: str | None = None
     put_back: int = 0
+    interrupted: str | None = None  # the signal that stopped it (everything was put back)
+    set_aside: str | None = None  # a token whose lists could not be put back (see restore)
+    token: str | None = None
 
 
-def purge_redis(client, layout, queue: str, backup: BackupWriter | None) -> PurgeResult:
-    token = uuid.uuid4().hex[:12]
+def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
+                limits: dict[int, int] | None = None, stop=None,
+                meta: dict[str, Any] | None = None) -> PurgeResult:
+    """Purge one queue: at most `limits[step]` messages of each priority sub-list (the plan's
+    counts; None: all). With a backup, the messages are on disk (fsynced, verified) before
+    anything is deleted. `stop.requested` (a signal) or any error puts everything back and
+    drops this queue's lines from the backup."""
+    import json
+    import os
+    import socket
+    import time
+
+    stop = stop or Never()
+    token = uuid.uuid4().hex[:16]
+    res = PurgeResult(queue, token=token)
     steps = list(layout.priority_steps)
-    keys: list[bytes] = []
-    aside_of: dict[bytes, tuple[bytes, int]] = {}
+    meta_key = f"{layout.prefix}_celeryctl.purge.{token}".encode()
+    pending = f"{layout.prefix}{PENDING}".encode()
+    pairs: list[bytes] = []
+    live_of: dict[bytes, tuple[bytes, int]] = {}
+    limit_args: list[int] = []
     for step in steps:
         live = layout.key(queue, step)
         aside = f"{layout.prefix}_celeryctl.purge.{token}.{step}".encode()
-        keys += [live, aside]
-        aside_of[aside] = (live, step)
-    moved = [bytes(k) for k in client.eval(_RENAME_ASIDE, len(keys), *keys) or []]
-    res = PurgeResult(queue)
+        pairs += [live, aside]
+        live_of[aside] = (live, step)
+        limit_args.append(-1 if limits is None else int(limits.get(step, 0)))
+    info = {"queue": queue, "token": token, "set_aside_at": time.time(),
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "backup": str(backup.path) if backup else None, **(meta or {}),
+            "lists": {a.decode("utf-8", "surrogateescape"): live_of[a][0].decode(
+                "utf-8", "surrogateescape") for a in live_of}}
+    start = backup.offset() if backup else None
+    if backup is not None:
+        backup.mark({"celeryctl_marker": "queue", "queue": queue, "token": token,
+                     "prefix": layout.prefix})
+    if stop.requested:
+        return _stopped(res, stop, backup, start)
+    raw = client.eval(_SET_ASIDE, 2 + len(pairs), meta_key, pending, *pairs, token,
+                      json.dumps(info), *limit_args) or []
+    moved = [(bytes(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
+    if not moved:
+        if backup is not None:
+            backup.truncate_to(start)
+        return res
     try:
-        for aside in moved:  # priority order: the order workers would have received them
-            n = int(client.llen(aside))
-            res.purged += n
+        for aside, n in moved:  # priority order: the order workers would have received them
             if backup is None:
                 continue
-            step = aside_of[aside][1]
+            step = live_of[aside][1]
             end = n
             while end > 0:  # from the right (oldest) to the left, in chunks
-                start = max(0, end - CHUNK)
-                items = client.lrange(aside, start, end - 1)
-                for raw in reversed(items):
-                    backup.write(record_from_redis(queue, step, raw))
+                if stop.requested:
+                    raise _Stop()
+                begin = max(0, end - CHUNK)
+                items = client.lrange(aside, begin, end - 1)
+                for raw_item in reversed(items):
+                    backup.write(record_from_redis(queue, step, raw_item))
                     res.backed_up += 1
-                end = start
+                end = begin
         if backup is not None:
-            backup.sync()
-    except Exception as exc:
-        res.error = str(exc) or type(exc).__name__
-        for aside in moved:
-            res.put_back += int(client.eval(_PUT_BACK, 2, aside, aside_of[aside][0]) or 0)
-        res.purged = 0
+            backup.verify()
+            if res.backed_up != sum(n for _, n in moved):
+                raise RuntimeError(f"read {res.backed_up} of {sum(n for _, n in moved)} "
+                                   f"set-aside messages")
+        if stop.requested:
+            raise _Stop()
+    except BaseException as exc:  # noqa: BLE001 - a signal, an error: everything goes back
+        if not isinstance(exc, _Stop):
+            res.error = str(exc) or type(exc).__name__
+        else:
+            res.interrupted = stop.signal
+        res.backed_up = 0
+        try:
+            keys = [k for aside, _ in moved for k in (aside, live_of[aside][0])]
+            res.put_back = int(client.eval(_PUT_BACK, 2 + len(keys), meta_key, pending,
+                                           *keys, token, AUDIT_TTL) or 0)
+        except Exception as exc2:  # noqa: BLE001 - the broker is gone: say where they are
+            res.set_aside = token
+            res.error = (res.error or "interrupted") + (
+                f"; putting the messages back failed too ({exc2}): they are set aside as "
+                f"{layout.prefix}_celeryctl.purge.{token}.*; `celeryctl restore --set-aside` "
+                f"puts them back")
+            return res
+        if backup is not None:
+            try:
+                backup.truncate_to(start)
+            except Exception as exc3:  # noqa: BLE001
+                res.error = (res.error or "interrupted") + f"; {exc3}"
+        if not isinstance(exc, (Exception, _Stop)):
+            raise
         return res
-    if moved:
-        client.unlink(*moved)
+    total = sum(n for _, n in moved)
+    client.eval(_DROP, 2 + len(moved), meta_key, pending, *[a for a, _ in moved], token,
+                AUDIT_TTL, total)
+    res.purged = total
+    if backup is not None:
+        backup.mark({"celeryctl_marker": "queue_done", "queue": queue, "token": token,
+                     "count": total})
+    return res
+
+
+class _Stop(Exception):
+    """A signal was recorded: stop at this safe point."""
+
+
+def _stopped(res: PurgeResult, stop, backup, start) -> PurgeResult:
+    res.interrupted = stop.signal
+    if backup is not None:
+        backup.truncate_to(start)
     return res
 
 
@@ -220,52 +350,78 @@ def redis_envelope(rec: dict[str, Any], queue: str) -> bytes:
 
 # --- RabbitMQ ------------------------------------------------------------------------------
 
-def purge_rabbit_api(api, vhost: str, queue: str) -> PurgeResult:
-    from urllib.parse import quote
+def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | None, *,
+                      stop=None, idle_seconds: float = 1.0, batch: int = CHUNK) -> PurgeResult:
+    """Drain at most `planned` messages (the plan's count from a passive declare: never more,
+    even if the queue grew since), in batches of at most `batch`, in an AMQP transaction:
 
-    api.delete(f"/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/contents")
-    return PurgeResult(queue)
+        receive a batch (prefetch = what is left to take) -> write it to the backup, fsync
+        -> basic.ack (multiple) + tx.commit, confirmed by commit-ok -> an "acked" marker line
 
-
-def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | None,
-                      idle_seconds: float = 1.0) -> PurgeResult:
-    """Drain at most `planned` messages; with a backup, ack each batch only once it is
-    fsynced. Without a backup, AMQP queue.purge."""
+    A signal stops between batches; a batch in hand but not committed is never written, and
+    closing the channel gives it back to the queue (RabbitMQ requeues it at its place). Only
+    a kill -9 between the fsync and the marker leaves a batch whose fate the file cannot
+    tell: restore checks those messages against the queue (docs/purge.md)."""
+    stop = stop or Never()
     res = PurgeResult(queue)
-    if backup is None:
-        frame = channel.queue_purge(queue)
-        res.purged = int(getattr(frame.method, "message_count", 0) or 0)
-        return res
     left = planned
+    batch_start = None  # the backup before the batch in hand: dropped if it is not committed
+    committing = False
     try:
-        while left > 0:
-            window = min(CHUNK, left)
+        channel.tx_select()
+        if backup is not None:
+            backup.mark({"celeryctl_marker": "queue", "queue": queue})
+        while left > 0 and not stop.requested:
+            window = min(batch, left)
             channel.basic_qos(prefetch_count=window)
-            batch = 0
-            last_tag = None
+            got = []
             for method, props, body in channel.consume(queue, inactivity_timeout=idle_seconds):
                 if method is None:
                     break  # nothing came within idle_seconds: the queue is empty
-                backup.write(record_from_amqp(queue, method, props, body))
-                last_tag = method.delivery_tag
-                batch += 1
-                if batch >= window:
+                got.append((method, props, body))
+                if len(got) >= window or stop.requested:
                     break
-            if batch == 0:
+            channel.cancel()  # messages delivered but not yielded go back (rejected, requeued)
+            if not got or stop.requested:
                 break
-            backup.sync()
-            channel.basic_ack(delivery_tag=last_tag, multiple=True)
-            res.purged += batch
-            res.backed_up += batch
-            left -= batch
-            if batch < window:
+            if backup is not None:
+                batch_start = backup.offset()
+                for method, props, body in got:
+                    backup.write(record_from_amqp(queue, method, props, body))
+                backup.sync()
+            channel.basic_ack(delivery_tag=got[-1][0].delivery_tag, multiple=True)
+            committing = True
+            channel.tx_commit()
+            committing, batch_start = False, None
+            res.purged += len(got)
+            left -= len(got)
+            if backup is not None:
+                res.backed_up += len(got)
+                backup.mark({"celeryctl_marker": "acked", "queue": queue, "count": len(got)})
+            if len(got) < window:
                 break
-        channel.cancel()
-    except Exception as exc:
+        if stop.requested:
+            res.interrupted = stop.signal
+        if backup is not None:
+            backup.mark({"celeryctl_marker": "queue_done", "queue": queue,
+                         "count": res.purged})
+    except Exception as exc:  # noqa: BLE001
         res.error = str(exc) or type(exc).__name__
-        # not acked -> the broker requeues them when the channel closes
+        if batch_start is not None and not committing:
+            # written, never committed: the broker takes the batch back; so does the file
+            try:
+                backup.truncate_to(batch_start)
+            except Exception as exc2:  # noqa: BLE001
+                res.error += f"; {exc2}"
+        elif committing:
+            res.error += ("; the connection was lost while the last batch was being "
+                          "committed: its messages are in the backup and may also still be "
+                          "in the queue (restore checks them by id and skips those found)")
+    finally:
+        # anything received and not committed goes back to the queue with the channel
         try:
-            channel.close()
+            if channel.is_open:
+                channel.close()
         except Exception:  # noqa: BLE001
             pass
     return res

@@ -154,15 +154,24 @@ def purge(
     g = gather(t, workers=("active_queues",), queues=True, samples=sample, peek=peek)
     if not g.queues.ok:
         c.footer(g)
+        _audit(c, audit_log, "purge", f"failed: {g.queues.error}", list(queues or []), {})
         raise typer.Exit(int(ExitStatus.UNKNOWN))
     names = list(queues or [])
     if all_worker_queues:
         if not g.workers.ok or not g.workers.value.nodes:
             c.err.print("--all-worker-queues: no worker replied, so their queues are unknown; "
                         "name the queues instead. Nothing changed.")
+            _audit(c, audit_log, "purge --all-worker-queues", "refused: no worker replied",
+                   names, {})
             raise typer.Exit(int(ExitStatus.USAGE))
         names += [q for q in worker_queues(g.workers.value) if q not in names]
-    plan = plan_purge(names, g.queues.value, broker=c.target.broker_redacted,
+    depths = g.queues.value
+    if c.target.broker_kind != "redis":
+        depths = _instantaneous(c, depths, names)
+        if depths is None:
+            _audit(c, audit_log, "purge", "failed: the broker could not be read", names, {})
+            raise typer.Exit(int(ExitStatus.UNKNOWN))
+    plan = plan_purge(names, depths, broker=c.target.broker_redacted,
                       broker_kind=c.target.broker_kind, vhost=c.target.effective_vhost,
                       samples=g.samples.value if g.samples.ok else None,
                       force=force,
@@ -171,27 +180,73 @@ def purge(
                 sampled=g.samples.ok, sample_note=None if g.samples.ok else g.samples.error)
     from celeryctl.render.actions import render_purge_json
 
+    command = "purge" + (f" --backup {bpath}" if bpath else "")
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}")
+            c.err.print(f"refused: {r}", markup=False, highlight=False)
         c.err.print("nothing changed.")
         render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
-        _audit(c, audit_log, "purge", "refused", names, {}, reasons=plan.refusals)
+        _audit(c, audit_log, command, "refused", names, {}, reasons=plan.refusals)
         raise typer.Exit(int(ExitStatus.USAGE))
-    if not _guard(c, plan.names, "queue", confirm, yes):
+    try:
+        go = _guard(c, plan.names, "queue", confirm, yes)
+    except typer.Exit:
+        _audit(c, audit_log, command, "refused: not confirmed", plan.names, {})
+        raise
+    if not go:
         render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         raise typer.Exit(0)
-    results, error = _execute_purge(c, plan, bpath)
-    after = _reread(c, plan.names)
+    from celeryctl.actions.interrupt import Deferred
+
+    with Deferred("; messages set aside go back") as stop:
+        results, error = _execute_purge(c, plan, bpath, stop, audit_log, command)
+        after = _reread(c, plan.names)
+    counts = {r.queue: {"planned": next((i.ready for i in plan.items if i.queue == r.queue),
+                                        None),
+                        "purged": r.purged, "backed_up": r.backed_up,
+                        "remaining": after.get(r.queue)}
+              for r in results}
+    failed = error or next((r.error for r in results if r.error), None)
+    untouched = [n for n in plan.names if n not in {r.queue for r in results}]
+    result = ("interrupted: " + stop.signal if stop.requested and not failed else
+              "failed: " + failed if failed else "ok")
+    _audit(c, audit_log, command, result, plan.names, counts,
+           **({"not_purged": untouched} if untouched else {}))
     from celeryctl.render.actions import render_purge_result
 
-    render_purge_result(c, plan, results, after, backup=str(bpath) if bpath else None)
-    counts = {r.queue: {"purged": r.purged, "backed_up": r.backed_up, "remaining":
-                        after.get(r.queue)} for r in results}
-    failed = error or next((r.error for r in results if r.error), None)
-    _audit(c, audit_log, "purge" + (f" --backup {bpath}" if bpath else ""),
-           "failed: " + failed if failed else "ok", plan.names, counts)
+    try:
+        render_purge_result(c, plan, results, after, backup=str(bpath) if bpath else None)
+        if stop.requested:
+            c.err.print(f"{stop.signal}: stopped; "
+                        + (f"not purged: {', '.join(untouched)}; " if untouched else "")
+                        + "every message is in its queue or in the backup, never both.",
+                        markup=False, highlight=False)
+    except OSError:  # the terminal is gone (SIGHUP) or stdout closed: the audit line has it
+        pass
+    if stop.requested and not failed:
+        raise typer.Exit(int(ExitStatus.INTERRUPTED))
     raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
+
+
+def _instantaneous(c, depths, names: list[str]):
+    """RabbitMQ: the plan's counts from AMQP passive declares (the broker's own answer now),
+    not the management API's sampled counters, which lag by its statistics interval. None
+    when the broker could not be read (the reason is printed)."""
+    import dataclasses
+
+    now = _depths(c, names)
+    if now is None:
+        return None
+    out = []
+    for q in depths:
+        fresh = now.get(q.name)
+        if fresh is not None and q.name in names:
+            q = dataclasses.replace(q, ready=fresh.ready, consumers=fresh.consumers,
+                                    exists=fresh.exists, error=fresh.error or q.error)
+        out.append(q)
+    seen = {q.name for q in depths}
+    out += [q for n, q in now.items() if n not in seen]
+    return out
 
 
 def _action_error(exc: BaseException) -> str:
@@ -207,7 +262,11 @@ def _action_error(exc: BaseException) -> str:
     return text
 
 
-def _execute_purge(c, plan, bpath: Path | None):
+def _execute_purge(c, plan, bpath: Path | None, stop, audit_log=None, command="purge"):
+    """Run the plan queue by queue, stopping at the first failure or signal (later queues
+    stay untouched). The backup's end line is written when the file holds exactly what was
+    deleted; only an uncertain state (lists left set aside, a commit whose outcome is not
+    known) leaves it without one."""
     from celeryctl.actions.backup import BackupError, BackupWriter
 
     writer = None
@@ -217,77 +276,78 @@ def _execute_purge(c, plan, bpath: Path | None):
             writer.open({"broker": plan.broker, "broker_kind": plan.broker_kind,
                          "vhost": plan.vhost, "queues": plan.names, "planned": plan.total})
         except BackupError as exc:
-            c.err.print(f"error: {exc}. Nothing was deleted.")
+            c.err.print(f"error: {exc}. Nothing was deleted.", markup=False, highlight=False)
+            _audit(c, audit_log, command, f"failed: {exc}", plan.names, {})
             raise typer.Exit(int(ExitStatus.CRITICAL)) from None
     results: list = []
     error = None
     try:
         if plan.broker_kind == "redis":
-            results = _purge_redis(c, plan, writer)
+            _purge_redis(c, plan, writer, stop, results)
         else:
-            results = _purge_rabbit(c, plan, writer)
+            _purge_rabbit(c, plan, writer, stop, results)
     except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
         error = _action_error(exc)
         c.err.print(f"error: {error}", markup=False, highlight=False)
     finally:
         if writer is not None:
-            if error or any(r.error for r in results):
-                writer.close()  # no end line: the file shows it was cut short
+            uncertain = any(r.set_aside or (r.error and "committed" in r.error)
+                            for r in results)
+            if uncertain or writer.fh is None:
+                writer.close()  # no end line: restore's plan says the file was cut short
             else:
-                writer.finish()
+                done = [r.queue for r in results if not r.error and not r.interrupted]
+                try:
+                    writer.finish(complete=len(done) == len(plan.names) and not error,
+                                  stopped=(stop.signal if stop.requested else
+                                           error or next((r.error for r in results
+                                                          if r.error), None)),
+                                  purged=done,
+                                  not_purged=[n for n in plan.names if n not in done])
+                except BackupError as exc:
+                    writer.close()
+                    error = error or str(exc)
+                    c.err.print(f"error: {exc}", markup=False, highlight=False)
     return results, error
 
 
-def _purge_redis(c, plan, writer):
+def _purge_redis(c, plan, writer, stop, results):
     from celeryctl.actions.purge import purge_redis
     from celeryctl.collect.redis import connect_first, detect_layout
 
     client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
     layout, _ = detect_layout(client, c.target.transport_options)
-    results = []
     for item in plan.items:
-        r = purge_redis(client, layout, item.queue, writer)
+        if stop.requested:
+            break
+        limits = ({int(k): int(v) for k, v in item.buckets.items()} if item.buckets
+                  else {0: item.ready or 0})
+        r = purge_redis(client, layout, item.queue, writer, limits=limits, stop=stop)
         results.append(r)
-        if r.error:
+        if r.error or r.interrupted:
             break  # stop at the first failure: later queues stay untouched
-    return results
 
 
-def _purge_rabbit(c, plan, writer):
-    from celeryctl.actions.purge import PurgeResult, purge_rabbit_amqp, purge_rabbit_api
-    from celeryctl.collect.rabbitmq import ManagementAPI, ManagementError, amqp_connect
+def _purge_rabbit(c, plan, writer, stop, results):
+    from celeryctl.actions.purge import purge_rabbit_amqp
+    from celeryctl.collect.rabbitmq import amqp_connect
 
-    results = []
-    if writer is None and c.target.rabbitmq_api is not None:
-        api = ManagementAPI(c.target.rabbitmq_api, c.target.timeout)
-        try:
-            for item in plan.items:
-                try:
-                    purge_rabbit_api(api, c.target.effective_vhost, item.queue)
-                    results.append(PurgeResult(item.queue, purged=item.ready or 0))
-                except ManagementError as exc:
-                    results.append(PurgeResult(item.queue, error=str(exc)))
-                    break
-        finally:
-            api.close()
-        return results
     conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
                            name="celeryctl purge")
     try:
         for item in plan.items:
-            ch = conn.channel()
-            r = purge_rabbit_amqp(ch, item.queue, item.ready or 0, writer)
-            results.append(r)
-            if r.error:
+            if stop.requested:
                 break
-            if ch.is_open:
-                ch.close()
+            r = purge_rabbit_amqp(conn.channel(), item.queue, item.ready or 0, writer,
+                                  stop=stop)
+            results.append(r)
+            if r.error or r.interrupted:
+                break
     finally:
         try:
             conn.close()
         except Exception:  # noqa: BLE001
             pass
-    return results
 
 
 def restore(
