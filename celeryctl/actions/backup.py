@@ -201,15 +201,14 @@ def inspect_backup(path: Path) -> BackupFile:
     return BackupFile(header, complete, count, per_queue)
 
 
-def read_messages(path: Path) -> Iterator[dict[str, Any]]:
-    first = True
-    for obj in _lines(path):
-        if first:
-            first = False
+def read_messages(path: Path, skip_lines: set[int] | None = None
+                  ) -> Iterator[dict[str, Any]]:
+    for n, obj in enumerate(_lines(path), 1):
+        if n == 1:
             continue
         if obj.get("end") is True:
             return
-        if "celeryctl_marker" not in obj:
+        if "celeryctl_marker" not in obj and not (skip_lines and n in skip_lines):
             yield obj
 
 

@@ -56,6 +56,35 @@ class Deferred:
         self._old.clear()
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt (exit 130) while nothing
+    has been changed yet, so the command can say so and audit it."""
+
+
+class Raising:
+    """Outside the deferred region of an action: SIGTERM and SIGHUP raise `Interrupted`
+    instead of killing the process silently (SIGINT already raises KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self._old: dict[int, object] = {}
+
+    @staticmethod
+    def _handler(signum, _frame) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    def __enter__(self) -> Raising:
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                if s != signal.SIGINT:
+                    self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+
 class Never:
     """A stop flag that is never raised (library callers, tests of the pure parts)."""
 

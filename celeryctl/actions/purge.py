@@ -196,56 +196,87 @@ class PurgeResult:
     token: str | None = None
 
 
-def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
-                limits: dict[int, int] | None = None, stop=None,
-                meta: dict[str, Any] | None = None) -> PurgeResult:
-    """Purge one queue: at most `limits[step]` messages of each priority sub-list (the plan's
-    counts; None: all). With a backup, the messages are on disk (fsynced, verified) before
-    anything is deleted. `stop.requested` (a signal) or any error puts everything back and
-    drops this queue's lines from the backup."""
+@dataclass
+class SetAside:
+    """One queue's lists set aside under one token (what `_SET_ASIDE` did)."""
+
+    token: str
+    queue: str
+    meta_key: bytes
+    pending: bytes
+    live_of: dict[bytes, tuple[bytes, int]]  # aside list -> (live list, priority step)
+    moved: list[tuple[bytes, int]] = field(default_factory=list)  # (aside list, length)
+
+    @property
+    def total(self) -> int:
+        return sum(n for _, n in self.moved)
+
+
+def set_aside(client, layout, queue: str, *, limits: dict[int, int] | None = None,
+              token: str | None = None, info: dict[str, Any] | None = None) -> SetAside:
+    """Set a queue's messages aside in one Lua call: at most `limits[step]` per priority
+    sub-list (None: all), recorded under a fresh token (see the comment above)."""
     import json
     import os
     import socket
     import time
 
-    stop = stop or Never()
-    token = uuid.uuid4().hex[:16]
-    res = PurgeResult(queue, token=token)
-    steps = list(layout.priority_steps)
-    meta_key = f"{layout.prefix}_celeryctl.purge.{token}".encode()
-    pending = f"{layout.prefix}{PENDING}".encode()
+    token = token or uuid.uuid4().hex[:16]
+    sa = SetAside(token, queue, f"{layout.prefix}_celeryctl.purge.{token}".encode(),
+                  f"{layout.prefix}{PENDING}".encode(), {})
     pairs: list[bytes] = []
-    live_of: dict[bytes, tuple[bytes, int]] = {}
     limit_args: list[int] = []
-    for step in steps:
+    for step in layout.priority_steps:
         live = layout.key(queue, step)
         aside = f"{layout.prefix}_celeryctl.purge.{token}.{step}".encode()
         pairs += [live, aside]
-        live_of[aside] = (live, step)
+        sa.live_of[aside] = (live, step)
         limit_args.append(-1 if limits is None else int(limits.get(step, 0)))
-    info = {"queue": queue, "token": token, "set_aside_at": time.time(),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "backup": str(backup.path) if backup else None, **(meta or {}),
-            "lists": {a.decode("utf-8", "surrogateescape"): live_of[a][0].decode(
-                "utf-8", "surrogateescape") for a in live_of}}
+    record = {"queue": queue, "token": token, "set_aside_at": time.time(),
+              "host": socket.gethostname(), "pid": os.getpid(), **(info or {}),
+              "lists": {a.decode("utf-8", "surrogateescape"): lv.decode(
+                  "utf-8", "surrogateescape") for a, (lv, _) in sa.live_of.items()}}
+    raw = client.eval(_SET_ASIDE, 2 + len(pairs), sa.meta_key, sa.pending, *pairs, token,
+                      json.dumps(record), *limit_args) or []
+    sa.moved = [(bytes(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
+    return sa
+
+
+def put_back(client, prefix: str, token: str, lists: dict[bytes, bytes]) -> int:
+    """Put set-aside lists (aside -> live) back at the consuming end, order kept, and mark
+    the token put back (one Lua call). Returns how many messages went back."""
+    keys = [k for aside, live in lists.items() for k in (aside, live)]
+    return int(client.eval(_PUT_BACK, 2 + len(keys), f"{prefix}_celeryctl.purge.{token}",
+                           f"{prefix}{PENDING}", *keys, token, AUDIT_TTL) or 0)
+
+
+def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
+                limits: dict[int, int] | None = None, stop=None) -> PurgeResult:
+    """Purge one queue: at most `limits[step]` messages of each priority sub-list (the plan's
+    counts; None: all). With a backup, the messages are on disk (fsynced, verified) before
+    anything is deleted. `stop.requested` (a signal) or any error puts everything back and
+    drops this queue's lines from the backup."""
+    stop = stop or Never()
+    res = PurgeResult(queue)
     start = backup.offset() if backup else None
+    token = uuid.uuid4().hex[:16]
+    res.token = token
     if backup is not None:
         backup.mark({"celeryctl_marker": "queue", "queue": queue, "token": token,
                      "prefix": layout.prefix})
     if stop.requested:
         return _stopped(res, stop, backup, start)
-    raw = client.eval(_SET_ASIDE, 2 + len(pairs), meta_key, pending, *pairs, token,
-                      json.dumps(info), *limit_args) or []
-    moved = [(bytes(raw[i]), int(raw[i + 1])) for i in range(0, len(raw), 2)]
-    if not moved:
+    sa = set_aside(client, layout, queue, limits=limits, token=token,
+                   info={"backup": str(backup.path.resolve()) if backup else None})
+    if not sa.moved:
         if backup is not None:
             backup.truncate_to(start)
         return res
     try:
-        for aside, n in moved:  # priority order: the order workers would have received them
+        for aside, n in sa.moved:  # priority order: the order workers would have received them
             if backup is None:
                 continue
-            step = live_of[aside][1]
+            step = sa.live_of[aside][1]
             end = n
             while end > 0:  # from the right (oldest) to the left, in chunks
                 if stop.requested:
@@ -258,21 +289,19 @@ def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
                 end = begin
         if backup is not None:
             backup.verify()
-            if res.backed_up != sum(n for _, n in moved):
-                raise RuntimeError(f"read {res.backed_up} of {sum(n for _, n in moved)} "
-                                   f"set-aside messages")
+            if res.backed_up != sa.total:
+                raise RuntimeError(f"read {res.backed_up} of {sa.total} set-aside messages")
         if stop.requested:
             raise _Stop()
     except BaseException as exc:  # noqa: BLE001 - a signal, an error: everything goes back
-        if not isinstance(exc, _Stop):
-            res.error = str(exc) or type(exc).__name__
-        else:
+        if isinstance(exc, _Stop):
             res.interrupted = stop.signal
+        else:
+            res.error = str(exc) or type(exc).__name__
         res.backed_up = 0
         try:
-            keys = [k for aside, _ in moved for k in (aside, live_of[aside][0])]
-            res.put_back = int(client.eval(_PUT_BACK, 2 + len(keys), meta_key, pending,
-                                           *keys, token, AUDIT_TTL) or 0)
+            res.put_back = put_back(client, layout.prefix, token,
+                                    {a: sa.live_of[a][0] for a, _ in sa.moved})
         except Exception as exc2:  # noqa: BLE001 - the broker is gone: say where they are
             res.set_aside = token
             res.error = (res.error or "interrupted") + (
@@ -285,16 +314,15 @@ def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
                 backup.truncate_to(start)
             except Exception as exc3:  # noqa: BLE001
                 res.error = (res.error or "interrupted") + f"; {exc3}"
-        if not isinstance(exc, (Exception, _Stop)):
+        if not isinstance(exc, Exception):
             raise
         return res
-    total = sum(n for _, n in moved)
-    client.eval(_DROP, 2 + len(moved), meta_key, pending, *[a for a, _ in moved], token,
-                AUDIT_TTL, total)
-    res.purged = total
+    client.eval(_DROP, 2 + len(sa.moved), sa.meta_key, sa.pending, *[a for a, _ in sa.moved],
+                token, AUDIT_TTL, sa.total)
+    res.purged = sa.total
     if backup is not None:
         backup.mark({"celeryctl_marker": "queue_done", "queue": queue, "token": token,
-                     "count": total})
+                     "count": sa.total})
     return res
 
 

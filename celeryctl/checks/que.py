@@ -535,3 +535,43 @@ def quorum_queue_members_offline(snap, limits: Limits) -> Iterator[Finding]:
             hint="Restart the offline nodes, or replace their members.",
             commands=["rabbitmqctl cluster_status",
                       f"rabbitmq-queues quorum_status {q.name!r}"])
+
+
+@check("QUE013", "purge-left-messages-set-aside", needs=("queues",), broker="redis")
+def purge_left_messages_set_aside(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    Messages a `celeryctl purge` set aside and never finished with: the purge was killed
+    (`kill -9`, a crash, a host that went down) between setting a queue's messages aside
+    and deleting them. They sit in `_celeryctl.purge.<token>.<step>` lists, recorded in
+    `_celeryctl.purge.pending`.
+
+    ## Why it matters
+    No worker consumes them and they are not deleted: the queue looks purged, the backup
+    may be cut short, and the messages are invisible to every other tool.
+
+    ## How to fix
+    Put them back where they came from (at the consuming end, order kept):
+    `celeryctl restore --set-aside --confirm` (a dry run without `--confirm`). Then purge
+    again if that was the intent. A restore of the killed purge's backup skips the lines of
+    what was put back, so nothing runs twice. docs/purge.md explains.
+    """
+    from celeryctl.collect.redis import SET_ASIDE_ORIGIN
+
+    for q in snap.queues:
+        if SET_ASIDE_ORIGIN not in (q.discovered_by or ()):
+            continue
+        a = q.arguments or {}
+        age = a.get("set_aside_seconds")
+        when = f"{age / 60:.0f} min ago" if isinstance(age, (int, float)) else "at an unknown time"
+        who = f"pid {a.get('pid')} on {a.get('host')}" if a.get("pid") else "an unknown process"
+        yield Finding(Severity.WARNING, f"queue {a.get('purge_of') or '?'}",
+                      f"{q.ready if q.ready is not None else 'unknown'} messages set aside "
+                      f"by a purge that never finished ({who}, {when})",
+                      evidence={"token": a.get("token"), "queue": a.get("purge_of"),
+                                "messages": q.ready, "set_aside_seconds": age,
+                                "host": a.get("host"), "pid": a.get("pid"),
+                                "backup": a.get("backup"), "error": q.error},
+                      hint="Put them back: celeryctl restore --set-aside --confirm.",
+                      commands=["celeryctl restore --set-aside",
+                                "celeryctl restore --set-aside --confirm"])

@@ -136,6 +136,26 @@ def purge(
     fmt: o.Format = "table",
 ) -> None:
     """Delete the ready messages of queues — a dry run unless --confirm; --backup first."""
+    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
+                   rabbitmq_api_ca)
+    from celeryctl.actions.interrupt import Raising
+    from celeryctl.status import CeleryctlError
+
+    try:
+        with Raising():
+            _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
+                   include_internal, sample, peek)
+    except KeyboardInterrupt as exc:  # before anything was set aside: nothing changed
+        _audit(c, audit_log, "purge", f"interrupted ({exc.args[0] if exc.args else 'SIGINT'})"
+               ": nothing changed", list(queues or []), {})
+        raise
+    except CeleryctlError as exc:  # bad input: refused before anything was read
+        _audit(c, audit_log, "purge", f"refused: {exc}", list(queues or []), {})
+        raise
+
+
+def _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
+           include_internal, sample, peek) -> None:
     import dataclasses
 
     from celeryctl.actions.purge import plan_purge, worker_queues
@@ -143,8 +163,6 @@ def purge(
     from celeryctl.render.actions import render_plan
     from celeryctl.status import UsageError
 
-    c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
-                   rabbitmq_api_ca)
     if not queues and not all_worker_queues:
         raise UsageError("name the queues to purge, or pass --all-worker-queues")
     bpath = Path(backup).expanduser() if backup else None
@@ -352,9 +370,15 @@ def _purge_rabbit(c, plan, writer, stop, results):
 
 def restore(
     ctx: typer.Context,
-    file: str = typer.Argument(..., metavar="FILE", help="A backup written by purge --backup."),
+    file: str | None = typer.Argument(None, metavar="[FILE]", help="A backup written by purge "
+                                      "--backup."),
     to: str | None = typer.Option(None, "--to", metavar="QUEUE", help="Restore every message "
                                   "into this queue instead of its own."),
+    set_aside_: bool = typer.Option(False, "--set-aside", help="Instead of a file: put back "
+                                    "what a killed purge left set aside (Redis; see "
+                                    "docs/purge.md)."),
+    token: list[str] = typer.Option(None, "--token", metavar="TOKEN", help="With "
+                                    "--set-aside: only this purge (repeatable)."),
     confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
@@ -368,6 +392,12 @@ def restore(
 
     c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
                    rabbitmq_api_ca)
+    if set_aside_ or token:
+        if file or to:
+            raise UsageError("--set-aside puts messages back where they were: no FILE, no --to")
+        _restore_set_aside(c, list(token or ()), confirm, yes, audit_log)
+    if not file:
+        raise UsageError("name the backup FILE to restore (or pass --set-aside)")
     path = Path(file).expanduser()
     try:
         info = inspect_backup(path)
@@ -391,8 +421,10 @@ def restore(
 
     render_restore_plan(c, info, rows, path=str(path))
     if not info.complete:
-        c.err.print(f"warning: {path} has no end line: the purge that wrote it stopped early; "
-                    f"its {info.count} messages are all it deleted")
+        c.err.print(f"warning: {path} has no end line: the purge that wrote it was killed "
+                    f"or lost its broker; what its lines hold is checked below",
+                    markup=False, highlight=False)
+    skip, sec = _restore_skips(c, path, audit_log, list(targets))
     if info.count == 0:
         c.err.print("nothing to restore.")
         render_restore_json(c, info, rows, path=str(path), result=None)
@@ -401,7 +433,9 @@ def restore(
         render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(0)
     try:
-        counts = _execute_restore(c, path, to)
+        if sec.unconfirmed and c.target.broker_kind != "redis":
+            skip |= _already_queued(c, path, sec, to)
+        counts = _execute_restore(c, path, to, skip)
     except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
         why = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
         c.err.print(f"error: {why}", markup=False, highlight=False)
@@ -427,7 +461,176 @@ def restore(
     raise typer.Exit(0)
 
 
-def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:
+def _restore_set_aside(c, tokens: list[str], confirm: bool, yes: bool, audit_log) -> None:
+    """`restore --set-aside`: put back the lists a killed purge left set aside (exits)."""
+    import socket
+
+    from celeryctl.actions.purge import put_back
+    from celeryctl.collect.redis import collect_set_aside, connect_first, detect_layout
+    from celeryctl.render.actions import render_set_aside
+
+    if c.target.broker_kind != "redis":
+        c.err.print("nothing to do: a RabbitMQ purge sets nothing aside (unacked messages "
+                    "go back to their queue by themselves).")
+        raise typer.Exit(0)
+    try:
+        client, _ = connect_first(c.target.broker, c.target.timeout,
+                                  c.target.transport_options)
+        layout, _ = detect_layout(client, c.target.transport_options)
+        rows = collect_set_aside(client, layout)
+    except Exception as exc:  # noqa: BLE001
+        c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
+        raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
+    if tokens:
+        unknown = [t for t in tokens if t not in {r.arguments["token"] for r in rows}]
+        if unknown:
+            c.err.print(f"refused: nothing set aside under {', '.join(unknown)}. Nothing "
+                        f"changed.", markup=False, highlight=False)
+            raise typer.Exit(int(ExitStatus.USAGE))
+        rows = [r for r in rows if r.arguments["token"] in tokens]
+    refusals = []
+    for r in rows:
+        a = r.arguments
+        if a.get("host") == socket.gethostname() and isinstance(a.get("pid"), int) and \
+                _celeryctl_running(a["pid"]):
+            refusals.append(f"the purge of {a.get('purge_of')!r} ({a['token']}) is still "
+                            f"running as pid {a['pid']}: it puts its messages back itself "
+                            f"if stopped (Ctrl-C, kill); after a kill -9, run this again")
+    render_set_aside(c, rows, refusals)
+    if not rows:
+        c.err.print("nothing is set aside: no purge was left unfinished.")
+        raise typer.Exit(0)
+    names = [r.arguments["token"] for r in rows]
+    if refusals:
+        for r in refusals:
+            c.err.print(f"refused: {r}", markup=False, highlight=False)
+        _audit(c, audit_log, "restore --set-aside", "refused", names, {}, reasons=refusals)
+        raise typer.Exit(int(ExitStatus.USAGE))
+    try:
+        go = _guard(c, names, "token", confirm, yes)
+    except typer.Exit:
+        _audit(c, audit_log, "restore --set-aside", "refused: not confirmed", names, {})
+        raise
+    if not go:
+        raise typer.Exit(0)
+    counts, failed = {}, None
+    for r in rows:
+        a = r.arguments
+        lists = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+                 for k, v in (a.get("lists") or {}).items()}
+        try:
+            n = put_back(client, layout.prefix, a["token"], lists)
+        except Exception as exc:  # noqa: BLE001
+            failed = _action_error(exc)
+            c.err.print(f"error: {failed}", markup=False, highlight=False)
+            break
+        counts[a["token"]] = {"queue": a.get("purge_of"), "put_back": n}
+        _mark_backup_void(a)
+        c.out.print(f"put back {n} messages into {a.get('purge_of')} ({a['token']})",
+                    markup=False, highlight=False)
+    _audit(c, audit_log, "restore --set-aside", "failed: " + failed if failed else "ok",
+           names, counts)
+    raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
+
+
+def _celeryctl_running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"celeryctl" in fh.read()
+    except OSError:
+        return False
+
+
+def _mark_backup_void(a: dict[str, Any]) -> None:
+    """Tell the killed purge's backup (when it is on this host) that the lines of this token
+    are void: their messages are back in the queue. Restore also asks the broker."""
+    import json
+    import socket
+
+    path = a.get("backup")
+    if not path or a.get("host") != socket.gethostname():
+        return
+    try:
+        with open(path, "ab") as fh:
+            fh.write((json.dumps({"celeryctl_marker": "put_back", "token": a["token"],
+                                  "queue": a.get("purge_of")}) + "\n").encode())
+    except OSError:
+        pass
+
+
+def _restore_skips(c, path: Path, audit_log, queues: list[str]):
+    """The lines of a killed or stopped purge that must not be restored (their messages are
+    back in the queue), from its control lines and, on Redis, the broker's record of each
+    purge. Refuses (exits 64) while messages are still set aside."""
+    from celeryctl.actions.restore import read_sections, redis_void_tokens
+
+    sec = read_sections(path)
+    skip: set[int] = set()
+    if c.target.broker_kind == "redis" and sec.queue_of:
+        from celeryctl.collect.redis import connect_first, detect_layout
+
+        try:
+            client, _ = connect_first(c.target.broker, c.target.timeout,
+                                      c.target.transport_options)
+            layout, _ = detect_layout(client, c.target.transport_options)
+            void, refusals, notes = redis_void_tokens(client, layout.prefix, sec)
+        except Exception as exc:  # noqa: BLE001
+            c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
+            raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
+        for n in notes:
+            c.err.print(f"note: {n}", markup=False, highlight=False)
+        if refusals:
+            for r in refusals:
+                c.err.print(f"refused: {r}. Nothing changed.", markup=False, highlight=False)
+            _audit(c, audit_log, f"restore {path}", "refused", queues, {}, reasons=refusals)
+            raise typer.Exit(int(ExitStatus.USAGE))
+        skip = {n for n, t in sec.token_of_line.items() if t in void}
+        if skip:
+            c.err.print(f"{len(skip)} lines skipped: their messages are back in their queue.",
+                        markup=False, highlight=False)
+    if sec.unconfirmed and c.target.broker_kind != "redis":
+        c.err.print(f"note: the last {len(sec.unconfirmed)} messages of this file were written "
+                    f"by a purge killed before it recorded their deletion; those still in the "
+                    f"queue are skipped (checked by message id when restoring)",
+                    markup=False, highlight=False)
+    return skip, sec
+
+
+def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
+    """RabbitMQ: the unconfirmed lines whose message is (still, again) in its queue."""
+    from celeryctl.actions.backup import _lines
+    from celeryctl.actions.restore import rabbit_already_queued
+    from celeryctl.collect.rabbitmq import amqp_connect
+
+    want = set(sec.unconfirmed)
+    recs: dict[int, dict] = {n: obj for n, obj in enumerate(_lines(path), 1) if n in want}
+    by_queue: dict[str, list[int]] = {}
+    for n, rec in recs.items():
+        by_queue.setdefault(to or str(rec.get("queue")), []).append(n)
+    from celeryctl.actions.backup import body_bytes
+    from celeryctl.actions.restore import message_identity
+
+    skip: set[int] = set()
+    conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                           name="celeryctl restore (checking)")
+    try:
+        for queue, lines in by_queue.items():
+            found = rabbit_already_queued(conn.channel(), queue, [recs[n] for n in lines])
+            for n in lines:
+                r = recs[n]
+                if message_identity(r.get("properties") or {}, r.get("headers"),
+                                    body_bytes(r)) in found:
+                    skip.add(n)
+    finally:
+        conn.close()
+    if skip:
+        c.err.print(f"{len(skip)} of them are in the queue already: skipped, not duplicated.",
+                    markup=False, highlight=False)
+    return skip
+
+
+def _execute_restore(c, path: Path, to: str | None, skip: set[int] | None = None
+                     ) -> dict[str, int]:
     from celeryctl.actions.restore import restore_rabbit, restore_redis
 
     if c.target.broker_kind == "redis":
@@ -435,14 +638,14 @@ def _execute_restore(c, path: Path, to: str | None) -> dict[str, int]:
 
         client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
         layout, _ = detect_layout(client, c.target.transport_options)
-        return restore_redis(client, layout, path, to)
+        return restore_redis(client, layout, path, to, skip)
     from celeryctl.collect.rabbitmq import amqp_connect
 
     conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
                            name="celeryctl restore")
     try:
         ch = conn.channel()
-        counts = restore_rabbit(ch, path, to)
+        counts = restore_rabbit(ch, path, to, skip)
         ch.close()  # a synchronous round trip: every publish before it reached the broker
     finally:
         conn.close()

@@ -250,6 +250,7 @@ def queues(
                            f"cheaply; per-queue unacked shown as unknown")
     if g.queues.ok:
         g.notes.extend(n for n in g.queues.notes if n not in g.notes)
+        g.notes.extend(_set_aside_notes(g.queues.value))
     if c.fmt == "json":
         from celeryctl.views import server_summary
 
@@ -278,6 +279,21 @@ def queues(
         for q in unread_task_queues(g.queues.value)[:10]:
             c.err.print(f"not read: queue {q.name}: {q.error}", markup=False, highlight=False)
     raise typer.Exit(int(queues_status(c.target, g.queues)))
+
+
+def _set_aside_notes(depths) -> list[str]:
+    """Messages a killed purge left set aside: said even without --all (they are out of their
+    queue and no worker will ever see them)."""
+    from celeryctl.collect.redis import SET_ASIDE_ORIGIN
+
+    out = []
+    for q in depths:
+        if SET_ASIDE_ORIGIN in (q.discovered_by or ()):
+            a = q.arguments or {}
+            out.append(f"{q.ready} messages of queue {a.get('purge_of')!r} are set aside by a "
+                       f"purge that never finished ({q.name}): `celeryctl restore --set-aside` "
+                       f"puts them back (docs/purge.md)")
+    return out
 
 
 def queues_status(target, queues) -> int:

@@ -242,6 +242,8 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             out["config"] = _read(r.collect_config, client)
         if queues or server:
             out["unacked"] = _read(r.collect_unacked, client, layout, discovery)
+        if queues:
+            out["set_aside"] = _read(r.collect_set_aside, client, layout)
         if connections:
             out["clients"] = _read(r.collect_clients, client)
         return out
@@ -317,6 +319,11 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             rows = r.build_queue_depths(names, depths, unacked, consumers,
                                         ttls.value if ttls.ok else None, errors,
                                         bindings_known=not discovery.error)
+            aside = reads.get("set_aside")
+            if aside is not None and aside.ok:
+                rows += aside.value
+            elif aside is not None:
+                partial.append(f"lists set aside by interrupted purges: {aside.error}")
             if errors:
                 partial.append(f"LLEN of {len(errors)} queue(s): "
                                + "; ".join(list(errors.values())[:3]))

@@ -14,6 +14,7 @@ CLIENT ID. Never KEYS, never a write.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -650,3 +651,43 @@ def collect_reply_ttls(client, layout: RedisLayout, names: list[str]) -> dict[st
         return {}
     ttls = pipelined(client, [("ttl", (layout.key(n),)) for n in names])
     return {n: int(t) for n, t in zip(names, ttls, strict=True)}
+
+
+SET_ASIDE_ORIGIN = "interrupted purge"
+
+
+def collect_set_aside(client, layout: RedisLayout, now: float | None = None
+                      ) -> list[QueueDepth]:
+    """What a purge killed mid-way left set aside (celeryctl/actions/purge.py): `SMEMBERS
+    _celeryctl.purge.pending`, the hash of each token, `LLEN` of its lists. One row per
+    token, internal, named after its aside lists; `arguments` says whose queue they are,
+    since when, which process set them aside and where its backup is."""
+    from celeryctl.actions.purge import PENDING
+
+    p = layout.prefix
+    tokens = sorted(t.decode("utf-8", "replace") for t in client.smembers(f"{p}{PENDING}"))
+    now = time.time() if now is None else now
+    rows = []
+    for token in tokens:
+        h = client.hgetall(f"{p}_celeryctl.purge.{token}")
+        try:
+            meta = json.loads(h.get(b"meta") or b"{}")
+        except ValueError:
+            meta = {}
+        meta = meta if isinstance(meta, dict) else {}
+        lists = meta.get("lists") if isinstance(meta.get("lists"), dict) else {}
+        lengths = pipelined(client, [("llen", (k.encode("utf-8", "surrogateescape"),))
+                                     for k in lists], raise_on_error=False)
+        n = sum(x for x in lengths if isinstance(x, int))
+        at = meta.get("set_aside_at")
+        age = now - at if isinstance(at, (int, float)) and math.isfinite(at) else None
+        rows.append(QueueDepth(
+            name=f"_celeryctl.purge.{token}", broker="redis", ready=n, internal=True,
+            exists=True, source="redis", discovered_by=(SET_ASIDE_ORIGIN,),
+            error=None if h else "its record (_celeryctl.purge.TOKEN hash) is missing",
+            arguments={"purge_of": meta.get("queue"), "token": token,
+                       "set_aside_seconds": age, "host": meta.get("host"),
+                       "pid": meta.get("pid"), "backup": meta.get("backup"),
+                       "state": (h.get(b"state") or b"").decode() or None,
+                       "lists": lists}))
+    return rows

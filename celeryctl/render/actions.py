@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from rich.text import Text
+
 from celeryctl.render.tables import _table, _v
 
 
@@ -79,6 +81,34 @@ def render_purge_result(c, plan, results, after: dict[str, int | None], *,
                             highlight=False)
         if backup:
             c.out.print(f"backup: {backup}  (celeryctl restore {backup})", highlight=False)
+
+
+def render_set_aside(c, rows, refusals: list[str]) -> None:
+    """`restore --set-aside`: what killed purges left set aside (a table, or one JSON doc)."""
+    out = []
+    for r in rows:
+        a = r.arguments
+        age = a.get("set_aside_seconds")
+        out.append({"token": a.get("token"), "queue": a.get("purge_of"), "messages": r.ready,
+                    "set_aside_seconds": age, "host": a.get("host"), "pid": a.get("pid"),
+                    "backup": a.get("backup")})
+    if c.fmt == "json":
+        _json({"kind": "restore-set-aside", "set_aside": out, "refusals": refusals})
+        return
+    if not out:
+        return
+    c.out.print(f"{len(out)} purge(s) left messages set aside on {c.target.broker_redacted}:",
+                markup=False, highlight=False)
+    t = _table()
+    for col in ("token", "queue", "messages", "since", "by", "backup"):
+        t.add_column(col)
+    for r in out:
+        age = r["set_aside_seconds"]
+        t.add_row(*(Text(str(v)) for v in (
+            r["token"], r["queue"], _v(r["messages"]),
+            f"{age / 60:.0f} min ago" if isinstance(age, (int, float)) else "?",
+            f"pid {r['pid']}@{r['host']}", r["backup"] or "(no backup)")))
+    c.out.print(t)
 
 
 def render_restore_json(c, info, rows: list[dict[str, Any]], *, path: str,
