@@ -138,6 +138,20 @@ def _backlog(ctx: ScenarioContext) -> None:
     _publish(ctx, "reports", 1500)
 
 
+def _purge_killed(ctx: ScenarioContext) -> None:
+    """What `kill -9` of a `celeryctl purge` leaves between its two atomic steps: the
+    queue's messages set aside (made here with the purge's own first step, so the state is
+    exactly the real one, without racing a process)."""
+    import redis
+
+    from celeryctl.actions.purge import set_aside
+    from celeryctl.collect.redis import RedisLayout
+
+    _publish(ctx, "reports", 500)
+    set_aside(redis.Redis.from_url(ctx.redis_url), RedisLayout(), "reports",
+              info={"pid": 4194303, "backup": "/var/backups/reports.jsonl"})
+
+
 def _pickle_in_queue(ctx: ScenarioContext) -> None:
     _occupy(ctx, "serq")
     _publish(ctx, "serq", 5, serializer="pickle")
@@ -768,6 +782,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("backlog-no-consumer",
              "1,500 tasks routed to `reports`, which no worker consumes.",
              ("QUE001", "QUE002"), prepare=_backlog),
+    Scenario("purge-killed", "A `celeryctl purge --backup` was killed with kill -9 mid-way: "
+             "500 messages of `reports` are set aside, in no queue; `restore --set-aside` "
+             "puts them back.", ("QUE013",), prepare=_purge_killed),
     Scenario("pickle-in-queue",
              "A json-only worker consumes `serq`; pickle tasks wait there and would be "
              "discarded on receipt.",

@@ -548,3 +548,18 @@ def test_config_drift_ignores_settings_older_workers_do_not_have():
     # a setting only one worker reports has nothing to be compared with
     nodes = [node("c52@h", c=old), node("c57@h", c=conf(task_default_queue_type="quorum"))]
     assert codes(run(snap(nodes=nodes), ["WRK003"])) == []
+
+
+def test_purge_left_messages_set_aside():
+    aside = QueueDepth("_celeryctl.purge.abc", "redis", ready=500, internal=True,
+                       discovered_by=("interrupted purge",),
+                       arguments={"purge_of": "reports", "token": "abc", "pid": 42,
+                                  "host": "h1", "set_aside_seconds": 600.0})
+    rep = run(snap(queues=[aside, QueueDepth("reports", "redis", ready=0, consumers=0)]),
+              ["QUE013"])
+    [f] = rep.findings
+    assert f.severity is Severity.WARNING and f.subject == "queue reports"
+    assert f.message == ("500 messages set aside by a purge that never finished (pid 42 on "
+                         "h1, 10 min ago)")
+    assert "restore --set-aside" in f.hint
+    assert not run(snap(queues=[QueueDepth("reports", "redis", ready=3)]), ["QUE013"]).findings
