@@ -303,3 +303,38 @@ def test_rabbit_purge_interrupted_anywhere(rabbit, vhost, tmp_path):
             assert code in (0, 2), err
         assert _rabbit_ids(rabbit, vhost) == everything, where
     print("\n".join(outcomes))
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("committed", [False, True])
+def test_rabbit_unconfirmed_batch_is_never_restored_twice(rabbit, vhost, tmp_path, committed):
+    """The one window kill -9 can hit on RabbitMQ, made deterministic: a batch written and
+    fsynced whose commit the file does not record. Not committed: the broker requeued it, so
+    restore finds it in the queue and skips it; committed: restore brings it back."""
+    import pika
+
+    broker = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    _rabbit_fill(rabbit, vhost, 50)
+    full = tmp_path / "full.jsonl"
+    code, out, err, _ = run_cli("purge", QUEUE, "--broker", broker, "--backup", str(full),
+                                "--confirm", "--yes", "--audit-log", str(tmp_path / "a"))
+    assert code == 0, err
+    lines = full.read_bytes().splitlines(keepends=True)
+    cut = [x for x in lines if b'"acked"' not in x and b'"queue_done"' not in x
+           and not x.startswith(b'{"end"')]
+    killed = tmp_path / "killed.jsonl"
+    killed.write_bytes(b"".join(cut))
+    if not committed:  # what the broker does with an uncommitted batch: back in the queue
+        conn = _amqp(rabbit, vhost)
+        ch = conn.channel()
+        for i in range(50):
+            ch.basic_publish("", QUEUE, b"[[1, 2], {}, {}]", pika.BasicProperties(
+                message_id=f"m{i}", headers={"task": "t.add", "id": f"m{i}"}))
+        conn.close()
+    code, out, err, _ = run_cli("restore", str(killed), "--broker", broker)
+    assert code == 0 and "dry run" in err and "killed before it recorded" in err, err
+    code, out, err, _ = run_cli("restore", str(killed), "--broker", broker, "--confirm",
+                                "--yes", "--audit-log", str(tmp_path / "a"))
+    assert code == 0, err
+    assert ("50 of them are in the queue already" in err) is not committed, err
+    assert _rabbit_ids(rabbit, vhost) == Counter({f"m{i}": 1 for i in range(50)})
