@@ -6,6 +6,9 @@ time and the peak RSS of the celeryctl process (memory must stay bounded: both s
 
 Baseline in the same run: `celery purge -f -Q QUEUE` (no backup, no restore) on the same
 queue size, and the peak RSS of `celeryctl --version` (the interpreter and imports alone).
+`--previous PATH` also runs another build's `celeryctl` executable (e.g. the release before
+a change, installed in its own virtualenv) on the same lab and prints the ratios: the
+interruption-safe purge must stay within 2x of the one before it (issue 12).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--previous", metavar="PATH", help="another build's celeryctl executable")
     args = ap.parse_args()
     from celeryctl.lab import lab
 
@@ -87,14 +91,31 @@ def main() -> int:
             (lambda q: fill_rabbit(st.rabbitmq["info"]["amqp_port"], q, args.messages))
         ctl = [str(BIN / "celeryctl")]
         _, _, base_rss = run([*ctl, "--version"], env)
-        fill("bench")
-        backup = d / "backup.jsonl"
-        t_purge, c1, rss_purge = run([*ctl, "purge", "bench", "--broker", url, *extra,
-                                      "--confirm", "--yes", "--backup", str(backup),
-                                      "--audit-log", str(d / "audit.log")], env)
-        t_restore, c2, rss_restore = run([*ctl, "restore", str(backup), "--broker", url,
-                                          *extra, "--confirm", "--yes",
-                                          "--audit-log", str(d / "audit.log")], env)
+
+        def round_trip(exe: list[str], tag: str):
+            fill("bench")
+            backup = d / f"backup-{tag}.jsonl"
+            t_p, c_p, rss_p = run([*exe, "purge", "bench", "--broker", url, *extra,
+                                   "--confirm", "--yes", "--backup", str(backup),
+                                   "--audit-log", str(d / "audit.log")], env)
+            t_r, c_r, rss_r = run([*exe, "restore", str(backup), "--broker", url,
+                                   *extra, "--confirm", "--yes",
+                                   "--audit-log", str(d / "audit.log")], env)
+            if args.broker == "redis":  # empty the queue for the next round
+                import redis
+
+                redis.Redis.from_url(url).delete("bench")
+            else:
+                import pika
+
+                conn = pika.BlockingConnection(pika.ConnectionParameters(
+                    "127.0.0.1", st.rabbitmq["info"]["amqp_port"]))
+                conn.channel().queue_purge("bench")
+                conn.close()
+            return backup, t_p, c_p, rss_p, t_r, c_r, rss_r
+
+        prev = round_trip([args.previous], "previous") if args.previous else None
+        backup, t_purge, c1, rss_purge, t_restore, c2, rss_restore = round_trip(ctl, "new")
         fill("bench2")
         t_celery, c3, rss_celery = run([str(BIN / "celery"), "-b", url, "purge", "-f", "-Q",
                                         "bench2"], env)
@@ -109,6 +130,13 @@ def main() -> int:
               f"(exit {c3}; no backup)")
         print(f"celeryctl --version        peak RSS {base_rss:6.1f} MiB (imports alone)")
         ok = c1 == c2 == 0 and t_purge < 30 and t_restore < 30
+        if prev is not None:
+            _, tp, cp, rp, tr, cr, rr = prev
+            print(f"previous build purge       {tp:6.2f} s  peak RSS {rp:6.1f} MiB  (exit {cp})")
+            print(f"previous build restore     {tr:6.2f} s  peak RSS {rr:6.1f} MiB  (exit {cr})")
+            print(f"ratio new/previous: purge {t_purge / tp:.2f}x, restore "
+                  f"{t_restore / tr:.2f}x (target <= 2x)")
+            ok = ok and t_purge <= 2 * tp and t_restore <= 2 * tr
         print("targets (each < 30 s, memory bounded):", "met" if ok else "NOT met")
         return 0 if ok else 1
     finally:

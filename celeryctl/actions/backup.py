@@ -201,15 +201,32 @@ def inspect_backup(path: Path) -> BackupFile:
     return BackupFile(header, complete, count, per_queue)
 
 
-def read_messages(path: Path, skip_lines: set[int] | None = None
-                  ) -> Iterator[dict[str, Any]]:
+def read_messages(path: Path, skip: Skip | None = None) -> Iterator[dict[str, Any]]:
     for n, obj in enumerate(_lines(path), 1):
         if n == 1:
             continue
         if obj.get("end") is True:
             return
-        if "celeryctl_marker" not in obj and not (skip_lines and n in skip_lines):
+        if "celeryctl_marker" not in obj and not (skip and n in skip):
             yield obj
+
+
+@dataclass
+class Skip:
+    """Line numbers not to restore: whole ranges (a purge's queue whose messages went back)
+    and single lines (RabbitMQ messages found in the queue). Flat in memory."""
+
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+    lines: set[int] = field(default_factory=set)
+
+    def __contains__(self, n: int) -> bool:
+        return n in self.lines or any(a <= n <= b for a, b in self.ranges)
+
+    def __len__(self) -> int:
+        return len(self.lines) + sum(b - a + 1 for a, b in self.ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines or self.ranges)
 
 
 def _lines(path: Path) -> Iterator[dict[str, Any]]:

@@ -29,26 +29,27 @@ class Sections:
     queue_of: dict[str, str] = field(default_factory=dict)  # token -> queue
     done: set[str] = field(default_factory=set)  # tokens whose queue_done line is there
     put_back: set[str] = field(default_factory=set)  # tokens restore --set-aside put back
-    token_of_line: dict[int, str] = field(default_factory=dict)
-    unconfirmed: list[int] = field(default_factory=list)  # RabbitMQ: line numbers
+    # token -> (first, last) line of its messages (they are contiguous): memory stays flat
+    lines_of: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unconfirmed: list[int] = field(default_factory=list)  # RabbitMQ: at most a batch each
 
 
 def read_sections(path: Path) -> Sections:
     """One streaming pass over the control lines (message lines are only numbered)."""
     sec = Sections()
     token = None
+    section = False  # inside a queue section (files of older releases have none)
     batch: list[int] = []
     for n, obj in _numbered(path):
         m = obj.get("celeryctl_marker")
         if m == "queue":
             sec.unconfirmed += batch
-            batch = []
+            batch, section = [], True
             token = obj.get("token")
             if token:
                 sec.queue_of[str(token)] = str(obj.get("queue"))
         elif m == "queue_done":
-            sec.unconfirmed += batch
-            batch = []
+            batch, section, token = [], False, None  # the purge finished this queue
             if obj.get("token"):
                 sec.done.add(str(obj["token"]))
         elif m == "acked":
@@ -57,8 +58,9 @@ def read_sections(path: Path) -> Sections:
             sec.put_back.add(str(obj["token"]))
         elif m is None and "end" not in obj and n > 1:
             if token:
-                sec.token_of_line[n] = token
-            else:
+                first = sec.lines_of.get(token, (n, n))[0]
+                sec.lines_of[token] = (first, n)
+            elif section:
                 batch.append(n)
     sec.unconfirmed += batch
     return sec
@@ -97,11 +99,11 @@ def redis_void_tokens(client, prefix: str, sec: Sections) -> tuple[set[str], lis
 
 
 def restore_redis(client, layout, path: Path, to: str | None,
-                  skip_lines: set[int] | None = None) -> dict[str, int]:
+                  skip=None) -> dict[str, int]:
     counts: dict[str, int] = {}
     pipe = client.pipeline(transaction=False)
     pending = 0
-    for rec in read_messages(path, skip_lines):
+    for rec in read_messages(path, skip):
         queue = to or str(rec.get("queue"))
         pipe.lpush(redis_restore_key(layout, queue, rec), redis_envelope(rec, queue))
         counts[queue] = counts.get(queue, 0) + 1
@@ -168,9 +170,9 @@ def rabbit_already_queued(channel, queue: str, records: list[dict[str, Any]]) ->
 
 
 def restore_rabbit(channel, path: Path, to: str | None,
-                   skip_lines: set[int] | None = None) -> dict[str, int]:
+                   skip=None) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for rec in read_messages(path, skip_lines):
+    for rec in read_messages(path, skip):
         queue = to or str(rec.get("queue"))
         channel.basic_publish(exchange="", routing_key=queue, body=_amqp_body(rec),
                               properties=amqp_properties(rec))

@@ -434,7 +434,7 @@ def restore(
         raise typer.Exit(0)
     try:
         if sec.unconfirmed and c.target.broker_kind != "redis":
-            skip |= _already_queued(c, path, sec, to)
+            skip.lines |= _already_queued(c, path, sec, to)
         counts = _execute_restore(c, path, to, skip)
     except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
         why = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
@@ -562,10 +562,11 @@ def _restore_skips(c, path: Path, audit_log, queues: list[str]):
     """The lines of a killed or stopped purge that must not be restored (their messages are
     back in the queue), from its control lines and, on Redis, the broker's record of each
     purge. Refuses (exits 64) while messages are still set aside."""
+    from celeryctl.actions.backup import Skip
     from celeryctl.actions.restore import read_sections, redis_void_tokens
 
     sec = read_sections(path)
-    skip: set[int] = set()
+    skip = Skip()
     if c.target.broker_kind == "redis" and sec.queue_of:
         from celeryctl.collect.redis import connect_first, detect_layout
 
@@ -584,7 +585,7 @@ def _restore_skips(c, path: Path, audit_log, queues: list[str]):
                 c.err.print(f"refused: {r}. Nothing changed.", markup=False, highlight=False)
             _audit(c, audit_log, f"restore {path}", "refused", queues, {}, reasons=refusals)
             raise typer.Exit(int(ExitStatus.USAGE))
-        skip = {n for n, t in sec.token_of_line.items() if t in void}
+        skip = Skip(ranges=[r for t, r in sec.lines_of.items() if t in void])
         if skip:
             c.err.print(f"{len(skip)} lines skipped: their messages are back in their queue.",
                         markup=False, highlight=False)
@@ -629,8 +630,7 @@ def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
     return skip
 
 
-def _execute_restore(c, path: Path, to: str | None, skip: set[int] | None = None
-                     ) -> dict[str, int]:
+def _execute_restore(c, path: Path, to: str | None, skip=None) -> dict[str, int]:
     from celeryctl.actions.restore import restore_rabbit, restore_redis
 
     if c.target.broker_kind == "redis":
