@@ -778,19 +778,27 @@ def _int(v: str | None) -> int | None:
 
 
 def _float(v: str | None) -> float | None:
+    """A number from the server's text, or None: never NaN or an infinity."""
+    import math
+
     try:
-        return float(v) if v is not None else None
+        f = float(v) if v is not None else None
     except ValueError:
         return None
+    return f if f is None or math.isfinite(f) else None
 
 
 def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
+    import math
+
     out: dict[str, Any] = {}
     for k, v in (info or {}).items():
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, dict):
             v = _jsonable_info(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = str(v)  # as the server wrote it ("nan", "inf"): never a non-finite number
         out[_s(k)] = v
     return out
 

@@ -145,3 +145,14 @@ def test_que003_skips_when_the_ages_are_garbage_and_runs_otherwise():
     empty = RedisUnacked(total=0, oldest_seconds=None, per_queue={}, oldest_per_queue=None,
                          problems=("unacked_index: WRONGTYPE: ...",))
     assert _run(_snap(unacked=empty), "QUE003").skipped == []
+
+
+def test_server_numbers_are_never_non_finite():
+    from celeryctl.collect.redis import _jsonable_info, client_from_fields
+
+    info = _jsonable_info({"mem_fragmentation_ratio": float("nan"), "x": {"y": float("inf")},
+                           "used_memory": 5, "ratio": 1.5})
+    assert info == {"mem_fragmentation_ratio": "nan", "x": {"y": "inf"}, "used_memory": 5,
+                    "ratio": 1.5}
+    c = client_from_fields({"addr": "127.0.0.1:1", "age": "inf", "idle": "nan"})
+    assert c.age_seconds is None and c.idle_seconds is None
