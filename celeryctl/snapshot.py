@@ -130,7 +130,9 @@ class QueueDepth:
     exists: bool = True
     source: str = ""  # "redis" | "management-api" | "amqp"
     discovered_by: tuple[str, ...] = ()  # binding, worker, app, flag, broker
-    type: str | None = None  # classic | quorum | stream
+    # RabbitMQ: classic | quorum | stream. Redis: None, or the TYPE of a queue key that is not
+    # a list (hash, string, ...: `error` says which key and why)
+    type: str | None = None
     state: str | None = None
     node: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -154,12 +156,16 @@ def unread_task_queues(queues: list[QueueDepth]) -> list[QueueDepth]:
 class RedisUnacked:
     """kombu's ack emulation: the global `unacked` hash and `unacked_index` zset."""
 
-    total: int
+    total: int | None  # None: `unacked` is not a hash (the reason is in `problems`)
     oldest_seconds: float | None
-    per_queue: dict[str, int] | None  # None when too many to attribute cheaply
+    per_queue: dict[str, int] | None  # None when too many to attribute cheaply (or no hash)
     oldest_per_queue: dict[str, float] | None
     unattributed: int = 0
     mutex_ttl_ms: int | None = None
+    malformed: int = 0  # entries that are not kombu's JSON [message, exchange, routing_key]
+    # garbage in the bookkeeping, each with the numbers it makes unknown: a key of the wrong
+    # type, scores that are no receive time (-inf/+inf/negative), malformed entries
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -280,6 +286,9 @@ class RedisServer:
     keyprefix: str
     keyprefix_source: str
     other_keyprefixes: tuple[str, ...] = ()
+    # kombu's binding tables holding what kombu never writes: a `_kombu.binding.*` key that
+    # is not a set, members that do not split in three, members that are not UTF-8
+    binding_garbage: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -355,3 +355,58 @@ def sentinel_quorum_at_risk(snap, limits: Limits) -> Iterator[Finding]:
                                                                      "master-link-status")}
                                              for r in replicas]},
                       hint="A failover needs a replica to promote.", commands=cmd)
+
+
+@check("BRK010", "redis-bookkeeping-garbage", broker="redis")
+def redis_bookkeeping_garbage(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    kombu's bookkeeping on Redis holding what kombu never writes: an `unacked` key that is
+    not a hash, an `unacked_index` that is not a sorted set, `unacked` entries that are not
+    JSON `[message, exchange, routing_key]`, `unacked_index` scores that are no receive time
+    (-inf, +inf, negative), `_kombu.binding.*` keys that are not sets, and binding members
+    that do not split in three or are not UTF-8. Each names the numbers it makes unknown;
+    everything else is still read and checked.
+
+    ## Why it matters
+    Every worker acks with `HDEL unacked` + `ZREM unacked_index` and delivers with `HSET` +
+    `ZADD`: against keys of the wrong type these fail with `WRONGTYPE`. kombu's visibility
+    sweep restores only entries scored between 0 and now - visibility_timeout, so an entry
+    with a -inf, +inf or negative score is never redelivered, and one that is not JSON fails
+    when restored. A binding table that is not a set, or a member that does not split in
+    three, breaks routing for its exchange (kombu's lookup reads every member of the table).
+
+    ## How to fix
+    Find what wrote the keys (another application or script on the same db, a manual
+    `redis-cli` session); give each application its own db or `global_keyprefix`. Back up
+    and remove the bad entries (`HDEL unacked TAG`, `ZREM unacked_index TAG`), or the bad key
+    once no worker is running against it; kombu recreates its keys as it works.
+    """
+    from shlex import quote
+
+    un = snap.get("redis_unacked") if snap.observed("redis_unacked") else None
+    srv = snap.get("redis_server") if snap.observed("redis_server") else None
+    if un is None and srv is None:
+        raise Skip("neither the unacked bookkeeping nor the server (binding tables) was "
+                   f"observed: {snap.why_not('redis_unacked')}")
+    prefix = srv.keyprefix if srv is not None else ""
+    problems = list(getattr(un, "problems", ()) or ()) if un is not None else []
+    if problems:
+        yield Finding(Severity.WARNING, "unacked (Redis in-flight bookkeeping)",
+                      "; ".join(problems),
+                      evidence={"problems": problems, "in_flight": un.total,
+                                "malformed": getattr(un, "malformed", 0)},
+                      hint="Find what wrote these keys; remove the bad entries.",
+                      commands=[f"redis-cli TYPE {quote(prefix + 'unacked')}",
+                                f"redis-cli TYPE {quote(prefix + 'unacked_index')}",
+                                f"redis-cli ZRANGE {quote(prefix + 'unacked_index')} 0 9 "
+                                "WITHSCORES"])
+    garbage = list(getattr(srv, "binding_garbage", ()) or ()) if srv is not None else []
+    if garbage:
+        yield Finding(Severity.WARNING, "kombu binding tables",
+                      "; ".join(garbage[:5]) + (f"; and {len(garbage) - 5} more"
+                                                if len(garbage) > 5 else ""),
+                      evidence={"problems": garbage[:20]},
+                      hint="Routing through these exchanges fails: fix or remove the keys.",
+                      commands=["redis-cli --scan --pattern "
+                                + quote(prefix + "_kombu.binding.*")])

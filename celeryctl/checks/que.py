@@ -106,6 +106,10 @@ def unacked_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
     time and longest ETA/countdown, on every app sharing the broker (the shortest wins).
     """
     un = snap.get("redis_unacked")
+    problems = getattr(un, "problems", ())
+    if un.oldest_seconds is None and problems and un.total != 0:
+        # garbage in the bookkeeping: the ages are unknown, which is not "none is overdue"
+        raise Skip("ages of in-flight messages unknown: " + "; ".join(problems))
     vt, _source = visibility_timeout(snap)
     if un.oldest_seconds is not None and un.oldest_seconds > vt:
         yield Finding(Severity.WARNING, "unacked (Redis in-flight)",
@@ -537,7 +541,44 @@ def quorum_queue_members_offline(snap, limits: Limits) -> Iterator[Finding]:
                       f"rabbitmq-queues quorum_status {q.name!r}"])
 
 
-@check("QUE013", "purge-left-messages-set-aside", needs=("queues",), broker="redis")
+@check("QUE013", "queue-key-wrong-type", needs=("queues",), broker="redis")
+def queue_key_wrong_type(snap, limits: Limits) -> Iterator[Finding]:
+    """
+    ## What it finds
+    On Redis, a queue whose key is not a list: the bare key, or one of its priority
+    sub-lists (`name` + kombu's separator + `3`, `6`, `9`), holds a hash, a string, a set...
+    (its Redis `TYPE` is named). Every other queue is still read and reported.
+
+    ## Why it matters
+    kombu publishes with `LPUSH` and consumes with `BRPOP` over all of a worker's queues at
+    once: against a key of the wrong type Redis answers `WRONGTYPE`, so publishing to that
+    queue fails, and a worker consuming it gets an error instead of a message whenever its
+    `BRPOP` reaches that key. Its depth cannot be read either: a backlog there is invisible,
+    and `celeryctl purge` refuses the queue.
+
+    ## How to fix
+    Find what wrote that key: another application on the same Redis db (give each its own db,
+    or a `global_keyprefix`), or a name collision between a queue and some other key. Read it
+    (`redis-cli TYPE`, `HGETALL`/`GET`), then rename it out of the way (`RENAME`) or delete it
+    once its content is known not to matter; kombu recreates the list on the next publish.
+    """
+    import shlex
+
+    prefix = (snap.get("redis_server").keyprefix if snap.observed("redis_server") else "") or ""
+    for q in snap.queues:
+        if not q.type or not q.error or q.broker != "redis":
+            continue
+        yield Finding(
+            Severity.WARNING if q.internal else Severity.CRITICAL, f"queue {q.name}",
+            f"{q.error}: publishing to or consuming from it fails with WRONGTYPE, and its "
+            f"depth is unknown",
+            evidence={"type": q.type, "error": q.error, "internal": q.internal},
+            hint="Read the key, then rename or delete it: kombu recreates the list.",
+            commands=[f"redis-cli --scan --pattern {shlex.quote(prefix + q.name + '*')}",
+                      f"redis-cli TYPE {shlex.quote(prefix + q.name)}"])
+
+
+@check("QUE014", "purge-left-messages-set-aside", needs=("queues",), broker="redis")
 def purge_left_messages_set_aside(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds

@@ -244,8 +244,10 @@ def queues(
         extra["redis_unacked"] = {"total": unacked.total,
                                   "oldest_seconds": unacked.oldest_seconds,
                                   "unattributed": unacked.unattributed,
-                                  "per_queue_known": unacked.per_queue is not None}
-        if unacked.per_queue is None and unacked.total:
+                                  "per_queue_known": unacked.per_queue is not None,
+                                  "malformed": unacked.malformed,
+                                  "problems": list(unacked.problems)}
+        if unacked.per_queue is None and unacked.total:  # (None: not a hash, in the notes)
             g.notes.append(f"{unacked.total} in-flight messages: too many to attribute per queue "
                            f"cheaply; per-queue unacked shown as unknown")
     if g.queues.ok:

@@ -206,6 +206,10 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
         partial.append(f"queue discovery: {discovery.error}")
     if discovery.unreadable:
         partial.append("binding tables not readable: " + "; ".join(discovery.unreadable[:5]))
+    # garbage in the binding tables: read, named, and no part of discovery is missing for it
+    g.notes.extend(f"not a kombu binding: {x}" for x in discovery.garbage[:5])
+    if len(discovery.garbage) > 5:
+        g.notes.append(f"... and {len(discovery.garbage) - 5} more binding table problem(s)")
     layout = discovery.layout
     if layout.prefix_source.startswith("detected"):
         g.notes.append(f"global_keyprefix {layout.prefix!r} detected from _kombu.binding keys")
@@ -267,12 +271,15 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     g.redis_info = part("info", server or queues or connections)
     g.redis_config = part("config", server or queues or connections)
     g.redis_unacked = part("unacked", queues or server)
+    if g.redis_unacked.ok:  # garbage in the bookkeeping: the numbers it feeds are unknown
+        g.notes.extend(f"garbage in kombu's {p}" for p in g.redis_unacked.value.problems)
     if connections:
         g.connections = part("clients", True)
     if g.redis_info.ok or g.redis_config.ok:
         cfg_error = None if g.redis_config.ok else g.redis_config.error
         g.redis_server = Observed(r.server_record(g.redis_info.value, g.redis_config.value,
-                                                  cfg_error, layout), source="redis")
+                                                  cfg_error, layout, discovery.garbage),
+                                  source="redis")
     elif server:
         g.redis_server = Observed(error=g.redis_info.error, kind=g.redis_info.kind)
 
@@ -293,7 +300,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     elif queues:
 
         def depths_ttls_samples():
-            depths, errors = r.collect_depths(client, layout, sorted(names))
+            depths, errors, wrong_types = r.collect_depths(client, layout, sorted(names))
             replies = [q for q, b in depths.items()
                        if q.endswith(".reply.celery.pidbox") and sum(b.values())]
             ttls = _read(r.collect_reply_ttls, client, layout, replies)
@@ -302,7 +309,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
                 task_depths = {q: b for q, b in depths.items()
                                if not names[q][0] and sum(b.values())}
                 sampled = _read(r.collect_samples, client, layout, task_depths, samples)
-            return depths, errors, ttls, sampled
+            return depths, errors, wrong_types, ttls, sampled
 
         dobs2 = spawn("depths", depths_ttls_samples,
                       f"redis broker {ep.address}").wait(depth_deadline)
@@ -310,7 +317,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             g.queues = dobs2
             partial.append(f"queue depths: {dobs2.error}")
         else:
-            depths, errors, ttls, sampled = dobs2.value
+            depths, errors, wrong_types, ttls, sampled = dobs2.value
             if samples:
                 g.samples = (dataclasses.replace(sampled, source="redis LRANGE")
                              if sampled.ok else sampled)
@@ -318,7 +325,8 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             unacked = g.redis_unacked.value if g.redis_unacked.ok else None
             rows = r.build_queue_depths(names, depths, unacked, consumers,
                                         ttls.value if ttls.ok else None, errors,
-                                        bindings_known=not discovery.error)
+                                        bindings_known=not discovery.error,
+                                        wrong_types=wrong_types)
             aside = reads.get("set_aside")
             if aside is not None and aside.ok:
                 rows += aside.value
@@ -326,7 +334,8 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
                 partial.append(f"lists set aside by interrupted purges: {aside.error}")
             if errors:
                 partial.append(f"LLEN of {len(errors)} queue(s): "
-                               + "; ".join(list(errors.values())[:3]))
+                               + "; ".join(f"{r.literal_text(q)}: {e}"
+                                           for q, e in list(errors.items())[:3]))
             if samples and not sampled.ok:
                 partial.append(f"LRANGE (sampling queued messages): {sampled.error}")
             why_partial = _redis_discovery_gap(discovery, g.workers, target)

@@ -7,8 +7,10 @@ members are `routing_key SEP pattern SEP queue`; in-flight messages are the glob
 `P+unacked` (tag -> `[envelope, exchange, routing_key]`) with the ZSET `P+unacked_index`
 (tag -> epoch seconds when a consumer received it).
 
-Read-only: SCAN, SMEMBERS, LLEN, HLEN, HSCAN, ZRANGE, PTTL, INFO, CONFIG GET, CLIENT LIST,
-CLIENT ID. Never KEYS, never a write.
+Read-only: SCAN, SMEMBERS, LLEN, HLEN, HSCAN, ZRANGE, PTTL, TYPE, INFO, CONFIG GET, CLIENT LIST,
+CLIENT ID. Never KEYS, never a write. A key that does not hold what kombu writes there (a
+queue that is not a list, garbage in `unacked`) costs only the numbers it feeds, with the
+reason named ("WRONGTYPE: a hash, not a list"); no number read is ever non-finite.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ SCAN_COUNT = 5000
 # HSCAN of `unacked` moves every in-flight body over the wire; above this many entries only
 # the total and the oldest age are read (per-queue attribution is then reported as unknown).
 UNACKED_ATTRIBUTION_LIMIT = 5000
+# unacked_index scores that are no receive time (-inf, +inf, negative) counted up to this many
+BAD_SCORES_LISTED = 100
 PIPELINE_BATCH = 2000  # commands per round trip: bounded client and server buffers
 SAMPLE_QUEUES_LIMIT = 200  # queues sampled (the deepest first): doctor's reads stay bounded
 CONFIG_KEYS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory", "maxmemory-policy",
@@ -248,6 +252,9 @@ class RedisDiscovery:
     layout: RedisLayout
     bindings: list[Binding] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # binding tables SMEMBERS refused
+    # kombu never writes these: a binding table that is not a set, members that do not split
+    # in `routing_key SEP pattern SEP queue`, members that are not UTF-8 (kept byte for byte)
+    garbage: list[str] = field(default_factory=list)
     error: str | None = None  # SCAN itself refused: no binding was read at all
 
     @property
@@ -317,71 +324,207 @@ def collect_discovery(client, options: dict[str, Any]) -> RedisDiscovery:
         members = pipelined(client, [("smembers", (k,)) for k in keys], raise_on_error=False)
     bindings = []
     unreadable = []
+    garbage = []
     plen = len(layout.prefix) + len(BINDING)
+    wrong = [k for k, mems in zip(keys, members, strict=True) if is_wrongtype(mems)]
+    types = dict(zip(wrong, key_types(client, wrong), strict=True))
     for k, mems in zip(keys, members, strict=True):
         exchange = k.decode("utf-8", "surrogateescape")[plen:]
+        table = f"{BINDING}{literal_text(exchange)}"
+        if k in types:
+            garbage.append(f"{table}: {wrongtype_reason(types[k], 'set')}")
+            continue
         if isinstance(mems, Exception):
             why = redis_denial(mems)
-            unreadable.append(f"{exchange}: {why or ' '.join(str(mems).split())[:120]}")
+            unreadable.append(f"{literal_text(exchange)}: "
+                              f"{why or ' '.join(str(mems).split())[:120]}")
             continue
-        for m in mems or ():
-            parts = m.decode("utf-8", "surrogateescape").split(layout.sep)
-            if len(parts) == 3:
-                bindings.append(Binding(exchange, parts[0], parts[1], parts[2]))
-    return RedisDiscovery(layout=layout, bindings=bindings, unreadable=unreadable)
+        table_bindings, problems = parse_binding_members(exchange, mems or (), layout.sep)
+        bindings.extend(table_bindings)
+        garbage.extend(f"{table}: {p}" for p in problems)
+    return RedisDiscovery(layout=layout, bindings=bindings, unreadable=unreadable,
+                          garbage=garbage)
+
+
+def parse_binding_members(exchange: str, members, sep: str = DEFAULT_SEP
+                          ) -> tuple[list[Binding], list[str]]:
+    """kombu's binding members `routing_key SEP pattern SEP queue` -> Bindings, and what was
+    wrong with the others: members that do not split in three are left out; members that are
+    not UTF-8 are decoded as kombu's `get_table` decodes them (`errors="replace"`: U+FFFD for
+    each bad byte), so the queue read is the one kombu routes to, and every name stays
+    valid text (strict JSON)."""
+    bindings = []
+    malformed: list[bytes] = []
+    not_utf8: list[bytes] = []
+    for m in members:
+        raw = m if isinstance(m, bytes) else str(m).encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            not_utf8.append(raw)
+        parts = raw.decode("utf-8", "replace").split(sep)
+        if len(parts) == 3:
+            bindings.append(Binding(exchange, parts[0], parts[1], parts[2]))
+        else:
+            malformed.append(raw)
+    problems = []
+    if malformed:
+        problems.append(f"{len(malformed)} member(s) not kombu's 'routing_key{literal_text(sep)}"
+                        f"pattern{literal_text(sep)}queue' (left out), e.g. "
+                        f"'{literal_text(sorted(malformed)[0], 60)}'")
+    if not_utf8:
+        problems.append(f"{len(not_utf8)} member(s) not UTF-8 (read as kombu reads them, "
+                        f"each bad byte as U+FFFD), e.g. "
+                        f"'{literal_text(sorted(not_utf8)[0], 60)}'")
+    return bindings, problems
 
 
 def collect_unacked(client, layout: RedisLayout, discovery: RedisDiscovery | None,
                     now: float | None = None) -> RedisUnacked:
-    """`HLEN unacked`, `ZRANGE unacked_index 0 0 WITHSCORES`, `PTTL unacked_mutex`; when the hash
-    is small enough, `HSCAN unacked` + `ZRANGE unacked_index 0 -1 WITHSCORES` to attribute each
-    in-flight message to its queue (via its exchange/routing key, as kombu's restore does)."""
-    from celeryctl.collect.errors import redis_op
+    """`HLEN unacked`, the oldest receive time (`ZRANGE unacked_index 0 (+inf BYSCORE LIMIT 0 1
+    WITHSCORES`), the scores that are no receive time (`ZRANGE ... -inf (0 BYSCORE` and
+    `+inf +inf BYSCORE`, at most BAD_SCORES_LISTED + 1 each), `PTTL unacked_mutex`, one
+    pipeline; when the hash is small enough, `HSCAN unacked` +
+    `ZRANGE unacked_index 0 -1 WITHSCORES` to attribute each in-flight message to its queue
+    (via its exchange/routing key, as kombu's restore does).
+
+    Garbage costs only the numbers it feeds, each named in `problems`: `unacked` that is not
+    a hash -> total and per-queue counts None; `unacked_index` that is not a sorted set ->
+    ages None; a score that is -inf, +inf or negative (kombu writes `time()`; its sweep reads
+    only [0, now - visibility_timeout], so such an entry is never restored) gives no age;
+    an entry that is not JSON `[message, exchange, routing_key]` is counted in `malformed`.
+    No number is ever non-finite. A refused command still raises `Denied`."""
+    from celeryctl.collect.errors import redis_denial, redis_op
 
     now = time.time() if now is None else now
     p = layout.prefix
-    with redis_op("HLEN/ZRANGE/PTTL of unacked, unacked_index, unacked_mutex",
-                  "+hlen +zrange +pttl and read access to those keys"):
-        pipe = client.pipeline(transaction=False)
-        pipe.hlen(f"{p}unacked")
-        pipe.zrange(f"{p}unacked_index", 0, 0, withscores=True)
-        pipe.pttl(f"{p}unacked_mutex")
-        total, oldest, mutex_ttl = pipe.execute()
-    oldest_seconds = max(0.0, now - oldest[0][1]) if oldest else None
+    ukey, ikey, mkey = f"{p}unacked", f"{p}unacked_index", f"{p}unacked_mutex"
+    by_score = {"byscore": True, "offset": 0}
+    reads = pipelined(client, [
+        ("hlen", (ukey,)),
+        ("zrange", (ikey, 0, "(+inf"), dict(by_score, num=1, withscores=True)),
+        ("zrange", (ikey, "-inf", "(0"), dict(by_score, num=BAD_SCORES_LISTED + 1)),
+        ("zrange", (ikey, "+inf", "+inf"), dict(by_score, num=BAD_SCORES_LISTED + 1)),
+        ("pttl", (mkey,))], raise_on_error=False)
+    for r in reads:
+        if isinstance(r, Exception) and (redis_denial(r) or not is_wrongtype(r)):
+            with redis_op("HLEN/ZRANGE/PTTL of unacked, unacked_index, unacked_mutex",
+                          "+hlen +zrange +pttl and read access to those keys"):
+                raise r
+    total_r, oldest_r, below_r, above_r, mutex_ttl = reads
+    problems: list[str] = []
+    wrong = [k for k, r in ((ukey, total_r), (ikey, oldest_r)) if is_wrongtype(r)]
+    types = dict(zip(wrong, key_types(client, [k.encode("utf-8", "surrogateescape")
+                                               for k in wrong]), strict=True))
+    hash_ok, index_ok = ukey not in types, ikey not in types
+    if not hash_ok:
+        problems.append(f"unacked: {wrongtype_reason(types[ukey], 'hash')}: the in-flight "
+                        f"count and the per-queue in-flight counts are unknown")
+    if not index_ok:
+        problems.append(f"unacked_index: {wrongtype_reason(types[ikey], 'zset')}: the ages "
+                        f"of in-flight messages are unknown")
+    total = int(total_r or 0) if hash_ok else None
+    oldest_seconds = None
+    if index_ok:
+        bad = len(below_r or ()) + len(above_r or ())
+        if bad:
+            many = max(len(below_r or ()), len(above_r or ())) > BAD_SCORES_LISTED
+            problems.append(f"unacked_index: {'more than ' if many else ''}"
+                            f"{min(bad, BAD_SCORES_LISTED)} score(s) that are no receive time "
+                            f"(-inf, +inf or negative): those entries have no age, and "
+                            f"kombu's visibility sweep never restores them")
+        score = _score(oldest_r[0][1]) if oldest_r else None
+        oldest_seconds = max(0.0, now - score) if score is not None else None
     per_queue: dict[str, int] | None = None
     oldest_per_queue: dict[str, float] | None = None
     unattributed = 0
-    if not total:
-        per_queue, oldest_per_queue = {}, {}
-    elif total <= UNACKED_ATTRIBUTION_LIMIT:
+    malformed = 0
+    if total == 0:
+        per_queue, oldest_per_queue = {}, ({} if index_ok else None)
+    elif total is not None and total <= UNACKED_ATTRIBUTION_LIMIT:
         with redis_op("ZRANGE unacked_index / HSCAN unacked", "+zrange +hscan"):
-            scores = dict(client.zrange(f"{p}unacked_index", 0, -1, withscores=True))
-            entries = list(client.hscan_iter(f"{p}unacked", count=1000))
-        per_queue, oldest_per_queue = {}, {}
+            scores: dict[bytes, float] = {}
+            if index_ok:
+                for tag, sc in client.zrange(ikey, 0, -1, withscores=True):
+                    good = _score(sc)
+                    if good is not None:
+                        scores[tag] = good
+            entries = list(client.hscan_iter(ukey, count=1000))
+        per_queue = {}
+        oldest_per_queue = {} if index_ok else None
+        example = None
         for tag, raw in entries:
-            try:
-                _env, exchange, routing_key = json.loads(raw)
-                queues = (discovery.resolve(exchange or "", routing_key or "")
-                          if discovery else [routing_key])
-            except (ValueError, TypeError):
-                queues = []
+            parsed = parse_unacked_entry(raw)
+            if isinstance(parsed, str):
+                malformed += 1
+                example = example or f"{literal_text(tag, 40)}: {parsed}"
+                continue
+            exchange, routing_key = parsed
+            queues = (discovery.resolve(exchange, routing_key) if discovery
+                      else [routing_key])
             if not queues:
                 unattributed += 1
                 continue
-            age = now - scores[tag] if tag in scores else None
+            age = max(0.0, now - scores[tag]) if tag in scores else None
             for q in queues:
                 per_queue[q] = per_queue.get(q, 0) + 1
-                if age is not None:
+                if age is not None and oldest_per_queue is not None:
                     oldest_per_queue[q] = max(oldest_per_queue.get(q, 0.0), age)
-    return RedisUnacked(total=int(total or 0), oldest_seconds=oldest_seconds,
+        if malformed:
+            problems.append(f"unacked: {malformed} entr{'y' if malformed == 1 else 'ies'} "
+                            f"not kombu's JSON [message, exchange, routing_key] (e.g. "
+                            f"{example}): not attributed to any queue")
+    return RedisUnacked(total=total, oldest_seconds=oldest_seconds,
                         per_queue=per_queue, oldest_per_queue=oldest_per_queue,
                         unattributed=unattributed,
-                        mutex_ttl_ms=int(mutex_ttl) if mutex_ttl and mutex_ttl > 0 else None)
+                        mutex_ttl_ms=int(mutex_ttl) if mutex_ttl and mutex_ttl > 0 else None,
+                        malformed=malformed, problems=tuple(problems))
 
 
-def pipelined(client, calls: list[tuple[str, tuple]], batch: int = PIPELINE_BATCH, *,
+def _score(value: Any) -> float | None:
+    """A zset score as a receive time: None unless a finite, non-negative number."""
+    import math
+
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return score if math.isfinite(score) and score >= 0 else None
+
+
+def parse_unacked_entry(raw: bytes | str) -> tuple[str, str] | str:
+    """One `unacked` value, kombu's JSON `[message, exchange, routing_key]` ->
+    (exchange, routing_key); anything else -> why it is not that (a short reason)."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"not JSON ({type(exc).__name__})"
+    except RecursionError:
+        return "not JSON (nested too deep)"
+    if not isinstance(value, list):
+        return f"a JSON {_json_kind(value)}, not a list of 3"
+    if len(value) != 3:
+        return f"a JSON list of {len(value)}, not 3"
+    message, exchange, routing_key = value
+    if not isinstance(message, dict):
+        return f"its message is a JSON {_json_kind(message)}, not an object"
+    if not all(isinstance(v, (str, type(None))) for v in (exchange, routing_key)):
+        return "its exchange or routing key is not a string"
+    return exchange or "", routing_key or ""
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
+def pipelined(client, calls: list[tuple], batch: int = PIPELINE_BATCH, *,
               raise_on_error: bool = True) -> list:
-    """Run (method, args) calls in pipelines of at most `batch` commands: one round trip for
+    """Run (method, args[, kwargs]) calls in pipelines of at most `batch` commands: one round trip for
     a small cluster, a bounded number of bounded ones for 10,000 queues. Never MULTI/EXEC
     (`transaction=False`): a read needs no transaction, and managed Redis or an ACL may
     refuse MULTI. `raise_on_error=False`: a command the server refused (NOPERM on one key,
@@ -389,31 +532,99 @@ def pipelined(client, calls: list[tuple[str, tuple]], batch: int = PIPELINE_BATC
     out: list = []
     for i in range(0, len(calls), batch):
         pipe = client.pipeline(transaction=False)
-        for name, args in calls[i:i + batch]:
-            getattr(pipe, name)(*args)
+        for name, args, *kwargs in calls[i:i + batch]:
+            getattr(pipe, name)(*args, **(kwargs[0] if kwargs else {}))
         out.extend(pipe.execute(raise_on_error=raise_on_error))
     return out
 
 
+# --- keys that do not hold what kombu writes -----------------------------------------------
+
+TYPE_PHRASES = {"string": "a string", "list": "a list", "set": "a set", "zset": "a sorted set",
+                "hash": "a hash", "stream": "a stream",
+                "none": "no key (it went away while being read)"}
+
+
+def is_wrongtype(reply: Any) -> bool:
+    """A pipelined reply that is Redis's `WRONGTYPE Operation against a key holding the wrong
+    kind of value` (the key exists but is not of the type the command reads)."""
+    return isinstance(reply, Exception) and str(reply).lstrip().startswith("WRONGTYPE")
+
+
+def type_phrase(redis_type: str | None) -> str:
+    """`TYPE` reply -> "a hash", "a sorted set", ...; a module type (`ReJSON-RL`) as itself."""
+    if redis_type is None:
+        return "of a type that could not be read"
+    return TYPE_PHRASES.get(redis_type, f"a {literal_text(redis_type)} value")
+
+
+def wrongtype_reason(actual: str | None, expected: str) -> str:
+    """"WRONGTYPE: a hash, not a list" — the key's real TYPE named."""
+    return f"WRONGTYPE: {type_phrase(actual)}, not {type_phrase(expected)}"
+
+
+def key_types(client, keys: list[bytes]) -> list[str | None]:
+    """`TYPE` of each key (pipelined); None where TYPE itself was refused."""
+    if not keys:
+        return []
+    out = pipelined(client, [("type", (k,)) for k in keys], raise_on_error=False)
+    return [None if isinstance(t, Exception) else _s(t) for t in out]
+
+
+def literal_text(value: bytes | str, limit: int = 80) -> str:
+    """Bytes or text from the broker as printable text: not UTF-8 bytes as \\xNN, control
+    characters (kombu's separator \\x06\\x16 among them) as \\xNN, cut at `limit`."""
+    if isinstance(value, str):  # names read with surrogateescape: back to their bytes
+        value = value.encode("utf-8", "surrogateescape" if _escaped_only(value)
+                             else "backslashreplace")
+    value = value.decode("utf-8", "backslashreplace")
+    out = "".join(c if c.isprintable() else
+                  (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                  for c in value)
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+def _escaped_only(text: str) -> bool:
+    """Every surrogate in `text` is one surrogateescape made (a byte that was not UTF-8)."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def key_label(queue: str, step: int) -> str:
+    """How a queue's key is named in a reason: the queue, or its priority sub-list."""
+    return queue if not step else f"{queue} (priority {step} sub-list)"
+
+
 def collect_depths(client, layout: RedisLayout, queues: list[str]
-                   ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+                   ) -> tuple[dict[str, dict[str, int]], dict[str, str], dict[str, str]]:
     """`LLEN` of every queue's priority sub-lists, as kombu's `Channel._size`, pipelined
     (PIPELINE_BATCH commands per round trip). Returns (queue -> {step: length} (step "0" is
-    the bare list), queue -> why it could not be read): a key this account may not read, or
-    one that is not a list (WRONGTYPE), costs that queue only. Every key refused: `Denied`."""
+    the bare list), queue -> why it could not be read, queue -> the Redis TYPE of its key
+    that is not a list). A key this account may not read, or one that is not a list
+    (WRONGTYPE: its real type is read with `TYPE` and named, "WRONGTYPE: a hash, not a
+    list"), costs that queue only. Every key refused: `Denied`."""
     from celeryctl.collect.errors import redis_denial, redis_op
 
     keys = [(q, step) for q in queues for step in layout.priority_steps]
     lengths = pipelined(client, [("llen", (layout.key(q, step),)) for q, step in keys],
                         raise_on_error=False)
+    wrong = [i for i, n in enumerate(lengths) if is_wrongtype(n)]
+    types = dict(zip(wrong, key_types(client, [layout.key(*keys[i]) for i in wrong]),
+                     strict=True))
     out: dict[str, dict[str, int]] = {}
     errors: dict[str, str] = {}
+    wrong_types: dict[str, str] = {}
     denied = 0
-    for (q, step), n in zip(keys, lengths, strict=True):
+    for i, ((q, step), n) in enumerate(zip(keys, lengths, strict=True)):
+        if i in types:
+            if q not in errors:
+                errors[q] = wrongtype_reason(types[i], "list") + (
+                    f" (its priority {step} sub-list)" if step else "")
+                wrong_types[q] = types[i] or "unknown"
+            continue
         if isinstance(n, Exception):
             why = redis_denial(n)
             denied += why is not None
-            errors.setdefault(q, f"LLEN {layout.key(q, step).decode('utf-8', 'replace')}: "
+            errors.setdefault(q, f"LLEN {key_label(q, step)}: "
                                  + (f"permission denied ({why})" if why else
                                     " ".join(str(n).split())[:160]))
             continue
@@ -421,7 +632,7 @@ def collect_depths(client, layout: RedisLayout, queues: list[str]
     if keys and denied == len(keys):
         with redis_op("LLEN of the queue lists", "+llen (and read access to the queue keys)"):
             raise lengths[0]
-    return {q: b for q, b in out.items() if q not in errors}, errors
+    return {q: b for q, b in out.items() if q not in errors}, errors, wrong_types
 
 
 def collect_info(client) -> dict[str, Any]:
@@ -453,11 +664,13 @@ def collect_config(client) -> dict[str, str]:
 
 
 def server_record(info: dict[str, Any] | None, config: dict[str, str] | None,
-                  config_error: str | None, layout: RedisLayout) -> RedisServer:
+                  config_error: str | None, layout: RedisLayout,
+                  binding_garbage: list[str] | tuple[str, ...] = ()) -> RedisServer:
     return RedisServer(version=str(info.get("redis_version")) if info else None,
                        info=info or {}, config=config, config_error=config_error,
                        keyprefix=layout.prefix, keyprefix_source=layout.prefix_source,
-                       other_keyprefixes=layout.other_prefixes)
+                       other_keyprefixes=layout.other_prefixes,
+                       binding_garbage=tuple(binding_garbage))
 
 
 def collect_clients(client) -> list[Connection]:
@@ -524,10 +737,12 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
                        consumers: dict[str, list[str]] | None,
                        ttls: dict[str, int] | None = None,
                        errors: dict[str, str] | None = None,
-                       bindings_known: bool = True) -> list[QueueDepth]:
+                       bindings_known: bool = True,
+                       wrong_types: dict[str, str] | None = None) -> list[QueueDepth]:
     """Combine discovered names (name -> (internal, discovered_by)), LLENs, unacked attribution,
     worker consumers and list TTLs into QueueDepth records. A queue in `errors` could not be
-    read: its depth is unknown (None) and the reason is on the row."""
+    read: its depth is unknown (None) and the reason is on the row; one in `wrong_types`
+    (its key, or a priority sub-list, is not a list) has that Redis TYPE as its `type`."""
     out = []
     for name, (internal, discovered_by) in sorted(names.items()):
         buckets = depths.get(name)
@@ -547,7 +762,7 @@ def build_queue_depths(names: dict[str, tuple[bool, tuple[str, ...]]],
             exists=bool(buckets and sum(buckets.values())) or "binding" in discovered_by
             or not bindings_known,
             source="redis", discovered_by=discovered_by, ttl_seconds=(ttls or {}).get(name),
-            error=(errors or {}).get(name),
+            error=(errors or {}).get(name), type=(wrong_types or {}).get(name),
         ))
     return out
 
@@ -564,19 +779,27 @@ def _int(v: str | None) -> int | None:
 
 
 def _float(v: str | None) -> float | None:
+    """A number from the server's text, or None: never NaN or an infinity."""
+    import math
+
     try:
-        return float(v) if v is not None else None
+        f = float(v) if v is not None else None
     except ValueError:
         return None
+    return f if f is None or math.isfinite(f) else None
 
 
 def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
+    import math
+
     out: dict[str, Any] = {}
     for k, v in (info or {}).items():
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, dict):
             v = _jsonable_info(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = str(v)  # as the server wrote it ("nan", "inf"): never a non-finite number
         out[_s(k)] = v
     return out
 

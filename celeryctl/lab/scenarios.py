@@ -784,7 +784,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("QUE001", "QUE002"), prepare=_backlog),
     Scenario("purge-killed", "A `celeryctl purge --backup` was killed with kill -9 mid-way: "
              "500 messages of `reports` are set aside, in no queue; `restore --set-aside` "
-             "puts them back.", ("QUE013",), prepare=_purge_killed),
+             "puts them back.", ("QUE014",), prepare=_purge_killed),
     Scenario("pickle-in-queue",
              "A json-only worker consumes `serq`; pickle tasks wait there and would be "
              "discarded on receipt.",

@@ -164,8 +164,8 @@ def test_redis_purge_interrupted_anywhere(redis_server, tmp_path):
         if aside:
             code, out, err, _ = run_cli("queues", "--broker", url)
             assert "restore --set-aside" in err, err
-            code, out, err, _ = run_cli("doctor", "--broker", url, "--select", "QUE013")
-            assert "QUE013" in out and "set aside" in out, out
+            code, out, err, _ = run_cli("doctor", "--broker", url, "--select", "QUE014")
+            assert "QUE014" in out and "set aside" in out, out
             code, out, err, _ = run_cli("restore", "--set-aside", "--broker", url,
                                         "--confirm", "--yes", "--audit-log", str(audit))
             assert code == 0, err

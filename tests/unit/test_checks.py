@@ -556,10 +556,10 @@ def test_purge_left_messages_set_aside():
                        arguments={"purge_of": "reports", "token": "abc", "pid": 42,
                                   "host": "h1", "set_aside_seconds": 600.0})
     rep = run(snap(queues=[aside, QueueDepth("reports", "redis", ready=0, consumers=0)]),
-              ["QUE013"])
+              ["QUE014"])
     [f] = rep.findings
     assert f.severity is Severity.WARNING and f.subject == "queue reports"
     assert f.message == ("500 messages set aside by a purge that never finished (pid 42 on "
                          "h1, 10 min ago)")
     assert "restore --set-aside" in f.hint
-    assert not run(snap(queues=[QueueDepth("reports", "redis", ready=3)]), ["QUE013"]).findings
+    assert not run(snap(queues=[QueueDepth("reports", "redis", ready=3)]), ["QUE014"]).findings
