@@ -226,7 +226,9 @@ def _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
               for r in results}
     failed = error or next((r.error for r in results if r.error), None)
     untouched = [n for n in plan.names if n not in {r.queue for r in results}]
-    result = ("interrupted: " + stop.signal if stop.requested and not failed else
+    # a signal that came after the last queue was done stopped nothing
+    cut = stop.requested and (untouched or any(r.interrupted for r in results))
+    result = ("interrupted: " + stop.signal if cut and not failed else
               "failed: " + failed if failed else "ok")
     _audit(c, audit_log, command, result, plan.names, counts,
            **({"not_purged": untouched} if untouched else {}))
@@ -234,14 +236,17 @@ def _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
 
     try:
         render_purge_result(c, plan, results, after, backup=str(bpath) if bpath else None)
-        if stop.requested:
+        if cut:
             c.err.print(f"{stop.signal}: stopped; "
                         + (f"not purged: {', '.join(untouched)}; " if untouched else "")
                         + "every message is in its queue or in the backup, never both.",
                         markup=False, highlight=False)
+        elif stop.requested:
+            c.err.print(f"{stop.signal} came after the purge had finished: nothing was "
+                        f"stopped.", markup=False, highlight=False)
     except OSError:  # the terminal is gone (SIGHUP) or stdout closed: the audit line has it
         pass
-    if stop.requested and not failed:
+    if cut and not failed:
         raise typer.Exit(int(ExitStatus.INTERRUPTED))
     raise typer.Exit(int(ExitStatus.CRITICAL if failed else ExitStatus.OK))
 
