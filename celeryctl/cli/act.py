@@ -320,11 +320,13 @@ def _execute_purge(c, plan, bpath: Path | None, stop, audit_log=None, command="p
                 writer.close()  # no end line: restore's plan says the file was cut short
             else:
                 done = [r.queue for r in results if not r.error and not r.interrupted]
+                complete = len(done) == len(plan.names) and not error
                 try:
-                    writer.finish(complete=len(done) == len(plan.names) and not error,
-                                  stopped=(stop.signal if stop.requested else
-                                           error or next((r.error for r in results
-                                                          if r.error), None)),
+                    writer.finish(complete=complete,
+                                  stopped=None if complete else (
+                                      stop.signal if stop.requested else
+                                      error or next((r.error for r in results if r.error),
+                                                    None)),
                                   purged=done,
                                   not_purged=[n for n in plan.names if n not in done])
                 except BackupError as exc:
