@@ -24,7 +24,8 @@ Field-table values (headers, nested tables, arrays):
     {"$t": "float32", "v": 1.5}        'f' single-precision float
     {"$t": "decimal", "v": "1.230"}    'D' (the digits after the point are its scale)
     {"$t": "bytes", "v": BASE64}       'x' byte array
-    {"$t": "timestamp", "v": 1700000000}  'T' (seconds since the epoch, UTC)
+    {"$t": "timestamp", "v": 1700000000}  'T' (seconds since the epoch, UTC; published only
+                                       up to year 9999: pika consumers fail past it)
     {"$t": "int", "v": 5, "amqp": "b"}  an integer of any other wire type (b B u s i L l;
                                        'U' is read, never published: RabbitMQ rejects it)
     {"$t": "string", "v": BASE64}      a long string whose octets are not UTF-8
@@ -55,6 +56,7 @@ NAMES = tuple(n for _, n, _ in _PROPS)
 _INTS = {"b": ">b", "B": ">B", "U": ">h", "u": ">H", "s": ">h", "I": ">i", "i": ">I",
          "L": ">q", "l": ">q"}
 _SEND_INTS = "bBusiIlL"  # RabbitMQ refuses 'U' (INTERNAL_ERROR); it reads 's' for int16
+_MAX_TS = 253402300799  # 9999-12-31T23:59:59Z: pika's consumers (purge's too) fail past it
 _I32 = (-(2 ** 31), 2 ** 31 - 1)
 _I64 = (-(2 ** 63), 2 ** 63 - 1)
 
@@ -354,8 +356,8 @@ def _enc_value(v: Any, what: str) -> bytes:
         b = _b64(x, what)
         return b"S" + struct.pack(">I", len(b)) + b
     if t == "timestamp":
-        if not _is_int(x) or not 0 <= x < 2 ** 64:
-            raise WireError(f"{what}: a timestamp is an integer of seconds")
+        if not _is_int(x) or not 0 <= x <= _MAX_TS:
+            raise WireError(f"{what}: a timestamp is an integer of seconds up to year 9999")
         return b"T" + struct.pack(">Q", x)
     if t == "int":
         kind = v.get("amqp", "I")

@@ -102,9 +102,18 @@ def record_from_redis(queue: str, bucket: int, raw: bytes) -> dict[str, Any]:
                      ("headers", env.get("headers")), ("priority", props.get("priority")),
                      ("exchange", info.get("exchange")),
                      ("routing_key", info.get("routing_key"))):
-            if v is not None:
+            if v is not None and _strict(v):
                 rec[k] = v
     return rec
+
+
+def _strict(v: Any) -> bool:
+    """Writable as strict JSON (1e400 parses as infinity, which JSON cannot hold)."""
+    try:
+        json.dumps(v, allow_nan=False)
+    except ValueError:
+        return False
+    return True
 
 
 def record_from_amqp(queue: str, method: Any, props: Any, body: bytes) -> dict[str, Any]:
