@@ -44,6 +44,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -68,10 +69,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if math.isinf(v):  # 1e400: JSON cannot write it back
+        raise ValueError(f"{text} is out of range")
+    return v
+
+
 def _loads(data: str | bytes) -> Any:
     """Strict JSON (no NaN/Infinity); ValueError for anything else that goes wrong."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data, parse_constant=_reject_constant, parse_float=_finite)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -280,3 +280,11 @@ def test_record_from_amqp_without_wire_bytes_falls_back_to_pika():
     rec = record_from_amqp("q", SimpleNamespace(exchange="", routing_key="q"), props, b"b")
     assert rec["properties"] == {"headers": {"a": {"$t": "bytes", "v": "AQ=="}},
                                  "delivery_mode": 2}
+
+
+def test_out_of_range_numbers_are_damaged_lines_not_infinity(tmp_path):
+    p = tmp_path / "b.jsonl"
+    p.write_bytes(HEADER + b'{"celeryctl_marker": "x", "n": 1e400}\n' + b'{"queue": NaN}\n'
+                  + _rec())
+    info = inspect_backup(p)
+    assert [n for n, _ in info.bad] == [2, 3] and info.count == 1 and not info.markers
