@@ -257,11 +257,12 @@ def inspect_backup(path: Path) -> BackupFile:
         info.notes.append(f"{info.after_end} message line(s) after the end line (line "
                           f"{end_line}): the file was appended to; they are restored too")
     said = info.end.get("count") if info.end else None
+    held = info.count + len(info.bad)  # message lines, intact or not, anywhere in the file
     if isinstance(said, int) and not isinstance(said, bool) and said != before_end:
-        info.missing = max(0, said - before_end)
-        info.notes.append(f"the end line says {said} messages were written, the file holds "
-                          f"{before_end} message lines before it"
-                          + (" (lines are missing)" if said > before_end else ""))
+        info.missing = max(0, said - held)
+        info.notes.append(f"the end line says {said} messages were written; the file holds "
+                          f"{before_end} message lines before it and {held} in all"
+                          + (f": {info.missing} are missing" if info.missing else ""))
     return info
 
 

@@ -354,7 +354,10 @@ def restore(
     try:
         _execute_restore(c, path, to, res)
     except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
-        error = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
+        try:
+            error = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
+        except Exception:  # noqa: BLE001 - unclassified: still one line, and what was done
+            error = f"{type(exc).__name__}: {exc}"
     after = _reread(c, list(targets))
     render_restore_result(c, info, rows, res, before, after, path=str(path), error=error)
     failed = error or (f"{len(res.failed)} message(s) not restorable" if res.failed else None)

@@ -129,7 +129,10 @@ def test_end_line_with_extra_keys_and_lines_after_it(tmp_path):
     assert [n for n, _ in read_messages(p)] == [2, 4]
     p.write_bytes(HEADER + _rec(raw=b"a") + b'{"end": true, "count": 3}\n')
     info = inspect_backup(p)
-    assert info.missing == 2 and info.damaged and any("missing" in n for n in info.notes)
+    assert info.missing == 2 and info.damaged and any("2 are missing" in n for n in info.notes)
+    p.write_bytes(HEADER + _rec(raw=b"a") + b'{"end": true, "count": 2}\n' + _rec(raw=b"b"))
+    info = inspect_backup(p)  # an early end line: nothing missing, the later line restored
+    assert info.missing == 0 and not info.damaged and info.after_end == 1 and info.count == 2
 
 
 def test_not_a_backup_is_refused(tmp_path):
