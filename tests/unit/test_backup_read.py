@@ -291,3 +291,14 @@ def test_out_of_range_numbers_are_damaged_lines_not_infinity(tmp_path):
                   + _rec())
     info = inspect_backup(p)
     assert [n for n, _ in info.bad] == [2, 3] and info.count == 1 and not info.markers
+
+
+def test_redis_entries_pushed_as_stored_unless_moved_to_another_queue():
+    from celeryctl.actions.backup import record_from_redis
+
+    raw = b'{"body": "x", "properties": {"delivery_info": "odd", "k": "\\u00e9"}}'
+    rec = record_from_redis("q", 0, raw)
+    assert redis_entry(rec, "q") == raw  # never re-serialized
+    moved = json.loads(redis_entry(rec, "other"))
+    assert moved["properties"]["delivery_info"] == {"exchange": "", "routing_key": "other"}
+    assert redis_entry(record_from_redis("q", 0, b"\xffbinary"), "other") == b"\xffbinary"
