@@ -337,45 +337,6 @@ def _stopped(res: PurgeResult, stop, backup, start) -> PurgeResult:
     return res
 
 
-def redis_restore_key(layout, queue: str, rec: dict[str, Any]) -> bytes:
-    """Where a restored message goes: its original bucket, else its priority's bucket."""
-    bucket = rec.get("bucket")
-    if isinstance(bucket, int) and bucket in layout.priority_steps:
-        return layout.key(queue, bucket)
-    from bisect import bisect
-
-    pri = rec.get("priority")
-    pri = min(max(int(pri), 0), 9) if isinstance(pri, int) else 0
-    steps = list(layout.priority_steps)
-    return layout.key(queue, steps[bisect(steps, pri) - 1])
-
-
-def redis_envelope(rec: dict[str, Any], queue: str) -> bytes:
-    """A backup record -> kombu's Redis envelope (same key order as kombu writes it)."""
-    import base64
-    import json
-
-    if "raw" in rec:
-        return base64.b64decode(rec["raw"])
-    props = dict(rec.get("properties") or {})
-    body = rec.get("body")
-    if "body_encoding" not in props and rec.get("body_encoding") == "base64":
-        props["body_encoding"] = "base64"  # an AMQP body, base64-encoded in the backup
-    props.setdefault("delivery_tag", str(uuid.uuid4()))
-    props.setdefault("delivery_mode", 2)
-    if rec.get("priority") is not None:
-        props["priority"] = rec["priority"]
-    info = dict(props.get("delivery_info") or {})
-    if rec.get("queue") != queue or "exchange" not in info:
-        # restored elsewhere: a later visibility-timeout restore must come back here
-        info.update(exchange="", routing_key=queue)
-    props["delivery_info"] = info
-    env = {"body": body, "content-encoding": rec.get("content_encoding"),
-           "content-type": rec.get("content_type"), "headers": rec.get("headers") or {},
-           "properties": props}
-    return json.dumps(env).encode()
-
-
 # --- RabbitMQ ------------------------------------------------------------------------------
 
 def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | None, *,

@@ -1,30 +1,206 @@
 """`celeryctl restore FILE`: republish a purge backup, in its order, with its priorities.
 
-Redis: LPUSH of kombu envelopes, in pipelined chunks, to the message's original priority
-bucket (so the first message of the file is the first a worker receives). RabbitMQ: publish
-through the default exchange to the queue (never to the original exchange: a fanout or topic
-could copy it elsewhere), then the depth is re-read to check every message arrived.
+Input: `(line number, record)` pairs from `backup.read_messages` (a caller may filter them).
+
+Redis: LPUSH in pipelined chunks to the message's original priority bucket (so the first
+message of the file is the first a worker receives). A record from Redis is pushed as the
+exact bytes it was stored as — one exception: with `--to` another queue, a kombu envelope's
+`delivery_info` is pointed at the new queue (else a worker's visibility-timeout restore would
+send the message back to the old one), so that envelope is re-encoded (`json.dumps`).
+
+RabbitMQ: publish through the default exchange to the queue (never to the original exchange:
+a fanout or topic could copy it elsewhere), with the exact property bytes the message had
+(amqpwire). One exception: RabbitMQ refuses a `user_id` that is not the connecting user
+(PRECONDITION_FAILED, closing the channel), so such a `user_id` is left out, and counted.
+RabbitMQ restarts an `expiration` (per-message TTL) from the restore.
+
+Across brokers (re-encoded, lossy): a RabbitMQ record restored to Redis becomes a kombu
+envelope (base64 body, content type and encoding, delivery_mode, priority, correlation_id,
+reply_to; header values as plain JSON: decimals, bytes and non-finite floats as strings,
+timestamps as integers). A Redis record restored to RabbitMQ: a kombu envelope gives its body,
+content type/encoding, headers (JSON numbers as doubles or 32/64-bit integers),
+delivery_mode (else persistent), priority, correlation_id, reply_to; any other entry is
+published as its bytes, persistent. A record that cannot be converted (an integer beyond 64
+bits, headers that are not an object) is not published and is listed in `failed`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+from bisect import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from celeryctl.actions.backup import body_bytes, read_messages
-from celeryctl.actions.purge import CHUNK, redis_envelope, redis_restore_key
+from celeryctl.actions import amqpwire
+from celeryctl.actions.backup import _envelope
 
-_PIKA_PROPS = ("content_type", "content_encoding", "headers", "delivery_mode", "priority",
-               "correlation_id", "reply_to", "expiration", "message_id", "timestamp", "type",
-               "app_id")
+CHUNK = 1000
+Records = Iterable[tuple[int, dict[str, Any]]]
 
 
 @dataclass
+class RestoreResult:
+    counts: dict[str, int] = field(default_factory=dict)  # restored, per queue
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (line, why) not restored
+    user_id_dropped: int = 0
+    last_line: int | None = None  # the last line restored (for a restore that failed midway)
+
+    @property
+    def restored(self) -> int:
+        return sum(self.counts.values())
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+def redis_key(layout, queue: str, rec: dict[str, Any]) -> bytes:
+    """Where a restored message goes: its original bucket, else its priority's bucket."""
+    bucket = rec.get("bucket")
+    if isinstance(bucket, int) and bucket in layout.priority_steps:
+        return layout.key(queue, bucket)
+    pri = rec.get("priority") if "raw" in rec else (rec.get("properties") or {}).get("priority")
+    pri = min(max(int(pri), 0), 9) if isinstance(pri, int) else 0
+    steps = list(layout.priority_steps)
+    return layout.key(queue, steps[max(0, bisect(steps, pri) - 1)])
+
+
+def redis_entry(rec: dict[str, Any], queue: str) -> bytes:
+    """The list entry to push for a record restored to `queue` (see the module docstring)."""
+    if "raw" in rec:
+        raw = base64.b64decode(rec["raw"])
+        if queue == rec.get("queue"):
+            return raw
+        env = _envelope(raw)
+        props = env.get("properties") if env is not None else None
+        if not isinstance(props, dict):
+            return raw
+        info = props.get("delivery_info")
+        props["delivery_info"] = {**(info if isinstance(info, dict) else {}),
+                                  "exchange": "", "routing_key": queue}
+        return json.dumps(env).encode()
+    p = rec.get("properties") or {}
+    eprops: dict[str, Any] = {}
+    for k in ("correlation_id", "reply_to"):
+        if p.get(k) is not None:
+            eprops[k] = amqpwire.plain(p[k])
+    eprops.update(delivery_mode=p.get("delivery_mode", 2),
+                  delivery_info={"exchange": "", "routing_key": queue},
+                  priority=p.get("priority", 0), body_encoding="base64",
+                  delivery_tag=str(uuid.uuid4()))
+    headers = amqpwire.plain(p.get("headers") or {})
+    env = {"body": rec["body"], "content-encoding": amqpwire.plain(p.get("content_encoding")),
+           "content-type": amqpwire.plain(p.get("content_type")),
+           "headers": headers if isinstance(headers, dict) else {}, "properties": eprops}
+    return json.dumps(env).encode()
+
+
+def restore_redis(client, layout, records: Records, to: str | None,
+                  result: RestoreResult | None = None) -> RestoreResult:
+    """Push every record; `result` (updated as chunks are executed) says what was done if
+    this raises."""
+    res = result if result is not None else RestoreResult()
+    pipe = client.pipeline(transaction=False)
+    pending: dict[str, int] = {}
+    last = None
+
+    def flush() -> None:
+        pipe.execute()
+        for q, n in pending.items():
+            res.counts[q] = res.counts.get(q, 0) + n
+        pending.clear()
+        res.last_line = last
+
+    for line, rec in records:
+        queue = to or str(rec.get("queue"))
+        try:
+            entry = redis_entry(rec, queue)
+        except (ValueError, TypeError) as exc:
+            res.failed.append((line, f"cannot be made a Redis entry: {exc}"))
+            continue
+        pipe.lpush(redis_key(layout, queue, rec), entry)
+        pending[queue] = pending.get(queue, 0) + 1
+        last = line
+        if sum(pending.values()) >= CHUNK:
+            flush()
+    if pending:
+        flush()
+    return res
+
+
+# --- RabbitMQ -------------------------------------------------------------------------------
+
+def amqp_message(rec: dict[str, Any], user: str | None) -> tuple[bytes, bytes, bool]:
+    """(body, property bytes, whether a user_id was left out) for a record published by
+    `user`. Raises ValueError (amqpwire.WireError) when it cannot be expressed in AMQP."""
+    if "raw" not in rec:
+        props = dict(rec.get("properties") or {})
+        dropped = "user_id" in props and amqpwire.plain(props["user_id"]) != user
+        if dropped:
+            del props["user_id"]
+        return base64.b64decode(rec["body"]), amqpwire.props_from_json(props), dropped
+    raw = base64.b64decode(rec["raw"])
+    env = _envelope(raw)
+    if env is None:
+        return raw, amqpwire.props_from_json({"delivery_mode": 2}), False
+    ep = env.get("properties") if isinstance(env.get("properties"), dict) else {}
+    body = env.get("body")
+    if isinstance(body, str):
+        if ep.get("body_encoding") == "base64":
+            try:
+                data = base64.b64decode(body, validate=True)
+            except ValueError:
+                raise amqpwire.WireError("its body is not base64") from None
+        else:
+            data = body.encode("utf-8", "surrogatepass")
+    else:
+        data = b"" if body is None else json.dumps(body).encode()
+    headers = env.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise amqpwire.WireError("its headers are not an object")
+    props: dict[str, Any] = {"headers": amqpwire.json_from_python(headers or {})}
+    for k, src in (("content_type", env.get("content-type")),
+                   ("content_encoding", env.get("content-encoding")),
+                   ("correlation_id", ep.get("correlation_id")),
+                   ("reply_to", ep.get("reply_to"))):
+        if isinstance(src, str) and len(src.encode("utf-8", "surrogatepass")) <= 255:
+            props[k] = src
+    mode = ep.get("delivery_mode")
+    props["delivery_mode"] = mode if mode in (1, 2) and not isinstance(mode, bool) else 2
+    pri = ep.get("priority")
+    if isinstance(pri, int) and not isinstance(pri, bool) and 0 <= pri <= 255:
+        props["priority"] = pri
+    return data, amqpwire.props_from_json(props), False
+
+
+def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
+                   result: RestoreResult | None = None) -> RestoreResult:
+    """Publish every record (the caller closes the channel: that round trip is what says
+    every publish reached the broker)."""
+    res = result if result is not None else RestoreResult()
+    for line, rec in records:
+        queue = to or str(rec.get("queue"))
+        try:
+            body, props, dropped = amqp_message(rec, user)
+        except ValueError as exc:
+            res.failed.append((line, f"cannot be published to RabbitMQ: {exc}"))
+            continue
+        channel.basic_publish(exchange="", routing_key=queue, body=body,
+                              properties=amqpwire.publishable(props))
+        res.counts[queue] = res.counts.get(queue, 0) + 1
+        res.user_id_dropped += dropped
+        res.last_line = line
+    return res
+
+
+# --- what a stopped or killed purge left (celeryctl/actions/purge.py, docs/purge.md) ---------
+
+@dataclass
 class Sections:
-    """What a purge's control lines say about its backup (celeryctl/actions/purge.py):
-    per Redis token, its queue and whether the purge finished it; per line, the token it
-    belongs to; the RabbitMQ lines written but never recorded as committed."""
+    """What a purge's control lines say about its backup: per Redis token, its queue,
+    whether the purge finished it, and the lines of its messages; the RabbitMQ lines
+    written but never recorded as committed."""
 
     queue_of: dict[str, str] = field(default_factory=dict)  # token -> queue
     done: set[str] = field(default_factory=set)  # tokens whose queue_done line is there
@@ -34,14 +210,16 @@ class Sections:
     unconfirmed: list[int] = field(default_factory=list)  # RabbitMQ: at most a batch each
 
 
-def read_sections(path: Path) -> Sections:
+def read_sections(path) -> Sections:
     """One streaming pass over the control lines (message lines are only numbered)."""
+    from celeryctl.actions.backup import _scan
+
     sec = Sections()
     token = None
     section = False  # inside a queue section (files of older releases have none)
     batch: list[int] = []
-    for n, obj in _numbered(path):
-        m = obj.get("celeryctl_marker")
+    for n, kind, obj in _scan(path):
+        m = obj.get("celeryctl_marker") if kind == "marker" else None
         if m == "queue":
             sec.unconfirmed += batch
             batch, section = [], True
@@ -56,7 +234,7 @@ def read_sections(path: Path) -> Sections:
             batch = []
         elif m == "put_back" and obj.get("token"):
             sec.put_back.add(str(obj["token"]))
-        elif m is None and "end" not in obj and n > 1:
+        elif kind == "message":
             if token:
                 first = sec.lines_of.get(token, (n, n))[0]
                 sec.lines_of[token] = (first, n)
@@ -64,12 +242,6 @@ def read_sections(path: Path) -> Sections:
                 batch.append(n)
     sec.unconfirmed += batch
     return sec
-
-
-def _numbered(path: Path):
-    from celeryctl.actions.backup import _lines
-
-    yield from enumerate(_lines(path), 1)
 
 
 def redis_void_tokens(client, prefix: str, sec: Sections) -> tuple[set[str], list[str],
@@ -98,51 +270,27 @@ def redis_void_tokens(client, prefix: str, sec: Sections) -> tuple[set[str], lis
     return void, refusals, notes
 
 
-def restore_redis(client, layout, path: Path, to: str | None,
-                  skip=None) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    pipe = client.pipeline(transaction=False)
-    pending = 0
-    for rec in read_messages(path, skip):
-        queue = to or str(rec.get("queue"))
-        pipe.lpush(redis_restore_key(layout, queue, rec), redis_envelope(rec, queue))
-        counts[queue] = counts.get(queue, 0) + 1
-        pending += 1
-        if pending >= CHUNK:
-            pipe.execute()
-            pending = 0
-    if pending:
-        pipe.execute()
-    return counts
-
-
-def amqp_properties(rec: dict[str, Any]):
-    import pika
-
-    props = rec.get("properties") or {}
-    kw = {k: props.get(k) for k in _PIKA_PROPS if props.get(k) is not None}
-    kw["content_type"] = rec.get("content_type") or kw.get("content_type")
-    kw["content_encoding"] = rec.get("content_encoding") or kw.get("content_encoding")
-    kw["headers"] = rec.get("headers") or kw.get("headers") or {}
-    if rec.get("priority") is not None:
-        kw["priority"] = int(rec["priority"])
-    kw.setdefault("delivery_mode", 2)
-    return pika.BasicProperties(**{k: v for k, v in kw.items() if v is not None})
-
-
-def message_identity(props: dict[str, Any], headers: dict[str, Any] | None,
-                     body: bytes) -> str:
+def message_identity(message_id: Any, correlation_id: Any, headers: Any, body: bytes) -> str:
     """How restore recognises a message it may already find in the queue: its message_id,
     else its correlation_id, else the task id in its headers, else a hash of its body."""
     import hashlib
 
-    for key in ("message_id", "correlation_id"):
-        if props.get(key):
-            return f"{key}:{props[key]}"
-    h = headers or {}
-    if isinstance(h, dict) and (h.get("id") or h.get("task_id")):
+    for key, v in (("message_id", message_id), ("correlation_id", correlation_id)):
+        if v:
+            return f"{key}:{v}"
+    h = headers if isinstance(headers, dict) else {}
+    if h.get("id") or h.get("task_id"):
         return f"id:{h.get('id') or h.get('task_id')}"
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def record_identity(rec: dict[str, Any]) -> str:
+    """message_identity of a RabbitMQ backup record."""
+    p = rec.get("properties") or {}
+    body = base64.b64decode(rec["body"]) if isinstance(rec.get("body"), str) else b""
+    return message_identity(amqpwire.plain(p.get("message_id")),
+                            amqpwire.plain(p.get("correlation_id")),
+                            amqpwire.plain(p.get("headers")), body)
 
 
 def rabbit_already_queued(channel, queue: str, records: list[dict[str, Any]]) -> set[str]:
@@ -150,8 +298,7 @@ def rabbit_already_queued(channel, queue: str, records: list[dict[str, Any]]) ->
     identities found at the head of `queue`, where RabbitMQ puts back the messages of a
     consumer that went away. Reads at most len(records) + 100 messages without acking
     them; closing the channel gives them back, in order."""
-    want = {message_identity(r.get("properties") or {}, r.get("headers"), body_bytes(r))
-            for r in records}
+    want = {record_identity(r) for r in records}
     seen: set[str] = set()
     limit = len(records) + 100
     channel.basic_qos(prefetch_count=min(limit, 65535))
@@ -159,30 +306,10 @@ def rabbit_already_queued(channel, queue: str, records: list[dict[str, Any]]) ->
             channel.consume(queue, inactivity_timeout=0.5), 1):
         if method is None:
             break
-        p = {"message_id": props.message_id, "correlation_id": props.correlation_id}
-        ident = message_identity(p, props.headers, body)
+        ident = message_identity(props.message_id, props.correlation_id, props.headers, body)
         if ident in want:
             seen.add(ident)
         if got >= limit:
             break
     channel.close()  # nothing acked: every message read goes back where it was
     return seen
-
-
-def restore_rabbit(channel, path: Path, to: str | None,
-                   skip=None) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for rec in read_messages(path, skip):
-        queue = to or str(rec.get("queue"))
-        channel.basic_publish(exchange="", routing_key=queue, body=_amqp_body(rec),
-                              properties=amqp_properties(rec))
-        counts[queue] = counts.get(queue, 0) + 1
-    return counts
-
-
-def _amqp_body(rec: dict[str, Any]) -> bytes:
-    if "raw" in rec:  # a Redis entry that was not an envelope: republish its bytes as they were
-        import base64
-
-        return base64.b64decode(rec["raw"])
-    return body_bytes(rec)

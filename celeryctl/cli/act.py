@@ -393,7 +393,12 @@ def restore(
     fmt: o.Format = "table",
 ) -> None:
     """Republish a purge backup in its original order and priorities — a dry run unless
-    --confirm."""
+    --confirm.
+
+    Damaged lines (a torn last line, lines that are not records) are listed and skipped:
+    the intact messages are restored, then exit 2. Exit status: 0 every message restored
+    (or a dry run), 2 some line or message could not be restored (listed), 3 the broker
+    could not be reached, 64 refused (not a backup, no such RabbitMQ queue): nothing sent."""
     from celeryctl.actions.backup import BackupError, inspect_backup
     from celeryctl.status import UsageError
 
@@ -421,10 +426,14 @@ def restore(
             c.err.print(f"refused: no queue {', '.join(missing)} in vhost "
                         f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
                         f"to it. Declare it first (start a worker consuming it). "
-                        f"Nothing changed.")
+                        f"Nothing changed.", markup=False, highlight=False)
             raise typer.Exit(int(ExitStatus.USAGE))
     rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in targets.items()]
-    from celeryctl.render.actions import render_restore_json, render_restore_plan
+    from celeryctl.render.actions import (
+        render_restore_json,
+        render_restore_plan,
+        render_restore_result,
+    )
 
     render_restore_plan(c, info, rows, path=str(path))
     if not info.complete:
@@ -432,40 +441,36 @@ def restore(
                     f"or lost its broker; what its lines hold is checked below",
                     markup=False, highlight=False)
     skip, sec = _restore_skips(c, path, audit_log, list(targets))
+    damaged = int(ExitStatus.CRITICAL if info.damaged else ExitStatus.OK)
     if info.count == 0:
         c.err.print("nothing to restore.")
         render_restore_json(c, info, rows, path=str(path), result=None)
-        raise typer.Exit(0)
+        raise typer.Exit(damaged)
     if not _guard(c, list(targets), "queue", confirm, yes):
         render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(0)
+    from celeryctl.actions.restore import RestoreResult
+
+    res = RestoreResult()
+    error = None
     try:
         if sec.unconfirmed and c.target.broker_kind != "redis":
             skip.lines |= _already_queued(c, path, sec, to)
-        counts = _execute_restore(c, path, to, skip)
+        _execute_restore(c, path, to, res, skip)
     except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
-        why = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
-        c.err.print(f"error: {why}", markup=False, highlight=False)
-        _audit(c, audit_log, f"restore {path}", f"failed: {why}", list(targets), {})
-        raise typer.Exit(int(ExitStatus.CRITICAL)) from None
+        try:
+            error = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
+        except Exception:  # noqa: BLE001 - unclassified: still one line, and what was done
+            error = f"{type(exc).__name__}: {exc}"
     after = _reread(c, list(targets))
-    short = {q: n for q, n in counts.items() if before.get(q) is not None and after.get(q)
-             is not None and after[q] - before[q] < n}
-    if c.fmt == "json":
-        render_restore_json(c, info, rows, path=str(path), result={
-            q: {"restored": n, "ready_before": before.get(q), "ready_after": after.get(q)}
-            for q, n in counts.items()})
-    for q, n in counts.items():
-        if c.fmt != "json":
-            c.out.print(f"restored {n} messages to {q}: ready {before.get(q)} -> "
-                        f"{after.get(q)}")
-    if short:
-        c.err.print("warning: fewer ready messages than restored in "
-                    + ", ".join(short) + " (workers may already be consuming them)")
-    _audit(c, audit_log, f"restore {path}" + (f" --to {to}" if to else ""), "ok",
-           list(counts), {q: {"restored": n, "ready_after": after.get(q)}
-                          for q, n in counts.items()})
-    raise typer.Exit(0)
+    render_restore_result(c, info, rows, res, before, after, path=str(path), error=error)
+    failed = error or (f"{len(res.failed)} message(s) not restorable" if res.failed else None)
+    damage = f"{len(info.bad)} damaged line(s) skipped" if info.bad else None
+    _audit(c, audit_log, f"restore {path}" + (f" --to {to}" if to else ""),
+           "failed: " + failed if failed else ("partial: " + damage if damage else "ok"),
+           list(targets), {q: {"restored": res.counts.get(q, 0), "ready_after": after.get(q)}
+                           for q in targets})
+    raise typer.Exit(int(ExitStatus.CRITICAL) if failed or info.damaged else 0)
 
 
 def _restore_set_aside(c, tokens: list[str], confirm: bool, yes: bool, audit_log) -> None:
@@ -606,29 +611,22 @@ def _restore_skips(c, path: Path, audit_log, queues: list[str]):
 
 def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
     """RabbitMQ: the unconfirmed lines whose message is (still, again) in its queue."""
-    from celeryctl.actions.backup import _lines
-    from celeryctl.actions.restore import rabbit_already_queued
+    from celeryctl.actions.backup import read_messages
+    from celeryctl.actions.restore import rabbit_already_queued, record_identity
     from celeryctl.collect.rabbitmq import amqp_connect
 
     want = set(sec.unconfirmed)
-    recs: dict[int, dict] = {n: obj for n, obj in enumerate(_lines(path), 1) if n in want}
+    recs: dict[int, dict] = {n: r for n, r in read_messages(path) if n in want}
     by_queue: dict[str, list[int]] = {}
     for n, rec in recs.items():
         by_queue.setdefault(to or str(rec.get("queue")), []).append(n)
-    from celeryctl.actions.backup import body_bytes
-    from celeryctl.actions.restore import message_identity
-
     skip: set[int] = set()
     conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
                            name="celeryctl restore (checking)")
     try:
         for queue, lines in by_queue.items():
             found = rabbit_already_queued(conn.channel(), queue, [recs[n] for n in lines])
-            for n in lines:
-                r = recs[n]
-                if message_identity(r.get("properties") or {}, r.get("headers"),
-                                    body_bytes(r)) in found:
-                    skip.add(n)
+            skip |= {n for n in lines if record_identity(recs[n]) in found}
     finally:
         conn.close()
     if skip:
@@ -637,7 +635,14 @@ def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
     return skip
 
 
-def _execute_restore(c, path: Path, to: str | None, skip=None) -> dict[str, int]:
+def _unskipped(records, skip):
+    return records if not skip else ((n, r) for n, r in records if n not in skip)
+
+
+def _execute_restore(c, path: Path, to: str | None, res, skip=None) -> None:
+    """Restore every message of the file but the `skip` lines; `res` says what was done,
+    even if this raises."""
+    from celeryctl.actions.backup import read_messages
     from celeryctl.actions.restore import restore_rabbit, restore_redis
 
     if c.target.broker_kind == "redis":
@@ -645,18 +650,22 @@ def _execute_restore(c, path: Path, to: str | None, skip=None) -> dict[str, int]
 
         client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
         layout, _ = detect_layout(client, c.target.transport_options)
-        return restore_redis(client, layout, path, to, skip)
+        restore_redis(client, layout, _unskipped(read_messages(path), skip), to, res)
+        return
     from celeryctl.collect.rabbitmq import amqp_connect
 
-    conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
-                           name="celeryctl restore")
+    conn, ep = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                            name="celeryctl restore")
     try:
         ch = conn.channel()
-        counts = restore_rabbit(ch, path, to, skip)
+        restore_rabbit(ch, _unskipped(read_messages(path), skip), to, ep.username or "guest",
+                       res)
         ch.close()  # a synchronous round trip: every publish before it reached the broker
     finally:
-        conn.close()
-    return counts
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - already closed by the failure being reported
+            pass
 
 
 def kill(

@@ -111,12 +111,27 @@ def render_set_aside(c, rows, refusals: list[str]) -> None:
     c.out.print(t)
 
 
+def _lines(pairs: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    return [{"line": n, "why": why} for n, why in pairs]
+
+
+def restore_file_doc(info) -> dict[str, Any]:
+    """What the backup holds: intact messages, damaged lines, control lines, the end line."""
+    return {"header": info.header, "complete": info.complete, "end": info.end,
+            "messages": info.count, "bad_lines": _lines(info.bad),
+            "markers": [{"line": n, **m} for n, m in info.markers],
+            "after_end": info.after_end, "missing": info.missing, "notes": info.notes}
+
+
 def render_restore_json(c, info, rows: list[dict[str, Any]], *, path: str,
                         result: dict[str, Any] | None) -> None:
     """JSON mode: one document per run — the plan and what was restored (null: nothing)."""
     if c.fmt == "json":
-        _json({"kind": "restore", "file": path, "header": info.header,
-               "complete": info.complete, "queues": rows, "result": result})
+        _json({"kind": "restore", "file": path, **restore_file_doc(info), "queues": rows,
+               "result": result})
+
+
+_SHOW_BAD = 20
 
 
 def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> None:
@@ -124,13 +139,70 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
         return
     h = info.header
     c.out.print(f"restore plan: {info.count} messages from {path} (purged from {h.get('broker')}"
-                f" at {h.get('created')}) to {c.target.broker_redacted}", highlight=False)
+                f" at {h.get('created')}) to {c.target.broker_redacted}",
+                markup=False, highlight=False)
     t = _table()
     for col in ("queue", "messages", "ready now"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["queue"], _v(r["messages"]), _v(r["ready now"]))
+        t.add_row(_literal(r["queue"]), _v(r["messages"]), _v(r["ready now"]))
     c.out.print(t)
+    if not info.complete:
+        c.err.print(f"warning: {path} has no end line: the purge that wrote it stopped early; "
+                    f"its messages are all it deleted", markup=False, highlight=False)
+    if info.bad:
+        c.err.print(f"warning: {len(info.bad)} damaged line(s) cannot be restored (the "
+                    f"others can):", markup=False, highlight=False)
+        for n, why in info.bad[:_SHOW_BAD]:
+            c.err.print(f"  line {n}: {why}", markup=False, highlight=False)
+        if len(info.bad) > _SHOW_BAD:
+            c.err.print(f"  ... and {len(info.bad) - _SHOW_BAD} more (--format json lists "
+                        f"them all)", markup=False, highlight=False)
+    for note in info.notes:
+        c.err.print(f"warning: {note}", markup=False, highlight=False)
+
+
+def _literal(text: Any) -> Any:
+    from rich.text import Text
+
+    return Text(str(text))
+
+
+def render_restore_result(c, info, rows: list[dict[str, Any]], res, before: dict[str, Any],
+                          after: dict[str, Any], *, path: str, error: str | None) -> None:
+    """What was restored, per queue; what could not be (lines), and why."""
+    result = {"queues": {q: {"restored": res.counts.get(q, 0), "ready_before": before.get(q),
+                             "ready_after": after.get(q)} for q in [r["queue"] for r in rows]},
+              "failed": _lines(res.failed), "user_id_dropped": res.user_id_dropped,
+              "error": error, "last_line_restored": res.last_line if error else None}
+    if c.fmt == "json":
+        render_restore_json(c, info, rows, path=path, result=result)
+        return
+    for q, r in result["queues"].items():
+        c.out.print(f"restored {r['restored']} messages to {q}: ready {_v(r['ready_before'])} "
+                    f"-> {_v(r['ready_after'])}", markup=False, highlight=False)
+    short = [q for q, r in result["queues"].items() if r["ready_before"] is not None and
+             r["ready_after"] is not None and r["ready_after"] - r["ready_before"] < r["restored"]]
+    if short and not error:
+        c.err.print("warning: fewer ready messages than restored in " + ", ".join(short)
+                    + " (workers may already be consuming them)", markup=False, highlight=False)
+    if res.user_id_dropped:
+        c.err.print(f"note: {res.user_id_dropped} message(s) carried a user_id other than the "
+                    f"connecting user, which RabbitMQ refuses: published without it",
+                    markup=False, highlight=False)
+    for n, why in res.failed[:_SHOW_BAD]:
+        c.err.print(f"error: line {n}: {why}", markup=False, highlight=False)
+    if len(res.failed) > _SHOW_BAD:
+        c.err.print(f"error: ... and {len(res.failed) - _SHOW_BAD} more lines not restored",
+                    markup=False, highlight=False)
+    if error:
+        c.err.print(f"error: {error}", markup=False, highlight=False)
+        c.err.print(f"the restore stopped: {res.restored} messages were sent"
+                    + (f", up to line {res.last_line} of {path}" if res.last_line else "")
+                    + "; the rest were not", markup=False, highlight=False)
+    elif info.bad:
+        c.err.print(f"{len(info.bad)} damaged line(s) of {path} were not restored (listed "
+                    f"above)", markup=False, highlight=False)
 
 
 def render_control_plan(c, plan) -> None:

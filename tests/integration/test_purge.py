@@ -236,7 +236,7 @@ def test_rabbit_purge_backup_restore_roundtrip(rabbit, vhost, tmp_path):
     assert all(h == {"task": "t.add", "id": f"id-{json.loads(b)[0][0]}"} and
                ct == "application/json" and ce == "utf-8" and p == json.loads(b)[0][0] % 3
                for b, h, ct, ce, p in got)
-    assert [r["headers"]["id"] for r in recs] == [f"id-{i}" for i in expected]
+    assert [r["properties"]["headers"]["id"] for r in recs] == [f"id-{i}" for i in expected]
 
 
 @pytest.mark.rabbitmq
