@@ -436,10 +436,6 @@ def restore(
     )
 
     render_restore_plan(c, info, rows, path=str(path))
-    if not info.complete:
-        c.err.print(f"warning: {path} has no end line: the purge that wrote it was killed "
-                    f"or lost its broker; what its lines hold is checked below",
-                    markup=False, highlight=False)
     skip, sec = _restore_skips(c, path, audit_log, list(targets))
     damaged = int(ExitStatus.CRITICAL if info.damaged else ExitStatus.OK)
     if info.count == 0:

@@ -148,8 +148,16 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
         t.add_row(_literal(r["queue"]), _v(r["messages"]), _v(r["ready now"]))
     c.out.print(t)
     if not info.complete:
-        c.err.print(f"warning: {path} has no end line: the purge that wrote it stopped early; "
-                    f"its messages are all it deleted", markup=False, highlight=False)
+        c.err.print(f"warning: {path} has no end line: the purge that wrote it was killed or "
+                    f"lost its broker; what it left is checked before restoring "
+                    f"(docs/purge.md)", markup=False, highlight=False)
+    elif isinstance(info.end, dict) and info.end.get("complete") is False:
+        done = ", ".join(safe(q) for q in info.end.get("purged") or []) or "none"
+        left = ", ".join(safe(q) for q in info.end.get("not_purged") or []) or "none"
+        c.err.print(f"note: the purge that wrote {path} was stopped "
+                    f"({safe(str(info.end.get('stopped')))}): it purged {done}; left as they "
+                    f"were: {left}. The file holds exactly what it deleted.",
+                    markup=False, highlight=False)
     if info.bad:
         c.err.print(f"warning: {len(info.bad)} damaged line(s) cannot be restored (the "
                     f"others can):", markup=False, highlight=False)

@@ -33,6 +33,12 @@ def rurl(redis_server):
     return redis_server["url"].rsplit("/", 1)[0] + "/9"
 
 
+
+def _records(backup):
+    """The message records of a backup (not its header, control lines or end line)."""
+    objs = [json.loads(x) for x in backup.read_text().splitlines()[1:]]
+    return [o for o in objs if "celeryctl_marker" not in o and "end" not in o]
+
 def _r(url):
     import redis
 
@@ -83,7 +89,7 @@ def test_redis_arbitrary_entries_round_trip_byte_identical(rurl, tmp_path):
     code, out, err, backup = _roundtrip_redis(rurl, "odd", tmp_path)
     assert code == 0, err
     assert _lists(r, "odd") == before
-    recs = [json.loads(x) for x in backup.read_text().splitlines()[1:-1]]
+    recs = _records(backup)
     assert all("raw" in x for x in recs) and backup.read_bytes().isascii()
     assert recs[0]["headers"] == {}  # decoded fields, for reading
 
@@ -124,21 +130,22 @@ def _celery_backup(url, queue, n, tmp_path):
 def test_redis_damaged_backup_restores_the_intact_lines(rurl, tmp_path):
     r = _r(rurl)
     backup = _celery_backup(rurl, "dmg", 4, tmp_path)
-    lines = backup.read_bytes().split(b"\n")  # header, 4 records, end, ""
-    originals = [base64.b64decode(json.loads(x)["raw"]) for x in lines[1:5]]
+    # header, the queue's control line, 4 records, queue_done, end, ""
+    lines = backup.read_bytes().split(b"\n")
+    originals = [base64.b64decode(json.loads(x)["raw"]) for x in lines[2:6]]
     damaged = tmp_path / "damaged.jsonl"
-    damaged.write_bytes(b"\n".join([lines[0], lines[1], b"garbage {", b"\xff\xfe",
-                                    b'{"queue": "dmg", "bucket": 0}', lines[2], lines[3],
-                                    lines[4][:40]]))
+    damaged.write_bytes(b"\n".join([lines[0], lines[1], lines[2], b"garbage {", b"\xff\xfe",
+                                    b'{"queue": "dmg", "bucket": 0}', lines[3], lines[4],
+                                    lines[5][:40]]))
     code, out, err, _ = run_cli("restore", str(damaged), "--broker", rurl)
     assert code == 0 and "dry run" in err and not r.exists("dmg")
-    for text in ("line 3: not JSON", "line 4: not valid UTF-8", "line 5: a record missing",
-                 "line 8: cut short", "no end line"):
+    for text in ("line 4: not JSON", "line 5: not valid UTF-8", "line 6: a record missing",
+                 "line 9: cut short", "no end line"):
         assert text in err, err
     code, doc, err, _ = run_json("restore", str(damaged), "--broker", rurl, "--confirm",
                                  "--yes", "--audit-log", str(tmp_path / "a"))
     assert code == 2, err
-    assert [b["line"] for b in doc["bad_lines"]] == [3, 4, 5, 8]
+    assert [b["line"] for b in doc["bad_lines"]] == [4, 5, 6, 9]
     assert doc["result"]["queues"]["dmg"]["restored"] == 3
     assert r.lrange("dmg", 0, -1)[::-1] == originals[:3]  # first message first, as stored
     entry = json.loads((tmp_path / "a").read_text().splitlines()[-1])
@@ -146,7 +153,7 @@ def test_redis_damaged_backup_restores_the_intact_lines(rurl, tmp_path):
     r.delete("dmg")
     # an end line early in the file: the lines after it are restored too, and said
     early = tmp_path / "early.jsonl"
-    early.write_bytes(b"\n".join([lines[0], lines[1], lines[5], *lines[2:5], b""]))
+    early.write_bytes(b"\n".join([lines[0], lines[1], lines[7], *lines[2:6], b""]))
     code, out, err, _ = run_cli("restore", str(early), "--broker", rurl, "--confirm", "--yes",
                                 "--audit-log", str(tmp_path / "a"))
     assert code == 0 and "after the end line" in err and "restored 4 messages" in out, err
@@ -280,7 +287,7 @@ def test_rabbit_every_property_and_header_type_round_trips(rabbit, mvhost, tmp_p
         "$t": "float", "v": 2.0}
     assert amqpwire.props_to_json(got[3][1])["headers"]["int_b"] == {"$t": "int", "v": 5,
                                                                       "amqp": "b"}
-    recs = [json.loads(x) for x in backup.read_text().splitlines()[1:-1]]
+    recs = _records(backup)
     assert recs[0]["properties"]["headers"]["dec"] == {"$t": "decimal", "v": "1.23"}
 
 
@@ -329,7 +336,7 @@ def test_cross_broker_restores(rabbit, mvhost, rurl, tmp_path):
     """A Redis backup restored to RabbitMQ and back (re-encoded: the documented limits)."""
     r = _r(rurl)
     backup = _celery_backup(rurl, "xb", 3, tmp_path)
-    ids = [json.loads(x)["headers"]["id"] for x in backup.read_text().splitlines()[1:-1]]
+    ids = [x["headers"]["id"] for x in _records(backup)]
     _declare(rabbit, mvhost, "xb")
     code, out, err, _ = run_cli("restore", str(backup), *_rargs(rabbit, mvhost), "--confirm",
                                 "--yes", "--audit-log", str(tmp_path / "a"))
