@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from celeryctl.cli import options as o
+from celeryctl.render.text import safe
 from celeryctl.status import ExitStatus
 
 Confirm = typer.Option(False, "--confirm", help="Act (without it: a dry run that changes "
@@ -173,7 +174,7 @@ def purge(
 
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}")
+            c.err.print(safe(f"refused: {r}"))
         c.err.print("nothing changed.")
         render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         _audit(c, audit_log, "purge", "refused", names, {}, reasons=plan.refusals)
@@ -321,7 +322,7 @@ def restore(
     if c.target.broker_kind != "redis":
         missing = [q for q in targets if q not in now or not now[q].exists]
         if missing:
-            c.err.print(f"refused: no queue {', '.join(missing)} in vhost "
+            c.err.print(f"refused: no queue {', '.join(map(safe, missing))} in vhost "
                         f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
                         f"to it. Declare it first (start a worker consuming it). "
                         f"Nothing changed.")
@@ -356,11 +357,11 @@ def restore(
             for q, n in counts.items()})
     for q, n in counts.items():
         if c.fmt != "json":
-            c.out.print(f"restored {n} messages to {q}: ready {before.get(q)} -> "
+            c.out.print(f"restored {n} messages to {safe(q)}: ready {before.get(q)} -> "
                         f"{after.get(q)}")
     if short:
         c.err.print("warning: fewer ready messages than restored in "
-                    + ", ".join(short) + " (workers may already be consuming them)")
+                    + ", ".join(map(safe, short)) + " (workers may already be consuming them)")
     _audit(c, audit_log, f"restore {path}" + (f" --to {to}" if to else ""), "ok",
            list(counts), {q: {"restored": n, "ready_after": after.get(q)}
                           for q, n in counts.items()})
@@ -432,7 +433,7 @@ def kill(
     render_kill_plan(c, plan)
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}", highlight=False)
+            c.err.print(safe(f"refused: {r}"), highlight=False)
         render_kill_json(c, plan, None)
         raise typer.Exit(int(ExitStatus.USAGE))
     if not plan.selected:
