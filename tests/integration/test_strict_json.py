@@ -208,6 +208,10 @@ def test_connections_and_kill_dry_run_json(hostile):
     assert code == 0, err
     assert CLIENT in {c["name"] for c in doc["close"]}
     assert doc["connections"] is None  # a dry run closed nothing
+    code, out, err = run_human("connections", "kill", "--name", "c*", "--broker", hostile)
+    assert code == 0 and CLIENT in out, err
+    code, out, err = run_human("connections", "--broker", hostile)
+    assert CLIENT in out
 
 
 def test_purge_dry_run_json(hostile):
@@ -468,3 +472,36 @@ def test_rabbitmq_hostile_queue_names(rabbit, vhost):
         assert SHOWN[name] in out, (name, out)
     run_human("doctor", *target)
     run_human("doctor", *target, "--format", "markdown")
+
+
+@pytest.mark.rabbitmq
+def test_rabbitmq_hostile_vhost_name(rabbit):
+    """A vhost named with markup and a slash: shown literally, JSON exact."""
+    from urllib.parse import quote
+
+    import requests
+
+    name = "v[bold]/x[/]"
+    api = f"http://127.0.0.1:{rabbit['management_port']}"
+    auth = ("guest", "guest")
+    requests.put(f"{api}/api/vhosts/{quote(name, safe='')}", auth=auth,
+                 timeout=5).raise_for_status()
+    try:
+        requests.put(f"{api}/api/permissions/{quote(name, safe='')}/guest", auth=auth,
+                     timeout=5, json={"configure": ".*", "write": ".*", "read": ".*"}
+                     ).raise_for_status()
+        requests.put(f"{api}/api/queues/{quote(name, safe='')}/{quote(MARKUP, safe='')}",
+                     auth=auth, timeout=5, json={"durable": True}).raise_for_status()
+        target = ("--broker", f"amqp://guest:guest@127.0.0.1:{rabbit['amqp_port']}/"
+                  f"{quote(name, safe='')}", "--rabbitmq-api", api)
+        code, doc, err = run_strict("queues", *target)
+        assert MARKUP in {q["name"] for q in doc["queues"] or []}, (code, err)
+        assert doc["target"]["vhost"] == name
+        code, out, err = run_human("queues", *target)
+        assert MARKUP in out, out
+        code, doc, err = run_strict("purge", MARKUP, *target)
+        assert doc["plan"]["vhost"] == name
+        code, out, err = run_human("purge", MARKUP, *target)
+        assert f"vhost {name}" in out, out
+    finally:
+        requests.delete(f"{api}/api/vhosts/{quote(name, safe='')}", auth=auth, timeout=5)
