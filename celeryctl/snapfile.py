@@ -119,7 +119,9 @@ def write_snapshot(doc: dict[str, Any], path: Path) -> int:
     Returns the bytes written."""
     import os
 
-    data = json.dumps(doc, indent=1, default=str).encode("utf-8")
+    from celeryctl.render.jsonout import dumps
+
+    data = dumps(doc, indent=1).encode("utf-8")  # strict: no NaN/Infinity
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

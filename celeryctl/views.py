@@ -6,6 +6,7 @@ No I/O and no thresholds here; renderers only lay these rows out.
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any
 
 from celeryctl.knowledge import classify_queue, node_host
@@ -248,6 +249,8 @@ def human_seconds(v: float | None) -> str:
     if v is None:
         return "-"
     v = float(v)
+    if not math.isfinite(v):  # e.g. an age computed from a Redis score of -inf
+        return "?"
     if v < 60:
         return f"{v:.0f}s"
     if v < 3600:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
@@ -93,7 +94,7 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
                 hint="Start the node (or `rabbitmqctl forget_cluster_node` it if it "
                      "is gone for good); its classic queues are unavailable meanwhile.",
                 commands=["rabbitmq-diagnostics -q cluster_status",
-                          f"rabbitmqctl -n {name} start_app"]))
+                          f"rabbitmqctl -n {quote(name)} start_app"]))
         for key in ("mem_alarm", "disk_free_alarm"):
             if n.get(key):
                 found.append(Finding(Severity.CRITICAL, f"node {name}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
@@ -158,7 +159,7 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
                                      "listed)" if key == "max-connections" and partial else ""),
                                  evidence={key: cap, "used": used},
                                  hint="Clean up leaks or raise the vhost limit.",
-                                 commands=[f"rabbitmqctl list_vhost_limits -p {vhost}"]))
+                                 commands=[f"rabbitmqctl list_vhost_limits -p {quote(vhost)}"]))
         elif key == "max-connections" and partial:
             unknown.append(key)  # a lower bound below the threshold says nothing
     if unknown and not found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
 
@@ -42,7 +43,7 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
                                 "buckets": q.buckets, "unacked": q.unacked,
                                 "queue_warn": limits.queue_warn, "queue_crit": limits.queue_crit},
                       hint=f"Add consumers for {q.name!r} or raise their concurrency.",
-                      commands=[f"celery -A proj worker -Q {q.name}",
+                      commands=[f"celery -A proj worker -Q {quote(q.name)}",
                                 "celery -A proj control pool_grow 2"])
 
 
@@ -84,8 +85,8 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
                           evidence={"ready": q.ready, "consumers": 0,
                                     "consumers_source": q.consumers_source},
                           hint=f"Start a worker with -Q {q.name} or add a consumer.",
-                          commands=[f"celeryctl control add-consumer {q.name} -d WORKER",
-                                    f"celery -A proj worker -Q {q.name}"])
+                          commands=[f"celeryctl control add-consumer {quote(q.name)} -d WORKER",
+                                    f"celery -A proj worker -Q {quote(q.name)}"])
 
 
 @check("QUE003", "unacked-past-visibility-timeout", needs=("redis_unacked",), broker="redis")
@@ -353,7 +354,7 @@ def queue_growing(snap, limits: Limits) -> Iterator[Finding]:
                                     round(g.rate_per_second, 3), "source": g.source,
                                     "interval_seconds": g.interval_seconds},
                           hint=f"Add consumers for {name!r}.",
-                          commands=[f"celeryctl queues watch -Q {name}"])
+                          commands=[f"celeryctl queues watch -Q {quote(name)}"])
 
 
 @check("QUE009", "priority-declarations-inconsistent", needs=("queues", "app"),
@@ -538,7 +539,7 @@ def quorum_queue_members_offline(snap, limits: Limits) -> Iterator[Finding]:
                       "offline": offline, "leader": q.node},
             hint="Restart the offline nodes, or replace their members.",
             commands=["rabbitmqctl cluster_status",
-                      f"rabbitmq-queues quorum_status {q.name!r}"])
+                      f"rabbitmq-queues quorum_status {quote(q.name)}"])
 
 
 @check("QUE013", "queue-key-wrong-type", needs=("queues",), broker="redis")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, check
 
@@ -139,7 +140,7 @@ def queued_content_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
                                     "workers": names[:10],
                                     "accept_content": sorted(accepted)},
                           hint="Align task_serializer with the workers' accept_content.",
-                          commands=[f"celeryctl workers inspect conf -d {names[0]}"])
+                          commands=[f"celeryctl workers inspect conf -d {quote(names[0])}"])
 
 
 @check("SER005", "result-serializer-not-accepted", needs=("workers", "app"))

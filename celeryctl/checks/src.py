@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, check
 
@@ -150,4 +151,4 @@ def expected_worker_silent(snap, limits: Limits) -> Iterator[Finding]:
                           evidence={"expected_source": view.expected_source,
                                     "replied": len(view.nodes)},
                           hint="Check the worker's host and process; restart it if hung.",
-                          commands=[f"celeryctl workers inspect ping -d {name} --timeout 10"])
+                          commands=[f"celeryctl workers inspect ping -d {quote(name)} --timeout 10"])

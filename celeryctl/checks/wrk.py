@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from shlex import quote
 from typing import Any
 
 from celeryctl.checks import Finding, Limits, Severity, check
@@ -62,7 +63,7 @@ def worker_consumes_no_queue(snap, limits: Limits) -> Iterator[Finding]:
         if isinstance(q, list) and not q:
             yield Finding(Severity.WARNING, f"worker {n.name}", "consumes no queue",
                           hint="Add a consumer or restart the worker with -Q.",
-                          commands=[f"celeryctl control add-consumer celery -d {n.name}"])
+                          commands=[f"celeryctl control add-consumer celery -d {quote(n.name)}"])
 
 
 @check("WRK003", "worker-config-drift", needs=("workers",))

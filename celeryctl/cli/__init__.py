@@ -104,6 +104,7 @@ def run(args: list[str]) -> int:
 
 
 def _handle(exc: BaseException, debug: bool) -> int:
+    from celeryctl.render.text import safe_lines  # messages may quote names: no raw ESC
     from celeryctl.status import CeleryctlError, ExitStatus, exit_status_for
     from celeryctl.urls import SECRETS
 
@@ -120,22 +121,23 @@ def _handle(exc: BaseException, debug: bool) -> int:
                                                           "BadOptionUsage", "BadArgumentUsage")):
         ctx = getattr(exc, "ctx", None)
         usage = ctx.get_usage() + "\n" if ctx is not None else ""
-        sys.stderr.write(f"{usage}celeryctl: error: {SECRETS.scrub(exc.format_message())}\n")
+        sys.stderr.write(f"{usage}celeryctl: error: "
+                         f"{safe_lines(SECRETS.scrub(exc.format_message()))}\n")
         return int(ExitStatus.USAGE)
     if debug:
         import traceback
 
         traceback.print_exception(type(exc), exc, exc.__traceback__)
     if isinstance(exc, CeleryctlError):
-        sys.stderr.write(f"celeryctl: error: {SECRETS.scrub(str(exc))}\n")
+        sys.stderr.write(f"celeryctl: error: {safe_lines(SECRETS.scrub(str(exc)))}\n")
         return int(exit_status_for(exc))
     from celeryctl.collect.errors import FAILED, classify
 
     kind, text = classify(exc)
     if kind != FAILED:  # refused, rejected or lost: an expected failure, said as such
-        sys.stderr.write(f"celeryctl: error: {text}\n")
+        sys.stderr.write(f"celeryctl: error: {safe_lines(text)}\n")
         return int(ExitStatus.UNKNOWN)
-    sys.stderr.write(f"celeryctl: internal error: {name}: {SECRETS.scrub(str(exc))}"
+    sys.stderr.write(f"celeryctl: internal error: {name}: {safe_lines(SECRETS.scrub(str(exc)))}"
                      + ("" if debug else " (run with --debug for the traceback)") + "\n")
     return int(exit_status_for(exc))
 

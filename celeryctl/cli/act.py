@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from celeryctl.cli import options as o
+from celeryctl.render.text import safe
 from celeryctl.status import ExitStatus
 
 Confirm = typer.Option(False, "--confirm", help="Act (without it: a dry run that changes "
@@ -201,7 +202,7 @@ def _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
     command = "purge" + (f" --backup {bpath}" if bpath else "")
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}", markup=False, highlight=False)
+            c.err.print(safe(f"refused: {r}"))
         c.err.print("nothing changed.")
         render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         _audit(c, audit_log, command, "refused", names, {}, reasons=plan.refusals)
@@ -423,7 +424,7 @@ def restore(
     if c.target.broker_kind != "redis":
         missing = [q for q in targets if q not in now or not now[q].exists]
         if missing:
-            c.err.print(f"refused: no queue {', '.join(missing)} in vhost "
+            c.err.print(f"refused: no queue {', '.join(map(safe, missing))} in vhost "
                         f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
                         f"to it. Declare it first (start a worker consuming it). "
                         f"Nothing changed.", markup=False, highlight=False)
@@ -707,7 +708,7 @@ def kill(
     render_kill_plan(c, plan)
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}", highlight=False)
+            c.err.print(safe(f"refused: {r}"), highlight=False)
         render_kill_json(c, plan, None)
         raise typer.Exit(int(ExitStatus.USAGE))
     if not plan.selected:

@@ -13,6 +13,7 @@ import typer
 
 from celeryctl.cli import options as o
 from celeryctl.cli.act import AuditLog, Confirm, Yes, _audit, _guard, action_ctx
+from celeryctl.render.text import safe
 from celeryctl.status import ExitStatus
 
 HELP = """Send a remote-control command to workers, and show which answered.
@@ -100,7 +101,7 @@ def control(
     command_line = f"control {cmd} " + " ".join(str(w) for w in (words or []))
     if plan.refusals:
         for r in plan.refusals:
-            c.err.print(f"refused: {r}", highlight=False)
+            c.err.print(safe(f"refused: {r}"), highlight=False)
         c.err.print("nothing sent.")
         _render_rows(c, plan, None)
         _audit(c, audit_log, command_line.strip(), "refused", subjects, {},
@@ -136,7 +137,7 @@ def _send_and_verify(c, g, plan, before: dict[str, Any], wait: float
     sent = send_control(c.target, plan.method, plan.arguments, destination=plan.destination,
                         wanted=plan.targets, options=g.worker_options, reply=plan.reply)
     if not sent.ok:
-        c.err.print(f"error: could not send {plan.command}: {sent.error}. Nothing was sent.",
+        c.err.print(safe(f"error: could not send {plan.command}: {sent.error}. Nothing was sent."),
                     highlight=False)
         _render_rows(c, plan, None)
         return ExitStatus.UNKNOWN, []

@@ -120,10 +120,14 @@ def doctor(
         sys.stdout.write(render_prometheus(snap, report, sources, elapsed))
     else:
         render_report_table(out, report, sources)
+        from rich.text import Text
+
+        from celeryctl.render.text import literal, safe
+
         for line in origin:
-            err.print(f"[dim]{line}[/dim]", markup=True)
-        for note in notes:
-            err.print(f"[yellow]note[/]: {note}", markup=True, highlight=False)
+            err.print(literal(line, style="dim"), highlight=False)
+        for note in notes:  # notes name queues and workers: data, never markup
+            err.print(Text.assemble(("note", "yellow"), safe(f": {note}")), highlight=False)
     raise typer.Exit(int(doctor_status(report, Severity.parse(fail_on))))
 
 

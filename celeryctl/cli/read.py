@@ -40,8 +40,13 @@ class Ctx:
         self.target = resolve(o.collect_flags(ctx, **flags))
         self.out = make_console()
         self.err = make_console(stderr=True)
+        from rich.text import Text
+
+        from celeryctl.render.text import safe
+
         for line in self.target.tls_warnings:  # before anything else: never silent
-            self.err.print(f"[bold yellow]warning[/]: {line}", markup=True, highlight=False)
+            self.err.print(Text.assemble(("warning", "bold yellow"), safe(f": {line}")),
+                           highlight=False)
 
     @property
     def has_backend(self) -> bool:
@@ -181,8 +186,12 @@ def inspect(
         if replies is not None:
             render_replies(c.out, method, replies)
             for name in view.missing:
-                c.err.print(f"[red]no reply[/] from {name} (expected: {view.expected_source})",
-                            markup=True)
+                from rich.text import Text
+
+                from celeryctl.render.text import safe
+
+                c.err.print(Text.assemble(("no reply", "red"), safe(
+                    f" from {name} (expected: {view.expected_source})")), highlight=False)
             if not replies:
                 c.err.print(f"no worker replied within {view.waited_seconds:.1f} s")
         c.footer(g)
@@ -276,10 +285,12 @@ def queues(
                             f"{unacked.oldest_seconds or 0:.0f} s")
         c.footer(g)
     if g.queues.ok and c.fmt != "json":
+        from celeryctl.render.text import safe
         from celeryctl.snapshot import unread_task_queues
 
         for q in unread_task_queues(g.queues.value)[:10]:
-            c.err.print(f"not read: queue {q.name}: {q.error}", markup=False, highlight=False)
+            c.err.print(f"not read: queue {safe(q.name)}: {safe(q.error)}", markup=False,
+                        highlight=False)
     raise typer.Exit(int(queues_status(c.target, g.queues)))
 
 

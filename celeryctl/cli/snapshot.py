@@ -60,7 +60,6 @@ def diff(
 ) -> None:
     """What changed from snapshot A to snapshot B: queues grown or drained, workers gone or
     new, settings changed, findings new or resolved (default thresholds)."""
-    import json
     import sys
     from pathlib import Path
 
@@ -80,8 +79,9 @@ def diff(
     reports = [run_checks(s, Limits(), checks) for s in snaps]
     d = diff_snapshots(snaps[0], snaps[1], reports[0], reports[1])
     if fmt == "json":
-        sys.stdout.write(json.dumps({"schema": 1, "kind": "snapshot-diff", **d}, indent=2,
-                                    default=str) + "\n")
+        from celeryctl.render.jsonout import dumps
+
+        sys.stdout.write(dumps({"schema": 1, "kind": "snapshot-diff", **d}, indent=2) + "\n")
         return
     from celeryctl.render.console import make_console
     from celeryctl.render.snapdiff import render_diff

@@ -3,17 +3,18 @@ Receives finished plans; decides nothing."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 from rich.text import Text
 
+from celeryctl.render.jsonout import dumps
 from celeryctl.render.tables import _table, _v
+from celeryctl.render.text import literal, safe
 
 
 def _json(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps({"schema": 1, **doc}, indent=2, default=str) + "\n")
+    sys.stdout.write(dumps({"schema": 1, **doc}, indent=2) + "\n")
 
 
 def plan_rows(plan) -> list[dict[str, Any]]:
@@ -25,6 +26,12 @@ def plan_rows(plan) -> list[dict[str, Any]]:
             for i in plan.items]
 
 
+def _sample(s) -> str:
+    """One first message: its task name and id, shown literally on one line."""
+    task = "?" if s.task is None else safe(s.task)
+    return f"{task} {safe(s.id)}" if s.id else task
+
+
 def purge_plan_doc(plan, backup: str | None) -> dict[str, Any]:
     return {"broker": plan.broker, "vhost": plan.vhost, "queues": plan_rows(plan),
             "total": plan.total, "backup": backup, "refusals": plan.refusals}
@@ -34,25 +41,26 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
     """The plan (JSON: one document, printed by render_purge_json when the run ends)."""
     if c.fmt == "json":
         return
-    c.out.print(f"purge plan on {plan.broker}"
-                + (f" vhost {plan.vhost}" if plan.broker_kind != "redis" else ""), highlight=False)
+    c.out.print(f"purge plan on {safe(plan.broker)}"
+                + (f" vhost {safe(plan.vhost)}" if plan.broker_kind != "redis" else ""),
+                highlight=False)
     t = _table()
     for col in ("queue", "ready", "by priority", "in flight (kept)", "consumers", "first messages"):
         t.add_column(col)
     for i in plan.items:
         buckets = " ".join(f"{k}:{v}" for k, v in (i.buckets or {}).items() if v) or "-"
-        first = "\n".join(f"{s.task or '?'} {s.id or ''}".strip() for s in i.samples) or \
+        first = "\n".join(_sample(s) for s in i.samples) or \
             ("-" if sampled else "(not sampled)")
-        cons = _v(i.consumers) + (f" ({', '.join(i.consumer_workers)})"
+        cons = _v(i.consumers) + (f" ({', '.join(safe(w) for w in i.consumer_workers)})"
                                   if i.consumer_workers else "")
-        t.add_row(i.queue, _v(i.ready), buckets, _v(i.unacked), cons, first)
+        t.add_row(safe(i.queue), _v(i.ready), buckets, _v(i.unacked), cons, first)
     if plan.items:
         c.out.print(t)
     c.out.print(f"{plan.total} ready messages in {len(plan.items)} queue(s) would be deleted"
-                + (f"; backup to {backup} first" if backup else "; no backup (--backup FILE)"),
+                + (f"; backup to {safe(backup)} first" if backup else "; no backup (--backup FILE)"),
                 highlight=False)
     if not sampled and sample_note:
-        c.err.print(f"note: first messages not shown: {sample_note}", highlight=False)
+        c.err.print(safe(f"note: first messages not shown: {sample_note}"), highlight=False)
 
 
 def render_purge_json(c, plan, *, backup: str | None, result: list | None) -> None:
@@ -70,17 +78,17 @@ def render_purge_result(c, plan, results, after: dict[str, int | None], *,
         render_purge_json(c, plan, backup=backup, result=rows)
     else:
         for r in rows:
-            line = f"{r['queue']}: purged {r['purged']}, remaining {_v(r['remaining'])}"
+            line = f"{safe(r['queue'])}: purged {r['purged']}, remaining {_v(r['remaining'])}"
             if backup:
                 line += f", backed up {r['backed_up']}"
             c.out.print(line, highlight=False)
             if r["error"]:
-                c.err.print(f"error on {r['queue']}: {r['error']}"
+                c.err.print(f"error on {safe(r['queue'])}: {safe(r['error'])}"
                             + (f" — {r['put_back']} messages put back, nothing lost"
                                if r["put_back"] else " — unacked messages returned to the queue"),
                             highlight=False)
         if backup:
-            c.out.print(f"backup: {backup}  (celeryctl restore {backup})", highlight=False)
+            c.out.print(safe(f"backup: {backup}  (celeryctl restore {backup})"), highlight=False)
 
 
 def render_set_aside(c, rows, refusals: list[str]) -> None:
@@ -104,7 +112,7 @@ def render_set_aside(c, rows, refusals: list[str]) -> None:
         t.add_column(col)
     for r in out:
         age = r["set_aside_seconds"]
-        t.add_row(*(Text(str(v)) for v in (
+        t.add_row(*(literal(str(v)) for v in (
             r["token"], r["queue"], _v(r["messages"]),
             f"{age / 60:.0f} min ago" if isinstance(age, (int, float)) else "?",
             f"pid {r['pid']}@{r['host']}", r["backup"] or "(no backup)")))
@@ -138,14 +146,14 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
     if c.fmt == "json":
         return
     h = info.header
-    c.out.print(f"restore plan: {info.count} messages from {path} (purged from {h.get('broker')}"
-                f" at {h.get('created')}) to {c.target.broker_redacted}",
-                markup=False, highlight=False)
+    c.out.print(safe(f"restore plan: {info.count} messages from {path} (purged from "
+                     f"{h.get('broker')} at {h.get('created')}) to {c.target.broker_redacted}"),
+                highlight=False)
     t = _table()
     for col in ("queue", "messages", "ready now"):
         t.add_column(col)
     for r in rows:
-        t.add_row(_literal(r["queue"]), _v(r["messages"]), _v(r["ready now"]))
+        t.add_row(_v(r["queue"]), _v(r["messages"]), _v(r["ready now"]))
     c.out.print(t)
     if not info.complete:
         c.err.print(f"warning: {path} has no end line: the purge that wrote it was killed or "
@@ -168,12 +176,6 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
                         f"them all)", markup=False, highlight=False)
     for note in info.notes:
         c.err.print(f"warning: {note}", markup=False, highlight=False)
-
-
-def _literal(text: Any) -> Any:
-    from rich.text import Text
-
-    return Text(str(text))
 
 
 def render_restore_result(c, info, rows: list[dict[str, Any]], res, before: dict[str, Any],
@@ -217,15 +219,15 @@ def render_control_plan(c, plan) -> None:
     """The plan, before anything is sent (tables only: JSON prints one document at the end)."""
     if c.fmt == "json":
         return
-    where = (", ".join(plan.destination) if plan.destination
+    where = (", ".join(safe(d) for d in plan.destination) if plan.destination
              else f"every worker ({len(plan.targets)} answering)")
-    args = " ".join(f"{k}={v}" for k, v in plan.arguments.items())
-    c.out.print(f"control {plan.command}{' ' + args if args else ''} -> {where}",
+    args = " ".join(f"{safe(k)}={safe(v)}" for k, v in plan.arguments.items())
+    c.out.print(f"control {safe(plan.command)}{' ' + args if args else ''} -> {where}",
                 highlight=False)
     for d in plan.disruptive:
-        c.out.print(f"  disruptive: {d}", highlight=False)
+        c.out.print(safe(f"  disruptive: {d}"), highlight=False)
     for n in plan.notes:
-        c.out.print(f"  note: {n}", highlight=False)
+        c.out.print(safe(f"  note: {n}"), highlight=False)
 
 
 def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
@@ -244,17 +246,17 @@ def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
     cols = ["worker", "answered", "result"] + (["after"] if verify else [])
     for col in cols:
         t.add_column(col)
-    from rich.markup import escape
 
-    for r in rows:
-        answered = {True: "yes", False: "[red]no[/]", None: "-"}[r["answered"]]
-        result = escape(r["result"]) if r["ok"] else f"[red]{escape(r['result'])}[/]"
+    for r in rows:  # names and replies are data: Text, never markup
+        answered = {True: Text("yes"), False: Text("no", style="red"),
+                    None: Text("-")}[r["answered"]]
+        result = Text(safe(r["result"]), style="" if r["ok"] else "red")
         if not r["targeted"]:
-            result += " (not targeted)"
-        cells = [escape(r["worker"]), answered, result]
+            result.append(" (not targeted)")
+        cells = [Text(safe(r["worker"])), answered, result]
         if verify:
-            after = escape(r.get("after", "-"))
-            cells.append(after if r.get("took_effect", True) else f"[yellow]{after}[/]")
+            cells.append(Text(safe(r.get("after", "-")),
+                              style="" if r.get("took_effect", True) else "yellow"))
         t.add_row(*cells)
     c.out.print(t)
 
@@ -272,7 +274,6 @@ def render_kill_json(c, plan, rows: list[dict[str, Any]] | None) -> None:
 def render_kill_plan(c, plan) -> None:
     if c.fmt == "json":
         return
-    from rich.markup import escape
 
     from celeryctl.render.tables import human_seconds
 
@@ -280,11 +281,11 @@ def render_kill_plan(c, plan) -> None:
     for col in ("address", "name", "role", "idle", "age", "worker", "action"):
         t.add_column(col)
     for x in plan.selected:
-        t.add_row(x.address, _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
-                  human_seconds(x.age_seconds), _v(x.worker), "[red]close[/]")
+        t.add_row(_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+                  human_seconds(x.age_seconds), _v(x.worker), Text("close", style="red"))
     for x, why in plan.protected:
-        t.add_row(x.address, _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
-                  human_seconds(x.age_seconds), _v(x.worker), f"keep: {escape(why)}")
+        t.add_row(_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+                  human_seconds(x.age_seconds), _v(x.worker), safe(f"keep: {why}"))
     if plan.selected or plan.protected:
         c.out.print(t)
     c.out.print(f"{len(plan.selected)} connection(s) would be closed, "
@@ -296,4 +297,4 @@ def render_kill_result(c, plan, rows: list[dict[str, Any]]) -> None:
         render_kill_json(c, plan, rows)
         return
     for r in rows:
-        c.out.print(f"{r['address']}: {r['result']}", highlight=False)
+        c.out.print(safe(f"{r['address']}: {r['result']}"), highlight=False)

@@ -3,11 +3,11 @@ rows and header facts; decides nothing."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from celeryctl.render.tables import _table, _v
+from celeryctl.render.text import literal, safe
 from celeryctl.views import human_seconds
 
 LEVEL_STYLE = {"critical": "red", "warning": "yellow", "ok": "", "unknown": "dim"}
@@ -26,8 +26,11 @@ def _drain(r: dict[str, Any]) -> str:
 def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: int):
     """A rich renderable: header lines, then as many rows as fit in `height` lines."""
     from rich.console import Group
-    from rich.markup import escape
+    from rich.markup import escape as _escape
     from rich.text import Text
+
+    def escape(s) -> str:  # data in celeryctl's own markup: literal, control chars visible
+        return _escape(safe(s))
 
     lines = [Text.from_markup(
         "[bold]celeryctl queues watch[/]  "
@@ -54,7 +57,7 @@ def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: in
     stale = bool(header.get("stale"))
     for r in rows[:room]:
         style = "dim" if stale else LEVEL_STYLE.get(r["level"], "")
-        t.add_row(r["name"], _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
+        t.add_row(literal(r["name"]), _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
                   _rate(r["rate_in"]), _rate(r["rate_out"]),
                   "-" if r["net_rate"] is None else f"{r['net_rate']:+.1f}/s",
                   r["trend"], _drain(r), style=style)
@@ -74,8 +77,10 @@ JSON_KEYS = ("name", "ready", "unacked", "consumers", "rate_in", "rate_out", "ne
 
 def json_line(rows: list[dict[str, Any]] | None, sources: list[dict[str, Any]], *,
               stale: bool, workers: int | None, now: float | None = None) -> str:
-    return json.dumps({
+    from celeryctl.render.jsonout import dumps
+
+    return dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
         "stale": stale, "workers": workers,
         "queues": None if rows is None else [{k: r[k] for k in JSON_KEYS} for r in rows],
-        "sources": sources}, default=str)
+        "sources": sources})

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from celeryctl.render.jsonout import dumps
+from celeryctl.render.text import md, md_code, safe
 from celeryctl.snapshot import SCHEMA
 
 STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
@@ -88,7 +89,9 @@ def verdict(report) -> str:
 def render_report_table(out, report, sources) -> None:
     worst = report.worst().label
     style = STYLE.get(worst, "") if worst != "ok" or not report.incomplete else "bold magenta"
-    out.print(verdict(report), style=style or None, markup=False, highlight=False)
+    from rich.text import Text
+
+    out.print(safe(verdict(report)), style=style or None, markup=False, highlight=False)
     for sev in ("critical", "warning", "info"):
         group = [f for f in report.findings if f.severity.label == sev]
         if not group:
@@ -96,20 +99,22 @@ def render_report_table(out, report, sources) -> None:
         out.print()
         out.print(f"[{STYLE[sev]}]{sev.upper()}[/]", markup=True)
         for f in group:
-            out.print(f"  [{STYLE[sev]}]{f.code}[/] {f.name}  [bold]{f.subject}[/]: {f.message}",
-                      markup=True, highlight=False)
+            # the subject and the message name queues, workers, tasks: data, never markup
+            out.print(Text.assemble("  ", (f.code, STYLE[sev]), f" {f.name}  ",
+                                    (safe(f.subject), "bold"), ": ", safe(f.message)),
+                      highlight=False)
             if f.evidence:
                 ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
-                out.print(f"      evidence: {ev}", markup=False, highlight=False)
+                out.print(safe(f"      evidence: {ev}"), markup=False, highlight=False)
             if f.hint:
-                out.print(f"      fix: {f.hint}", markup=False, highlight=False)
+                out.print(safe(f"      fix: {f.hint}"), markup=False, highlight=False)
             for cmd in f.commands:
-                out.print(f"      $ {cmd}", markup=False, highlight=False)
+                out.print(safe(f"      $ {cmd}"), markup=False, highlight=False)
     if report.partial:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)
         for s in report.partial:
-            out.print(f"  {s.code} {s.name}: {s.reason}", markup=False, highlight=False)
+            out.print(safe(f"  {s.code} {s.name}: {s.reason}"), markup=False, highlight=False)
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
@@ -126,70 +131,77 @@ def render_report_table(out, report, sources) -> None:
         for reason, group in by_reason.items():
             if len(group) == 1:
                 s = group[0]
-                out.print(f"  {s.code} {s.name}: {reason}", markup=False, highlight=False)
+                out.print(safe(f"  {s.code} {s.name}: {reason}"), markup=False, highlight=False)
             else:
-                out.print(f"  {len(group)} checks ({', '.join(s.code for s in group)}): "
-                          f"{reason}", markup=False, highlight=False)
+                out.print(safe(f"  {len(group)} checks ({', '.join(s.code for s in group)}): "
+                               f"{reason}"), markup=False, highlight=False)
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
-            out.print(f"sentinel: {s.detail}", markup=False, highlight=False)
+            out.print(safe(f"sentinel: {s.detail}"), markup=False, highlight=False)
     bad = [s for s in sources if s.ok is False or s.partial]
     if bad:
         out.print()
         out.print("[dim]SOURCES NOT OBSERVED (or observed in part)[/]", markup=True)
         for s in bad:
             if s.ok is False:
-                out.print(f"  {s.name} {s.url or ''}: {STATE_LABELS.get(s.state, s.state)}: "
-                          f"{s.error}", markup=False, highlight=False)
+                out.print(safe(f"  {s.name} {s.url or ''}: "
+                               f"{STATE_LABELS.get(s.state, s.state)}: {s.error}"),
+                          markup=False, highlight=False)
                 out.print(f"      fix: {FIXES.get(s.state, FIXES['failed'])}", markup=False,
                           highlight=False)
             for p in s.partial:
-                out.print(f"  {s.name}: not read: {p}", markup=False, highlight=False)
+                out.print(safe(f"  {s.name}: not read: {p}"), markup=False, highlight=False)
 
 
 def _short(v: Any) -> str:
-    text = json.dumps(v, default=str) if not isinstance(v, str) else v
+    text = dumps(v) if not isinstance(v, str) else v
     return text if len(text) <= 120 else text[:117] + "..."
 
 
 def render_report_markdown(out, report, sources, target: dict) -> None:
-    lines = [f"## celeryctl doctor — {verdict(report)}", "",
-             f"Broker `{target.get('broker')}`"
-             + (f", result backend `{target.get('result_backend')}`"
+    """Every name and text from the cluster through render/text.md (or a code span or fence
+    longer than any backtick run in it): a queue called `a|b` stays in its table cell."""
+    lines = [f"## celeryctl doctor — {md(verdict(report))}", "",
+             f"Broker {md_code(target.get('broker'))}"
+             + (f", result backend {md_code(target.get('result_backend'))}"
                 if target.get("result_backend") else ""), ""]
     if report.findings:
         lines += ["| severity | code | subject | finding |", "|---|---|---|---|"]
         for f in report.findings:
-            lines.append(f"| {f.severity.label} | {f.code} {f.name} | {_md(f.subject)} | "
-                         f"{_md(f.message)} |")
+            lines.append(f"| {f.severity.label} | {f.code} {md(f.name)} | {md(f.subject)} | "
+                         f"{md(f.message)} |")
         lines.append("")
         for f in report.findings:
-            lines += [f"### {f.code} {f.name}: {_md(f.subject)}", "", f.message, ""]
+            lines += [f"### {f.code} {md(f.name)}: {md(f.subject)}", "", md(f.message), ""]
             if f.evidence:
-                lines += ["Evidence:", "", "```json", json.dumps(f.evidence, indent=2,
-                                                               default=str), "```", ""]
+                lines += ["Evidence:", "", *_fenced("json", dumps(f.evidence, indent=2)), ""]
             if f.hint:
-                lines += [f"Fix: {f.hint}", ""]
+                lines += [f"Fix: {md(f.hint)}", ""]
             if f.commands:
-                lines += ["```sh", *f.commands, "```", ""]
+                lines += [*_fenced("sh", "\n".join(safe(c) for c in f.commands)), ""]
     if report.skipped:
-        lines += ["### Skipped", ""] + [f"- {s.code} {s.name}: {_md(s.reason)}"
+        lines += ["### Skipped", ""] + [f"- {s.code} {md(s.name)}: {md(s.reason)}"
                                         for s in report.skipped] + [""]
     if report.partial:
-        lines += ["### Partial", ""] + [f"- {s.code} {s.name}: {_md(s.reason)}"
+        lines += ["### Partial", ""] + [f"- {s.code} {md(s.name)}: {md(s.reason)}"
                                         for s in report.partial] + [""]
     lines += ["### Sources", ""] + [
-        f"- {s.name} `{s.url}`: " + ("observed" if s.ok else "not checked" if s.ok is None
-                                     else f"**{STATE_LABELS.get(s.state, s.state)}** "
-                                          f"({_md(s.error or '')})")
-        + "".join(f"; not read: {_md(p)}" for p in s.partial)
+        f"- {md(s.name)} {md_code(s.url)}: "
+        + ("observed" if s.ok else "not checked" if s.ok is None
+           else f"**{STATE_LABELS.get(s.state, s.state)}** ({md(s.error or '-')})")
+        + "".join(f"; not read: {md(p)}" for p in s.partial)
         for s in sources]
     out.write("\n".join(lines) + "\n")
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _fenced(lang: str, text: str) -> list[str]:
+    """A fenced code block no backtick run inside `text` can close."""
+    import re
+
+    longest = max((len(r) for r in re.findall(r"`{3,}", text)), default=2)
+    fence = "`" * (longest + 1)
+    return [fence + lang, text, fence]
 
 
 def render_report_json(out, report, sources, target: dict, elapsed: float,
@@ -211,7 +223,7 @@ def render_report_json(out, report, sources, target: dict, elapsed: float,
         "target": target,
         "notes": list(notes or []),
     }
-    out.write(json.dumps(doc, indent=2, default=str) + "\n")
+    out.write(dumps(doc, indent=2) + "\n")
 
 
 def render_check_page(c) -> str:

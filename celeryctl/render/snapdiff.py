@@ -5,40 +5,39 @@ from __future__ import annotations
 from typing import Any
 
 from celeryctl.render.tables import _table, _v
+from celeryctl.render.text import safe
 
 
 def render_diff(out, d: dict[str, Any]) -> None:
-    from rich.markup import escape
-
     out.print(f"{d['seconds_between']} s between the snapshots", highlight=False)
     if d["queues"]:
         t = _table("queues")
         for col in ("queue", "change", "ready before", "ready after", "delta", "consumers"):
             t.add_column(col)
         for q in d["queues"]:
-            t.add_row(escape(q["queue"]), q["change"], _v(q["ready_before"]),
+            t.add_row(safe(q["queue"]), q["change"], _v(q["ready_before"]),
                       _v(q["ready_after"]),
                       "-" if q["delta"] is None else f"{q['delta']:+d}",
                       f"{_v(q['consumers_before'])} -> {_v(q['consumers_after'])}")
         out.print(t)
     for label, key in (("workers gone", "workers_gone"), ("workers new", "workers_new")):
         if d[key]:
-            out.print(f"{label}: {', '.join(d[key])}", highlight=False)
+            out.print(f"{label}: {', '.join(map(safe, d[key]))}", highlight=False)
     if d["settings_changed"]:
         t = _table("settings changed")
         for col in ("where", "setting", "before", "after"):
             t.add_column(col)
         for s in d["settings_changed"]:
-            t.add_row(escape(s["where"]), escape(s["setting"]), escape(repr(s["before"])),
-                      escape(repr(s["after"])))
+            t.add_row(safe(s["where"]), safe(s["setting"]), safe(repr(s["before"])),
+                      safe(repr(s["after"])))
         out.print(t)
     for label, key in (("new findings", "findings_new"), ("resolved", "findings_resolved")):
         for f in d[key]:
-            out.print(f"{label}: {f['code']} {f['severity']} {f['subject']}: {f['message']}",
-                      highlight=False, markup=False)
+            out.print(safe(f"{label}: {f['code']} {f['severity']} {f['subject']}: "
+                           f"{f['message']}"), highlight=False, markup=False)
     for f in d["findings_changed"]:
-        out.print(f"severity changed: {f['code']} {f['subject']}: {f['before']} -> "
-                  f"{f['after']}", highlight=False, markup=False)
+        out.print(safe(f"severity changed: {f['code']} {f['subject']}: {f['before']} -> "
+                       f"{f['after']}"), highlight=False, markup=False)
     if not any(d[k] for k in ("queues", "workers_gone", "workers_new", "settings_changed",
                               "findings_new", "findings_resolved", "findings_changed")):
         out.print("no change", highlight=False)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from celeryctl.render.text import literal, safe
 from celeryctl.views import human_kb, human_seconds
 
 
 def _v(x: Any) -> str:
+    """A cell: "-" for unknown; strings (names, states from the broker) through `safe`."""
     if x is None:
         return "-"
     if isinstance(x, bool):
         return "yes" if x else "no"
     if isinstance(x, float):
         return f"{x:.1f}"
-    return str(x)
+    return safe(x) if isinstance(x, str) else str(x)
 
 
 def _table(title: str | None = None):
@@ -32,16 +33,17 @@ def render_sources(err, sources, notes: list[str], origin_lines: list[str]) -> N
     from celeryctl.render.report import STATE_LABELS
 
     for line in origin_lines:
-        err.print(Text(line, style="dim"), highlight=False)
+        err.print(literal(line, style="dim"), highlight=False)
     for s in sources:
         if s.ok is False:
             err.print(Text.assemble((STATE_LABELS.get(s.state, s.state), "bold red"),
-                                    f": {s.name} {s.url or ''}: {s.error}"), highlight=False)
+                                    safe(f": {s.name} {s.url or ''}: {s.error}")),
+                      highlight=False)
         for p in s.partial:
-            err.print(Text.assemble(("not read", "yellow"), f": {s.name}: {p}"),
+            err.print(Text.assemble(("not read", "yellow"), safe(f": {s.name}: {p}")),
                       highlight=False)
     for n in notes:
-        err.print(Text.assemble(("note", "yellow"), f": {n}"), highlight=False)
+        err.print(Text.assemble(("note", "yellow"), safe(f": {n}")), highlight=False)
 
 
 def render_unobserved(err, what: str, obs) -> None:
@@ -51,7 +53,7 @@ def render_unobserved(err, what: str, obs) -> None:
     from celeryctl.render.report import STATE_LABELS
 
     err.print(Text.assemble((f"{what} not observed", "bold red"),
-                            f" — {STATE_LABELS.get(obs.state, obs.state)}: {obs.error}"),
+                            safe(f" — {STATE_LABELS.get(obs.state, obs.state)}: {obs.error}")),
               highlight=False)
 
 
@@ -93,7 +95,8 @@ def render_workers(out, rows: list[dict[str, Any]]) -> None:
             elif key == "max_rss_kb":
                 cells.append(human_kb(v))
             elif key == "queues":
-                cells.append(", ".join(v) if v is not None else (r["error"] or "-"))
+                cells.append(", ".join(safe(q) for q in v) if v is not None
+                             else _v(r["error"] or None))
             else:
                 cells.append(_v(v))
         t.add_row(*cells, style=None if r["ok"] else "red")
@@ -115,7 +118,7 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str) -> None:
         t.add_column("out/s", justify="right")
         t.add_column("type")
     for r in rows:
-        cells = [r["name"] + (" (internal)" if r["internal"] else "")
+        cells = [safe(r["name"]) + (" (internal)" if r["internal"] else "")
                  + ("" if r["exists"] else " (missing)"), _v(r["ready"])]
         if broker == "redis":
             b = r["buckets"] or {}
@@ -138,7 +141,7 @@ def render_connections(out, rows: list[dict[str, Any]], broker: str) -> None:
     for c in cols:
         t.add_column(c, justify="right" if c in ("age", "idle") else "left")
     for r in rows:
-        t.add_row(r["address"], _v(r["name"]), _v(r["role"]), human_seconds(r["age_seconds"]),
+        t.add_row(_v(r["address"]), _v(r["name"]), _v(r["role"]), human_seconds(r["age_seconds"]),
                   human_seconds(r["idle_seconds"]), _v(r["command"]),
                   _v(r["db"] if broker == "redis" else r["heartbeat_seconds"]),
                   "other db (another app)" if r.get("other_db") else
@@ -149,6 +152,10 @@ def render_connections(out, rows: list[dict[str, Any]], broker: str) -> None:
 
 
 def render_replies(out, method: str, replies: list[dict[str, Any]]) -> None:
+    from rich.text import Text
+
+    from celeryctl.render.jsonout import dumps
+
     for r in replies:
-        out.print(f"[bold]{r['name']}[/] ({method})", markup=True, highlight=False)
-        out.print(json.dumps(r["reply"], indent=2, default=str), markup=False, highlight=False)
+        out.print(Text.assemble((safe(r["name"]), "bold"), f" ({method})"), highlight=False)
+        out.print(dumps(r["reply"], indent=2), markup=False, highlight=False)

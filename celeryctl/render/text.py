@@ -1,0 +1,80 @@
+"""Names and data are data: text read from a broker, a worker or a message (queue, task,
+worker, vhost and exchange names, errors, reasons) is shown literally.
+
+- `safe(s)`: one line for a terminal: control characters (ESC, newline, tab, DEL, C1, the
+  bidirectional overrides, line separators) shown as visible escapes (`\\x1b`, `\\n`, ...),
+  never sent raw; the empty string shown as `""`.
+- `literal(s)`: `safe(s)` as a rich Text, so rich never reads `[...]` in it as markup.
+- `md(s)` / `md_code(s)`: for markdown output (table cells, prose, inline code).
+
+JSON output never goes through these: it keeps the exact string (JSON escapes it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+EMPTY = '""'
+
+# C0 controls, DEL, C1 controls; the bidirectional embeddings/overrides/isolates and marks;
+# line and paragraph separators: all of these change what a terminal shows or where.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                      "\u2066-\u2069]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028"
+                                  "\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_char(m: re.Match) -> str:
+    ch = m.group(0)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    n = ord(ch)
+    return f"\\x{n:02x}" if n <= 0xff else f"\\u{n:04x}"
+
+
+def safe(s: Any) -> str:
+    """`s` as one visible line: control characters escaped, `""` for the empty string."""
+    s = s if isinstance(s, str) else str(s)
+    if s == "":
+        return EMPTY
+    return _CONTROL.sub(_escape_char, s)
+
+
+def safe_lines(s: Any) -> str:
+    """Like `safe` but keeps newlines (text celeryctl itself broke into lines); the empty
+    string stays empty. What every string printed through celeryctl's consoles gets."""
+    s = s if isinstance(s, str) else str(s)
+    return _CONTROL_BUT_NEWLINE.sub(_escape_char, s)
+
+
+def literal(s: Any, style: str | None = None):
+    """`safe(s)` as rich Text: never parsed as markup."""
+    from rich.text import Text
+
+    return Text(safe(s), style=style or "")
+
+
+# characters markdown reads inline, escaped with a backslash (CommonMark: any ASCII
+# punctuation may be): code, emphasis, links, HTML, entities, GFM tables (`|`),
+# strikethrough, math; and the ones that start a heading, list or quote at a line start
+_MD = re.compile(r"([\\`*_\[\]<>|~&$])")
+_MD_START = re.compile(r"^([#+=-])")
+
+
+def md(s: Any) -> str:
+    """`s` for markdown prose or a table cell: control characters escaped and every
+    markdown-significant character backslash-escaped, so a name renders as written."""
+    return _MD_START.sub(r"\\\1", _MD.sub(r"\\\1", safe(s)))
+
+
+def md_code(s: Any) -> str:
+    """`s` as an inline code span: fenced with more backticks than any run inside it
+    (backslashes do not escape inside code). `|` still ends a GFM table cell, so code spans
+    are for prose, not table cells."""
+    text = safe(s)
+    longest = max((len(r) for r in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
