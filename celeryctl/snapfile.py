@@ -46,8 +46,11 @@ SCHEMA = "celeryctl-snapshot/1"
 MASK = "********"
 ARGS_MARKER = "[redacted: pass --include-args to keep task arguments]"
 SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://)([^/@\s:;]*):([^/@\s;]+)@", re.IGNORECASE)
-URL_REDIS_SECRET = re.compile(r"((?:rediss?|sentinel)://)([^/@\s:;]+)@", re.IGNORECASE)
+# a URL's userinfo: everything from `scheme://` to the last `@` before the next URL or white
+# space (as celeryctl.urls.redact cuts it), so a password holding `/`, `?`, `#` or `@` is
+# masked whole
+URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)((?:(?![a-z][a-z0-9+.-]*://)\S)*)@",
+                          re.IGNORECASE)
 ARG_KEYS = {"args", "kwargs", "argsrepr", "kwargsrepr"}
 # settings that name things and never hold secrets, though their names match SECRET_NAME
 NOT_SECRET = {"routing_key", "task_default_routing_key", "global_keyprefix", "keyprefix"}
@@ -107,11 +110,20 @@ def redact_document(obj: Any, *, include_args: bool = False, settings: bool = Fa
 def redact_text(text: str) -> str:
     from celeryctl.urls import SECRETS
 
-    text = URL_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@"
-                            if m.group(3) != MASK else m.group(0), text)
-    text = URL_REDIS_SECRET.sub(lambda m: f"{m.group(1)}{MASK}@"
-                                if m.group(2) not in (MASK, "") else m.group(0), text)
-    return SECRETS.scrub(text)
+    return SECRETS.scrub(URL_USERINFO.sub(_mask_userinfo, text))
+
+
+def _mask_userinfo(m: re.Match) -> str:
+    scheme, userinfo = m.group(1), m.group(2)
+    user, colon, password = userinfo.partition(":")
+    if not userinfo or userinfo == MASK or password == MASK:
+        return m.group(0)
+    if colon and not any(c in userinfo for c in "/?#;,\"'"):
+        return f"{scheme}{user}:{MASK}@"
+    if not colon and scheme.lower().rstrip("/:") in ("amqp", "amqps", "pyamqp", "http",
+                                                      "https"):
+        return m.group(0)  # a user name alone: no password there
+    return f"{scheme}{MASK}@"
 
 
 def write_snapshot(doc: dict[str, Any], path: Path) -> int:
