@@ -63,6 +63,10 @@ PART_TYPES: dict[str, Any] = {
 }
 
 
+# without these doctor cannot say "all clear" (checks.ESSENTIAL)
+ESSENTIAL_PARTS = ("broker", "workers", "queues")
+
+
 class SnapshotError(ValueError):
     """Not a celeryctl snapshot, or one this version cannot read."""
 
@@ -159,7 +163,197 @@ def read_snapshot(path: Path) -> dict[str, Any]:
     if doc["schema"] != SCHEMA:
         raise SnapshotError(f"{path}: snapshot schema {doc['schema']} is not {SCHEMA}: "
                             f"written by a newer celeryctl?")
+    try:
+        validate_document(doc)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{path}: not a valid {SCHEMA} document: {exc}") from None
     return doc
+
+
+# --- validation ----------------------------------------------------------------------------
+# Structural, from the dataclasses' own annotations (celeryctl/snapshot.py), so the file and the
+# code cannot drift apart: every field present has its type; fields without a default are
+# required. Unknown keys are ignored (as load_snapshot ignores them).
+
+# parts whose value is not a dataclass (validation only; load_snapshot keeps them as they are)
+PLAIN_PARTS: dict[str, Any] = {
+    "broker": bool, "app": dict[str, Any], "redis_info": dict[str, Any],
+    "redis_config": dict[str, Any], "sentinel": dict[str, Any],
+}
+@dataclasses.dataclass
+class _Source:  # a source as written by SourceStatus.to_dict
+    name: str
+    url: str | None = None
+    ok: bool | None = None
+    state: str | None = None
+    error: str | None = None
+    elapsed_seconds: float | None = None
+    detail: str | None = None
+    partial: list[str] | None = None
+
+
+TOP_FIELDS: dict[str, Any] = {
+    "schema": str, "tool_version": str | None, "taken_at": str | None,
+    "taken_at_epoch": float | None, "collection_seconds": float | None,
+    "broker_kind": str, "broker_hosts": list[str] | None, "target": dict[str, Any] | None,
+    "sources": list[_Source] | None, "redaction": dict[str, Any] | None,
+    "parts": dict[str, Any] | None,
+}
+OBSERVED_FIELDS: dict[str, Any] = {
+    "error": str | None, "source": str | None, "elapsed_seconds": float | None,
+    "notes": list[str] | None, "kind": str | None, "partial": str | None, "ok": bool | None,
+}
+BROKER_KINDS = ("redis", "amqp")
+
+
+class _Mismatch(Exception):
+    def __init__(self, path: str, expected: str, value: Any, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: missing (expected {expected})" if missing
+                         else f"{path}: expected {expected}, got {_show(value)}")
+
+
+def validate_document(doc: Any) -> None:
+    """Raise SnapshotError naming the first field with the wrong type, e.g.
+    `snapshot.parts.queues[3].ready: expected an integer or null, got "abc"`."""
+    try:
+        _check_fields(doc, TOP_FIELDS, "snapshot", required=("schema",))
+        if doc.get("broker_kind") is not None and doc["broker_kind"] not in BROKER_KINDS:
+            raise _Mismatch("snapshot.broker_kind", "redis or amqp", doc["broker_kind"])
+        for name, obs in (doc.get("parts") or {}).items():
+            where = f"snapshot.parts{_key(name)}"
+            _check_fields(obs, OBSERVED_FIELDS, where)
+            kind = PART_TYPES.get(name, PLAIN_PARTS.get(name))
+            if obs.get("error") is None and obs.get("value") is not None and kind is not None:
+                _check(obs["value"], _hint_of(kind), f"{where}.value")
+    except _Mismatch as exc:
+        raise SnapshotError(str(exc)) from None
+
+
+def _hint_of(kind: Any) -> Any:
+    """PART_TYPES' shorthand ([T], {str: T}, tuple) as a type hint."""
+    if isinstance(kind, list):
+        return list[_hint_of(kind[0])]  # type: ignore[misc]
+    if isinstance(kind, dict):
+        ((_, v),) = kind.items()
+        return dict[str, _hint_of(v)]  # type: ignore[misc]
+    return kind
+
+
+def _key(name: Any) -> str:
+    name = str(name)
+    return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"[{_show(name)}]"
+
+
+def _show(value: Any) -> str:
+    """A value in a message: JSON (escapes control characters), cut short."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_fields(obj: Any, fields: dict[str, Any], path: str,
+                  required: tuple[str, ...] = ()) -> None:
+    if not isinstance(obj, dict):
+        raise _Mismatch(path, "an object", obj)
+    for name in required:
+        if name not in obj:
+            raise _Mismatch(f"{path}{_key(name)}", _describe(fields[name]), None, missing=True)
+    for name, hint in fields.items():
+        if name in obj:
+            _check(obj[name], hint, f"{path}{_key(name)}")
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)  # resolved in the dataclass's own module
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null", list: "an array", tuple: "an array", dict: "an object"}.get(
+        origin or hint, "an object")
+
+
+def _check(value: Any, hint: Any, path: str) -> None:
+    import math
+    import types
+    import typing
+
+    if hint is Any:
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:  # Optional[X]: X's own (deeper) message
+            try:
+                _check(value, rest[0], path)
+            except _Mismatch as exc:
+                if str(exc).startswith(f"{path}: "):
+                    raise _Mismatch(path, _describe(hint), value) from None
+                raise
+            return
+        for a in rest:
+            try:
+                _check(value, a, path)
+                return
+            except _Mismatch:
+                continue
+        raise _Mismatch(path, _describe(hint), value)
+    if hint is type(None):
+        if value is not None:
+            raise _Mismatch(path, "null", value)
+    elif hint is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch(path, "true or false", value)
+    elif hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Mismatch(path, "an integer", value)
+    elif hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise _Mismatch(path, "a number", value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise _Mismatch(path, "a string", value)
+    elif hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list):
+            raise _Mismatch(path, "an array", value)
+        item = args[0] if args and (origin is list or args[-1] is Ellipsis) else Any
+        for i, v in enumerate(value):
+            _check(v, item, f"{path}[{i}]")
+    elif hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch(path, "an object", value)
+        item = args[1] if args else Any
+        for k, v in value.items():
+            _check(v, item, f"{path}{_key(k)}")
+    elif dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise _Mismatch(path, "an object", value)
+        hints = _hints(hint)
+        for f in dataclasses.fields(hint):
+            if f.name in value:
+                _check(value[f.name], hints[f.name], f"{path}{_key(f.name)}")
+            elif (f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
+                raise _Mismatch(f"{path}{_key(f.name)}", _describe(hints[f.name]), None,
+                                missing=True)
+    elif isinstance(hint, typing.TypeVar):
+        return
+    else:  # pragma: no cover - a type this validator does not know: accept
+        return
 
 
 def load_snapshot(doc: dict[str, Any]) -> Snapshot:
@@ -167,8 +361,12 @@ def load_snapshot(doc: dict[str, Any]) -> Snapshot:
     parts = {}
     for name, raw in (doc.get("parts") or {}).items():
         parts[name] = _observed(raw, PART_TYPES.get(name))
-    sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error",
-                                                     "elapsed_seconds", "detail")},
+    for name in ESSENTIAL_PARTS:
+        # a file without them is an incomplete diagnosis (doctor: INCOMPLETE, exit 3), never
+        # an all-clear
+        parts.setdefault(name, Observed(error="not in the snapshot file", kind="not collected"))
+    sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error", "detail")},
+                            elapsed_seconds=float(s.get("elapsed_seconds") or 0.0),
                             kind=s.get("state") if s.get("ok") is not True else None,
                             partial=tuple(s.get("partial") or ()))
                for s in doc.get("sources") or []]

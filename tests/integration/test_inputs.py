@@ -158,3 +158,47 @@ def test_profile_types_through_the_cli(tmp_path, line, key):
     assert code == 64, (code, err)
     assert str(cfg) in err and "'prod'" in err and f"{key}:" in err, err
     assert "SECRETZ9" not in err and "Traceback" not in err
+
+
+# --- snapshot files ------------------------------------------------------------------------
+
+def _bad_snapshot(tmp_path: Path) -> Path:
+    doc = {"schema": "celeryctl-snapshot/1", "broker_kind": "redis", "parts": {
+        "broker": {"value": True, "error": None},
+        "queues": {"value": [{"name": f"q{i}", "broker": "redis", "ready": i}
+                             for i in range(3)] + [{"name": "q3", "broker": "redis",
+                                                    "ready": "abc"}], "error": None}}}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_doctor_from_a_file_with_wrong_types_is_a_usage_error(tmp_path):
+    path = _bad_snapshot(tmp_path)
+    for fmt in ("table", "json"):
+        code, out, err, _ = run_cli("doctor", "--from", str(path), "--format", fmt,
+                                    env=_bare_env(tmp_path))
+        assert code == 64, (code, out, err)
+        assert 'snapshot.parts.queues.value[3].ready: expected an integer or null, got "abc"' \
+            in err, err
+        assert str(path) in err and "Traceback" not in err
+
+
+def test_snapshot_diff_validates_both_files(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"schema": "celeryctl-snapshot/1", "parts": {}}))
+    bad = _bad_snapshot(tmp_path)
+    for a, b in ((good, bad), (bad, good)):
+        code, out, err, _ = run_cli("snapshot", "diff", str(a), str(b), env=_bare_env(tmp_path))
+        assert code == 64 and "queues.value[3].ready" in err and str(bad) in err, (code, err)
+
+
+def test_doctor_from_a_file_without_parts_is_incomplete(tmp_path):
+    path = tmp_path / "empty.json"
+    for doc in ({"schema": "celeryctl-snapshot/1"},
+                {"schema": "celeryctl-snapshot/1", "parts": {"broker": {"value": True}}}):
+        path.write_text(json.dumps(doc))
+        code, out, err, _ = run_cli("doctor", "--from", str(path), env=_bare_env(tmp_path))
+        assert code == 3, (code, out, err)
+        assert "INCOMPLETE" in out and "All clear" not in out, out
+        assert "workers not observed" in out and "queues not observed" in out
