@@ -202,3 +202,70 @@ def test_doctor_from_a_file_without_parts_is_incomplete(tmp_path):
         assert code == 3, (code, out, err)
         assert "INCOMPLETE" in out and "All clear" not in out, out
         assert "workers not observed" in out and "queues not observed" in out
+
+
+# --- non-ASCII credentials on the real RabbitMQ ----------------------------------------------
+
+UNI_USER = "ünïcode-ops"
+UNI_PASSWORD = "pässwörd€/?#@;:%"  # UTF-8 beyond latin-1, and every URL delimiter
+
+
+@pytest.fixture
+def unicode_user(rabbit, vhost):
+    from urllib.parse import quote
+
+    import requests
+
+    api = f"http://127.0.0.1:{rabbit['management_port']}/api"
+    auth = ("guest", "guest")
+    user = quote(UNI_USER, safe="")
+    requests.put(f"{api}/users/{user}", auth=auth, timeout=5,
+                 json={"password": UNI_PASSWORD, "tags": "monitoring"}).raise_for_status()
+    requests.put(f"{api}/permissions/{vhost}/{user}", auth=auth, timeout=5,
+                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    requests.put(f"{api}/queues/{vhost}/uniq", auth=auth, timeout=5,
+                 json={"durable": True}).raise_for_status()
+    yield
+    requests.delete(f"{api}/users/{user}", auth=auth, timeout=5)
+
+
+def _uni_urls(rabbit, vhost):
+    from urllib.parse import quote
+
+    cred = f"{quote(UNI_USER, safe='')}:{quote(UNI_PASSWORD, safe='')}"
+    return (f"amqp://{cred}@127.0.0.1:{rabbit['amqp_port']}/{vhost}",
+            f"http://{cred}@127.0.0.1:{rabbit['management_port']}")
+
+
+def test_non_ascii_credentials_management_api(rabbit, vhost, unicode_user, tmp_path):
+    broker, api = _uni_urls(rabbit, vhost)
+    code, out, err, _ = run_cli("queues", "--broker", broker, "--rabbitmq-api", api,
+                                "--format", "json", "--timeout", "5", env=_bare_env(tmp_path))
+    assert code == 0, (code, out, err)
+    doc = json.loads(out)
+    assert "uniq" in [r["name"] for r in doc["queues"]], doc
+    api_source = next(s for s in doc["sources"] if s["name"] == "management-api")
+    assert api_source["ok"] is True, api_source
+    assert UNI_PASSWORD not in out + err and "p%C3%A4ssw" not in out + err
+
+
+def test_non_ascii_credentials_amqp_login(rabbit, vhost, unicode_user, tmp_path):
+    """pika (AMQP fallback, purge, restore) and kombu/py-amqp (remote control) log in with the
+    same UTF-8 credentials."""
+    from celeryctl.collect.rabbitmq import amqp_connect
+    from celeryctl.urls import parse_broker
+
+    broker, api = _uni_urls(rabbit, vhost)
+    eps = tuple(parse_broker(broker))
+    assert eps[0].username == UNI_USER and eps[0].password == UNI_PASSWORD
+    conn, _ = amqp_connect(eps, 5.0, vhost)
+    try:
+        assert conn.is_open
+    finally:
+        conn.close()
+    # remote control over kombu: the broker answers (no worker in this vhost: exit 2), it does
+    # not refuse the login (that would be 3, "authentication failed")
+    code, out, err, _ = run_cli("workers", "--broker", broker, "--rabbitmq-api", api,
+                                "--timeout", "1", env=_bare_env(tmp_path))
+    assert code == 2, (code, out, err)
+    assert "authentication failed" not in err.lower() and UNI_PASSWORD not in out + err
