@@ -18,6 +18,7 @@ Redacted by default (`redact_document`), on the document as written, whatever th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import re
@@ -266,10 +267,16 @@ def _check_fields(obj: Any, fields: dict[str, Any], path: str,
             _check(obj[name], hint, f"{path}{_key(name)}")
 
 
-def _hints(cls: Any) -> dict[str, Any]:
+@functools.cache
+def _hints(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """(field, type hint, required) of a dataclass, resolved once (a snapshot can hold
+    10,000 queues)."""
     import typing
 
-    return typing.get_type_hints(cls)  # resolved in the dataclass's own module
+    hints = typing.get_type_hints(cls)  # resolved in the dataclass's own module
+    return tuple((f.name, hints[f.name], f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]
+                 for f in dataclasses.fields(cls))
 
 
 def _describe(hint: Any) -> str:
@@ -342,13 +349,11 @@ def _check(value: Any, hint: Any, path: str) -> None:
     elif dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise _Mismatch(path, "an object", value)
-        hints = _hints(hint)
-        for f in dataclasses.fields(hint):
-            if f.name in value:
-                _check(value[f.name], hints[f.name], f"{path}{_key(f.name)}")
-            elif (f.default is dataclasses.MISSING
-                  and f.default_factory is dataclasses.MISSING):  # type: ignore[misc]
-                raise _Mismatch(f"{path}{_key(f.name)}", _describe(hints[f.name]), None,
+        for name, field_hint, required in _hints(hint):
+            if name in value:
+                _check(value[name], field_hint, f"{path}{_key(name)}")
+            elif required:
+                raise _Mismatch(f"{path}{_key(name)}", _describe(field_hint), None,
                                 missing=True)
     elif isinstance(hint, typing.TypeVar):
         return
