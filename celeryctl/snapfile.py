@@ -291,7 +291,7 @@ def _describe(hint: Any) -> str:
         origin or hint, "an object")
 
 
-def _check(value: Any, hint: Any, path: str) -> None:
+def _check(value: Any, hint: Any, path: str, in_dataclass: bool = False) -> None:
     import math
     import types
     import typing
@@ -325,7 +325,8 @@ def _check(value: Any, hint: Any, path: str) -> None:
         if not isinstance(value, bool):
             raise _Mismatch(path, "true or false", value)
     elif hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if isinstance(value, bool) or not (isinstance(value, int) or (
+                isinstance(value, float) and value.is_integer())):
             raise _Mismatch(path, "an integer", value)
     elif hint is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or (
@@ -334,6 +335,9 @@ def _check(value: Any, hint: Any, path: str) -> None:
     elif hint is str:
         if not isinstance(value, str):
             raise _Mismatch(path, "a string", value)
+    elif value is None and in_dataclass and (hint in (list, tuple, dict)
+                                              or origin in (list, tuple, dict)):
+        return  # collectors write null for a collection they could not read (effective_policy)
     elif hint in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, list):
             raise _Mismatch(path, "an array", value)
@@ -351,7 +355,7 @@ def _check(value: Any, hint: Any, path: str) -> None:
             raise _Mismatch(path, "an object", value)
         for name, field_hint, required in _hints(hint):
             if name in value:
-                _check(value[name], field_hint, f"{path}{_key(name)}")
+                _check(value[name], field_hint, f"{path}{_key(name)}", in_dataclass=True)
             elif required:
                 raise _Mismatch(f"{path}{_key(name)}", _describe(field_hint), None,
                                 missing=True)
