@@ -18,6 +18,7 @@ Redacted by default (`redact_document`), on the document as written, whatever th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import json
 import re
@@ -46,8 +47,11 @@ SCHEMA = "celeryctl-snapshot/1"
 MASK = "********"
 ARGS_MARKER = "[redacted: pass --include-args to keep task arguments]"
 SECRET_NAME = re.compile(r"API|TOKEN|KEY|SECRET|PASS|SIGNATURE|DATABASE", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://)([^/@\s:;]*):([^/@\s;]+)@", re.IGNORECASE)
-URL_REDIS_SECRET = re.compile(r"((?:rediss?|sentinel)://)([^/@\s:;]+)@", re.IGNORECASE)
+# a URL's userinfo: everything from `scheme://` to the last `@` before the next URL or white
+# space (as celeryctl.urls.redact cuts it), so a password holding `/`, `?`, `#` or `@` is
+# masked whole
+URL_USERINFO = re.compile(r"([a-z][a-z0-9+.-]*://)((?:(?![a-z][a-z0-9+.-]*://)\S)*)@",
+                          re.IGNORECASE)
 ARG_KEYS = {"args", "kwargs", "argsrepr", "kwargsrepr"}
 # settings that name things and never hold secrets, though their names match SECRET_NAME
 NOT_SECRET = {"routing_key", "task_default_routing_key", "global_keyprefix", "keyprefix"}
@@ -58,6 +62,10 @@ PART_TYPES: dict[str, Any] = {
     "backend": BackendStatus, "samples": {str: [MessageSample]}, "growth": {str: QueueGrowth},
     "rss_growth": {str: tuple},  # node -> (peak RSS before, after, recycling)
 }
+
+
+# without these doctor cannot say "all clear" (checks.ESSENTIAL)
+ESSENTIAL_PARTS = ("broker", "workers", "queues")
 
 
 class SnapshotError(ValueError):
@@ -107,11 +115,20 @@ def redact_document(obj: Any, *, include_args: bool = False, settings: bool = Fa
 def redact_text(text: str) -> str:
     from celeryctl.urls import SECRETS
 
-    text = URL_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@"
-                            if m.group(3) != MASK else m.group(0), text)
-    text = URL_REDIS_SECRET.sub(lambda m: f"{m.group(1)}{MASK}@"
-                                if m.group(2) not in (MASK, "") else m.group(0), text)
-    return SECRETS.scrub(text)
+    return SECRETS.scrub(URL_USERINFO.sub(_mask_userinfo, text))
+
+
+def _mask_userinfo(m: re.Match) -> str:
+    scheme, userinfo = m.group(1), m.group(2)
+    user, colon, password = userinfo.partition(":")
+    if not userinfo or userinfo == MASK or password == MASK:
+        return m.group(0)
+    if colon and not any(c in userinfo for c in "/?#;,\"'"):
+        return f"{scheme}{user}:{MASK}@"
+    if not colon and scheme.lower().rstrip("/:") in ("amqp", "amqps", "pyamqp", "http",
+                                                      "https"):
+        return m.group(0)  # a user name alone: no password there
+    return f"{scheme}{MASK}@"
 
 
 def write_snapshot(doc: dict[str, Any], path: Path) -> int:
@@ -149,7 +166,205 @@ def read_snapshot(path: Path) -> dict[str, Any]:
     if doc["schema"] != SCHEMA:
         raise SnapshotError(f"{path}: snapshot schema {doc['schema']} is not {SCHEMA}: "
                             f"written by a newer celeryctl?")
+    try:
+        validate_document(doc)
+    except SnapshotError as exc:
+        raise SnapshotError(f"{path}: not a valid {SCHEMA} document: {exc}") from None
     return doc
+
+
+# --- validation ----------------------------------------------------------------------------
+# Structural, from the dataclasses' own annotations (celeryctl/snapshot.py), so the file and the
+# code cannot drift apart: every field present has its type; fields without a default are
+# required. Unknown keys are ignored (as load_snapshot ignores them).
+
+# parts whose value is not a dataclass (validation only; load_snapshot keeps them as they are)
+PLAIN_PARTS: dict[str, Any] = {
+    "broker": bool, "app": dict[str, Any], "redis_info": dict[str, Any],
+    "redis_config": dict[str, Any], "sentinel": dict[str, Any],
+}
+@dataclasses.dataclass
+class _Source:  # a source as written by SourceStatus.to_dict
+    name: str
+    url: str | None = None
+    ok: bool | None = None
+    state: str | None = None
+    error: str | None = None
+    elapsed_seconds: float | None = None
+    detail: str | None = None
+    partial: list[str] | None = None
+
+
+TOP_FIELDS: dict[str, Any] = {
+    "schema": str, "tool_version": str | None, "taken_at": str | None,
+    "taken_at_epoch": float | None, "collection_seconds": float | None,
+    "broker_kind": str, "broker_hosts": list[str] | None, "target": dict[str, Any] | None,
+    "sources": list[_Source] | None, "redaction": dict[str, Any] | None,
+    "parts": dict[str, Any] | None,
+}
+OBSERVED_FIELDS: dict[str, Any] = {
+    "error": str | None, "source": str | None, "elapsed_seconds": float | None,
+    "notes": list[str] | None, "kind": str | None, "partial": str | None, "ok": bool | None,
+}
+BROKER_KINDS = ("redis", "amqp")
+
+
+class _Mismatch(Exception):
+    def __init__(self, path: str, expected: str, value: Any, *, missing: bool = False) -> None:
+        super().__init__(f"{path}: missing (expected {expected})" if missing
+                         else f"{path}: expected {expected}, got {_show(value)}")
+
+
+def validate_document(doc: Any) -> None:
+    """Raise SnapshotError naming the first field with the wrong type, e.g.
+    `snapshot.parts.queues[3].ready: expected an integer or null, got "abc"`."""
+    try:
+        _check_fields(doc, TOP_FIELDS, "snapshot", required=("schema",))
+        if doc.get("broker_kind") is not None and doc["broker_kind"] not in BROKER_KINDS:
+            raise _Mismatch("snapshot.broker_kind", "redis or amqp", doc["broker_kind"])
+        for name, obs in (doc.get("parts") or {}).items():
+            where = f"snapshot.parts{_key(name)}"
+            _check_fields(obs, OBSERVED_FIELDS, where)
+            kind = PART_TYPES.get(name, PLAIN_PARTS.get(name))
+            if obs.get("error") is None and obs.get("value") is not None and kind is not None:
+                _check(obs["value"], _hint_of(kind), f"{where}.value")
+    except _Mismatch as exc:
+        raise SnapshotError(str(exc)) from None
+
+
+def _hint_of(kind: Any) -> Any:
+    """PART_TYPES' shorthand ([T], {str: T}, tuple) as a type hint."""
+    if isinstance(kind, list):
+        return list[_hint_of(kind[0])]  # type: ignore[misc]
+    if isinstance(kind, dict):
+        ((_, v),) = kind.items()
+        return dict[str, _hint_of(v)]  # type: ignore[misc]
+    return kind
+
+
+def _key(name: Any) -> str:
+    name = str(name)
+    return f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"[{_show(name)}]"
+
+
+def _show(value: Any) -> str:
+    """A value in a message: JSON (escapes control characters), cut short."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_fields(obj: Any, fields: dict[str, Any], path: str,
+                  required: tuple[str, ...] = ()) -> None:
+    if not isinstance(obj, dict):
+        raise _Mismatch(path, "an object", obj)
+    for name in required:
+        if name not in obj:
+            raise _Mismatch(f"{path}{_key(name)}", _describe(fields[name]), None, missing=True)
+    for name, hint in fields.items():
+        if name in obj:
+            _check(obj[name], hint, f"{path}{_key(name)}")
+
+
+@functools.cache
+def _hints(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """(field, type hint, required) of a dataclass, resolved once (a snapshot can hold
+    10,000 queues)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)  # resolved in the dataclass's own module
+    return tuple((f.name, hints[f.name], f.default is dataclasses.MISSING
+                  and f.default_factory is dataclasses.MISSING)  # type: ignore[misc]
+                 for f in dataclasses.fields(cls))
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null", list: "an array", tuple: "an array", dict: "an object"}.get(
+        origin or hint, "an object")
+
+
+def _check(value: Any, hint: Any, path: str, in_dataclass: bool = False) -> None:
+    import math
+    import types
+    import typing
+
+    if hint is Any:
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:  # Optional[X]: X's own (deeper) message
+            try:
+                _check(value, rest[0], path)
+            except _Mismatch as exc:
+                if str(exc).startswith(f"{path}: "):
+                    raise _Mismatch(path, _describe(hint), value) from None
+                raise
+            return
+        for a in rest:
+            try:
+                _check(value, a, path)
+                return
+            except _Mismatch:
+                continue
+        raise _Mismatch(path, _describe(hint), value)
+    if hint is type(None):
+        if value is not None:
+            raise _Mismatch(path, "null", value)
+    elif hint is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch(path, "true or false", value)
+    elif hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (
+                isinstance(value, float) and value.is_integer())):
+            raise _Mismatch(path, "an integer", value)
+    elif hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise _Mismatch(path, "a number", value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise _Mismatch(path, "a string", value)
+    elif value is None and in_dataclass and (hint in (list, tuple, dict)
+                                              or origin in (list, tuple, dict)):
+        return  # collectors write null for a collection they could not read (effective_policy)
+    elif hint in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list):
+            raise _Mismatch(path, "an array", value)
+        item = args[0] if args and (origin is list or args[-1] is Ellipsis) else Any
+        for i, v in enumerate(value):
+            _check(v, item, f"{path}[{i}]")
+    elif hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch(path, "an object", value)
+        item = args[1] if args else Any
+        for k, v in value.items():
+            _check(v, item, f"{path}{_key(k)}")
+    elif dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise _Mismatch(path, "an object", value)
+        for name, field_hint, required in _hints(hint):
+            if name in value:
+                _check(value[name], field_hint, f"{path}{_key(name)}", in_dataclass=True)
+            elif required:
+                raise _Mismatch(f"{path}{_key(name)}", _describe(field_hint), None,
+                                missing=True)
+    elif isinstance(hint, typing.TypeVar):
+        return
+    else:  # pragma: no cover - a type this validator does not know: accept
+        return
 
 
 def load_snapshot(doc: dict[str, Any]) -> Snapshot:
@@ -157,8 +372,12 @@ def load_snapshot(doc: dict[str, Any]) -> Snapshot:
     parts = {}
     for name, raw in (doc.get("parts") or {}).items():
         parts[name] = _observed(raw, PART_TYPES.get(name))
-    sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error",
-                                                     "elapsed_seconds", "detail")},
+    for name in ESSENTIAL_PARTS:
+        # a file without them is an incomplete diagnosis (doctor: INCOMPLETE, exit 3), never
+        # an all-clear
+        parts.setdefault(name, Observed(error="not in the snapshot file", kind="not collected"))
+    sources = [SourceStatus(**{k: s.get(k) for k in ("name", "url", "ok", "error", "detail")},
+                            elapsed_seconds=float(s.get("elapsed_seconds") or 0.0),
                             kind=s.get("state") if s.get("ok") is not True else None,
                             partial=tuple(s.get("partial") or ()))
                for s in doc.get("sources") or []]

@@ -106,6 +106,17 @@ class Target:
     tls_warnings: tuple[str, ...] = ()
 
     @property
+    def broker_defaulted(self) -> bool:
+        """True when nothing (flag, environment, profile, app) named the broker."""
+        return self.used_default_broker
+
+    @property
+    def broker_source(self) -> str:
+        """Where the broker came from: "flag", "env CELERY_BROKER_URL", "profile NAME",
+        "app NAME" or "default: nothing given"."""
+        return self.origins.get("broker", "?")
+
+    @property
     def broker_tls(self) -> TLSConfig | None:
         return self.broker[0].tls
 
@@ -164,6 +175,19 @@ class Target:
                 if self.rabbitmq_api and self.rabbitmq_api.tls else None,
             },
         }
+
+
+REFUSE_DEFAULT = ("refused: no broker given; pass --broker URL (or CELERY_BROKER_URL, "
+                  "--profile, -A APP). celeryctl never acts on the default broker. "
+                  "Nothing changed.")
+
+
+def refuse_default_broker(target: Target) -> None:
+    """Actions (purge, restore, control, connections kill) act only on a broker someone named:
+    a UsageError (exit 64) when the broker is the built-in default. Read commands may use the
+    default (and say so)."""
+    if target.broker_defaulted:
+        raise UsageError(REFUSE_DEFAULT)
 
 
 @dataclass
@@ -415,7 +439,13 @@ def _load_profile(name: str | None, env: dict[str, str]) -> tuple[str | None, di
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read profile file {path}: {exc}") from None
+    if not isinstance(data.get("default", ""), str):
+        raise UsageError(f"profile file {path}: default: expected a string (a profile name), "
+                         f"got {_type_name(data['default'])}")
     clusters = data.get("clusters") or {}
+    if not isinstance(clusters, dict):
+        raise UsageError(f"profile file {path}: clusters: expected a table of profiles, got "
+                         f"{_type_name(clusters)}")
     if name is None:
         name = data.get("default")
         if name is None:
@@ -426,14 +456,85 @@ def _load_profile(name: str | None, env: dict[str, str]) -> tuple[str | None, di
     profile = clusters[name]
     if not isinstance(profile, dict):
         raise UsageError(f"profile {name!r} in {path} is not a table")
+    # secrets first: nothing below prints a value, but a later error elsewhere might
     for key in ("broker", "result_backend", "rabbitmq_api"):
-        SECRETS.add_url(profile.get(key))
+        for v in profile.get(key) if isinstance(profile.get(key), list) else [profile.get(key)]:
+            if isinstance(v, str):
+                SECRETS.add_url(v)
     for key in ("broker_use_ssl", "redis_backend_use_ssl"):
         if isinstance(profile.get(key), dict):
             for k in ("ssl_keyfile", "keyfile", "ssl_password", "password"):
                 SECRETS.add(profile[key].get(k) if isinstance(profile[key].get(k), str)
                             else None)
+    check_profile(profile, f"profile file {path}, profile {name!r}")
     return name, profile
+
+
+# Each profile key and the type it must have: (check, what the message says is expected).
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+PROFILE_KEYS: dict[str, tuple[Any, str]] = {
+    "broker": (lambda v: isinstance(v, (str, list)), "a URL string, or a list of URL strings "
+               "(failover)"),
+    "result_backend": (_is_str, "a URL string"),
+    "rabbitmq_api": (_is_str, "a URL string"),
+    "vhost": (_is_str, "a string"),
+    "queues": (_is_str_list, "a list of queue names, e.g. [\"celery\", \"emails\"]"),
+    "timeout": (_is_number, "a number of seconds"),
+    "app": (_is_str, "a string MODULE[:ATTR]"),
+    "transport_options": (lambda v: isinstance(v, dict), "a table"),
+    "broker_use_ssl": (lambda v: isinstance(v, (dict, bool)), "a table of TLS settings or "
+                       "true/false"),
+    "redis_backend_use_ssl": (lambda v: isinstance(v, (dict, bool)), "a table of TLS "
+                              "settings or true/false"),
+    "rabbitmq_api_ca": (_is_str, "a file path string"),
+    "rabbitmq_api_cert": (_is_str, "a file path string"),
+    "rabbitmq_api_key": (_is_str, "a file path string"),
+}
+_LIST_ITEMS = {"broker": "a URL string", "queues": "a queue name string"}
+
+
+def _type_name(v: Any) -> str:
+    """The TOML type of a value — never the value itself (it may be a secret)."""
+    for t, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"),
+                    (str, "a string"), (list, "an array"), (dict, "a table")):
+        if isinstance(v, t):
+            return name
+    return f"a {type(v).__name__}"  # TOML dates and times
+
+
+def check_profile(profile: dict[str, Any], where: str) -> None:
+    """Every key of a profile has its type: a UsageError (exit 64) naming the file, the
+    profile and the key otherwise — `broker = 5`, `queues = "abc"` (which would mean the
+    queues a, b and c), `timeout = "3"`, an unknown key (a typo would fall back to a default).
+    Values are never printed: they may hold passwords."""
+    import difflib
+
+    for key, value in profile.items():
+        if key not in PROFILE_KEYS:
+            close = difflib.get_close_matches(key, list(PROFILE_KEYS), n=1, cutoff=0.7)
+            hint = f" (did you mean {close[0]!r}?)" if close else (
+                f" (known: {', '.join(PROFILE_KEYS)})")
+            raise UsageError(f"{where}: unknown key {key!r}{hint}")
+        ok, expected = PROFILE_KEYS[key]
+        if not ok(value):
+            raise UsageError(f"{where}: {key}: expected {expected}, got {_type_name(value)}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if not isinstance(item, str) or not item.strip():
+                    got = "an empty string" if isinstance(item, str) else _type_name(item)
+                    raise UsageError(f"{where}: {key}[{i}]: expected {_LIST_ITEMS[key]}, "
+                                     f"got {got}")
 
 
 def load_app_config(spec: str) -> AppConfig:

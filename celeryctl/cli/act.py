@@ -30,12 +30,14 @@ AuditLog = typer.Option(None, "--audit-log", metavar="PATH", help="Audit log [de
 
 def action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
                rabbitmq_api_ca=None):
-    """The Ctx of a guarded command: broker-side only (no result backend, no --queue)."""
+    """The Ctx of a guarded command: broker-side only (no result backend, no --queue).
+    Every action (purge, restore, control, connections kill) starts here, so here is where
+    one without an explicit broker is refused, before anything is contacted."""
     from celeryctl.cli.read import Ctx
 
-    return Ctx(ctx, fmt, broker=broker, result_backend=None, rabbitmq_api=rabbitmq_api,
-               vhost=vhost, queue=None, timeout=timeout, app=app_, profile=profile,
-               rabbitmq_api_ca=rabbitmq_api_ca)
+    return Ctx(ctx, fmt, action=True, broker=broker, result_backend=None,
+               rabbitmq_api=rabbitmq_api, vhost=vhost, queue=None, timeout=timeout, app=app_,
+               profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
 
 
 def _guard(c, names: list[str], noun: str, confirm: bool, yes: bool) -> bool:

@@ -96,7 +96,8 @@ def doctor(
             raise UsageError(str(exc)) from None
         snap = load_snapshot(doc)
         sources, notes, target = snap.sources, [f"from snapshot {from_file} taken "
-                                                f"{doc.get('taken_at')}"], snap.target
+                                                f"{doc.get('taken_at') or 'at an unknown time'}"
+                                                ], snap.target
         elapsed, origin, out = float(doc.get("collection_seconds") or 0.0), [], make_console()
         err = make_console(stderr=True)
     else:

@@ -32,12 +32,17 @@ workers_app = typer.Typer(
 class Ctx:
     """What every read command sets up: target, consoles, format."""
 
-    def __init__(self, ctx: typer.Context, fmt: str, **flags: Any) -> None:
+    def __init__(self, ctx: typer.Context, fmt: str, *, action: bool = False,
+                 **flags: Any) -> None:
+        """`action`: a command that changes something — refused (exit 64, before any
+        connection) when no broker was given, instead of acting on the default one."""
         from celeryctl.render.console import make_console
-        from celeryctl.targets import resolve
+        from celeryctl.targets import refuse_default_broker, resolve
 
         self.fmt = o.check_format(fmt)
         self.target = resolve(o.collect_flags(ctx, **flags))
+        if action:
+            refuse_default_broker(self.target)
         self.out = make_console()
         self.err = make_console(stderr=True)
         from rich.text import Text
@@ -47,6 +52,18 @@ class Ctx:
         for line in self.target.tls_warnings:  # before anything else: never silent
             self.err.print(Text.assemble(("warning", "bold yellow"), safe(f": {line}")),
                            highlight=False)
+        # the default broker is said at once, by every command, whatever it prints later
+        # (a live screen, JSON, a report): a read of localhost must never pass for the cluster
+        self.announced_default = self.target.used_default_broker
+        if self.announced_default:
+            from rich.text import Text
+
+            self.err.print(Text.assemble(("note", "yellow"), safe(f": {self.default_line()}")),
+                           highlight=False)
+
+    def default_line(self) -> str:
+        return (f"no broker given (--broker, CELERY_BROKER_URL, --profile or -A): using the "
+                f"default {self.target.broker_redacted}")
 
     @property
     def has_backend(self) -> bool:
@@ -54,11 +71,10 @@ class Ctx:
         parallel; it never changes a listing's exit status)."""
         return bool(self.target.result_backend)
 
-    def origin_lines(self) -> list[str]:
+    def origin_lines(self, *, for_json: bool = False) -> list[str]:
         lines = []
-        if self.target.used_default_broker:
-            lines.append(f"no broker given (--broker, CELERY_BROKER_URL, --profile or -A): "
-                         f"using the default {self.target.broker_redacted}")
+        if self.target.used_default_broker and (for_json or not self.announced_default):
+            lines.append(self.default_line())
         if self.target.app and self.target.app.errors:
             lines += [f"app {self.target.app.name}: {e}" for e in self.target.app.errors]
         return lines
@@ -74,7 +90,7 @@ class Ctx:
         from celeryctl.render.jsonout import render_json
 
         render_json(sys.stdout, kind, rows, sources=g.sources, target=self.target.summary(),
-                    notes=self.origin_lines() + g.notes, **extra)
+                    notes=self.origin_lines(for_json=True) + g.notes, **extra)
 
 
 def _workers_status(g) -> int:

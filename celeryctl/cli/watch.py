@@ -124,6 +124,8 @@ class _Loop:
         from celeryctl.views import human_seconds
 
         notes = []
+        if t.used_default_broker:  # on the live screen too, not only before it
+            notes.append(self.c.default_line())
         if d.error and d.queues:
             notes.append(f"rediscovery failed, showing the queues known "
                          f"{human_seconds(time.time() - d.time)} ago: {d.error}")

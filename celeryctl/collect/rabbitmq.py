@@ -111,9 +111,10 @@ class ManagementAPI:
         adapter = HTTPAdapter(max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        # Like RabbitMQ's own clients, no user name means the default guest/guest.
-        self.session.auth = (ep.username or "guest",
-                             ep.password if ep.password is not None else "guest")
+        # Like RabbitMQ's own clients, no user name means the default guest/guest. As UTF-8
+        # bytes: RabbitMQ decodes Basic credentials as UTF-8, requests encodes str as latin-1
+        self.session.auth = ((ep.username or "guest").encode("utf-8"),
+                             (ep.password if ep.password is not None else "guest").encode("utf-8"))
         # https: the CA from --rabbitmq-api-ca (else the system's), never verify=False
         from celeryctl.tls import requests_kwargs
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from celeryctl.checks import Limits, run_checks, select_checks
 from celeryctl.snapfile import ARGS_MARKER, MASK, load_snapshot, redact_document, snapshot_document
 from celeryctl.snapshot import Observed, QueueDepth, Snapshot, WorkerNode, WorkersView
@@ -48,3 +50,96 @@ def test_round_trip_gives_the_same_findings():
     assert back.workers.missing == ["w2"] and len(back.workers.nodes) == 2
     assert back.get("rss_growth") == {"w1": (100, 200, False)}
     assert back.get("app") == {"accept_content": ["json"], "task_serializer": "json"}
+
+
+# --- validation (issue 12 item 9) --------------------------------------------------------------
+
+def _doc():
+    view = WorkersView(nodes=(WorkerNode("w1", {"ping": {"ok": "pong"}}),),
+                       methods=("ping",), expected=("w1",))
+    snap = Snapshot(broker_kind="redis", target={"broker": "redis://h:6379/0"}, parts={
+        "broker": Observed(True), "workers": Observed(view),
+        "queues": Observed([QueueDepth(f"q{i}", "redis", ready=i, consumers=1)
+                            for i in range(5)]),
+        "connections": Observed(error="not asked"),
+        "rss_growth": Observed({"w1": (100, 200, False)}),
+    }, taken_at=1.0)
+    return json.loads(json.dumps(snapshot_document(snap, tool_version="t",
+                                                   collection_seconds=0.1)))
+
+
+def test_a_written_snapshot_validates():
+    from celeryctl.snapfile import validate_document
+
+    validate_document(_doc())
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d["parts"]["queues"]["value"][3].__setitem__("ready", "abc"),
+     'snapshot.parts.queues.value[3].ready: expected an integer or null, got "abc"'),
+    (lambda d: d["parts"]["queues"]["value"][0].__setitem__("ready", True),
+     "snapshot.parts.queues.value[0].ready: expected an integer or null, got true"),
+    (lambda d: d["parts"]["queues"]["value"][0].__setitem__("ready", float("nan")),
+     "snapshot.parts.queues.value[0].ready: expected an integer or null, got NaN"),
+    (lambda d: d["parts"]["queues"]["value"][0].pop("name"),
+     "snapshot.parts.queues.value[0].name: missing (expected a string)"),
+    (lambda d: d["parts"]["queues"].__setitem__("value", {"q": 1}),
+     "snapshot.parts.queues.value: expected an array, got an object"),
+    (lambda d: d["parts"]["workers"]["value"]["nodes"][0].__setitem__("replies", []),
+     "snapshot.parts.workers.value.nodes[0].replies: expected an object, got an array"),
+    (lambda d: d["parts"].__setitem__("broker", "yes"),
+     'snapshot.parts.broker: expected an object, got "yes"'),
+    (lambda d: d["parts"]["broker"].__setitem__("error", 5),
+     "snapshot.parts.broker.error: expected a string or null, got 5"),
+    (lambda d: d.__setitem__("parts", []), "snapshot.parts: expected an object or null"),
+    (lambda d: d.__setitem__("sources", [{"name": 1}]),
+     "snapshot.sources[0].name: expected a string, got 1"),
+    (lambda d: d.__setitem__("broker_kind", "kafka"),
+     'snapshot.broker_kind: expected redis or amqp, got "kafka"'),
+    (lambda d: d.__setitem__("taken_at_epoch", "yesterday"),
+     'snapshot.taken_at_epoch: expected a number or null, got "yesterday"'),
+    (lambda d: d["parts"]["rss_growth"]["value"].__setitem__("w1", 3),
+     "snapshot.parts.rss_growth.value.w1: expected an array, got 3"),
+    (lambda d: d["parts"]["queues"]["value"][0].__setitem__("ready", "\x1b[31mred" * 10),
+     'snapshot.parts.queues.value[0].ready: expected an integer or null, got "\\u001b[31mred'),
+])
+def test_wrong_types_are_named_by_path(mutate, message):
+    from celeryctl.snapfile import SnapshotError, validate_document
+
+    doc = _doc()
+    mutate(doc)
+    with pytest.raises(SnapshotError) as info:
+        validate_document(doc)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\x1b" not in str(info.value) and len(str(info.value)) < 200  # escaped, cut short
+
+
+def test_read_snapshot_names_the_file_and_the_field(tmp_path):
+    from celeryctl.snapfile import SnapshotError, read_snapshot
+
+    doc = _doc()
+    doc["parts"]["queues"]["value"][3]["ready"] = "abc"
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SnapshotError, match=r"s\.json: .*queues\.value\[3\]\.ready"):
+        read_snapshot(path)
+
+
+@pytest.mark.parametrize("drop", [("broker",), ("workers",), ("queues",),
+                                  ("broker", "workers", "queues")])
+def test_a_snapshot_without_essential_parts_is_incomplete(drop):
+    doc = _doc()
+    for name in drop:
+        del doc["parts"][name]
+    report = run_checks(load_snapshot(doc), Limits(), select_checks(None, None))
+    assert report.incomplete and {m.name for m in report.missing} >= set(drop)
+
+
+def test_an_empty_document_is_incomplete_not_all_clear():
+    from celeryctl.render.report import verdict
+    from celeryctl.snapfile import SCHEMA, validate_document
+
+    for doc in ({"schema": SCHEMA}, {"schema": SCHEMA, "parts": {}}):
+        validate_document(doc)
+        report = run_checks(load_snapshot(doc), Limits(), select_checks(None, None))
+        assert report.incomplete and verdict(report).startswith("INCOMPLETE")

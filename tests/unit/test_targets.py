@@ -97,3 +97,94 @@ def test_default_profile(tmp_path):
     cfg.write_text('default = "a"\n[clusters.a]\nbroker = "redis://pa/0"\n')
     t = resolve(Flags(), env={"CELERYCTL_CONFIG": str(cfg)})
     assert t.broker[0].host == "pa" and t.profile == "a"
+
+
+# --- profiles are typed; URLs from anywhere never leak; actions need a named broker ---------
+
+@pytest.mark.parametrize("line,key,expected", [
+    ("broker = 5", "broker", "expected a URL string"),
+    ('queues = "abc"', "queues", "expected a list of queue names"),
+    ("queues = [1, 2]", "queues[0]", "expected a queue name string"),
+    ('broker = ["redis://h/0", 3]', "broker[1]", "expected a URL string"),
+    ('timeout = "3"', "timeout", "expected a number of seconds"),
+    ("timeout = true", "timeout", "got a boolean"),
+    ("vhost = 1", "vhost", "expected a string"),
+    ('transport_options = "x"', "transport_options", "expected a table"),
+    ('broker_use_ssl = "maybe"', "broker_use_ssl", "expected a table of TLS settings"),
+    ("rabbitmq_api = 1979-05-27", "rabbitmq_api", "expected a URL string"),
+    ('brokr = "redis://h/0"', "brokr", "did you mean 'broker'"),
+])
+def test_profile_types_are_checked(tmp_path, line, key, expected):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[clusters.p]\n{line}\n")
+    with pytest.raises(UsageError) as info:
+        resolve(Flags(profile="p"), env={"CELERYCTL_CONFIG": str(cfg)})
+    msg = str(info.value)
+    assert str(cfg) in msg and "'p'" in msg and key in msg and expected in msg, msg
+
+
+def test_profile_type_errors_never_print_the_value(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[clusters.p]\nbroker = "redis://:tops3cret@h/0"\n'
+                   'rabbitmq_api = ["http://u:apis3cret@h:15672"]\n')
+    with pytest.raises(UsageError) as info:
+        resolve(Flags(profile="p"), env={"CELERYCTL_CONFIG": str(cfg)})
+    assert "rabbitmq_api" in str(info.value)
+    assert "apis3cret" not in str(info.value) and "tops3cret" not in str(info.value)
+
+
+def test_profile_top_level_types(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("default = 3\n")
+    with pytest.raises(UsageError, match="default: expected a string"):
+        resolve(Flags(), env={"CELERYCTL_CONFIG": str(cfg)})
+    cfg.write_text('clusters = "x"\n')
+    with pytest.raises(UsageError, match="clusters: expected a table"):
+        resolve(Flags(profile="p"), env={"CELERYCTL_CONFIG": str(cfg)})
+
+
+def test_profile_list_broker_and_queues(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[clusters.p]\nbroker = ["redis://:a@h/0", "redis://:b@g/0"]\n'
+                   'queues = ["abc"]\ntimeout = 3\n')
+    t = resolve(Flags(profile="p"), env={"CELERYCTL_CONFIG": str(cfg)})
+    assert [e.host for e in t.broker] == ["h", "g"] and t.queues == ("abc",)
+    assert not t.broker_defaulted and t.broker_source == "profile p"
+
+
+@pytest.mark.parametrize("bad", ["redis://:xq7z/kw9@host:6379/0", "redis://u:jq3?vw8@host/0",
+                                 "fooq://SECRETZ9@host", "redis://:vv3;xx6@h/0",
+                                 "redis://ok@h/0;redis://:xq7z/kw9@g/0"])
+def test_malformed_urls_from_env_and_profile_never_leak(tmp_path, bad):
+    secrets = ("xq7z", "kw9", "jq3", "vw8", "SECRETZ9", "vv3", "xx6")
+    for env_key, flags in (("CELERY_BROKER_URL", Flags()),
+                           ("CELERY_RESULT_BACKEND", Flags(broker="redis://h/0")),
+                           ("CELERYCTL_RABBITMQ_API", Flags(broker="redis://h/0"))):
+        value = bad.replace("redis", "http", 1) if env_key.endswith("API") else bad
+        try:
+            t = resolve(flags, env=_env(tmp_path, **{env_key: value}))
+        except UsageError as exc:
+            shown = str(exc)
+        else:  # a result backend of any scheme is accepted: then its display is redacted
+            import json
+
+            shown = json.dumps(t.summary()) + "\n".join(t.describe())
+        assert not any(s in shown for s in secrets), shown
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[clusters.p]\nbroker = "{bad}"\n')
+    with pytest.raises(UsageError) as info:
+        resolve(Flags(profile="p"), env={"CELERYCTL_CONFIG": str(cfg)})
+    assert not any(s in str(info.value) for s in secrets), str(info.value)
+
+
+def test_refuse_default_broker(tmp_path):
+    from celeryctl.targets import refuse_default_broker
+
+    t = resolve(Flags(), env=_env(tmp_path))
+    assert t.broker_defaulted and t.broker_source.startswith("default")
+    with pytest.raises(UsageError, match="never acts on the default broker"):
+        refuse_default_broker(t)
+    for t in (resolve(Flags(broker=DEFAULT_BROKER), env=_env(tmp_path)),
+              resolve(Flags(), env=_env(tmp_path, CELERY_BROKER_URL=DEFAULT_BROKER))):
+        assert not t.broker_defaulted
+        refuse_default_broker(t)  # named explicitly, even if it is the default URL
