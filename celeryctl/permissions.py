@@ -28,7 +28,7 @@ from dataclasses import dataclass
 REDIS_MONITOR = (
     "+ping", "+select", "+info", "+scan", "+type", "+smembers", "+llen", "+lrange", "+hlen",
     "+hscan", "+zrange", "+zcard", "+ttl", "+pttl", "+client|list", "+client|id",
-    "+config|get", "%R~*",
+    "+config|get", "+hget", "+hgetall", "%R~*",
 )
 # remote control through kombu: SADD the reply queue's binding (EVALSHA of a script that
 # SADDs, ZADDs a deadline and reads TIME), PUBLISH the request on the pidbox channel, BRPOP
@@ -40,9 +40,11 @@ REDIS_REMOTE_CONTROL = (
     "~*_kombu.binding_permanent.reply.celery.pidbox", "~*_kombu.binding_deadlines",
     "~*.reply.celery.pidbox*",
 )
-# purge (EVAL of a script that RENAMEs the queue lists aside, LRANGE to back them up, DEL),
-# restore (LPUSH/RPUSH), connections kill (CLIENT KILL)
-REDIS_OPERATOR = ("+rename", "+lpush", "+rpush", "+unlink", "+client|kill", "~*")
+# purge (EVAL of scripts that RENAME the queue lists aside and record it in a hash and a set,
+# LRANGE to back them up, then DEL or put back), restore (LPUSH/RPUSH in MULTI/EXEC with its
+# progress in a hash), connections kill (CLIENT KILL)
+REDIS_OPERATOR = ("+rename", "+lpush", "+rpush", "+unlink", "+ltrim", "+hset", "+expire",
+                  "+client|kill", "~*")
 
 # --- RabbitMQ ----------------------------------------------------------------------------
 

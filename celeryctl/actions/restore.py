@@ -47,6 +47,7 @@ class RestoreResult:
     failed: list[tuple[int, str]] = field(default_factory=list)  # (line, why) not restored
     user_id_dropped: int = 0
     last_line: int | None = None  # the last line restored (for a restore that failed midway)
+    stopped: str | None = None  # the signal that stopped it (after last_line)
 
     @property
     def restored(self) -> int:
@@ -97,22 +98,39 @@ def redis_entry(rec: dict[str, Any], queue: str) -> bytes:
 
 
 def restore_redis(client, layout, records: Records, to: str | None,
-                  result: RestoreResult | None = None) -> RestoreResult:
-    """Push every record; `result` (updated as chunks are executed) says what was done if
-    this raises."""
+                  result: RestoreResult | None = None, *, stop=None,
+                  progress=None, progress_key: bytes | None = None) -> RestoreResult:
+    """Push every record, CHUNK at a time, each chunk one MULTI/EXEC transaction that also
+    records the last line it holds in the hash `progress_key`: a restore killed at any
+    instant has restored exactly the lines up to the recorded one (`broker_progress`).
+    `result` (updated as chunks are executed) says what was done if this raises.
+    `stop.requested`: stop after the chunk in hand; `progress(res)` after every chunk."""
+    import time
+
+    from celeryctl.actions.interrupt import Never
+
+    stop = stop or Never()
     res = result if result is not None else RestoreResult()
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)
     pending: dict[str, int] = {}
     last = None
 
     def flush() -> None:
+        if progress_key is not None and last is not None:
+            pipe.hset(progress_key, mapping={"last_line": last, "time": time.time()})
+            pipe.expire(progress_key, PROGRESS_TTL)
         pipe.execute()
         for q, n in pending.items():
             res.counts[q] = res.counts.get(q, 0) + n
         pending.clear()
         res.last_line = last
+        if progress is not None:
+            progress(res)
 
     for line, rec in records:
+        if stop.requested:
+            res.stopped = stop.signal
+            break
         queue = to or str(rec.get("queue"))
         try:
             entry = redis_entry(rec, queue)
@@ -127,6 +145,35 @@ def restore_redis(client, layout, records: Records, to: str | None,
     if pending:
         flush()
     return res
+
+
+PROGRESS_TTL = 30 * 86400
+
+
+def redis_progress_key(prefix: str, path) -> bytes:
+    """Where a restore of this file records its progress on the broker: named after the
+    file's header line (which holds its creation time and what it was purged from)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    return f"{prefix}_celeryctl.restore.{hashlib.sha256(first).hexdigest()[:16]}".encode()
+
+
+def broker_progress(client, key: bytes) -> dict[str, Any] | None:
+    """What a restore of the file recorded on this Redis (None: nothing)."""
+    h = client.hgetall(key)
+    try:
+        return {"last_line": int(h[b"last_line"]), "time": time_text(float(h[b"time"]))} \
+            if h else None
+    except (KeyError, ValueError):
+        return None
+
+
+def time_text(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 # --- RabbitMQ -------------------------------------------------------------------------------
@@ -175,11 +222,26 @@ def amqp_message(rec: dict[str, Any], user: str | None) -> tuple[bytes, bytes, b
 
 
 def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
-                   result: RestoreResult | None = None) -> RestoreResult:
+                   result: RestoreResult | None = None, *, stop=None,
+                   progress=None) -> RestoreResult:
     """Publish every record (the caller closes the channel: that round trip is what says
-    every publish reached the broker)."""
+    every publish reached the broker). Every CHUNK publishes a synchronous round trip (a
+    passive declare) says they all arrived, then `progress(res)`; `stop.requested` stops
+    there."""
+    from celeryctl.actions.interrupt import Never
+
+    stop = stop or Never()
     res = result if result is not None else RestoreResult()
+    since = 0
     for line, rec in records:
+        if since >= CHUNK or stop.requested:
+            channel.queue_declare(queue=to or str(rec.get("queue")), passive=True)
+            since = 0
+            if progress is not None:
+                progress(res)
+            if stop.requested:
+                res.stopped = stop.signal
+                break
         queue = to or str(rec.get("queue"))
         try:
             body, props, dropped = amqp_message(rec, user)
@@ -191,6 +253,7 @@ def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
         res.counts[queue] = res.counts.get(queue, 0) + 1
         res.user_id_dropped += dropped
         res.last_line = line
+        since += 1
     return res
 
 
@@ -313,3 +376,41 @@ def rabbit_already_queued(channel, queue: str, records: list[dict[str, Any]]) ->
             break
     channel.close()  # nothing acked: every message read goes back where it was
     return seen
+
+
+# --- progress: a restore never runs a file twice by accident --------------------------------
+
+def progress_path(path) -> Any:
+    from pathlib import Path
+
+    p = Path(path)
+    return p.with_name(p.name + ".restored")
+
+
+def read_progress(path) -> dict[str, Any] | None:
+    """What an earlier restore of this file recorded (None: never restored, or unreadable)."""
+    try:
+        doc = json.loads(progress_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("last_line"), int) else None
+
+
+def write_progress(path, *, last_line: int, complete: bool, broker: str) -> str | None:
+    """Record how far a restore got (atomically: a temp file renamed). Returns an error
+    text instead of raising: a read-only backup directory must not stop a restore."""
+    import os
+    import time
+
+    dest = progress_path(path)
+    tmp = dest.with_name(dest.name + ".tmp")
+    doc = {"last_line": last_line, "complete": complete, "broker": broker,
+           "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(doc) + "\n")
+        os.replace(tmp, dest)
+    except OSError as exc:
+        return f"cannot record the progress in {dest}: {exc.strerror or exc}"
+    return None

@@ -389,6 +389,11 @@ def restore(
                                     "docs/purge.md)."),
     token: list[str] = typer.Option(None, "--token", metavar="TOKEN", help="With "
                                     "--set-aside: only this purge (repeatable)."),
+    after_line: int | None = typer.Option(None, "--after-line", metavar="N", min=0,
+                                          help="Resume: restore only the lines after N (an "
+                                          "earlier restore of FILE stopped there)."),
+    again: bool = typer.Option(False, "--again", help="Restore FILE although it was "
+                               "restored before (its messages would be there twice)."),
     confirm: bool = Confirm, yes: bool = Yes, audit_log: str | None = AuditLog,
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
@@ -402,14 +407,36 @@ def restore(
     the intact messages are restored, then exit 2. Exit status: 0 every message restored
     (or a dry run), 2 some line or message could not be restored (listed), 3 the broker
     could not be reached, 64 refused (not a backup, no such RabbitMQ queue): nothing sent."""
-    from celeryctl.actions.backup import BackupError, inspect_backup
-    from celeryctl.status import UsageError
+
+    from celeryctl.actions.interrupt import Raising
+    from celeryctl.status import CeleryctlError
 
     c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
                    rabbitmq_api_ca)
+    command = "restore " + ("--set-aside" if set_aside_ or token else str(file))
+    try:
+        with Raising():
+            _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
+                     audit_log)
+    except KeyboardInterrupt as exc:  # before anything was sent: nothing changed
+        _audit(c, audit_log, command, f"interrupted ({exc.args[0] if exc.args else 'SIGINT'})"
+               ": nothing changed", [], {})
+        raise
+    except CeleryctlError as exc:  # bad input: refused
+        _audit(c, audit_log, command, f"refused: {exc}", [], {})
+        raise
+
+
+def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
+             audit_log) -> None:
+    from celeryctl.actions.backup import BackupError, inspect_backup
+    from celeryctl.actions.restore import read_progress
+    from celeryctl.status import UsageError
+
     if set_aside_ or token:
-        if file or to:
-            raise UsageError("--set-aside puts messages back where they were: no FILE, no --to")
+        if file or to or after_line is not None:
+            raise UsageError("--set-aside puts messages back where they were: no FILE, no "
+                             "--to, no --after-line")
         _restore_set_aside(c, list(token or ()), confirm, yes, audit_log)
     if not file:
         raise UsageError("name the backup FILE to restore (or pass --set-aside)")
@@ -418,9 +445,22 @@ def restore(
         info = inspect_backup(path)
     except BackupError as exc:
         raise UsageError(str(exc)) from None
+    done = read_progress(path)
+    if c.target.broker_kind == "redis":
+        done = _redis_restore_progress(c, path, done)
+    if done and after_line is None and not again:
+        what = ("all of it" if done.get("complete") else
+                f"up to line {done['last_line']}, then stopped")
+        resume = ("" if done.get("complete") else
+                  f" To finish it: --after-line {done['last_line']}.")
+        raise UsageError(f"{path} was restored before ({what}, {done.get('time')}, to "
+                         f"{done.get('broker')}): restoring it again would run its messages "
+                         f"twice.{resume} To restore it all again anyway: --again.")
     targets = {to: info.count} if to else dict(info.per_queue)
     now = _depths(c, list(targets))
     if now is None:
+        _audit(c, audit_log, f"restore {path}", "failed: the broker could not be read",
+               list(targets), {})
         raise typer.Exit(int(ExitStatus.UNKNOWN))
     before = _ready(now, list(targets))
     if c.target.broker_kind != "redis":
@@ -430,6 +470,7 @@ def restore(
                         f"{c.target.effective_vhost}: RabbitMQ would drop messages published "
                         f"to it. Declare it first (start a worker consuming it). "
                         f"Nothing changed.", markup=False, highlight=False)
+            _audit(c, audit_log, f"restore {path}", "refused: no such queue", missing, {})
             raise typer.Exit(int(ExitStatus.USAGE))
     rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in targets.items()]
     from celeryctl.render.actions import (
@@ -445,30 +486,66 @@ def restore(
         c.err.print("nothing to restore.")
         render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(damaged)
-    if not _guard(c, list(targets), "queue", confirm, yes):
+    try:
+        go = _guard(c, list(targets), "queue", confirm, yes)
+    except typer.Exit:
+        _audit(c, audit_log, f"restore {path}", "refused: not confirmed", list(targets), {})
+        raise
+    if not go:
         render_restore_json(c, info, rows, path=str(path), result=None)
         raise typer.Exit(0)
-    from celeryctl.actions.restore import RestoreResult
+    from celeryctl.actions.interrupt import Deferred
+    from celeryctl.actions.restore import RestoreResult, write_progress
 
     res = RestoreResult()
     error = None
-    try:
-        if sec.unconfirmed and c.target.broker_kind != "redis":
-            skip.lines |= _already_queued(c, path, sec, to)
-        _execute_restore(c, path, to, res, skip)
-    except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
+    notes: list[str] = []
+
+    def progress(r) -> None:
+        if r.last_line is not None:
+            why = write_progress(path, last_line=r.last_line, complete=False,
+                                 broker=c.target.broker_redacted)
+            if why and why not in notes:
+                notes.append(why)
+
+    if after_line:
+        skip.ranges.append((1, after_line))
+    with Deferred("; the chunk in hand is finished first") as stop:
         try:
-            error = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
-        except Exception:  # noqa: BLE001 - unclassified: still one line, and what was done
-            error = f"{type(exc).__name__}: {exc}"
-    after = _reread(c, list(targets))
-    render_restore_result(c, info, rows, res, before, after, path=str(path), error=error)
+            if sec.unconfirmed and c.target.broker_kind != "redis":
+                skip.lines |= _already_queued(c, path, sec, to)
+            _execute_restore(c, path, to, res, skip, stop, progress)
+        except Exception as exc:  # noqa: BLE001 - a refusal or a lost broker, said as such
+            try:
+                error = str(exc) if isinstance(exc, BackupError) else _action_error(exc)
+            except Exception:  # noqa: BLE001 - unclassified: still one line, and what was done
+                error = f"{type(exc).__name__}: {exc}"
+        if res.last_line is not None or not (error or res.stopped):
+            write_progress(path, last_line=res.last_line or after_line or 0,
+                           complete=not (error or res.stopped), broker=c.target.broker_redacted)
+        after = _reread(c, list(targets))
     failed = error or (f"{len(res.failed)} message(s) not restorable" if res.failed else None)
     damage = f"{len(info.bad)} damaged line(s) skipped" if info.bad else None
+    resume = (f"; to finish: celeryctl restore {path} --after-line {res.last_line or 0}"
+              if error or res.stopped else "")
     _audit(c, audit_log, f"restore {path}" + (f" --to {to}" if to else ""),
-           "failed: " + failed if failed else ("partial: " + damage if damage else "ok"),
+           ("interrupted: " + res.stopped if res.stopped and not failed else
+            "failed: " + failed if failed else ("partial: " + damage if damage else "ok"))
+           + resume,
            list(targets), {q: {"restored": res.counts.get(q, 0), "ready_after": after.get(q)}
                            for q in targets})
+    try:
+        render_restore_result(c, info, rows, res, before, after, path=str(path), error=error)
+        for n in notes:
+            c.err.print(f"warning: {n}", markup=False, highlight=False)
+        if res.stopped or error:
+            c.err.print(safe(f"{res.stopped or 'stopped'} after line {res.last_line or 0}: to "
+                             f"finish, celeryctl restore {path} --after-line "
+                             f"{res.last_line or 0}"), highlight=False)
+    except OSError:  # the terminal is gone: the audit line has it
+        pass
+    if res.stopped and not failed:
+        raise typer.Exit(int(ExitStatus.INTERRUPTED))
     raise typer.Exit(int(ExitStatus.CRITICAL) if failed or info.damaged else 0)
 
 
@@ -579,12 +656,9 @@ def _restore_skips(c, path: Path, audit_log, queues: list[str]):
     sec = read_sections(path)
     skip = Skip()
     if c.target.broker_kind == "redis" and sec.queue_of:
-        from celeryctl.collect.redis import connect_first, detect_layout
 
         try:
-            client, _ = connect_first(c.target.broker, c.target.timeout,
-                                      c.target.transport_options)
-            layout, _ = detect_layout(client, c.target.transport_options)
+            client, layout = _redis_client(c)
             void, refusals, notes = redis_void_tokens(client, layout.prefix, sec)
         except Exception as exc:  # noqa: BLE001
             c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
@@ -634,22 +708,48 @@ def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
     return skip
 
 
+def _redis_client(c):
+    from celeryctl.collect.redis import connect_first, detect_layout
+
+    client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
+    layout, _ = detect_layout(client, c.target.transport_options)
+    return client, layout
+
+
+def _redis_restore_progress(c, path: Path, local: dict | None) -> dict | None:
+    """What the broker recorded of an earlier restore of this file (exact, even after a
+    kill -9), merged with the local record (which alone knows it completed)."""
+    from celeryctl.actions.restore import broker_progress, redis_progress_key
+
+    try:
+        client, layout = _redis_client(c)
+        remote = broker_progress(client, redis_progress_key(layout.prefix, path))
+    except Exception as exc:  # noqa: BLE001
+        c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
+        raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
+    if remote is None:
+        return local
+    complete = bool(local and local.get("complete") and
+                    local.get("last_line") == remote["last_line"])
+    return {**remote, "complete": complete, "broker": c.target.broker_redacted}
+
+
 def _unskipped(records, skip):
     return records if not skip else ((n, r) for n, r in records if n not in skip)
 
 
-def _execute_restore(c, path: Path, to: str | None, res, skip=None) -> None:
+def _execute_restore(c, path: Path, to: str | None, res, skip=None, stop=None,
+                     progress=None) -> None:
     """Restore every message of the file but the `skip` lines; `res` says what was done,
     even if this raises."""
     from celeryctl.actions.backup import read_messages
-    from celeryctl.actions.restore import restore_rabbit, restore_redis
+    from celeryctl.actions.restore import redis_progress_key, restore_rabbit, restore_redis
 
     if c.target.broker_kind == "redis":
-        from celeryctl.collect.redis import connect_first, detect_layout
-
-        client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
-        layout, _ = detect_layout(client, c.target.transport_options)
-        restore_redis(client, layout, _unskipped(read_messages(path), skip), to, res)
+        client, layout = _redis_client(c)
+        restore_redis(client, layout, _unskipped(read_messages(path), skip), to, res,
+                      stop=stop, progress=progress,
+                      progress_key=redis_progress_key(layout.prefix, path))
         return
     from celeryctl.collect.rabbitmq import amqp_connect
 
@@ -658,7 +758,7 @@ def _execute_restore(c, path: Path, to: str | None, res, skip=None) -> None:
     try:
         ch = conn.channel()
         restore_rabbit(ch, _unskipped(read_messages(path), skip), to, ep.username or "guest",
-                       res)
+                       res, stop=stop, progress=progress)
         ch.close()  # a synchronous round trip: every publish before it reached the broker
     finally:
         try:

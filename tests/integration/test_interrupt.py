@@ -338,3 +338,45 @@ def test_rabbit_unconfirmed_batch_is_never_restored_twice(rabbit, vhost, tmp_pat
     assert code == 0, err
     assert ("50 of them are in the queue already" in err) is not committed, err
     assert _rabbit_ids(rabbit, vhost) == Counter({f"m{i}": 1 for i in range(50)})
+
+
+@pytest.mark.redis
+def test_redis_restore_interrupted_resumes_exactly(redis_server, tmp_path):
+    """A restore of 100,000 messages stopped by kill -9, then by SIGINT: each time the next
+    restore refuses to start over (it would duplicate) and `--after-line N` finishes it —
+    exactly once each, because every chunk and its progress are one MULTI/EXEC."""
+    import redis
+
+    url = redis_server["url"].rsplit("/", 1)[0] + "/11"
+    r = redis.Redis.from_url(url)
+    everything = Counter({f"m{i}": 1 for i in range(N)})
+    _redis_fill(r)
+    backup = tmp_path / "b.jsonl"
+    code, out, err, _ = run_cli("purge", QUEUE, "--broker", url, "--backup", str(backup),
+                                "--confirm", "--yes", "--audit-log", str(tmp_path / "a"))
+    assert code == 0, err
+    r.flushdb()
+    restore = ["restore", str(backup), "--broker", url, "--confirm", "--yes", "--audit-log",
+               str(tmp_path / "a"), "--timeout", "1"]
+    t0 = time.monotonic()
+    code, out, err, _ = run_cli(*restore[:3])  # the dry run: how long planning takes
+    plan = time.monotonic() - t0
+    resume: list[str] = []
+    outcomes = []
+    for how, delay in (("SIGKILL", plan + 3.0), ("SIGINT", plan + 1.6)):
+        code = _interrupt([*restore, *resume], how, delay)
+        got = _redis_ids(r)
+        outcomes.append(f"{how} after {delay:.1f}s: exit {code}, {sum(got.values())} restored")
+        assert not [i for i, n in got.items() if n > 1] and set(got) <= set(everything)
+        if got == everything:
+            break
+        if got:  # started: starting over is refused, and says where to resume
+            code, out, err, _ = run_cli(*restore)
+            assert code == 64 and "--after-line" in err, (out, err)
+            line = int(err.split("--after-line ")[1].split(".")[0].split()[0])
+            resume = ["--after-line", str(line)]
+    else:
+        code, out, err, _ = run_cli(*restore, *resume)
+        assert code == 0, err
+    print("\n".join(outcomes))
+    assert _redis_ids(r) == everything
