@@ -452,7 +452,10 @@ def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
         what = ("all of it" if done.get("complete") else
                 f"up to line {done['last_line']}, then stopped")
         resume = ("" if done.get("complete") else
-                  f" To finish it: --after-line {done['last_line']}.")
+                  f" To finish it: --after-line {done['last_line']}"
+                  + ("." if c.target.broker_kind == "redis" else
+                     " (if it was killed with kill -9, up to 1,000 messages after that line "
+                     "may be there already)."))
         raise UsageError(f"{path} was restored before ({what}, {done.get('time')}, to "
                          f"{done.get('broker')}): restoring it again would run its messages "
                          f"twice.{resume} To restore it all again anyway: --again.")
