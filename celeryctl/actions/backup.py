@@ -246,6 +246,7 @@ class BackupFile:
     bad: list[tuple[int, str]] = field(default_factory=list)  # (line, why): not restorable
     markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     after_end: int = 0  # message records after the end line (counted in `count`)
+    end_line: int | None = None  # where the (first) end line is
     missing: int = 0  # lines the end line counts that are not in the file
     notes: list[str] = field(default_factory=list)  # other oddities of the file
 
@@ -283,6 +284,7 @@ def inspect_backup(path: Path) -> BackupFile:
         elif kind == "end":
             if info.end is None:
                 info.end, end_line = obj, n
+                info.end_line = n
                 before_end = info.count + len(info.bad)
             else:
                 info.notes.append(f"line {n}: another end line (the first is line {end_line})")

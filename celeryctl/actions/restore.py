@@ -263,47 +263,57 @@ def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
 class Sections:
     """What a purge's control lines say about its backup: per Redis token, its queue,
     whether the purge finished it, and the lines of its messages; the RabbitMQ lines
-    written but never recorded as committed."""
+    written but never recorded as committed. Line ranges, so memory stays flat."""
 
     queue_of: dict[str, str] = field(default_factory=dict)  # token -> queue
     done: set[str] = field(default_factory=set)  # tokens whose queue_done line is there
     put_back: set[str] = field(default_factory=set)  # tokens restore --set-aside put back
-    # token -> (first, last) line of its messages (they are contiguous): memory stays flat
-    lines_of: dict[str, tuple[int, int]] = field(default_factory=dict)
-    unconfirmed: list[int] = field(default_factory=list)  # RabbitMQ: at most a batch each
+    lines_of: dict[str, tuple[int, int]] = field(default_factory=dict)  # token -> lines
+    unconfirmed: list[tuple[int, int]] = field(default_factory=list)  # RabbitMQ: lines
 
 
-def read_sections(path) -> Sections:
-    """One streaming pass over the control lines (message lines are only numbered)."""
-    from celeryctl.actions.backup import _scan
+END = 1 << 62  # "to the end of the file"
 
+
+def read_sections(info) -> Sections:
+    """From the control lines `inspect_backup` collected (no second pass over the file):
+    a queue section runs from its "queue" line to the next control line that closes it
+    (queue_done, the next queue, the end line) — messages of a section without a
+    queue_done line after its last "acked" line (RabbitMQ) are unconfirmed. Files of
+    releases before these lines have no section: everything in them is confirmed."""
     sec = Sections()
-    token = None
-    section = False  # inside a queue section (files of older releases have none)
-    batch: list[int] = []
-    for n, kind, obj in _scan(path):
-        m = obj.get("celeryctl_marker") if kind == "marker" else None
-        if m == "queue":
-            sec.unconfirmed += batch
-            batch, section = [], True
-            token = obj.get("token")
-            if token:
-                sec.queue_of[str(token)] = str(obj.get("queue"))
-        elif m == "queue_done":
-            batch, section, token = [], False, None  # the purge finished this queue
-            if obj.get("token"):
-                sec.done.add(str(obj["token"]))
-        elif m == "acked":
-            batch = []
-        elif m == "put_back" and obj.get("token"):
-            sec.put_back.add(str(obj["token"]))
-        elif kind == "message":
-            if token:
-                first = sec.lines_of.get(token, (n, n))[0]
-                sec.lines_of[token] = (first, n)
-            elif section:
-                batch.append(n)
-    sec.unconfirmed += batch
+    opened: tuple[int, dict[str, Any]] | None = None  # the "queue" line of the open section
+    last_acked = 0
+
+    def close(at: int, finished: bool) -> None:
+        nonlocal opened
+        if opened is None:
+            return
+        start, marker = opened
+        token = marker.get("token")
+        if token:
+            sec.lines_of[str(token)] = (start + 1, at - 1)
+        elif not finished:
+            sec.unconfirmed.append((max(start, last_acked) + 1, at - 1))
+        opened = None
+
+    for n, m in info.markers:
+        kind = m.get("celeryctl_marker")
+        if kind == "queue":
+            close(n, False)
+            opened, last_acked = (n, m), n
+            if m.get("token"):
+                sec.queue_of[str(m["token"])] = str(m.get("queue"))
+        elif kind == "queue_done":
+            close(n, True)
+            if m.get("token"):
+                sec.done.add(str(m["token"]))
+        elif kind == "acked":
+            last_acked = n
+        elif kind == "put_back" and m.get("token"):
+            sec.put_back.add(str(m["token"]))
+    close(info.end_line or END, False)
+    sec.unconfirmed = [(a, b) for a, b in sec.unconfirmed if a <= b]
     return sec
 
 

@@ -483,7 +483,7 @@ def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
     )
 
     render_restore_plan(c, info, rows, path=str(path))
-    skip, sec = _restore_skips(c, path, audit_log, list(targets))
+    skip, sec = _restore_skips(c, path, info, audit_log, list(targets))
     damaged = int(ExitStatus.CRITICAL if info.damaged else ExitStatus.OK)
     if info.count == 0:
         c.err.print("nothing to restore.")
@@ -649,14 +649,14 @@ def _mark_backup_void(a: dict[str, Any]) -> None:
         pass
 
 
-def _restore_skips(c, path: Path, audit_log, queues: list[str]):
+def _restore_skips(c, path: Path, info, audit_log, queues: list[str]):
     """The lines of a killed or stopped purge that must not be restored (their messages are
     back in the queue), from its control lines and, on Redis, the broker's record of each
     purge. Refuses (exits 64) while messages are still set aside."""
     from celeryctl.actions.backup import Skip
     from celeryctl.actions.restore import read_sections, redis_void_tokens
 
-    sec = read_sections(path)
+    sec = read_sections(info)
     skip = Skip()
     if c.target.broker_kind == "redis" and sec.queue_of:
 
@@ -678,10 +678,12 @@ def _restore_skips(c, path: Path, audit_log, queues: list[str]):
             c.err.print(f"{len(skip)} lines skipped: their messages are back in their queue.",
                         markup=False, highlight=False)
     if sec.unconfirmed and c.target.broker_kind != "redis":
-        c.err.print(f"note: the last {len(sec.unconfirmed)} messages of this file were written "
-                    f"by a purge killed before it recorded their deletion; those still in the "
-                    f"queue are skipped (checked by message id when restoring)",
-                    markup=False, highlight=False)
+        c.err.print("note: the last messages of this file (lines "
+                    + ", ".join(f"{a}-{b}" if b < (1 << 62) else f"{a}-" for a, b in
+                                sec.unconfirmed)
+                    + ") were written by a purge killed before it recorded their deletion; "
+                    "those still in the queue are skipped (checked by message id when "
+                    "restoring)", markup=False, highlight=False)
     return skip, sec
 
 
@@ -691,8 +693,8 @@ def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
     from celeryctl.actions.restore import rabbit_already_queued, record_identity
     from celeryctl.collect.rabbitmq import amqp_connect
 
-    want = set(sec.unconfirmed)
-    recs: dict[int, dict] = {n: r for n, r in read_messages(path) if n in want}
+    recs: dict[int, dict] = {n: r for n, r in read_messages(path)
+                             if any(a <= n <= b for a, b in sec.unconfirmed)}
     by_queue: dict[str, list[int]] = {}
     for n, rec in recs.items():
         by_queue.setdefault(to or str(rec.get("queue")), []).append(n)

@@ -154,7 +154,7 @@ def test_redis_damaged_backup_restores_the_intact_lines(rurl, tmp_path):
     # an end line early in the file: the lines after it are restored too, and said
     early = tmp_path / "early.jsonl"
     early.write_bytes(b"\n".join([lines[0], lines[1], lines[7], *lines[2:6], b""]))
-    code, out, err, _ = run_cli("restore", str(early), "--broker", rurl, "--confirm", "--yes",
+    code, out, err, _ = run_cli("restore", str(early), "--broker", rurl, "--again", "--confirm", "--yes",
                                 "--audit-log", str(tmp_path / "a"))
     assert code == 0 and "after the end line" in err and "restored 4 messages" in out, err
     assert r.lrange("dmg", 0, -1)[::-1] == originals
