@@ -1,10 +1,19 @@
 """Run collectors in parallel under one wall-clock deadline.
 
-Socket timeouts bound each call, but a server can still trickle bytes, a DNS lookup can
-hang, or a library can retry. So every collector also runs in a daemon thread that is
-abandoned — not waited for — once the deadline passes; the caller gets an `Observed` error
-naming the source and the budget. Daemon threads (not a ThreadPoolExecutor, whose threads
-are joined at exit) so an abandoned call can never keep the process alive.
+Socket timeouts (redis-py `socket_timeout`, requests' read timeout, pika's) bound each
+`recv`, not an operation: a server that trickles one byte every half second resets them on
+every byte and a read never ends. A DNS lookup can hang, a library can retry. So every read
+runs in a daemon thread that is abandoned — not waited for — once the whole-operation
+deadline passes; the caller gets an `Observed` error naming the source and the budget
+("no answer within 1.0 s"). Daemon threads (not a ThreadPoolExecutor, whose threads are
+joined at exit) so an abandoned call can never keep the process alive; one-shot commands
+then exit hard (`ABANDONED`, cli/__init__._exit).
+
+A long-running caller (`queues watch`, refresh after refresh) must not pile up abandoned
+threads still reading from a trickling server: it gives `cancel`, called once when the task
+is abandoned, which shuts the task's sockets down (`shutdown_redis`, `ManagementAPI.abort`)
+so the thread fails at once and its connection is dropped; the next refresh reconnects.
+`run()` is the one-call form: one read, one budget.
 """
 
 from __future__ import annotations
@@ -22,10 +31,13 @@ ABANDONED = threading.Event()  # set when any thread was left running: the CLI e
 
 
 class Task:
-    def __init__(self, name: str, fn: Callable[[], Any], describe: str) -> None:
+    def __init__(self, name: str, fn: Callable[[], Any], describe: str,
+                 cancel: Callable[[], Any] | None = None) -> None:
         self.name = name
         self.describe = describe
         self._fn = fn
+        self._cancel = cancel
+        self.abandoned = False
         self._done = threading.Event()
         self._result: Any = None
         self._exc: BaseException | None = None
@@ -57,6 +69,7 @@ class Task:
         remaining = max(0.0, deadline - time.monotonic())
         if not self._done.wait(remaining):
             ABANDONED.set()
+            self._abandon()
             waited = time.monotonic() - self.started
             return Observed(error=f"{self.describe}: no answer within {waited:.1f} s",
                             elapsed_seconds=waited, kind=UNREACHABLE)
@@ -72,8 +85,61 @@ class Task:
         return Observed(value=result, elapsed_seconds=self.elapsed)
 
 
-def spawn(name: str, fn: Callable[[], Any], describe: str | None = None) -> Task:
-    return Task(name, fn, describe or name)
+    def _abandon(self) -> None:
+        """Give up on the call; `cancel` (once, in its own daemon thread: closing a socket
+        must not block the caller either) frees what the abandoned thread holds."""
+        if self.abandoned:
+            return
+        self.abandoned = True
+        if self._cancel is not None:
+            threading.Thread(target=_quietly, args=(self._cancel,), daemon=True,
+                             name=f"cancel-{self.name}").start()
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001, S110 - best effort: the call is abandoned anyway
+        pass
+
+
+def spawn(name: str, fn: Callable[[], Any], describe: str | None = None,
+          cancel: Callable[[], Any] | None = None) -> Task:
+    return Task(name, fn, describe or name, cancel)
+
+
+def run(name: str, fn: Callable[[], Any], describe: str, timeout: float,
+        cancel: Callable[[], Any] | None = None) -> tuple[Observed, bool]:
+    """One read under one whole-operation budget: (the Observed, whether it was abandoned —
+    then `cancel` was called and the caller must not reuse the connection)."""
+    task = spawn(name, fn, describe, cancel)
+    obs = task.wait(time.monotonic() + timeout)
+    return obs, task.abandoned
+
+
+class NoAnswer(ConnectionError):
+    """A call that missed its whole-operation deadline (`call`)."""
+
+    kind = UNREACHABLE
+
+
+def call(name: str, fn: Callable[[], Any], describe: str, timeout: float,
+         cancel: Callable[[], Any] | None = None) -> Any:
+    """`run` for code that wants the value or an exception: what `fn` returns or raises,
+    or `NoAnswer` ("... no answer within 1.0 s") once `timeout` passed."""
+    task = spawn(name, fn, describe, cancel)
+    obs = task.wait(time.monotonic() + timeout)
+    if task.abandoned:
+        raise NoAnswer(obs.error)
+    if task.exception is not None:
+        raise task.exception
+    return task._result
+
+
+def shutdown_redis(client: Any) -> None:
+    """Cancel for a redis-py client: shut every connection of its pool down (in use too),
+    which wakes a thread blocked in recv with an error."""
+    client.connection_pool.disconnect()
 
 
 def describe_error(exc: BaseException) -> str:
