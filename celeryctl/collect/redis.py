@@ -161,10 +161,12 @@ def _pairs(reply: Any) -> dict[str, str]:
 
 
 def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
-                  options: dict[str, Any] | None = None):
+                  options: dict[str, Any] | None = None, opened: list | None = None):
     """Try each failover URL in order; return (client, endpoint) of the first that PINGs.
     Raises the last error, with every attempt named. sentinel:// URLs are resolved to the
-    current master first (`options`: the transport options, for master_name)."""
+    current master first (`options`: the transport options, for master_name). `opened`
+    collects every client made, so a caller that abandons the call at its deadline can shut
+    them down (collect/bounded.py)."""
     endpoints = resolve_endpoints(endpoints, timeout, options)
     errors = []
     from celeryctl.collect.errors import Denied, classify, redis_denial
@@ -172,6 +174,8 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
     kind = None
     for ep in endpoints:
         client = redis_client(ep, timeout)
+        if opened is not None:
+            opened.append(client)
         try:
             try:
                 client.ping()
