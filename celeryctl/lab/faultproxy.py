@@ -20,10 +20,12 @@ Modes (what the proxy does to the bytes of every connection):
 - ``reset``: client -> server as is; forwards `reset_after` bytes (default 0) of the
   server's reply, then resets the client (RST: SO_LINGER 0) and closes the upstream side.
 
-`after_bytes` (default 0): every mode but ``pass`` applies to a connection only once the
-server has sent that many bytes on it — the handshake passes, the next reply is the faulty
-one. The attributes (`mode`, `delay`, `trickle`, `reset_after`, `after_bytes`) can be set at
-any time; `connections` counts the connections accepted. Threads, one listener and two
+`after_bytes` (default 0): every mode but ``pass`` applies only once the proxy has
+forwarded that many bytes from the server, all connections together (`bytes_down`): set it
+to `bytes_down` + the size of a handshake and the first connection's handshake passes, then
+everything — later replies, later connections — is faulty. The attributes (`mode`, `delay`, `trickle`, `reset_after`, `after_bytes`) can be set at
+any time; `connections` counts the connections accepted, `bytes_down` the bytes forwarded
+from the server (all connections: a test measures a handshake with it). Threads, one listener and two
 pumps per connection, all daemons; `stop()` closes every socket.
 """
 
@@ -51,6 +53,7 @@ class FaultProxy:
         self.reset_after = reset_after
         self.after_bytes = after_bytes
         self.connections = 0
+        self.bytes_down = 0
         self._listen = (listen_host, listen_port)
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
@@ -138,7 +141,7 @@ class FaultProxy:
 
     def _faulty(self, state: _Conn) -> str:
         mode = self._mode
-        if mode != "pass" and state.down_bytes < self.after_bytes:
+        if mode != "pass" and self.bytes_down < self.after_bytes:
             return "pass"
         return mode
 
@@ -171,11 +174,11 @@ class FaultProxy:
                         continue
                     dst.sendall(pending)
                     if downstream:
-                        state.down_bytes += len(pending)
+                        self._count(state, len(pending))
                     pending = b""
                 elif mode == "trickle":
                     dst.sendall(pending[:1])
-                    state.down_bytes += 1
+                    self._count(state, 1)
                     pending = pending[1:]
                     self._stop.wait(self.trickle)
                 elif mode == "reset":
@@ -183,7 +186,7 @@ class FaultProxy:
                     if room:
                         chunk = pending[:room]
                         dst.sendall(chunk)
-                        state.down_bytes += len(chunk)
+                        self._count(state, len(chunk))
                         reset_sent += len(chunk)
                         pending = pending[len(chunk):]
                     if reset_sent >= self.reset_after and pending:
@@ -191,6 +194,11 @@ class FaultProxy:
                         return
         except (OSError, ValueError):  # a socket closed under us (stop, the other pump)
             state.close(self)
+
+    def _count(self, state: _Conn, n: int) -> None:
+        state.down_bytes += n
+        with self._lock:
+            self.bytes_down += n
 
     def _forget(self, *socks: socket.socket) -> None:
         with self._lock:
