@@ -11,7 +11,8 @@ then exit hard (`ABANDONED`, cli/__init__._exit).
 
 A long-running caller (`queues watch`, refresh after refresh) must not pile up abandoned
 threads still reading from a trickling server: it gives `cancel`, called once when the task
-is abandoned, which shuts the task's sockets down (`shutdown_redis`, `ManagementAPI.abort`)
+is abandoned, which shuts the task's sockets down (`SocketGuard`: `shutdown_redis`;
+`ManagementAPI.abort`)
 so the thread fails at once and its connection is dropped; the next refresh reconnects.
 `run()` is the one-call form: one read, one budget.
 """
@@ -28,6 +29,11 @@ from celeryctl.collect.errors import UNREACHABLE, classify
 from celeryctl.snapshot import Observed
 
 ABANDONED = threading.Event()  # set when any thread was left running: the CLI exits hard
+# `run`/`call` wait this long past the timeout: the library's own timeouts (socket, pika's
+# stack_timeout), which fire at the timeout, say more precisely what happened ("read timed
+# out", "did not complete the AMQP handshake") than "no answer within"; the deadline is the
+# backstop for what they cannot bound (a trickle, a reply that never comes)
+SLACK = 0.25
 
 
 class Task:
@@ -110,10 +116,11 @@ def spawn(name: str, fn: Callable[[], Any], describe: str | None = None,
 
 def run(name: str, fn: Callable[[], Any], describe: str, timeout: float,
         cancel: Callable[[], Any] | None = None) -> tuple[Observed, bool]:
-    """One read under one whole-operation budget: (the Observed, whether it was abandoned —
-    then `cancel` was called and the caller must not reuse the connection)."""
+    """One read under one whole-operation budget (`timeout` + `SLACK`): (the Observed,
+    whether it was abandoned — then `cancel` was called and the caller must not reuse the
+    connection)."""
     task = spawn(name, fn, describe, cancel)
-    obs = task.wait(time.monotonic() + timeout)
+    obs = task.wait(time.monotonic() + timeout + SLACK)
     return obs, task.abandoned
 
 
@@ -126,9 +133,9 @@ class NoAnswer(ConnectionError):
 def call(name: str, fn: Callable[[], Any], describe: str, timeout: float,
          cancel: Callable[[], Any] | None = None) -> Any:
     """`run` for code that wants the value or an exception: what `fn` returns or raises,
-    or `NoAnswer` ("... no answer within 1.0 s") once `timeout` passed."""
+    or `NoAnswer` ("... no answer within 1.2 s") once `timeout` + `SLACK` passed."""
     task = spawn(name, fn, describe, cancel)
-    obs = task.wait(time.monotonic() + timeout)
+    obs = task.wait(time.monotonic() + timeout + SLACK)
     if task.abandoned:
         raise NoAnswer(obs.error)
     if task.exception is not None:
@@ -136,10 +143,51 @@ def call(name: str, fn: Callable[[], Any], describe: str, timeout: float,
     return task._result
 
 
+class SocketGuard:
+    """The sockets a client opens, so that a caller giving up on it can shut them all down
+    (`shut`): a thread blocked reading one wakes with an error. Sockets opened after `shut`
+    — a thread that was between connecting and its first read, or that goes on with its next
+    command on a fresh connection — are shut down as they open."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._lock = threading.Lock()
+        self._socks: weakref.WeakSet = weakref.WeakSet()
+        self.closed = False
+
+    def opened(self, sock: Any) -> None:
+        with self._lock:
+            if not self.closed:
+                self._socks.add(sock)
+                return
+        _shutdown(sock)
+
+    def shut(self) -> None:
+        with self._lock:
+            self.closed = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shutdown(sock)
+
+
+def _shutdown(sock: Any) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
 def shutdown_redis(client: Any) -> None:
-    """Cancel for a redis-py client: shut every connection of its pool down (in use too),
-    which wakes a thread blocked in recv with an error."""
-    client.connection_pool.disconnect()
+    """Cancel for a redis-py client made by `collect.redis.redis_client`: shut every socket
+    it opened, or will open, down (its `SocketGuard`)."""
+    guard = getattr(client, "celeryctl_guard", None)
+    if guard is not None:
+        guard.shut()
+    else:  # not ours: the connections open now
+        client.connection_pool.disconnect()
 
 
 def describe_error(exc: BaseException) -> str:

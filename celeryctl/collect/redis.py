@@ -56,7 +56,29 @@ def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
         kwargs.update(ssl=True, **redis_ssl_kwargs(ep.tls))
     elif ep.scheme == "rediss":  # an Endpoint not resolved by targets: TLS, verified
         kwargs.update(ssl=True, ssl_cert_reqs="required")
-    return redis.Redis(**kwargs)
+    return guarded(redis.Redis(**kwargs))
+
+
+def guarded(client):
+    """Give a redis-py client a `SocketGuard` (collect/bounded.py): every socket its pool
+    opens is registered, so a caller that abandons a read at its deadline can shut them down
+    (`bounded.shutdown_redis`) — socket timeouts are per recv, a trickle never trips them."""
+    from celeryctl.collect.bounded import SocketGuard
+
+    guard = SocketGuard()
+    pool = client.connection_pool
+    base = pool.connection_class
+
+    class GuardedConnection(base):  # type: ignore[misc, valid-type]
+        def _connect(self):
+            sock = super()._connect()
+            guard.opened(sock)
+            return sock
+
+    GuardedConnection.__name__ = base.__name__
+    pool.connection_class = GuardedConnection
+    client.celeryctl_guard = guard
+    return client
 
 
 def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | None):
