@@ -114,6 +114,7 @@ class ManagementAPI:
         self.session.trust_env = False  # no proxies from the environment: talk to the host
         adapter = HTTPAdapter(max_retries=0)
         self._conns: weakref.WeakSet = weakref.WeakSet()
+        self._aborted = False
         adapter.poolmanager.pool_classes_by_scheme = _tracking_pools(self._conns)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -138,6 +139,8 @@ class ManagementAPI:
 
         from celeryctl.collect.errors import UNREACHABLE
 
+        if self._aborted:
+            raise ManagementError("abandoned at its deadline", kind=UNREACHABLE)
         try:
             resp = self.session.get(self.base + path, params=params, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout:
@@ -204,9 +207,11 @@ class ManagementAPI:
 
     def abort(self) -> None:
         """Cancel an abandoned call (collect/bounded.py): shut every socket of this session
-        down — a thread blocked reading from it wakes with an error — then close it."""
+        down — a thread blocked reading from it wakes with an error — then close it. Later
+        calls fail at once (the abandoned thread's next read must not open a new one)."""
         import socket
 
+        self._aborted = True
         for conn in list(self._conns):
             sock = getattr(conn, "sock", None)
             if sock is not None:
