@@ -69,6 +69,21 @@ def redis_proxy(redis_server):
     p.stop()
 
 
+def _redis_handshake(proxy: FaultProxy) -> int:
+    """`after_bytes` for "the next connection's handshake passes, then everything is
+    faulty": the bytes Redis sends while celeryctl connects (HELLO, PING), measured through
+    the proxy in `pass` with celeryctl's own client, past what it forwarded so far."""
+    from celeryctl.collect.redis import connect_first
+    from celeryctl.urls import parse_broker
+
+    before = proxy.bytes_down
+    client, _ = connect_first(tuple(parse_broker(f"redis://127.0.0.1:{proxy.port}/0")), 5.0)
+    n = proxy.bytes_down - before
+    client.close()
+    assert n >= len(b"+PONG\r\n")
+    return proxy.bytes_down + n
+
+
 @pytest.fixture
 def rabbit_proxies(rabbit):
     amqp = _proxy(rabbit["amqp_port"], "pass")
@@ -125,10 +140,10 @@ def test_redis_faults(name, mode, redis_proxy, tmp_path):
 @pytest.mark.parametrize("name", ["workers", "queues", "connections", "doctor",
                                   "purge-dry-run"])
 def test_redis_faults_after_the_handshake(name, mode, redis_proxy, tmp_path):
-    """The connection's PING is answered in time; the next replies trickle, never come or
-    are cut by a reset."""
+    """The connection's handshake (HELLO, PING) is answered in time; the next replies
+    trickle, never come or are cut by a reset."""
+    redis_proxy.after_bytes = _redis_handshake(redis_proxy)
     redis_proxy.mode = mode
-    redis_proxy.after_bytes = len(b"+PONG\r\n")
     url = f"redis://127.0.0.1:{redis_proxy.port}/0"
     code, out, err, secs = run_cli(*_args(name, tmp_path), "--broker", url,
                                    "--timeout", str(TIMEOUT), timeout=20)
@@ -269,3 +284,96 @@ def test_watch_faulty_from_the_start(mode, redis_proxy):
     code, lines, times, start, err = res
     assert times and times[-1] - start <= refreshes * (interval + TIMEOUT + 1.0), times
     _check_watch(code, lines, times, start, err, refreshes, interval, modes_ok_first=False)
+
+
+# --- nothing left running: an abandoned read's sockets are shut down ----------------------
+
+def _target(tmp_path, **flags):
+    from celeryctl.targets import Flags, resolve
+
+    return resolve(Flags(timeout=TIMEOUT, **flags),
+                   env={"CELERYCTL_CONFIG": str(tmp_path / "none.toml")})
+
+
+def _alive(prefix: str) -> int:
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name.startswith(prefix))
+
+
+def _stacks() -> str:
+    import sys
+    import threading
+    import traceback
+
+    frames = sys._current_frames()
+    return "".join(f"\n== {t.name}\n" + "".join(traceback.format_stack(frames[t.ident])[-6:])
+                   for t in threading.enumerate() if t.name.startswith("collect-"))
+
+
+def _settles(prefix: str, within: float = 2.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if not _alive(prefix):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbit"])
+def test_watch_samples_leave_no_thread_behind(broker, request, tmp_path):
+    """`queues watch` against a trickling server, refresh after refresh: each sample is
+    abandoned at its deadline and its socket shut down, so its thread ends at once instead of
+    reading a byte every half second for minutes (threads would pile up)."""
+    from celeryctl.collect.watch import Watcher
+
+    if broker == "redis":
+        p = request.getfixturevalue("redis_proxy")
+        proxies = [p]
+        target = _target(tmp_path, broker=f"redis://127.0.0.1:{p.port}/0", queues=("celery",))
+    else:
+        amqp, api = request.getfixturevalue("rabbit_proxies")
+        proxies = [amqp, api]
+        target = _target(tmp_path, broker=f"amqp://127.0.0.1:{amqp.port}//",
+                         rabbitmq_api=f"http://127.0.0.1:{api.port}")
+    w = Watcher(target)
+    w.discover()
+    assert w.sample().ok  # through `pass`
+    for p in proxies:
+        p.mode = "trickle"
+    for _ in range(3):
+        t0 = time.monotonic()
+        obs = w.sample()
+        assert not obs.ok and "no answer" in obs.error, obs
+        assert time.monotonic() - t0 <= TIMEOUT + 1.0
+    assert _settles("collect-sample"), "abandoned samples still reading" + _stacks()
+    for p in proxies:
+        p.mode = "pass"
+    assert w.sample().ok  # a fresh connection: the dead one was dropped
+    w.close()
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbit"])
+def test_gather_leaves_no_reader_behind(broker, request, tmp_path):
+    """The reads a gather gave up on (Redis commands, management API calls) are shut down
+    when it returns — `queues watch` gathers again every few seconds while the broker is
+    sick."""
+    from celeryctl.collect import gather
+
+    if broker == "redis":
+        p = request.getfixturevalue("redis_proxy")
+        p.after_bytes = _redis_handshake(p)
+        target = _target(tmp_path, broker=f"redis://127.0.0.1:{p.port}/0")
+        readers = ("collect-broker", "collect-discovery", "collect-redis-server",
+                   "collect-depths")
+        p.mode = "trickle"
+    else:
+        amqp, api = request.getfixturevalue("rabbit_proxies")
+        target = _target(tmp_path, broker=f"amqp://127.0.0.1:{amqp.port}//",
+                         rabbitmq_api=f"http://127.0.0.1:{api.port}")
+        readers = ("collect-management-api", "collect-pidbox")
+        api.mode = "trickle"
+    g = gather(target, queues=True, server=True)
+    assert g.rabbit_server.ok is False if broker == "rabbit" else g.queues.ok is False
+    for name in readers:
+        assert _settles(name), f"{name} still reading after the gather returned" + _stacks()
