@@ -375,7 +375,10 @@ def _redis_discovery_gap(discovery, workers: Observed, target: Target) -> str | 
             known.append("the app (-A)")
         if target.queues:
             known.append("-Q")
-        return ("queue discovery was partial: SCAN of the _kombu.binding.* tables was refused, "
+        # refused by the server, or no answer in time (a slow or sick broker): say which
+        how = ("was refused" if discovery.error.lower().startswith("permission denied")
+               else f"failed ({discovery.error})")
+        return (f"queue discovery was partial: SCAN of the _kombu.binding.* tables {how}, "
                 "so only queues named by " + (", ".join(known) or "nothing") + " were read; a "
                 "queue no worker consumes is not seen unless you pass -Q NAME or -A APP")
     if discovery.unreadable:
