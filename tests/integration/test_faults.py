@@ -377,3 +377,35 @@ def test_gather_leaves_no_reader_behind(broker, request, tmp_path):
     assert g.rabbit_server.ok is False if broker == "rabbit" else g.queues.ok is False
     for name in readers:
         assert _settles(name), f"{name} still reading after the gather returned" + _stacks()
+
+
+def test_lab_proxy_command(redis_server):
+    """`celeryctl lab proxy`: the same proxy for drills, modes switched by typing them."""
+    import signal
+
+    from celeryctl.lab.servers import free_port
+
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "celeryctl", "lab", "proxy", "--to",
+                          f"127.0.0.1:{redis_server['port']}", "--port", str(port)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_cli_env(None), cwd=str(ROOT))
+    try:
+        assert p.stdout is not None and p.stdin is not None
+        assert p.stdout.readline().startswith(f"listening on 127.0.0.1:{port}")
+        url = f"redis://127.0.0.1:{port}/0"
+        code, out, err, _ = run_cli("queues", "-Q", "celery", "--broker", url, "--timeout", "5")
+        assert code == 0, (out, err)
+        p.stdin.write("blackhole\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "mode blackhole"
+        code, out, err, secs = run_cli("queues", "--broker", url, "--timeout", str(TIMEOUT))
+        assert code == 3 and "no answer" in err, (out, err)
+        assert secs <= BOUND
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+        assert p.returncode == 130 and "Traceback" not in err, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
