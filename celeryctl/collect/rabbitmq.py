@@ -689,7 +689,7 @@ def describe_amqp_error(exc: BaseException) -> tuple[str, str] | None:
             return UNREACHABLE, "timed out (the broker did not complete the AMQP handshake)"
         if "reset" in text:
             return UNREACHABLE, "connection reset during the AMQP handshake"
-        if "stream" in text and "lost" in text or "eof" in text or "closed" in text:
+        if "stream connection lost" in text or "unexpected eof" in text:
             return UNREACHABLE, "connection lost during the AMQP handshake"
         return UNREACHABLE, "cannot connect"
     return None
