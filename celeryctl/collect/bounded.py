@@ -11,10 +11,14 @@ then exit hard (`ABANDONED`, cli/__init__._exit).
 
 A long-running caller (`queues watch`, refresh after refresh) must not pile up abandoned
 threads still reading from a trickling server: it gives `cancel`, called once when the task
-is abandoned, which shuts the task's sockets down (`SocketGuard`: `shutdown_redis`;
-`ManagementAPI.abort`)
-so the thread fails at once and its connection is dropped; the next refresh reconnects.
-`run()` is the one-call form: one read, one budget.
+is abandoned, which shuts the task's sockets down (`shutdown_redis` through the client's
+`SocketGuard`; `ManagementAPI.abort`), so the thread fails at once and its connection is
+dropped; the next refresh reconnects. `gather` does the same for what it gave up on when it
+returns. `run()` is the one-call form (one read, one budget), `call()` the same raising
+`NoAnswer`.
+
+Not cancelled: kombu's connections (remote control) — an abandoned broadcast ends when its
+own reply window or the library's timeouts end it.
 """
 
 from __future__ import annotations
