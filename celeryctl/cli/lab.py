@@ -247,3 +247,58 @@ def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|
     for s in SCENARIOS.values():
         expects = ", ".join(s.expects) or "no findings"
         typer.echo(f"{s.name:22s} {s.summary}  [doctor: {expects}]")
+
+
+@lab_app.command("proxy")
+def proxy(
+    to: str = typer.Option(..., "--to", metavar="HOST:PORT", help="The server to forward to."),
+    mode: str = typer.Option("pass", "--mode", metavar="MODE",
+                             help="pass, delay, trickle, blackhole or reset."),
+    port: int = typer.Option(0, "--port", min=0, max=65535,
+                             help="Port to listen on, on 127.0.0.1 (default: a free one)."),
+    delay: float = typer.Option(0.05, "--delay", min=0.0, metavar="SECONDS",
+                                help="delay: latency added to each chunk."),
+    trickle: float = typer.Option(0.5, "--trickle", min=0.0, metavar="SECONDS",
+                                  help="trickle: seconds between the server's bytes."),
+    reset_after: int = typer.Option(0, "--reset-after", min=0, metavar="BYTES",
+                                    help="reset: bytes of the server's reply let through."),
+) -> None:
+    """A TCP fault-injection proxy (drills: a slow, silent or resetting broker). Listens on
+    127.0.0.1 and forwards to HOST:PORT; type a mode name and Enter to switch modes while it
+    runs. Ctrl-C stops it (exit 130). Modes: pass; delay (each chunk late); trickle (the
+    server's reply one byte at a time: per-recv timeouts never fire); blackhole (accept,
+    answer nothing); reset (RST after --reset-after bytes of the reply)."""
+    import sys
+
+    from celeryctl.lab.faultproxy import MODES, FaultProxy
+    from celeryctl.status import UsageError
+
+    host, _, p = to.rpartition(":")
+    if not host or not p.isdigit() or not 0 < int(p) < 65536:
+        raise UsageError(f"--to must be HOST:PORT, got {to!r}")
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    fp = FaultProxy(host.strip("[]"), int(p), mode, delay=delay, trickle=trickle,
+                    reset_after=reset_after, listen_port=port)
+    try:
+        fp.start()
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    typer.echo(f"listening on 127.0.0.1:{fp.port} -> {to}, mode {fp.mode}")
+    sys.stdout.flush()
+    try:
+        for line in sys.stdin:
+            word = line.strip()
+            if not word:
+                continue
+            if word not in MODES:
+                _err(f"unknown mode {word!r}: {', '.join(MODES)}")
+                continue
+            fp.mode = word
+            typer.echo(f"mode {word}")
+            sys.stdout.flush()
+        import threading
+
+        threading.Event().wait()  # stdin closed: run until Ctrl-C
+    finally:
+        fp.stop()

@@ -121,8 +121,12 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
             target.broker, target.timeout, target.transport_options),
             f"redis sentinels {_addr(target)}")
     if target.broker_kind == "redis":
-        _gather_redis(g, target, workers, queues, connections, server, destination, deadline,
-                      samples)
+        opened: list = []  # every redis-py client this gather made
+        try:
+            _gather_redis(g, target, workers, queues, connections, server, destination,
+                          deadline, samples, opened)
+        finally:
+            _shut(opened)
     else:
         _gather_rabbit(g, target, workers, queues, connections, server, destination, deadline)
         if samples:
@@ -152,9 +156,22 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
 
 # --- Redis -------------------------------------------------------------------------------
 
+def _shut(clients: list) -> None:
+    """Shut down the redis clients of a gather that is over: a read still running past its
+    deadline (a trickling server) fails now instead of holding a thread and a socket —
+    `queues watch` gathers again and again."""
+    from celeryctl.collect.bounded import shutdown_redis
+
+    for c in clients:
+        try:
+            shutdown_redis(c)
+        except Exception:  # noqa: BLE001, S110 - best effort
+            pass
+
+
 def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
                   connections: bool, server: bool, destination, deadline: float,
-                  samples: int = 0) -> None:
+                  samples: int = 0, opened: list | None = None) -> None:
     """Connect (PING), then every read stands alone: SCAN discovery, INFO, CONFIG GET,
     CLIENT LIST, the `unacked` bookkeeping, LLEN depths and remote control each end in their
     own Observed, so one refused or renamed command costs only what it feeds."""
@@ -165,7 +182,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     broker_url = target.broker_redacted
 
     def connect():
-        return r.connect_first(target.broker, t, target.transport_options)
+        return r.connect_first(target.broker, t, target.transport_options, opened=opened)
 
     first = spawn("broker", connect, f"redis broker {_addr(target)}")
     obs = first.wait(deadline)
@@ -374,7 +391,10 @@ def _redis_discovery_gap(discovery, workers: Observed, target: Target) -> str | 
             known.append("the app (-A)")
         if target.queues:
             known.append("-Q")
-        return ("queue discovery was partial: SCAN of the _kombu.binding.* tables was refused, "
+        # refused by the server, or no answer in time (a slow or sick broker): say which
+        how = ("was refused" if discovery.error.lower().startswith("permission denied")
+               else f"failed ({discovery.error})")
+        return (f"queue discovery was partial: SCAN of the _kombu.binding.* tables {how}, "
                 "so only queues named by " + (", ".join(known) or "nothing") + " were read; a "
                 "queue no worker consumes is not seen unless you pass -Q NAME or -A APP")
     if discovery.unreadable:
@@ -578,8 +598,11 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
         _find_owners(g, deadline + GRACE)
     if not any(s.name == "broker" for s in g.sources):
         g.sources.insert(0, _rabbit_broker_source(g, wtask, broker_url))
-    if api is not None and all(tk is None or tk.done() for tk in (mtask, ptask)):
-        api.close()
+    if api is not None:
+        if all(tk is None or tk.done() for tk in (mtask, ptask)):
+            api.close()
+        else:  # a read past its deadline (a trickling API): its socket is shut down now
+            api.abort()
 
 
 def _rabbit_broker_source(g: Gathered, wtask, broker_url: str) -> SourceStatus:

@@ -98,9 +98,13 @@ def refusal(status: int, body: str, path: str, method: str = "GET") -> Managemen
 
 class ManagementAPI:
     """A requests Session bound to one API base URL, with (connect, read) timeouts on every
-    call and no retries."""
+    call and no retries. The read timeout is per recv (a trickling server never trips it):
+    the whole-operation deadline is the caller's (collect/bounded.py), and `abort()` is its
+    cancel — it shuts down every socket the session opened, in use or not."""
 
     def __init__(self, ep: Endpoint, timeout: float) -> None:
+        import weakref
+
         import requests
         from requests.adapters import HTTPAdapter
 
@@ -109,6 +113,9 @@ class ManagementAPI:
         self.session = requests.Session()
         self.session.trust_env = False  # no proxies from the environment: talk to the host
         adapter = HTTPAdapter(max_retries=0)
+        self._conns: weakref.WeakSet = weakref.WeakSet()
+        self._aborted = False
+        adapter.poolmanager.pool_classes_by_scheme = _tracking_pools(self._conns)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # Like RabbitMQ's own clients, no user name means the default guest/guest. As UTF-8
@@ -133,6 +140,8 @@ class ManagementAPI:
 
         from celeryctl.collect.errors import UNREACHABLE
 
+        if self._aborted:
+            raise ManagementError("abandoned at its deadline", kind=UNREACHABLE)
         try:
             resp = self.session.get(self.base + path, params=params, timeout=self.timeout)
         except requests.exceptions.ConnectTimeout:
@@ -142,12 +151,12 @@ class ManagementAPI:
         except requests.exceptions.SSLError as exc:
             raise ManagementError(api_tls_error(exc), kind=UNREACHABLE) from None
         except requests.exceptions.ConnectionError as exc:
-            text = str(exc).lower()
-            why = "connection refused" if "refused" in text else "cannot connect"
             tls = describe_tls_error(exc, fix=API_TLS_FIX)
-            raise ManagementError(tls or f"{why}", kind=UNREACHABLE) from None
+            raise ManagementError(tls or _lost(exc) or "cannot connect",
+                                  kind=UNREACHABLE) from None
         except requests.exceptions.RequestException as exc:
-            raise ManagementError(f"{type(exc).__name__}", kind=UNREACHABLE) from None
+            raise ManagementError(_lost(exc) or f"{type(exc).__name__}",
+                                  kind=UNREACHABLE) from None
         if resp.status_code in (401, 403):
             raise refusal(resp.status_code, resp.text, path)
         if resp.status_code == 404:
@@ -196,6 +205,57 @@ class ManagementAPI:
 
     def close(self) -> None:
         self.session.close()
+
+    def abort(self) -> None:
+        """Cancel an abandoned call (collect/bounded.py): shut every socket of this session
+        down — a thread blocked reading from it wakes with an error — then close it. Later
+        calls fail at once (the abandoned thread's next read must not open a new one)."""
+        import socket
+
+        self._aborted = True
+        for conn in list(self._conns):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self.close()
+
+
+def _lost(exc: BaseException) -> str | None:
+    """What a requests connection error was, in words: refused, or reset/closed by the
+    server before or in the middle of its reply (connected, then lost — not "cannot
+    connect")."""
+    text = str(exc).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "reset by peer" in text:
+        return ("connection reset by the server in the middle of its reply"
+                if "broken" in text else "connection reset by the server")
+    if "remote end closed" in text or "connection broken" in text or "aborted" in text:
+        return "connection closed by the server before its reply was complete"
+    return None
+
+
+def _tracking_pools(conns) -> dict[str, type]:
+    """urllib3 pool classes that remember every connection they open (weakly), so
+    `ManagementAPI.abort` can reach the socket of a request still in flight."""
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class _HTTP(HTTPConnectionPool):
+        def _new_conn(self):
+            conn = super()._new_conn()
+            conns.add(conn)
+            return conn
+
+    class _HTTPS(HTTPSConnectionPool):
+        def _new_conn(self):
+            conn = super()._new_conn()
+            conns.add(conn)
+            return conn
+
+    return {"http": _HTTP, "https": _HTTPS}
 
 
 API_TLS_FIX = {
@@ -628,13 +688,27 @@ def describe_amqp_error(exc: BaseException) -> tuple[str, str] | None:
             return UNREACHABLE, "connection refused"
         if "timeout" in text or "timed out" in text:
             return UNREACHABLE, "timed out (the broker did not complete the AMQP handshake)"
+        if "reset" in text:
+            return UNREACHABLE, "connection reset during the AMQP handshake"
+        if "stream connection lost" in text or "unexpected eof" in text:
+            return UNREACHABLE, "connection lost during the AMQP handshake"
         return UNREACHABLE, "cannot connect"
     return None
 
 
 def collect_amqp_queues(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str,
                         names: list[str]) -> list[QueueDepth]:
-    """Passive declare of each known queue: ready (message_count) and consumers."""
+    """Passive declare of each known queue: ready (message_count) and consumers — within
+    `timeout` for the whole read (pika bounds the handshake, `stack_timeout`, but waits for a
+    declare's reply forever), else `bounded.NoAnswer`."""
+    from celeryctl.collect.bounded import call
+
+    return call("amqp-declare", lambda: _amqp_queues(endpoints, timeout, vhost, names),
+                f"AMQP {endpoints[0].address}", timeout)
+
+
+def _amqp_queues(endpoints: tuple[Endpoint, ...], timeout: float, vhost: str,
+                 names: list[str]) -> list[QueueDepth]:
     import pika.exceptions as pe
 
     conn, _ep = amqp_connect(endpoints, timeout, vhost)

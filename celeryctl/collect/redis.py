@@ -61,7 +61,29 @@ def redis_client(ep: Endpoint, timeout: float, *, db: int | None = None):
         kwargs.update(ssl=True, **redis_ssl_kwargs(ep.tls))
     elif ep.scheme == "rediss":  # an Endpoint not resolved by targets: TLS, verified
         kwargs.update(ssl=True, ssl_cert_reqs="required")
-    return redis.Redis(**kwargs)
+    return guarded(redis.Redis(**kwargs))
+
+
+def guarded(client):
+    """Give a redis-py client a `SocketGuard` (collect/bounded.py): every socket its pool
+    opens is registered, so a caller that abandons a read at its deadline can shut them down
+    (`bounded.shutdown_redis`) — socket timeouts are per recv, a trickle never trips them."""
+    from celeryctl.collect.bounded import SocketGuard
+
+    guard = SocketGuard()
+    pool = client.connection_pool
+    base = pool.connection_class
+
+    class GuardedConnection(base):  # type: ignore[misc, valid-type]
+        def _connect(self):
+            sock = super()._connect()
+            guard.opened(sock)
+            return sock
+
+    GuardedConnection.__name__ = base.__name__
+    pool.connection_class = GuardedConnection
+    client.celeryctl_guard = guard
+    return client
 
 
 def _sentinel_client(ep: Endpoint, timeout: float, options: dict[str, Any] | None):
@@ -166,10 +188,12 @@ def _pairs(reply: Any) -> dict[str, str]:
 
 
 def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
-                  options: dict[str, Any] | None = None):
+                  options: dict[str, Any] | None = None, opened: list | None = None):
     """Try each failover URL in order; return (client, endpoint) of the first that PINGs.
     Raises the last error, with every attempt named. sentinel:// URLs are resolved to the
-    current master first (`options`: the transport options, for master_name)."""
+    current master first (`options`: the transport options, for master_name). `opened`
+    collects every client made, so a caller that abandons the call at its deadline can shut
+    them down (collect/bounded.py)."""
     endpoints = resolve_endpoints(endpoints, timeout, options)
     errors = []
     from celeryctl.collect.errors import Denied, classify, redis_denial
@@ -177,6 +201,8 @@ def connect_first(endpoints: tuple[Endpoint, ...], timeout: float,
     kind = None
     for ep in endpoints:
         client = redis_client(ep, timeout)
+        if opened is not None:
+            opened.append(client)
         try:
             try:
                 client.ping()

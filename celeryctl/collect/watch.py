@@ -11,9 +11,12 @@ Two paths, so a refresh stays cheap at a thousand queues:
   `GET /api/queues/{vhost}?columns=...` (no paging: one call per vhost, only the columns
   needed; counts, consumers and the management API's own rates).
 
-Both are bounded by the target's timeout; an error is returned as Observed(error), never as
-an empty list, and the next refresh simply tries again (redis-py reconnects on the next
-command; requests opens a new connection).
+Both are bounded by the target's timeout for the whole operation, not per recv (a server
+trickling one byte every half second never trips a socket timeout): discovery is `gather`,
+and each sample runs through `collect.bounded.run`, which gives up at the deadline and shuts
+the sample's sockets down (the connection is dropped; the next refresh opens a new one). An
+error is returned as Observed(error), never as an empty list, and the next refresh simply
+tries again.
 """
 
 from __future__ import annotations
@@ -134,34 +137,53 @@ class Watcher:
 
     # --- fast path -------------------------------------------------------------------
     def sample(self) -> Observed:
+        """One sample within the timeout (the whole read, connecting included); on a miss
+        the connection is shut down and dropped, and the error says so."""
+        from celeryctl.collect.bounded import run, shutdown_redis
+
         started = time.monotonic()
-        try:
-            if self.target.broker_kind == "redis":
-                s = self._sample_redis()
-            else:
-                s = self._sample_rabbit()
-        except Exception as exc:  # noqa: BLE001 - reported with its kind, retried next time
-            from celeryctl.collect.errors import classify
+        if self.target.broker_kind == "redis":
+            # the client is the watcher's only once a sample succeeded with it: an abandoned
+            # thread never hands a half-dead connection to the next refresh
+            opened: list = [] if self._client is None else [self._client]
+            obs, abandoned = run(
+                "sample", lambda: self._sample_redis(opened),
+                f"broker {self.target.broker_redacted}", self.target.timeout,
+                cancel=lambda: [shutdown_redis(c) for c in opened])
+            self._client = obs.value[1] if obs.ok else None
+        else:
+            api = self._api
+            if api is None and self.target.rabbitmq_api is not None:
+                from celeryctl.collect.rabbitmq import ManagementAPI
 
-            self._client = None
-            kind, text = classify(exc)
-            return Observed(error=f"broker {self.target.broker_redacted}: {text}", kind=kind,
-                            elapsed_seconds=time.monotonic() - started)
-        return Observed(s, source="broker", elapsed_seconds=time.monotonic() - started)
+                api = ManagementAPI(self.target.rabbitmq_api, self.target.timeout)
+            obs, abandoned = run(
+                "sample", lambda: (self._sample_rabbit(api), api),
+                f"broker {self.target.broker_redacted}", self.target.timeout,
+                cancel=api.abort if api is not None else None)
+            self._api = None if abandoned else api  # its sockets are shut: open new ones
+        if not obs.ok:
+            return obs
+        return Observed(obs.value[0], source="broker",
+                        elapsed_seconds=time.monotonic() - started)
 
-    def _sample_redis(self) -> Sample:
+    def _sample_redis(self, opened: list) -> tuple[Sample, Any]:
+        """(the sample, the client it used). `opened`: the clients this call uses or makes
+        (the caller's to shut down if it gives up on the call)."""
         from celeryctl.collect.redis import RedisLayout, connect_first, pipelined
 
         with self._lock:
             d = self.discovery
-        if self._client is None:
-            self._client, _ = connect_first(self.target.broker, self.target.timeout,
-                                            self.target.transport_options)
+        if opened:
+            client = opened[0]
+        else:
+            client, _ = connect_first(self.target.broker, self.target.timeout,
+                                      self.target.transport_options, opened=opened)
         layout = RedisLayout.from_options(d.options or self.target.transport_options)
         names = sorted(d.queues)
         # one round trip up to 2,500 queues; bounded batches beyond
         # a key this account may not read (or not a list) costs that queue only: unknown
-        out = pipelined(self._client, [("llen", (layout.key(q, step),)) for q in names
+        out = pipelined(client, [("llen", (layout.key(q, step),)) for q in names
                                        for step in layout.priority_steps]
                         + [("hlen", (f"{layout.prefix}unacked",))], batch=WATCH_BATCH,
                         raise_on_error=False)
@@ -180,16 +202,15 @@ class Watcher:
                 internal=known.internal))
         total = out[-1]
         return Sample(now, readings,
-                      unacked_total=None if isinstance(total, Exception) else int(total or 0))
+                      unacked_total=None if isinstance(total, Exception) else int(total or 0)
+                      ), client
 
-    def _sample_rabbit(self) -> Sample:
-        from celeryctl.collect.rabbitmq import ManagementAPI, queue_from_api, vq
+    def _sample_rabbit(self, api) -> Sample:
+        from celeryctl.collect.rabbitmq import queue_from_api, vq
 
-        if self.target.rabbitmq_api is None:
+        if api is None:
             raise ConnectionError("no management API URL: pass --rabbitmq-api")
-        if self._api is None:
-            self._api = ManagementAPI(self.target.rabbitmq_api, self.target.timeout)
-        data = self._api.get(f"/queues/{vq(self.target.effective_vhost)}",
+        data = api.get(f"/queues/{vq(self.target.effective_vhost)}",
                              params={"columns": RABBIT_COLUMNS})
         now = time.time()
         readings = []
