@@ -83,12 +83,12 @@ def rabbit_workers(labdir, rabbit):
         p.stop()
 
 
-@pytest.fixture
-def vhost(rabbit):
-    """A fresh RabbitMQ vhost (with guest permissions) for one test."""
+def fresh_vhost(rabbit, prefix: str = "t"):
+    """A generator fixture body: a fresh RabbitMQ vhost (guest may do anything in it),
+    deleted afterwards. Module-scoped fixtures share one (`yield from fresh_vhost(...)`)."""
     import requests
 
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     api = f"http://127.0.0.1:{rabbit['management_port']}/api"
     auth = ("guest", "guest")
     requests.put(f"{api}/vhosts/{name}", auth=auth, timeout=5).raise_for_status()
@@ -96,6 +96,12 @@ def vhost(rabbit):
                  json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
     yield name
     requests.delete(f"{api}/vhosts/{name}", auth=auth, timeout=5)
+
+
+@pytest.fixture
+def vhost(rabbit):
+    """A fresh RabbitMQ vhost (with guest permissions) for one test."""
+    yield from fresh_vhost(rabbit)
 
 
 def _cli_env(env: dict[str, str] | None) -> dict[str, str]:

@@ -18,14 +18,35 @@ SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTER
                 if s is not None)
 
 
-class Deferred:
+class _Handlers:
+    """Install `self._handler` for `self.signals` while inside the `with` block (main thread
+    only: Python delivers signals there), and put the previous handlers back after."""
+
+    signals: tuple[int, ...] = SIGNALS
+
+    def __enter__(self):
+        self._old: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def _handler(self, signum, frame) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Deferred(_Handlers):
     """A context manager: record SIGINT/SIGTERM/SIGHUP instead of dying of them."""
 
     def __init__(self, note: str = "") -> None:
         self.signal: str | None = None
         self.count = 0
         self._note = note
-        self._old: dict[int, object] = {}
 
     @property
     def requested(self) -> bool:
@@ -44,45 +65,20 @@ class Deferred:
         except OSError:  # the terminal is gone (SIGHUP): nothing to tell
             pass
 
-    def __enter__(self) -> Deferred:
-        if threading.current_thread() is threading.main_thread():
-            for s in SIGNALS:
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
-
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt (exit 130) while nothing
     has been changed yet, so the command can say so and audit it."""
 
 
-class Raising:
+class Raising(_Handlers):
     """Outside the deferred region of an action: SIGTERM and SIGHUP raise `Interrupted`
     instead of killing the process silently (SIGINT already raises KeyboardInterrupt)."""
 
-    def __init__(self) -> None:
-        self._old: dict[int, object] = {}
+    signals = tuple(s for s in SIGNALS if s != signal.SIGINT)
 
-    @staticmethod
-    def _handler(signum, _frame) -> None:
+    def _handler(self, signum, _frame) -> None:
         raise Interrupted(signal.Signals(signum).name)
-
-    def __enter__(self) -> Raising:
-        if threading.current_thread() is threading.main_thread():
-            for s in SIGNALS:
-                if s != signal.SIGINT:
-                    self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
 
 
 class Never:

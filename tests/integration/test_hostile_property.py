@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli
+from tests.conftest import fresh_vhost, run_cli
 
 pytestmark = [pytest.mark.redis]
 
@@ -86,16 +86,7 @@ def test_redis_random_names_read_back_literally(rurl, queue, task):
 
 @pytest.fixture(scope="module")
 def pvhost(rabbit):
-    import requests
-
-    name = f"hp-{uuid.uuid4().hex[:8]}"
-    api = f"http://127.0.0.1:{rabbit['management_port']}/api"
-    auth = ("guest", "guest")
-    requests.put(f"{api}/vhosts/{name}", auth=auth, timeout=5).raise_for_status()
-    requests.put(f"{api}/permissions/{name}/guest", auth=auth, timeout=5,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    yield name
-    requests.delete(f"{api}/vhosts/{name}", auth=auth, timeout=5)
+    yield from fresh_vhost(rabbit, "hp")
 
 
 # RabbitMQ: queue names are AMQP short strings (at most 255 bytes); names starting with

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celeryctl.actions import amqpwire
-from tests.conftest import run_cli, run_json
+from tests.conftest import fresh_vhost, run_cli, run_json
 
 pytestmark = [pytest.mark.redis]
 
@@ -170,16 +170,7 @@ def test_redis_damaged_backup_restores_the_intact_lines(rurl, tmp_path):
 @pytest.fixture(scope="module")
 def mvhost(rabbit):
     """One vhost for the module (the RabbitMQ tests here share it; queues are unique)."""
-    import requests
-
-    name = f"rs-{uuid.uuid4().hex[:8]}"
-    api = f"http://127.0.0.1:{rabbit['management_port']}/api"
-    auth = ("guest", "guest")
-    requests.put(f"{api}/vhosts/{name}", auth=auth, timeout=5).raise_for_status()
-    requests.put(f"{api}/permissions/{name}/guest", auth=auth, timeout=5,
-                 json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    yield name
-    requests.delete(f"{api}/vhosts/{name}", auth=auth, timeout=5)
+    yield from fresh_vhost(rabbit, "rs")
 
 
 def _amqp(rabbit, vhost):
