@@ -557,7 +557,7 @@ def _restore_set_aside(c, tokens: list[str], confirm: bool, yes: bool, audit_log
     import socket
 
     from celeryctl.actions.purge import put_back
-    from celeryctl.collect.redis import collect_set_aside, connect_first, detect_layout
+    from celeryctl.collect.redis import collect_set_aside
     from celeryctl.render.actions import render_set_aside
 
     if c.target.broker_kind != "redis":
@@ -565,10 +565,7 @@ def _restore_set_aside(c, tokens: list[str], confirm: bool, yes: bool, audit_log
                     "go back to their queue by themselves).")
         raise typer.Exit(0)
     try:
-        client, _ = connect_first(c.target.broker, c.target.timeout,
-                                  c.target.transport_options)
-        layout, _ = detect_layout(client, c.target.transport_options)
-        rows = collect_set_aside(client, layout)
+        rows = _redis_read(c, "set-aside lists", collect_set_aside)
     except Exception as exc:  # noqa: BLE001
         c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
         raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
@@ -605,6 +602,7 @@ def _restore_set_aside(c, tokens: list[str], confirm: bool, yes: bool, audit_log
     if not go:
         raise typer.Exit(0)
     counts, failed = {}, None
+    client, layout = _redis_client(c)
     for r in rows:
         a = r.arguments
         lists = {k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
@@ -661,8 +659,9 @@ def _restore_skips(c, path: Path, info, audit_log, queues: list[str]):
     if c.target.broker_kind == "redis" and sec.queue_of:
 
         try:
-            client, layout = _redis_client(c)
-            void, refusals, notes = redis_void_tokens(client, layout.prefix, sec)
+            void, refusals, notes = _redis_read(
+                c, "purge records", lambda client, layout: redis_void_tokens(
+                    client, layout.prefix, sec))
         except Exception as exc:  # noqa: BLE001
             c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
             raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
@@ -721,14 +720,33 @@ def _redis_client(c):
     return client, layout
 
 
+def _redis_read(c, what: str, fn):
+    """A read before acting, bounded as a whole (--timeout, not per recv: a trickling
+    server must not hold the plan): `fn(client, layout)` on a fresh connection."""
+    from celeryctl.collect.bounded import call, shutdown_redis
+
+    opened: list = []
+
+    def go():
+        from celeryctl.collect.redis import connect_first, detect_layout
+
+        client, _ = connect_first(c.target.broker, c.target.timeout,
+                                  c.target.transport_options, opened=opened)
+        layout, _ = detect_layout(client, c.target.transport_options)
+        return fn(client, layout)
+
+    return call(what, go, f"redis broker {c.target.broker_redacted}", c.target.timeout,
+                cancel=lambda: [shutdown_redis(x) for x in opened])
+
+
 def _redis_restore_progress(c, path: Path, local: dict | None) -> dict | None:
     """What the broker recorded of an earlier restore of this file (exact, even after a
     kill -9), merged with the local record (which alone knows it completed)."""
     from celeryctl.actions.restore import broker_progress, redis_progress_key
 
     try:
-        client, layout = _redis_client(c)
-        remote = broker_progress(client, redis_progress_key(layout.prefix, path))
+        remote = _redis_read(c, "restore progress", lambda client, layout: broker_progress(
+            client, redis_progress_key(layout.prefix, path)))
     except Exception as exc:  # noqa: BLE001
         c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
         raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
