@@ -599,13 +599,15 @@ def purge_left_messages_set_aside(snap, limits: Limits) -> Iterator[Finding]:
     what was put back, so nothing runs twice. docs/purge.md explains.
     """
     from celeryctl.collect.redis import SET_ASIDE_ORIGIN
+    from celeryctl.views import human_seconds
 
     for q in snap.queues:
         if SET_ASIDE_ORIGIN not in (q.discovered_by or ()):
             continue
         a = q.arguments or {}
         age = a.get("set_aside_seconds")
-        when = f"{age / 60:.0f} min ago" if isinstance(age, (int, float)) else "at an unknown time"
+        when = (f"{human_seconds(age)} ago" if isinstance(age, (int, float))
+                else "at an unknown time")
         who = f"pid {a.get('pid')} on {a.get('host')}" if a.get("pid") else "an unknown process"
         yield Finding(Severity.WARNING, f"queue {a.get('purge_of') or '?'}",
                       f"{q.ready if q.ready is not None else 'unknown'} messages set aside "

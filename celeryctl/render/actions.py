@@ -10,7 +10,7 @@ from rich.text import Text
 
 from celeryctl.render.jsonout import dumps
 from celeryctl.render.tables import _table, _v
-from celeryctl.render.text import literal, safe
+from celeryctl.render.text import safe
 
 
 def _json(doc: dict[str, Any]) -> None:
@@ -105,18 +105,18 @@ def render_set_aside(c, rows, refusals: list[str]) -> None:
         return
     if not out:
         return
-    c.out.print(f"{len(out)} purge(s) left messages set aside on {c.target.broker_redacted}:",
-                markup=False, highlight=False)
-    t = _table()
-    for col in ("token", "queue", "messages", "since", "by", "backup"):
-        t.add_column(col)
+    from celeryctl.views import human_seconds
+
+    # one block per purge, nothing truncated: the token is what --token takes
+    c.out.print(safe(f"{len(out)} purge(s) left messages set aside on "
+                     f"{c.target.broker_redacted}:"), highlight=False)
     for r in out:
         age = r["set_aside_seconds"]
-        t.add_row(*(literal(str(v)) for v in (
-            r["token"], r["queue"], _v(r["messages"]),
-            f"{age / 60:.0f} min ago" if isinstance(age, (int, float)) else "?",
-            f"pid {r['pid']}@{r['host']}", r["backup"] or "(no backup)")))
-    c.out.print(t)
+        c.out.print(safe(f"  {r['queue']}: {_v(r['messages'])} messages, set aside "
+                         f"{human_seconds(age)} ago by pid {r['pid']} on {r['host']}"),
+                    highlight=False)
+        c.out.print(safe(f"    token {r['token']}; backup {r['backup'] or '(none)'}"),
+                    highlight=False)
 
 
 def _lines(pairs: list[tuple[int, str]]) -> list[dict[str, Any]]:

@@ -560,6 +560,6 @@ def test_purge_left_messages_set_aside():
     [f] = rep.findings
     assert f.severity is Severity.WARNING and f.subject == "queue reports"
     assert f.message == ("500 messages set aside by a purge that never finished (pid 42 on "
-                         "h1, 10 min ago)")
+                         "h1, 10m ago)")
     assert "restore --set-aside" in f.hint
     assert not run(snap(queues=[QueueDepth("reports", "redis", ready=3)]), ["QUE014"]).findings
