@@ -12,14 +12,17 @@ _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 def classify_queue(name: str) -> str:
-    """task | pidbox | pidbox-reply | events | result-rpc | result-amqp.
+    """task | pidbox | pidbox-reply | events | result-rpc | result-amqp | celeryctl.
 
     - `<oid>.reply.celery.pidbox`: an inspect/control client's reply queue.
     - `<node>.celery.pidbox`: a worker's remote-control queue.
     - `celeryev.<uuid>`: an event receiver (Flower, `celery events`).
     - `<uuid3 with dashes>`: an rpc:// result backend reply queue (one per client thread).
     - `<32 hex>`: a legacy amqp:// result backend queue (one per task; Celery <= 4).
+    - `celeryctl.restore.<id>`: where `celeryctl restore` records its progress (RabbitMQ).
     """
+    if name.startswith("celeryctl.restore."):
+        return "celeryctl"
     if name.endswith(".reply.celery.pidbox") or (".reply." in name and name.endswith(".pidbox")):
         return "pidbox-reply"
     if name.endswith(".pidbox"):

@@ -49,6 +49,8 @@ REDIS_OPERATOR = ("+rename", "+lpush", "+rpush", "+unlink", "+ltrim", "+hset", "
 # --- RabbitMQ ----------------------------------------------------------------------------
 
 RC_CONFIGURE = r"^(.*\.)?reply\.celery\.pidbox$"
+# the operator also declares restore's progress queues (celeryctl.restore.<id>)
+OP_CONFIGURE = r"^((.*\.)?reply\.celery\.pidbox|celeryctl\.restore\.[0-9a-f]+)$"
 RC_WRITE = r"^(celery\.pidbox|.*\.reply\.celery\.pidbox)$"
 RC_READ = r"^(.*\.)?reply\.celery\.pidbox$"
 OP_WRITE = r"^(celery\.pidbox|amq\.default|.*\.reply\.celery\.pidbox)$"
@@ -96,7 +98,7 @@ ACCOUNTS: dict[str, Account] = {a.tier: a for a in (
     Account("operator", "celeryctl-operator",
             "inspect plus the guarded actions: purge, restore, control, connections kill",
             REDIS_MONITOR + REDIS_REMOTE_CONTROL + REDIS_OPERATOR,
-            ("monitoring", "administrator"), (RC_CONFIGURE, OP_WRITE, ".*")),
+            ("monitoring", "administrator"), (OP_CONFIGURE, OP_WRITE, ".*")),
 )}
 
 # What each command needs: (minimal account, what it still shows with less).

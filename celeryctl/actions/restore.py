@@ -150,14 +150,19 @@ def restore_redis(client, layout, records: Records, to: str | None,
 PROGRESS_TTL = 30 * 86400
 
 
-def redis_progress_key(prefix: str, path) -> bytes:
-    """Where a restore of this file records its progress on the broker: named after the
-    file's header line (which holds its creation time and what it was purged from)."""
+def file_id(path) -> str:
+    """A backup's identity for restore's progress records: a hash of its header line
+    (which holds its creation time, the broker and the queues it was purged from)."""
     import hashlib
 
     with open(path, "rb") as fh:
         first = fh.readline()
-    return f"{prefix}_celeryctl.restore.{hashlib.sha256(first).hexdigest()[:16]}".encode()
+    return hashlib.sha256(first).hexdigest()[:16]
+
+
+def redis_progress_key(prefix: str, path) -> bytes:
+    """Where a restore of this file records its progress on Redis."""
+    return f"{prefix}_celeryctl.restore.{file_id(path)}".encode()
 
 
 def broker_progress(client, key: bytes) -> dict[str, Any] | None:
@@ -223,25 +228,39 @@ def amqp_message(rec: dict[str, Any], user: str | None) -> tuple[bytes, bytes, b
 
 def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
                    result: RestoreResult | None = None, *, stop=None,
-                   progress=None) -> RestoreResult:
-    """Publish every record (the caller closes the channel: that round trip is what says
-    every publish reached the broker). Every CHUNK publishes a synchronous round trip (a
-    passive declare) says they all arrived, then `progress(res)`; `stop.requested` stops
-    there."""
+                   progress=None, progress_queue: str | None = None) -> RestoreResult:
+    """Publish every record in AMQP transactions of CHUNK messages; with `progress_queue`
+    (declared by `open_rabbit_progress`) each transaction also publishes the last line it
+    holds there, so a restore killed at any instant has restored exactly the lines up to
+    the recorded one (`rabbit_progress`). `progress(res)` after each commit;
+    `stop.requested` stops after the chunk in hand."""
     from celeryctl.actions.interrupt import Never
 
     stop = stop or Never()
     res = result if result is not None else RestoreResult()
-    since = 0
+    pending: dict[str, int] = {}
+    state = {"last": None, "dropped": 0}
+    channel.tx_select()
+
+    def commit() -> None:
+        if progress_queue is not None and state["last"] is not None:
+            channel.basic_publish(exchange="", routing_key=progress_queue,
+                                  body=json.dumps({"last_line": state["last"],
+                                                   "time": time_now()}).encode())
+        channel.tx_commit()  # commit-ok: the chunk (and its progress) is on the broker
+        for q, n in pending.items():
+            res.counts[q] = res.counts.get(q, 0) + n
+        pending.clear()
+        res.user_id_dropped += state["dropped"]
+        state["dropped"] = 0
+        res.last_line = state["last"]
+        if progress is not None:
+            progress(res)
+
     for line, rec in records:
-        if since >= CHUNK or stop.requested:
-            channel.queue_declare(queue=to or str(rec.get("queue")), passive=True)
-            since = 0
-            if progress is not None:
-                progress(res)
-            if stop.requested:
-                res.stopped = stop.signal
-                break
+        if stop.requested:
+            res.stopped = stop.signal
+            break
         queue = to or str(rec.get("queue"))
         try:
             body, props, dropped = amqp_message(rec, user)
@@ -250,11 +269,63 @@ def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
             continue
         channel.basic_publish(exchange="", routing_key=queue, body=body,
                               properties=amqpwire.publishable(props))
-        res.counts[queue] = res.counts.get(queue, 0) + 1
-        res.user_id_dropped += dropped
-        res.last_line = line
-        since += 1
+        pending[queue] = pending.get(queue, 0) + 1
+        state["dropped"] += dropped
+        state["last"] = line
+        if sum(pending.values()) >= CHUNK:
+            commit()
+    if pending:
+        commit()
     return res
+
+
+def time_now() -> float:
+    import time
+
+    return time.time()
+
+
+def rabbit_progress_queue(path) -> str:
+    """The queue where a restore of this file records its progress on RabbitMQ (one
+    message: the newest; it expires after 30 days unused)."""
+    return f"celeryctl.restore.{file_id(path)}"
+
+
+def open_rabbit_progress(conn, queue: str):
+    """Declare the progress queue; (channel to restore on, queue) — queue None when this
+    account may not declare it (then only FILE.restored records the progress)."""
+    import pika.exceptions as pe
+
+    ch = conn.channel()
+    try:
+        ch.queue_declare(queue, durable=True, arguments={
+            "x-max-length": 1, "x-expires": PROGRESS_TTL * 1000})
+        return ch, queue
+    except pe.ChannelClosedByBroker:
+        return conn.channel(), None
+
+
+def rabbit_progress(conn, queue: str) -> dict[str, Any] | None:
+    """What a restore of the file recorded on this RabbitMQ (None: nothing, or not
+    readable). The message is read without acknowledging it: it stays."""
+    import pika.exceptions as pe
+
+    ch = conn.channel()
+    try:
+        ch.queue_declare(queue, passive=True)
+        method, _props, body = ch.basic_get(queue, auto_ack=False)
+    except pe.ChannelClosedByBroker:
+        return None
+    finally:
+        if ch.is_open:
+            ch.close()  # unacked: the message goes back
+    if method is None:
+        return None
+    try:
+        doc = json.loads(body)
+        return {"last_line": int(doc["last_line"]), "time": time_text(float(doc["time"]))}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 # --- what a stopped or killed purge left (celeryctl/actions/purge.py, docs/purge.md) ---------

@@ -448,14 +448,13 @@ def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
     done = read_progress(path)
     if c.target.broker_kind == "redis":
         done = _redis_restore_progress(c, path, done)
+    else:
+        done = _rabbit_restore_progress(c, path, done)
     if done and after_line is None and not again:
         what = ("all of it" if done.get("complete") else
                 f"up to line {done['last_line']}, then stopped")
         resume = ("" if done.get("complete") else
-                  f" To finish it: --after-line {done['last_line']}"
-                  + ("." if c.target.broker_kind == "redis" else
-                     " (if it was killed with kill -9, up to 1,000 messages after that line "
-                     "may be there already)."))
+                  f" To finish it: --after-line {done['last_line']}.")
         raise UsageError(f"{path} was restored before ({what}, {done.get('time')}, to "
                          f"{done.get('broker')}): restoring it again would run its messages "
                          f"twice.{resume} To restore it all again anyway: --again.")
@@ -739,6 +738,40 @@ def _redis_read(c, what: str, fn):
                 cancel=lambda: [shutdown_redis(x) for x in opened])
 
 
+def _rabbit_restore_progress(c, path: Path, local: dict | None) -> dict | None:
+    """As _redis_restore_progress, from the progress queue (bounded as a whole)."""
+    from celeryctl.actions.restore import rabbit_progress, rabbit_progress_queue
+    from celeryctl.collect.bounded import call
+    from celeryctl.collect.rabbitmq import amqp_connect
+
+    def go():
+        conn, _ = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
+                               name="celeryctl restore (progress)")
+        try:
+            return rabbit_progress(conn, rabbit_progress_queue(path))
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    try:
+        remote = call("restore progress", go, f"amqp broker {c.target.broker_redacted}",
+                      c.target.timeout)
+    except Exception as exc:  # noqa: BLE001
+        c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
+        raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
+    return _merge_progress(c, local, remote)
+
+
+def _merge_progress(c, local: dict | None, remote: dict | None) -> dict | None:
+    if remote is None:
+        return local
+    complete = bool(local and local.get("complete") and
+                    local.get("last_line") == remote["last_line"])
+    return {**remote, "complete": complete, "broker": c.target.broker_redacted}
+
+
 def _redis_restore_progress(c, path: Path, local: dict | None) -> dict | None:
     """What the broker recorded of an earlier restore of this file (exact, even after a
     kill -9), merged with the local record (which alone knows it completed)."""
@@ -750,11 +783,7 @@ def _redis_restore_progress(c, path: Path, local: dict | None) -> dict | None:
     except Exception as exc:  # noqa: BLE001
         c.err.print(f"error: {_action_error(exc)}", markup=False, highlight=False)
         raise typer.Exit(int(ExitStatus.UNKNOWN)) from None
-    if remote is None:
-        return local
-    complete = bool(local and local.get("complete") and
-                    local.get("last_line") == remote["last_line"])
-    return {**remote, "complete": complete, "broker": c.target.broker_redacted}
+    return _merge_progress(c, local, remote)
 
 
 def _unskipped(records, skip):
@@ -774,15 +803,20 @@ def _execute_restore(c, path: Path, to: str | None, res, skip=None, stop=None,
                       stop=stop, progress=progress,
                       progress_key=redis_progress_key(layout.prefix, path))
         return
+    from celeryctl.actions.restore import open_rabbit_progress, rabbit_progress_queue
     from celeryctl.collect.rabbitmq import amqp_connect
 
     conn, ep = amqp_connect(c.target.broker, c.target.timeout, c.target.effective_vhost,
                             name="celeryctl restore")
     try:
-        ch = conn.channel()
+        ch, pq = open_rabbit_progress(conn, rabbit_progress_queue(path))
+        if pq is None:
+            c.err.print("note: this account may not declare the progress queue "
+                        f"{rabbit_progress_queue(path)} (docs/permissions.md): progress is "
+                        f"recorded only in {path}.restored", markup=False, highlight=False)
         restore_rabbit(ch, _unskipped(read_messages(path), skip), to, ep.username or "guest",
-                       res, stop=stop, progress=progress)
-        ch.close()  # a synchronous round trip: every publish before it reached the broker
+                       res, stop=stop, progress=progress, progress_queue=pq)
+        ch.close()
     finally:
         try:
             conn.close()

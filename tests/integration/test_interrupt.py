@@ -380,3 +380,41 @@ def test_redis_restore_interrupted_resumes_exactly(redis_server, tmp_path):
         assert code == 0, err
     print("\n".join(outcomes))
     assert _redis_ids(r) == everything
+
+
+@pytest.mark.rabbitmq
+def test_rabbit_restore_interrupted_resumes_exactly(rabbit, vhost, tmp_path):
+    """As on Redis: each chunk and its progress record are one AMQP transaction (the
+    progress message goes to celeryctl.restore.<id>, x-max-length 1)."""
+    broker = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    everything = Counter({f"m{i}": 1 for i in range(N)})
+    _rabbit_fill(rabbit, vhost)
+    backup = tmp_path / "b.jsonl"
+    code, out, err, _ = run_cli("purge", QUEUE, "--broker", broker, "--backup", str(backup),
+                                "--confirm", "--yes", "--audit-log", str(tmp_path / "a"))
+    assert code == 0, err
+    restore = ["restore", str(backup), "--broker", broker, "--confirm", "--yes",
+               "--audit-log", str(tmp_path / "a"), "--timeout", "1"]
+    t0 = time.monotonic()
+    run_cli(*restore[:3])  # the dry run: how long planning takes
+    plan = time.monotonic() - t0
+    resume: list[str] = []
+    outcomes = []
+    for how, delay in (("SIGKILL", plan + 3.0), ("SIGINT", plan + 1.5)):
+        code = _interrupt([*restore, *resume], how, delay)
+        depth = _rabbit_depth(rabbit, vhost)
+        outcomes.append(f"{how} after {delay:.1f}s: exit {code}, {depth} restored")
+        if depth == N:
+            break
+        if depth:
+            code, out, err, _ = run_cli(*restore)
+            assert code == 64 and "--after-line" in err, (out, err)
+            line = int(err.split("--after-line ")[1].split(".")[0].split()[0])
+            resume = ["--after-line", str(line)]
+    else:
+        code, out, err, _ = run_cli(*restore, *resume)
+        assert code == 0, err
+    print("\n".join(outcomes))
+    assert _rabbit_ids(rabbit, vhost) == everything
+    code, doc, err, _ = _json("queues", "--broker", broker, "--timeout", "2")
+    assert all(not q["name"].startswith("celeryctl.") for q in doc["queues"])  # internal
