@@ -158,7 +158,7 @@ def read_snapshot(path: Path) -> dict[str, Any]:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         doc = json.loads(raw)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, RecursionError) as exc:
         raise SnapshotError(f"{path}: not a celeryctl snapshot ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith(
             "celeryctl-snapshot/"):
@@ -168,6 +168,9 @@ def read_snapshot(path: Path) -> dict[str, Any]:
                             f"written by a newer celeryctl?")
     try:
         validate_document(doc)
+    except RecursionError:
+        raise SnapshotError(f"{path}: not a valid {SCHEMA} document: nested too deeply"
+                            ) from None
     except SnapshotError as exc:
         raise SnapshotError(f"{path}: not a valid {SCHEMA} document: {exc}") from None
     return doc
@@ -226,7 +229,7 @@ def validate_document(doc: Any) -> None:
             where = f"snapshot.parts{_key(name)}"
             _check_fields(obs, OBSERVED_FIELDS, where)
             kind = PART_TYPES.get(name, PLAIN_PARTS.get(name))
-            if obs.get("error") is None and obs.get("value") is not None and kind is not None:
+            if obs.get("value") is not None and kind is not None:
                 _check(obs["value"], _hint_of(kind), f"{where}.value")
     except _Mismatch as exc:
         raise SnapshotError(str(exc)) from None

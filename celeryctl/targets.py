@@ -182,6 +182,34 @@ REFUSE_DEFAULT = ("refused: no broker given; pass --broker URL (or CELERY_BROKER
                   "Nothing changed.")
 
 
+def _int_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+# the kombu transport options celeryctl reads, and what each must be
+TRANSPORT_OPTION_TYPES: dict[str, tuple[Any, str]] = {
+    "global_keyprefix": (lambda v: isinstance(v, str), "a string"),
+    "sep": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "priority_steps": (_int_list, "a list of integers 0-255"),
+    "visibility_timeout": (_number, "a positive number of seconds"),
+    "master_name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+}
+
+
+def check_transport_options(options: dict[str, Any], where: str) -> None:
+    """A wrong-typed option celeryctl reads is a usage error naming the key (never its
+    value: it could be a secret), not a crash later."""
+    for key, (ok, expected) in TRANSPORT_OPTION_TYPES.items():
+        if key in options and options[key] is not None and not ok(options[key]):
+            raise UsageError(f"{where}: {key} must be {expected}, not "
+                             f"{type(options[key]).__name__}")
+
+
 def refuse_default_broker(target: Target) -> None:
     """Actions (purge, restore, control, connections kill) act only on a broker someone named:
     a UsageError (exit 64) when the broker is the built-in default. Read commands may use the
@@ -282,8 +310,12 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
 
     transport_options: dict[str, Any] = {}
     if isinstance(app_settings.get("broker_transport_options"), dict):
+        check_transport_options(app_settings["broker_transport_options"],
+                                "the app's broker_transport_options")
         transport_options.update(app_settings["broker_transport_options"])
     if isinstance(profile.get("transport_options"), dict):
+        check_transport_options(profile["transport_options"],
+                                f"transport_options of profile {profile_name!r}")
         transport_options.update(profile["transport_options"])
     if broker[0].scheme == "sentinel":
         sentinel_master_name(broker, transport_options)  # refused now, not as "unreachable"

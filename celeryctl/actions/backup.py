@@ -50,7 +50,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from celeryctl.actions import amqpwire
 
@@ -139,22 +139,27 @@ def record_from_amqp(queue: str, method: Any, props: Any, body: bytes) -> dict[s
 @dataclass
 class BackupWriter:
     """Opened before anything is deleted: a path that cannot be written stops the purge
-    while nothing has changed. `sync()` flushes and fsyncs; callers delete only after it.
+    while nothing has changed. `sync()` writes out and fsyncs; callers delete only after it.
 
     `mark(obj)` writes a control line (`{"celeryctl_marker": ...}`, not a message);
-    `offset()` / `truncate_to(offset, count)` let a purge drop the lines of a queue it put
-    back. `finish(**end)` writes the end line only after checking that the file on disk
-    holds every byte written (the size seen by fstat)."""
+    `offset()` / `truncate_to(offset)` let a purge drop the lines of a queue it put back —
+    also when the disk is full: the writer keeps its own buffer (the file is unbuffered), so
+    dropping lines never needs to write any first. `finish(**end)` writes the end line only
+    after checking that the file on disk holds every byte written (the size seen by fstat)."""
 
     path: Path
-    fh: IO[bytes] | None = None
+    fh: Any = None  # an unbuffered binary file
     count: int = 0
-    size: int = 0
+    size: int = 0  # bytes written, buffered ones included
+    on_disk: int = 0  # bytes handed to the kernel
+    buf: bytearray = field(default_factory=bytearray)
+
+    BUFFER = 1 << 20
 
     def open(self, header: dict[str, Any]) -> None:
         try:
             # "x": never overwrite a backup, even one created since the plan was made
-            self.fh = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+            self.fh = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
             os.chmod(self.path, 0o600)  # task arguments can be sensitive
             self._line({"celeryctl_backup": FORMAT,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -176,22 +181,28 @@ class BackupWriter:
         return self.size, self.count
 
     def truncate_to(self, at: tuple[int, int]) -> None:
-        """Drop every line written after `offset()` returned `at` (and fsync)."""
+        """Drop every line written after `offset()` returned `at` (and fsync). Needs no
+        free space: buffered lines are dropped unwritten, written ones cut by ftruncate."""
         assert self.fh is not None
-        try:
-            self.fh.flush()
-            self.fh.truncate(at[0])
-            self.fh.seek(at[0])
-            os.fsync(self.fh.fileno())
-        except OSError as exc:
-            raise BackupError(f"truncating the backup {self.path} failed: "
-                              f"{exc.strerror or exc}") from None
-        self.size, self.count = at
+        size, count = at
+        if size >= self.on_disk:
+            del self.buf[size - self.on_disk:]
+        else:
+            self.buf.clear()
+            try:
+                os.ftruncate(self.fh.fileno(), size)
+                os.lseek(self.fh.fileno(), size, os.SEEK_SET)
+                os.fsync(self.fh.fileno())
+            except OSError as exc:
+                raise BackupError(f"truncating the backup {self.path} failed: "
+                                  f"{exc.strerror or exc}") from None
+            self.on_disk = size
+        self.size, self.count = size, count
 
     def sync(self) -> None:
         assert self.fh is not None
         try:
-            self.fh.flush()
+            self._drain()
             os.fsync(self.fh.fileno())
         except OSError as exc:
             raise BackupError(f"writing the backup {self.path} failed: "
@@ -213,12 +224,28 @@ class BackupWriter:
         self.close()
 
     def close(self) -> None:
+        """Close without writing what is still buffered (a finished file has none)."""
         if self.fh is not None:
             try:
                 self.fh.close()
             except OSError:
                 pass
             self.fh = None
+            self.buf.clear()
+
+    def _drain(self) -> None:
+        """Hand the buffer to the kernel; on a short write or an error, what was written
+        is accounted for and the rest stays buffered."""
+        view = memoryview(self.buf)
+        done = 0
+        try:
+            while done < len(view):
+                n = self.fh.write(view[done:])
+                done += n or 0
+        finally:
+            view.release()
+            del self.buf[:done]
+            self.on_disk += done
 
     def _guarded(self, obj: dict[str, Any]) -> None:
         try:
@@ -231,8 +258,10 @@ class BackupWriter:
         assert self.fh is not None
         # ASCII only (ensure_ascii): a file that survives any tool; str for whatever else
         data = (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode()
-        self.fh.write(data)
+        self.buf += data
         self.size += len(data)
+        if len(self.buf) >= self.BUFFER:
+            self._drain()
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -247,6 +276,8 @@ class BackupFile:
     markers: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     after_end: int = 0  # message records after the end line (counted in `count`)
     end_line: int | None = None  # where the (first) end line is
+    lines: int = 0  # lines in the file
+    bad_lines: frozenset[int] = frozenset()  # the line numbers of `bad`, for counting
     missing: int = 0  # lines the end line counts that are not in the file
     notes: list[str] = field(default_factory=list)  # other oddities of the file
 
@@ -274,6 +305,7 @@ def inspect_backup(path: Path) -> BackupFile:
         if info is None:
             info = BackupFile(header=obj, end=None, count=0)
             continue
+        info.lines = n
         if kind == "bad":
             info.bad.append((n, obj))
         elif kind == "marker":
@@ -296,6 +328,8 @@ def inspect_backup(path: Path) -> BackupFile:
                 info.after_end += 1
     if info is None:
         raise BackupError(f"{path} is empty (not a celeryctl backup)")
+    info.lines = max(info.lines, 1)
+    info.bad_lines = frozenset(n for n, _ in info.bad)
     if info.after_end:
         info.notes.append(f"{info.after_end} message line(s) after the end line (line "
                           f"{end_line}): the file was appended to; they are restored too")

@@ -63,7 +63,8 @@ def audit(path: Path | None, *, target: str, command: str, result: str,
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "user": user,
             "host": socket.gethostname(), "target": SECRETS.scrub(redact(target) or ""),
             "command": SECRETS.scrub(command),
-            "subjects": subjects or [], "counts": counts or {}, "result": result,
+            "subjects": subjects or [], "counts": counts or {},
+            "result": SECRETS.scrub(result),
             **(extra or {})}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

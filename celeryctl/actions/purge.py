@@ -212,6 +212,16 @@ class SetAside:
         return sum(n for _, n in self.moved)
 
 
+def aside_lists(layout, queue: str, token: str) -> SetAside:
+    """Where a queue's lists go under `token` (nothing is moved yet)."""
+    sa = SetAside(token, queue, f"{layout.prefix}_celeryctl.purge.{token}".encode(),
+                  f"{layout.prefix}{PENDING}".encode(), {})
+    for step in layout.priority_steps:
+        aside = f"{layout.prefix}_celeryctl.purge.{token}.{step}".encode()
+        sa.live_of[aside] = (layout.key(queue, step), step)
+    return sa
+
+
 def set_aside(client, layout, queue: str, *, limits: dict[int, int] | None = None,
               token: str | None = None, info: dict[str, Any] | None = None) -> SetAside:
     """Set a queue's messages aside in one Lua call: at most `limits[step]` per priority
@@ -222,15 +232,11 @@ def set_aside(client, layout, queue: str, *, limits: dict[int, int] | None = Non
     import time
 
     token = token or uuid.uuid4().hex[:16]
-    sa = SetAside(token, queue, f"{layout.prefix}_celeryctl.purge.{token}".encode(),
-                  f"{layout.prefix}{PENDING}".encode(), {})
+    sa = aside_lists(layout, queue, token)
     pairs: list[bytes] = []
     limit_args: list[int] = []
-    for step in layout.priority_steps:
-        live = layout.key(queue, step)
-        aside = f"{layout.prefix}_celeryctl.purge.{token}.{step}".encode()
+    for aside, (live, step) in sa.live_of.items():
         pairs += [live, aside]
-        sa.live_of[aside] = (live, step)
         limit_args.append(-1 if limits is None else int(limits.get(step, 0)))
     record = {"queue": queue, "token": token, "set_aside_at": time.time(),
               "host": socket.gethostname(), "pid": os.getpid(), **(info or {}),
@@ -266,8 +272,14 @@ def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
                      "prefix": layout.prefix})
     if stop.requested:
         return _stopped(res, stop, backup, start)
-    sa = set_aside(client, layout, queue, limits=limits, token=token,
-                   info={"backup": str(backup.path.resolve()) if backup else None})
+    sa = aside_lists(layout, queue, token)
+    try:
+        sa = set_aside(client, layout, queue, limits=limits, token=token,
+                       info={"backup": str(backup.path.resolve()) if backup else None})
+    except Exception as exc:  # noqa: BLE001 - no answer: it may have happened; undo it
+        res.error = str(exc) or type(exc).__name__
+        sa.moved = [(a, -1) for a in sa.live_of]  # every list it may have moved
+        return _undo(client, layout, sa, res, backup, start)
     if not sa.moved:
         if backup is not None:
             backup.truncate_to(start)
@@ -298,31 +310,46 @@ def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
             res.interrupted = stop.signal
         else:
             res.error = str(exc) or type(exc).__name__
-        res.backed_up = 0
-        try:
-            res.put_back = put_back(client, layout.prefix, token,
-                                    {a: sa.live_of[a][0] for a, _ in sa.moved})
-        except Exception as exc2:  # noqa: BLE001 - the broker is gone: say where they are
-            res.set_aside = token
-            res.error = (res.error or "interrupted") + (
-                f"; putting the messages back failed too ({exc2}): they are set aside as "
-                f"{layout.prefix}_celeryctl.purge.{token}.*; `celeryctl restore --set-aside` "
-                f"puts them back")
-            return res
-        if backup is not None:
-            try:
-                backup.truncate_to(start)
-            except Exception as exc3:  # noqa: BLE001
-                res.error = (res.error or "interrupted") + f"; {exc3}"
+        _undo(client, layout, sa, res, backup, start)
         if not isinstance(exc, Exception):
             raise
         return res
-    client.eval(_DROP, 2 + len(sa.moved), sa.meta_key, sa.pending, *[a for a, _ in sa.moved],
-                token, AUDIT_TTL, sa.total)
+    try:
+        client.eval(_DROP, 2 + len(sa.moved), sa.meta_key, sa.pending,
+                    *[a for a, _ in sa.moved], token, AUDIT_TTL, sa.total)
+    except Exception as exc:  # noqa: BLE001 - backed up; whether deleted is not known
+        res.set_aside = token
+        res.error = (f"the broker did not confirm the deletion ({exc}): the messages are "
+                     f"either deleted (and in the backup) or still set aside as "
+                     f"{layout.prefix}_celeryctl.purge.{token}.* — `celeryctl queues` says "
+                     f"which; `celeryctl restore --set-aside` puts them back")
+        return res
     res.purged = sa.total
     if backup is not None:
         backup.mark({"celeryctl_marker": "queue_done", "queue": queue, "token": token,
                      "count": sa.total})
+    return res
+
+
+def _undo(client, layout, sa: SetAside, res: PurgeResult, backup, start) -> PurgeResult:
+    """Put everything set aside back, and drop this queue's lines from the backup; if the
+    broker does not answer even that, say where the messages are."""
+    res.backed_up = 0
+    try:
+        res.put_back = put_back(client, layout.prefix, sa.token,
+                                {a: sa.live_of[a][0] for a, _ in sa.moved})
+    except Exception as exc2:  # noqa: BLE001 - the broker is gone: say where they are
+        res.set_aside = sa.token
+        res.error = (res.error or "interrupted") + (
+            f"; putting the messages back failed too ({exc2}): they are set aside as "
+            f"{layout.prefix}_celeryctl.purge.{sa.token}.*; `celeryctl restore --set-aside` "
+            f"puts them back")
+        return res
+    if backup is not None:
+        try:
+            backup.truncate_to(start)
+        except Exception as exc3:  # noqa: BLE001
+            res.error = (res.error or "interrupted") + f"; {exc3}"
     return res
 
 

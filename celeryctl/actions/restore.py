@@ -343,9 +343,6 @@ class Sections:
     unconfirmed: list[tuple[int, int]] = field(default_factory=list)  # RabbitMQ: lines
 
 
-END = 1 << 62  # "to the end of the file"
-
-
 def read_sections(info) -> Sections:
     """From the control lines `inspect_backup` collected (no second pass over the file):
     a queue section runs from its "queue" line to the next control line that closes it
@@ -383,9 +380,19 @@ def read_sections(info) -> Sections:
             last_acked = n
         elif kind == "put_back" and m.get("token"):
             sec.put_back.add(str(m["token"]))
-    close(info.end_line or END, False)
-    sec.unconfirmed = [(a, b) for a, b in sec.unconfirmed if a <= b]
+    close(info.end_line or info.lines + 1, False)
+    sec.unconfirmed = [(a, b) for a, b in sec.unconfirmed if message_lines(info, a, b)]
     return sec
+
+
+def message_lines(info, a: int, b: int) -> int:
+    """How many message lines (not control lines, not damaged ones) lie in lines a..b."""
+    if a > b:
+        return 0
+    markers = sum(1 for n, _ in info.markers if a <= n <= b)
+    end = 1 if info.end_line is not None and a <= info.end_line <= b else 0
+    bad = sum(1 for n in info.bad_lines if a <= n <= b) if info.bad_lines else 0
+    return max(0, b - a + 1 - markers - end - bad)
 
 
 def redis_void_tokens(client, prefix: str, sec: Sections) -> tuple[set[str], list[str],

@@ -34,10 +34,20 @@ def action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
     Every action (purge, restore, control, connections kill) starts here, so here is where
     one without an explicit broker is refused, before anything is contacted."""
     from celeryctl.cli.read import Ctx
+    from celeryctl.status import UsageError
 
-    return Ctx(ctx, fmt, action=True, broker=broker, result_backend=None,
-               rabbitmq_api=rabbitmq_api, vhost=vhost, queue=None, timeout=timeout, app=app_,
-               profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
+    try:
+        return Ctx(ctx, fmt, action=True, broker=broker, result_backend=None,
+                   rabbitmq_api=rabbitmq_api, vhost=vhost, queue=None, timeout=timeout,
+                   app=app_, profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
+    except UsageError as exc:  # refused before anything was read: audited all the same
+        from celeryctl.actions.guard import audit
+
+        log = ctx.params.get("audit_log")
+        audit(Path(log).expanduser() if log else None, target="(none: refused)",
+              command=ctx.command_path.replace("celeryctl ", "", 1) or "action",
+              result=f"refused: {exc}")
+        raise
 
 
 def _guard(c, names: list[str], noun: str, confirm: bool, yes: bool) -> bool:
@@ -323,6 +333,8 @@ def _execute_purge(c, plan, bpath: Path | None, stop, audit_log=None, command="p
                 writer.close()  # no end line: restore's plan says the file was cut short
             else:
                 done = [r.queue for r in results if not r.error and not r.interrupted]
+                # RabbitMQ: a queue stopped between batches lost the committed ones
+                partly = [r.queue for r in results if (r.error or r.interrupted) and r.purged]
                 complete = len(done) == len(plan.names) and not error
                 try:
                     writer.finish(complete=complete,
@@ -330,8 +342,9 @@ def _execute_purge(c, plan, bpath: Path | None, stop, audit_log=None, command="p
                                       stop.signal if stop.requested else
                                       error or next((r.error for r in results if r.error),
                                                     None)),
-                                  purged=done,
-                                  not_purged=[n for n in plan.names if n not in done])
+                                  purged=done, partly_purged=partly,
+                                  not_purged=[n for n in plan.names
+                                              if n not in done and n not in partly])
                 except BackupError as exc:
                     writer.close()
                     error = error or str(exc)
@@ -341,10 +354,8 @@ def _execute_purge(c, plan, bpath: Path | None, stop, audit_log=None, command="p
 
 def _purge_redis(c, plan, writer, stop, results):
     from celeryctl.actions.purge import purge_redis
-    from celeryctl.collect.redis import connect_first, detect_layout
 
-    client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
-    layout, _ = detect_layout(client, c.target.transport_options)
+    client, layout = _redis_client(c)
     for item in plan.items:
         if stop.requested:
             break
@@ -474,15 +485,17 @@ def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
                         f"Nothing changed.", markup=False, highlight=False)
             _audit(c, audit_log, f"restore {path}", "refused: no such queue", missing, {})
             raise typer.Exit(int(ExitStatus.USAGE))
-    rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in targets.items()]
+    skip, sec, skipped = _restore_skips(c, path, info, audit_log, list(targets))
+    left = {to: info.count - sum(skipped.values())} if to else {
+        q: n - skipped.get(q, 0) for q, n in targets.items()}
+    rows = [{"queue": q, "messages": n, "ready now": before.get(q)} for q, n in left.items()]
     from celeryctl.render.actions import (
         render_restore_json,
         render_restore_plan,
         render_restore_result,
     )
 
-    render_restore_plan(c, info, rows, path=str(path))
-    skip, sec = _restore_skips(c, path, info, audit_log, list(targets))
+    render_restore_plan(c, info, rows, path=str(path), skipped=sum(skipped.values()))
     damaged = int(ExitStatus.CRITICAL if info.damaged else ExitStatus.OK)
     if info.count == 0:
         c.err.print("nothing to restore.")
@@ -651,10 +664,11 @@ def _restore_skips(c, path: Path, info, audit_log, queues: list[str]):
     back in the queue), from its control lines and, on Redis, the broker's record of each
     purge. Refuses (exits 64) while messages are still set aside."""
     from celeryctl.actions.backup import Skip
-    from celeryctl.actions.restore import read_sections, redis_void_tokens
+    from celeryctl.actions.restore import message_lines, read_sections, redis_void_tokens
 
     sec = read_sections(info)
     skip = Skip()
+    skipped: dict[str, int] = {}  # queue -> message lines skipped
     if c.target.broker_kind == "redis" and sec.queue_of:
 
         try:
@@ -672,17 +686,21 @@ def _restore_skips(c, path: Path, info, audit_log, queues: list[str]):
             _audit(c, audit_log, f"restore {path}", "refused", queues, {}, reasons=refusals)
             raise typer.Exit(int(ExitStatus.USAGE))
         skip = Skip(ranges=[r for t, r in sec.lines_of.items() if t in void])
-        if skip:
-            c.err.print(f"{len(skip)} lines skipped: their messages are back in their queue.",
-                        markup=False, highlight=False)
+        for t, (a, b) in sec.lines_of.items():
+            if t in void:
+                q = sec.queue_of.get(t, "?")
+                skipped[q] = skipped.get(q, 0) + message_lines(info, a, b)
+        if skipped:
+            c.err.print(f"{sum(skipped.values())} messages of this file are not restored: they "
+                        f"are back in their queue.", markup=False, highlight=False)
     if sec.unconfirmed and c.target.broker_kind != "redis":
-        c.err.print("note: the last messages of this file (lines "
-                    + ", ".join(f"{a}-{b}" if b < (1 << 62) else f"{a}-" for a, b in
-                                sec.unconfirmed)
+        c.err.print(f"note: {sum(message_lines(info, a, b) for a, b in sec.unconfirmed)} "
+                    f"messages of this file (lines "
+                    + ", ".join(f"{a}-{b}" for a, b in sec.unconfirmed)
                     + ") were written by a purge killed before it recorded their deletion; "
                     "those still in the queue are skipped (checked by message id when "
                     "restoring)", markup=False, highlight=False)
-    return skip, sec
+    return skip, sec, skipped
 
 
 def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
@@ -712,10 +730,13 @@ def _already_queued(c, path: Path, sec, to: str | None) -> set[int]:
 
 
 def _redis_client(c):
-    from celeryctl.collect.redis import connect_first, detect_layout
+    """The client an action writes with: every command bounded by --timeout as a whole
+    (collect/redis.py BoundedClient), and kombu's key layout."""
+    from celeryctl.collect.redis import bounded_client, detect_layout
 
-    client, _ = connect_first(c.target.broker, c.target.timeout, c.target.transport_options)
-    layout, _ = detect_layout(client, c.target.transport_options)
+    client = bounded_client(c.target.broker, c.target.timeout, c.target.transport_options)
+    layout = client.run("key layout", lambda cl: detect_layout(
+        cl, c.target.transport_options)[0])
     return client, layout
 
 

@@ -411,7 +411,7 @@ def _queue_names_redis(discovery, target: Target, workers: Observed
     found: dict[str, tuple[bool, list[str]]] = {}
 
     def add(name: str, how: str, internal: bool | None = None) -> None:
-        if not name:
+        if not isinstance(name, str):  # "" is a name (a list key may be empty)
             return
         internal = classify_queue(name) != "task" if internal is None else internal
         cur = found.setdefault(name, (internal, []))

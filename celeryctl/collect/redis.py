@@ -940,3 +940,65 @@ def collect_set_aside(client, layout: RedisLayout, now: float | None = None
                        "state": (h.get(b"state") or b"").decode() or None,
                        "lists": lists}))
     return rows
+
+
+class BoundedClient:
+    """A redis-py client for the guarded actions whose every command — and pipeline
+    `execute` — ends within `timeout` (+ bounded.SLACK) as a whole: redis-py's socket
+    timeout is per recv, and a server trickling its reply would hold a purge (and its
+    put-back) for ever. On expiry the connection's sockets are shut down and the command
+    raises `NoAnswer`; the next command connects afresh (`connect()`), so a put-back after
+    a stalled read still gets its chance."""
+
+    def __init__(self, connect, timeout: float, describe: str) -> None:
+        self._connect = connect
+        self._timeout = timeout
+        self._describe = describe
+        self._client = None
+
+    def _current(self):
+        from celeryctl.collect.bounded import call, shutdown_redis
+
+        if self._client is None:
+            opened: list = []
+            self._client = call("connect", lambda: self._connect(opened), self._describe,
+                                self._timeout,
+                                cancel=lambda: [shutdown_redis(c) for c in opened])
+        return self._client
+
+    def run(self, what: str, fn):
+        """`fn(client)` within the deadline."""
+        from celeryctl.collect.bounded import NoAnswer, call, shutdown_redis
+
+        client = self._current()
+        try:
+            return call(what, lambda: fn(client), self._describe, self._timeout,
+                        cancel=lambda: shutdown_redis(client))
+        except NoAnswer:
+            self._client = None  # shut down: the next command reconnects
+            raise
+
+    def pipeline(self, *args, **kwargs):
+        return _BoundedPipeline(self, self._current().pipeline(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return lambda *a, **kw: self.run(name, lambda c: getattr(c, name)(*a, **kw))
+
+
+class _BoundedPipeline:
+    def __init__(self, owner: BoundedClient, pipe) -> None:
+        self._owner, self._pipe = owner, pipe
+
+    def execute(self, *args, **kwargs):
+        return self._owner.run("pipeline", lambda _c: self._pipe.execute(*args, **kwargs))
+
+    def __getattr__(self, name: str):
+        return getattr(self._pipe, name)
+
+
+def bounded_client(endpoints: tuple[Endpoint, ...], timeout: float,
+                   options: dict[str, Any] | None = None) -> BoundedClient:
+    ep = endpoints[0]
+    return BoundedClient(lambda opened: connect_first(endpoints, timeout, options,
+                                                      opened=opened)[0],
+                         timeout, f"redis broker {ep.host}:{ep.port}")

@@ -72,7 +72,8 @@ def render_purge_json(c, plan, *, backup: str | None, result: list | None) -> No
 def render_purge_result(c, plan, results, after: dict[str, int | None], *,
                         backup: str | None) -> None:
     rows = [{"queue": r.queue, "purged": r.purged, "backed_up": r.backed_up if backup else None,
-             "remaining": after.get(r.queue), "error": r.error, "put_back": r.put_back}
+             "remaining": after.get(r.queue), "error": r.error, "put_back": r.put_back,
+             "set_aside": r.set_aside, "interrupted": r.interrupted}
             for r in results]
     if c.fmt == "json":
         render_purge_json(c, plan, backup=backup, result=rows)
@@ -83,9 +84,14 @@ def render_purge_result(c, plan, results, after: dict[str, int | None], *,
                 line += f", backed up {r['backed_up']}"
             c.out.print(line, highlight=False)
             if r["error"]:
-                c.err.print(f"error on {safe(r['queue'])}: {safe(r['error'])}"
-                            + (f" — {r['put_back']} messages put back, nothing lost"
-                               if r["put_back"] else " — unacked messages returned to the queue"),
+                if r["set_aside"]:
+                    after_error = ""  # the error says where the messages are
+                elif plan.broker_kind == "redis":
+                    after_error = (f" — {r['put_back']} messages put back, nothing lost"
+                                   if r["put_back"] else " — nothing was set aside")
+                else:
+                    after_error = " — messages not committed went back to the queue"
+                c.err.print(f"error on {safe(r['queue'])}: {safe(r['error'])}{after_error}",
                             highlight=False)
         if backup:
             c.out.print(safe(f"backup: {backup}  (celeryctl restore {backup})"), highlight=False)
@@ -142,11 +148,12 @@ def render_restore_json(c, info, rows: list[dict[str, Any]], *, path: str,
 _SHOW_BAD = 20
 
 
-def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> None:
+def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str,
+                        skipped: int = 0) -> None:
     if c.fmt == "json":
         return
     h = info.header
-    c.out.print(safe(f"restore plan: {info.count} messages from {path} (purged from "
+    c.out.print(safe(f"restore plan: {info.count - skipped} messages from {path} (purged from "
                      f"{h.get('broker')} at {h.get('created')}) to {c.target.broker_redacted}"),
                 highlight=False)
     t = _table()
@@ -161,10 +168,12 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str) -> No
                     f"(docs/purge.md)", markup=False, highlight=False)
     elif isinstance(info.end, dict) and info.end.get("complete") is False:
         done = ", ".join(safe(q) for q in info.end.get("purged") or []) or "none"
+        partly = ", ".join(safe(q) for q in info.end.get("partly_purged") or [])
         left = ", ".join(safe(q) for q in info.end.get("not_purged") or []) or "none"
-        c.err.print(f"note: the purge that wrote {path} was stopped "
-                    f"({safe(str(info.end.get('stopped')))}): it purged {done}; left as they "
-                    f"were: {left}. The file holds exactly what it deleted.",
+        c.err.print(f"note: the purge that wrote {safe(path)} was stopped "
+                    f"({safe(str(info.end.get('stopped')))}): it purged {done}"
+                    + (f"; in part: {partly}" if partly else "")
+                    + f"; left as they were: {left}. The file holds exactly what it deleted.",
                     markup=False, highlight=False)
     if info.bad:
         c.err.print(f"warning: {len(info.bad)} damaged line(s) cannot be restored (the "
@@ -189,24 +198,24 @@ def render_restore_result(c, info, rows: list[dict[str, Any]], res, before: dict
         render_restore_json(c, info, rows, path=path, result=result)
         return
     for q, r in result["queues"].items():
-        c.out.print(f"restored {r['restored']} messages to {q}: ready {_v(r['ready_before'])} "
-                    f"-> {_v(r['ready_after'])}", markup=False, highlight=False)
+        c.out.print(safe(f"restored {r['restored']} messages to {q}: ready "
+                         f"{_v(r['ready_before'])} -> {_v(r['ready_after'])}"), highlight=False)
     short = [q for q, r in result["queues"].items() if r["ready_before"] is not None and
              r["ready_after"] is not None and r["ready_after"] - r["ready_before"] < r["restored"]]
     if short and not error:
-        c.err.print("warning: fewer ready messages than restored in " + ", ".join(short)
-                    + " (workers may already be consuming them)", markup=False, highlight=False)
+        c.err.print(safe("warning: fewer ready messages than restored in " + ", ".join(short)
+                         + " (workers may already be consuming them)"), highlight=False)
     if res.user_id_dropped:
         c.err.print(f"note: {res.user_id_dropped} message(s) carried a user_id other than the "
                     f"connecting user, which RabbitMQ refuses: published without it",
                     markup=False, highlight=False)
     for n, why in res.failed[:_SHOW_BAD]:
-        c.err.print(f"error: line {n}: {why}", markup=False, highlight=False)
+        c.err.print(safe(f"error: line {n}: {why}"), highlight=False)
     if len(res.failed) > _SHOW_BAD:
         c.err.print(f"error: ... and {len(res.failed) - _SHOW_BAD} more lines not restored",
                     markup=False, highlight=False)
     if error:
-        c.err.print(f"error: {error}", markup=False, highlight=False)
+        c.err.print(safe(f"error: {error}"), highlight=False)
         c.err.print(f"the restore stopped: {res.restored} messages were sent"
                     + (f", up to line {res.last_line} of {path}" if res.last_line else "")
                     + "; the rest were not", markup=False, highlight=False)
