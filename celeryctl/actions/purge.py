@@ -276,7 +276,15 @@ def purge_redis(client, layout, queue: str, backup: BackupWriter | None, *,
     try:
         sa = set_aside(client, layout, queue, limits=limits, token=token,
                        info={"backup": str(backup.path.resolve()) if backup else None})
-    except Exception as exc:  # noqa: BLE001 - no answer: it may have happened; undo it
+    except Exception as exc:  # noqa: BLE001 - refused, or no answer: did anything move?
+        try:
+            moved = int(client.exists(*sa.live_of))
+        except Exception:  # noqa: BLE001 - not known: undo whatever may have moved
+            moved = None
+        if moved == 0:  # nothing set aside (e.g. the ACL refused the RENAME): say it as is
+            if backup is not None:
+                backup.truncate_to(start)
+            raise
         res.error = str(exc) or type(exc).__name__
         sa.moved = [(a, -1) for a in sa.live_of]  # every list it may have moved
         return _undo(client, layout, sa, res, backup, start)
@@ -422,7 +430,11 @@ def purge_rabbit_amqp(channel, queue: str, planned: int, backup: BackupWriter | 
             backup.mark({"celeryctl_marker": "queue_done", "queue": queue,
                          "count": res.purged})
     except Exception as exc:  # noqa: BLE001
-        res.error = str(exc) or type(exc).__name__
+        from celeryctl.collect.errors import DENIED, classify
+
+        kind, text = classify(exc)
+        res.error = text + (" (the operator account of docs/permissions.md may do this)"
+                            if kind == DENIED else "")
         if batch_start is not None and not committing:
             # written, never committed: the broker takes the batch back; so does the file
             try:
