@@ -53,6 +53,16 @@ class RestoreResult:
     def restored(self) -> int:
         return sum(self.counts.values())
 
+    def committed(self, pending: dict[str, int], last: int | None, progress=None) -> None:
+        """A chunk is on the broker: count it (`pending` is emptied), note its last line,
+        tell `progress`."""
+        for q, n in pending.items():
+            self.counts[q] = self.counts.get(q, 0) + n
+        pending.clear()
+        self.last_line = last
+        if progress is not None:
+            progress(self)
+
 
 # --- Redis ----------------------------------------------------------------------------------
 
@@ -120,12 +130,7 @@ def restore_redis(client, layout, records: Records, to: str | None,
             pipe.hset(progress_key, mapping={"last_line": last, "time": time.time()})
             pipe.expire(progress_key, PROGRESS_TTL)
         pipe.execute()
-        for q, n in pending.items():
-            res.counts[q] = res.counts.get(q, 0) + n
-        pending.clear()
-        res.last_line = last
-        if progress is not None:
-            progress(res)
+        res.committed(pending, last, progress)
 
     for line, rec in records:
         if stop.requested:
@@ -248,14 +253,9 @@ def restore_rabbit(channel, records: Records, to: str | None, user: str | None,
                                   body=json.dumps({"last_line": state["last"],
                                                    "time": time_now()}).encode())
         channel.tx_commit()  # commit-ok: the chunk (and its progress) is on the broker
-        for q, n in pending.items():
-            res.counts[q] = res.counts.get(q, 0) + n
-        pending.clear()
         res.user_id_dropped += state["dropped"]
         state["dropped"] = 0
-        res.last_line = state["last"]
-        if progress is not None:
-            progress(res)
+        res.committed(pending, state["last"], progress)
 
     for line, rec in records:
         if stop.requested:
