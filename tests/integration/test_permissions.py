@@ -19,6 +19,30 @@ from tests.conftest import run_cli, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.workers]
 
+
+# This module counts connections and findings on its Redis: it gets a Redis and workers of
+# its own, so what other modules leave on the session Redis (idle clients, purge records in
+# other dbs) cannot change its answers.
+@pytest.fixture(scope="module")
+def redis_server(labdir):
+    proc = s.start_redis(labdir, name=f"redis-perm-{uuid.uuid4().hex[:6]}")
+    yield proc.info
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_workers(labdir, redis_server):
+    import socket
+
+    from tests.conftest import _start_workers
+
+    url = redis_server["url"]
+    procs = _start_workers(labdir, url, ["rw1@%h", "rw2@%h"], "celery,hipri")
+    yield {"url": url, "names": [f"rw{i}@{socket.gethostname()}" for i in (1, 2)],
+           "procs": procs}
+    for p in procs:
+        p.stop()
+
 READ_COMMANDS = (("workers",), ("workers", "inspect", "ping"), ("queues",),
                  ("queues", "watch", "--count", "1"), ("connections",), ("doctor",))
 
