@@ -62,15 +62,20 @@ def _start_workers(labdir, url, names, queues):
     return procs
 
 
-@pytest.fixture(scope="session")
-def redis_workers(labdir, redis_server):
-    """Two real workers (threads pool) on db 0 of the session Redis."""
+def redis_worker_pair(labdir, redis_server):
+    """A fixture body: two real workers (threads pool) on db 0 of `redis_server`."""
     url = redis_server["url"]
     procs = _start_workers(labdir, url, ["rw1@%h", "rw2@%h"], "celery,hipri")
     yield {"url": url, "names": [f"rw{i}@{socket.gethostname()}" for i in (1, 2)],
            "procs": procs}
     for p in procs:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_workers(labdir, redis_server):
+    """Two real workers (threads pool) on db 0 of the session Redis."""
+    yield from redis_worker_pair(labdir, redis_server)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 
 from celeryctl.actions.backup import BackupWriter, record_from_amqp, record_from_redis
 from celeryctl.actions.interrupt import Never
+from celeryctl.collect.redis import PURGE_PENDING as PENDING
 from celeryctl.snapshot import MessageSample, QueueDepth, WorkersView
 
 CHUNK = 1000
@@ -109,7 +110,6 @@ def plan_purge(requested: list[str], depths: list[QueueDepth], *, broker: str, b
 #               (they are older than anything published since), hash -> put-back
 
 AUDIT_TTL = 30 * 86400
-PENDING = "_celeryctl.purge.pending"
 
 _SET_ASIDE = """
 -- KEYS[1] meta hash, KEYS[2] pending set, then pairs (live, aside)

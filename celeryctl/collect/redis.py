@@ -903,6 +903,9 @@ def collect_reply_ttls(client, layout: RedisLayout, names: list[str]) -> dict[st
 
 
 SET_ASIDE_ORIGIN = "interrupted purge"
+# the set of tokens whose messages a purge set aside and has not finished with
+# (celeryctl/actions/purge.py writes it, collect_set_aside reads it)
+PURGE_PENDING = "_celeryctl.purge.pending"
 
 
 def collect_set_aside(client, layout: RedisLayout, now: float | None = None
@@ -911,10 +914,9 @@ def collect_set_aside(client, layout: RedisLayout, now: float | None = None
     _celeryctl.purge.pending`, the hash of each token, `LLEN` of its lists. One row per
     token, internal, named after its aside lists; `arguments` says whose queue they are,
     since when, which process set them aside and where its backup is."""
-    from celeryctl.actions.purge import PENDING
-
     p = layout.prefix
-    tokens = sorted(t.decode("utf-8", "replace") for t in client.smembers(f"{p}{PENDING}"))
+    tokens = sorted(t.decode("utf-8", "replace")
+                    for t in client.smembers(f"{p}{PURGE_PENDING}"))
     now = time.time() if now is None else now
     rows = []
     for token in tokens:

@@ -32,16 +32,9 @@ def redis_server(labdir):
 
 @pytest.fixture(scope="module")
 def redis_workers(labdir, redis_server):
-    import socket
+    from tests.conftest import redis_worker_pair
 
-    from tests.conftest import _start_workers
-
-    url = redis_server["url"]
-    procs = _start_workers(labdir, url, ["rw1@%h", "rw2@%h"], "celery,hipri")
-    yield {"url": url, "names": [f"rw{i}@{socket.gethostname()}" for i in (1, 2)],
-           "procs": procs}
-    for p in procs:
-        p.stop()
+    yield from redis_worker_pair(labdir, redis_server)
 
 READ_COMMANDS = (("workers",), ("workers", "inspect", "ping"), ("queues",),
                  ("queues", "watch", "--count", "1"), ("connections",), ("doctor",))
