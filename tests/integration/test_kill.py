@@ -114,10 +114,16 @@ def test_rabbitmq_kill_keeps_connections_with_consumers(labdir, rabbit, vhost, t
                 and any(c["consumers"] and c["role"] == "worker" for c in conns)
             return conns if ok else None
 
+        # the worker answers first: its start-up connections (mingle's reply consumer) are
+        # gone by then, and are not mistaken for the consumer connection that must survive
+        assert wait_for(lambda: _ping(url, f"kr1@{H}"), timeout=30)
         conns = wait_for(listed, timeout=30)
-        # the worker's consumer connection (not the lagging listing's ghosts of celeryctl
-        # processes that already exited: they vanish on their own)
-        live = {c["id"] for c in conns if c["consumers"] and c["role"] == "worker"}
+        # the worker's consumer connection, listed twice (not the lagging listing's ghosts
+        # of connections that already closed: they vanish on their own)
+        time.sleep(1)
+        again = {c["id"] for c in _clients_rabbit(args)}
+        live = {c["id"] for c in conns
+                if c["consumers"] and c["role"] == "worker" and c["id"] in again}
         assert live
         leaky = next(c["id"] for c in conns if c["name"] == "leaky")
         code, doc, err, _ = run_json("connections", "kill", "--idle-over", "1", *args,
