@@ -190,7 +190,7 @@ def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
 
     # a row is one or two lines: the summary is shortened (…) unless --wide
     cols = [Col("code", kind="name"), Col("name", 2),
-            Col("family", 3, kind="wrap", min_width=10),
+            Col("family", 3, kind="wrap", min_width=15),
             Col("what it finds", 1, kind="wrap", min_width=24, max_lines=2)]
     out = make_console()
     print_table(out, cols, [[c.code, c.name, FAMILIES[c.family], c.summary] for c in cat],
