@@ -77,6 +77,7 @@ def cell_width(cell: Any) -> int:
     return max(cell_len(line) for line in _lines(cell))
 
 
+WIDE_MAX = 200  # --wide: wrap columns get room up to this table width (or the terminal's)
 WORD_MAX = 30  # a word in a wrap column longer than this may be broken (folded)
 
 
@@ -115,7 +116,8 @@ def fit(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = Fals
             drop = max(droppable, key=lambda i: (cols[i].priority, i))
             shown.remove(drop)
             hidden += 1
-    room = width if not wide else max(width, table_width([need[i] for i in shown]))
+    room = width if not wide else max(width, table_width([need[i] for i in shown]),
+                                      min(table_width(natural), max(width, WIDE_MAX)))
     widths = {i: need[i] for i in shown}
     folded = False
     over = table_width(list(widths.values())) - room
