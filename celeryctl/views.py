@@ -59,11 +59,18 @@ def _count(reply: Any) -> int | None:
     return len(reply) if isinstance(reply, list) else None
 
 
+def _node_order(node) -> tuple[str, int]:
+    stats = node.replies.get("stats")
+    pid = stats.get("pid") if isinstance(stats, dict) else None
+    return node.name, pid if isinstance(pid, int) and not isinstance(pid, bool) else -1
+
+
 def worker_rows(view: WorkersView) -> list[dict[str, Any]]:
     """One row per replying worker (duplicates kept), then one per expected-but-silent one."""
     rows = []
-    # by name, duplicates kept in arrival order: the same cluster reads the same every run
-    for node in sorted(view.nodes, key=lambda n: n.name):
+    # by name, duplicates (the same node name twice) by pid: the same cluster reads the same
+    # every run, whatever order the replies arrived in
+    for node in sorted(view.nodes, key=_node_order):
         r = node.replies
         stats = r.get("stats") if isinstance(r.get("stats"), dict) else {}
         pool = stats.get("pool") or {}

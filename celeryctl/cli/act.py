@@ -146,7 +146,7 @@ def purge(
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """Delete the ready messages of queues — a dry run unless --confirm; --backup first."""
     c = action_ctx(ctx, fmt, broker, rabbitmq_api, vhost, timeout, app_, profile,
@@ -409,7 +409,7 @@ def restore(
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """Republish a purge backup in its original order and priorities — a dry run unless
     --confirm.
@@ -859,7 +859,7 @@ def kill(
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """Close stale broker connections (Redis CLIENT KILL ID, RabbitMQ management API) — never
     a live consumer unless named by its exact address — a dry run unless --confirm.

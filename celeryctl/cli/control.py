@@ -57,7 +57,7 @@ def control(
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     from celeryctl.actions.control import (
         VERIFY_METHOD,

@@ -171,29 +171,32 @@ def _save(snap, path: str, elapsed: float, include_args: bool, err) -> None:
               highlight=False)
 
 
-def checks_cmd(fmt: o.Format = "table") -> None:
-    """The catalogue of doctor's checks."""
+def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
+    """The catalogue of doctor's checks, by code (`celeryctl explain CODE` for one whole)."""
     import json
     import sys
 
     from celeryctl.checks import FAMILIES, catalogue
 
     fmt = o.check_format(fmt)
-    cat = catalogue()
+    cat = sorted(catalogue(), key=lambda c: c.code)
     if fmt == "json":
         sys.stdout.write(json.dumps({"schema": 1, "checks": [
             {"code": c.code, "name": c.name, "family": c.family, "summary": c.summary}
             for c in cat]}, indent=2) + "\n")
         return
     from celeryctl.render.console import make_console
-    from celeryctl.render.tables import _table
+    from celeryctl.render.fit import Col, print_table
 
-    t = _table()
-    for col in ("code", "name", "family", "what it finds"):
-        t.add_column(col)
-    for c in cat:
-        t.add_row(c.code, c.name, FAMILIES[c.family], c.summary)
-    make_console().print(t)
+    # a row is one or two lines: the summary is shortened (…) unless --wide
+    cols = [Col("code", kind="name"), Col("name", 2),
+            Col("family", 3, kind="wrap", min_width=15),
+            Col("what it finds", 1, kind="wrap", min_width=24, max_lines=2)]
+    out = make_console()
+    print_table(out, cols, [[c.code, c.name, FAMILIES[c.family], c.summary] for c in cat],
+                wide=wide)
+    if not wide:
+        out.print("celeryctl explain CODE: one check whole", style="dim", highlight=False)
 
 
 def explain(code: str = typer.Argument(..., metavar="CODE|NAME")) -> None:

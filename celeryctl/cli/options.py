@@ -43,6 +43,10 @@ Profile = Annotated[str | None, typer.Option(
 Format = Annotated[str, typer.Option(
     "--format", "-f", metavar="table|json", help="table or json.", rich_help_panel="Output")]
 
+Wide = Annotated[bool, typer.Option(
+    "--wide", help="Every column, whatever the terminal's width (narrow terminals hide "
+    "the less important ones, with a note).", rich_help_panel="Output")]
+
 
 def collect_flags(ctx: typer.Context, broker, result_backend, rabbitmq_api, vhost, queue,
                   timeout, app, profile, rabbitmq_api_ca=None):

@@ -40,6 +40,9 @@ class Ctx:
         from celeryctl.targets import refuse_default_broker, resolve
 
         self.fmt = o.check_format(fmt)
+        # --wide (every column whatever the width): the command's own option, read by the
+        # table renderers of actions (render/actions) as `c.wide`
+        self.wide = bool((getattr(ctx, "params", None) or {}).get("wide"))
         self.target = resolve(o.collect_flags(ctx, **flags))
         if action:
             refuse_default_broker(self.target)
@@ -115,6 +118,7 @@ def workers(
     profile: o.Profile = None, fmt: o.Format = "table",
     destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
                                           help="Only these worker node names (repeatable)."),
+    wide: o.Wide = False,
 ) -> None:
     """Workers as they answer remote control: one row per worker."""
     if ctx.invoked_subcommand is not None:
@@ -149,7 +153,7 @@ def workers(
 
         if rows is not None:
             if rows:
-                render_workers(c.out, rows)
+                render_workers(c.out, rows, wide=wide)
             else:
                 c.err.print(f"no worker replied within {g.workers.value.waited_seconds:.1f} s")
         c.footer(g)
@@ -247,6 +251,7 @@ def queues(
     all_: bool = typer.Option(False, "--all", "-a",
                               help="Include Celery's internal queues (pidbox replies, celeryev, "
                               "result queues)."),
+    wide: o.Wide = False,
 ) -> None:
     """True queue depth: ready (with Redis priority sub-lists), in-flight/unacked, consumers,
     rates. Exit 0 every queue read, 3 the broker (or a listed queue) could not be read, or
@@ -288,7 +293,7 @@ def queues(
         if rows is not None:
             if rows:
                 render_queues(c.out, rows, "redis" if c.target.broker_kind == "redis"
-                              else "rabbitmq")
+                              else "rabbitmq", wide=wide)
             else:
                 c.err.print("no queues found" + (" (partial discovery: see the note)"
                                                  if g.queues.partial else ""))
@@ -351,7 +356,7 @@ def connections(
     broker: o.Broker = None, result_backend: o.Backend = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None,
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
-    profile: o.Profile = None, fmt: o.Format = "table",
+    profile: o.Profile = None, fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """Redis clients (CLIENT LIST) or RabbitMQ connections, with the worker each belongs to.
     Exit 0 observed, 3 the broker (or management API) could not be read."""
@@ -382,7 +387,7 @@ def connections(
 
         if rows is not None:
             render_connections(c.out, rows, "redis" if c.target.broker_kind == "redis"
-                               else "rabbitmq")
+                               else "rabbitmq", wide=wide)
         else:
             from celeryctl.render.tables import render_unobserved
 

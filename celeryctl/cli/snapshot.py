@@ -56,7 +56,7 @@ def snapshot(
 def diff(
     before: str = typer.Argument(..., metavar="A"),
     after: str = typer.Argument(..., metavar="B"),
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """What changed from snapshot A to snapshot B: queues grown or drained, workers gone or
     new, settings changed, findings new or resolved (default thresholds)."""
@@ -86,7 +86,7 @@ def diff(
     from celeryctl.render.console import make_console
     from celeryctl.render.snapdiff import render_diff
 
-    render_diff(make_console(), d)
+    render_diff(make_console(), d, wide=wide)
 
 
 def register(app: typer.Typer) -> None:

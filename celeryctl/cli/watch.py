@@ -44,7 +44,7 @@ def watch(
     broker: o.Broker = None, rabbitmq_api: o.RabbitAPI = None,
     rabbitmq_api_ca: o.RabbitAPICA = None, vhost: o.Vhost = None,
     timeout: o.Timeout = None, app_: o.App = None, profile: o.Profile = None,
-    fmt: o.Format = "table",
+    fmt: o.Format = "table", wide: o.Wide = False,
 ) -> None:
     """Live queue depth, rates and time to drain; survives the broker going away.
 
@@ -79,7 +79,7 @@ def watch(
             with Live(console=c.out, screen=True, auto_refresh=False,
                       redirect_stderr=False) as live:
                 loop.run(lambda rows, header, sources: live.update(
-                    _screen(rows, header, c.out.size.height), refresh=True))
+                    _screen(rows, header, c.out.size, wide), refresh=True))
     except KeyboardInterrupt:
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
     finally:
@@ -164,10 +164,10 @@ class _Loop:
         ]
 
 
-def _screen(rows, header, height):
+def _screen(rows, header, size, wide: bool):
     from celeryctl.render.live import render_screen
 
-    return render_screen(rows, header, height)
+    return render_screen(rows, header, size.height, size.width, wide=wide)
 
 
 def _json(rows, state, watcher, sources) -> str:

@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.text import Text
 
+from celeryctl.render.fit import Col, num, print_table
 from celeryctl.render.jsonout import dumps
-from celeryctl.render.tables import _table, _v
+from celeryctl.render.tables import _v
 from celeryctl.render.text import safe
 
 
@@ -44,18 +45,20 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
     c.out.print(f"purge plan on {safe(plan.broker)}"
                 + (f" vhost {safe(plan.vhost)}" if plan.broker_kind != "redis" else ""),
                 highlight=False)
-    t = _table()
-    for col in ("queue", "ready", "by priority", "in flight (kept)", "consumers", "first messages"):
-        t.add_column(col)
+    # render/fit: queue, ready, in flight and consumers always; then the first messages, the
+    # consuming workers, the priority buckets as room allows (--wide: all)
+    cols = [Col("queue", kind="name"), num("ready"), Col("by priority", 3), num("in flight (kept)"),
+            num("consumers"), Col("consumed by", 2, kind="wrap", min_width=12),
+            Col("first messages", 1, kind="wrap", min_width=20)]
+    rows = []
     for i in plan.items:
         buckets = " ".join(f"{k}:{v}" for k, v in (i.buckets or {}).items() if v) or "-"
         first = "\n".join(_sample(s) for s in i.samples) or \
             ("-" if sampled else "(not sampled)")
-        cons = _v(i.consumers) + (f" ({', '.join(safe(w) for w in i.consumer_workers)})"
-                                  if i.consumer_workers else "")
-        t.add_row(safe(i.queue), _v(i.ready), buckets, _v(i.unacked), cons, first)
+        rows.append([safe(i.queue), _v(i.ready), buckets, _v(i.unacked), _v(i.consumers),
+                     ", ".join(safe(w) for w in i.consumer_workers) or "-", first])
     if plan.items:
-        c.out.print(t)
+        print_table(c.out, cols, rows, wide=getattr(c, "wide", False))
     c.out.print(f"{plan.total} ready messages in {len(plan.items)} queue(s) would be deleted"
                 + (f"; backup to {safe(backup)} first" if backup else "; no backup (--backup FILE)"),
                 highlight=False)
@@ -156,12 +159,9 @@ def render_restore_plan(c, info, rows: list[dict[str, Any]], *, path: str,
     c.out.print(safe(f"restore plan: {info.count - skipped} messages from {path} (purged from "
                      f"{h.get('broker')} at {h.get('created')}) to {c.target.broker_redacted}"),
                 highlight=False)
-    t = _table()
-    for col in ("queue", "messages", "ready now"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(_v(r["queue"]), _v(r["messages"]), _v(r["ready now"]))
-    c.out.print(t)
+    print_table(c.out, [Col("queue", kind="name"), num("messages"), num("ready now")],
+                [[_v(r["queue"]), _v(r["messages"]), _v(r["ready now"])] for r in rows],
+                wide=getattr(c, "wide", False))
     if not info.complete:
         c.err.print(f"warning: {path} has no end line: the purge that wrote it was killed or "
                     f"lost its broker; what it left is checked before restoring "
@@ -250,12 +250,12 @@ def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
         return
     if rows is None:
         return
-    t = _table()
     verify = any("after" in r for r in rows)
-    cols = ["worker", "answered", "result"] + (["after"] if verify else [])
-    for col in cols:
-        t.add_column(col)
-
+    cols = [Col("worker", kind="name"), Col("answered"),
+            Col("result", 1, kind="wrap", min_width=20)]
+    if verify:
+        cols.append(Col("after", 2, kind="wrap", min_width=16))
+    cells_rows = []
     for r in rows:  # names and replies are data: Text, never markup
         answered = {True: Text("yes"), False: Text("no", style="red"),
                     None: Text("-")}[r["answered"]]
@@ -266,8 +266,8 @@ def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
         if verify:
             cells.append(Text(safe(r.get("after", "-")),
                               style="" if r.get("took_effect", True) else "yellow"))
-        t.add_row(*cells)
-    c.out.print(t)
+        cells_rows.append(cells)
+    print_table(c.out, cols, cells_rows, wide=getattr(c, "wide", False))
 
 
 def render_kill_json(c, plan, rows: list[dict[str, Any]] | None) -> None:
@@ -286,17 +286,17 @@ def render_kill_plan(c, plan) -> None:
 
     from celeryctl.render.tables import human_seconds
 
-    t = _table()
-    for col in ("address", "name", "role", "idle", "age", "worker", "action"):
-        t.add_column(col)
-    for x in plan.selected:
-        t.add_row(_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
-                  human_seconds(x.age_seconds), _v(x.worker), Text("close", style="red"))
-    for x, why in plan.protected:
-        t.add_row(_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
-                  human_seconds(x.age_seconds), _v(x.worker), safe(f"keep: {why}"))
-    if plan.selected or plan.protected:
-        c.out.print(t)
+    cols = [Col("address", kind="name"), Col("name", 4, kind="wrap", min_width=12),
+            Col("role", 2), num("idle"), num("age", 3), Col("worker", 1),
+            Col("action", kind="wrap", min_width=12)]
+    rows = [[_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+             human_seconds(x.age_seconds), _v(x.worker), Text("close", style="red")]
+            for x in plan.selected]
+    rows += [[_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
+              human_seconds(x.age_seconds), _v(x.worker), safe(f"keep: {why}")]
+             for x, why in plan.protected]
+    if rows:
+        print_table(c.out, cols, rows, wide=getattr(c, "wide", False))
     c.out.print(f"{len(plan.selected)} connection(s) would be closed, "
                 f"{len(plan.protected)} kept", highlight=False)
 

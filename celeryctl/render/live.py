@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from celeryctl.render.tables import _table, _v
+from celeryctl.render.fit import Col, build, num
+from celeryctl.render.tables import _v
 from celeryctl.render.text import literal, safe
 from celeryctl.views import human_seconds
 
@@ -23,8 +24,10 @@ def _drain(r: dict[str, Any]) -> str:
     return human_seconds(r["drain_seconds"]) if r["drain_seconds"] else "empty"
 
 
-def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: int):
-    """A rich renderable: header lines, then as many rows as fit in `height` lines."""
+def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: int,
+                  width: int = 200, *, wide: bool = False):
+    """A rich renderable: header lines, then as many rows as fit in `height` lines, the
+    columns that fit in `width` (render/fit: queue, ready, unacked and consumers always)."""
     from rich.console import Group
     from rich.markup import escape as _escape
     from rich.text import Text
@@ -48,20 +51,19 @@ def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: in
             f"{escape(header['stale'])} — retrying every {header['interval']:g} s[/]"))
     for note in header.get("notes", []):
         lines.append(Text.from_markup(f"[dim]{escape(note)}[/]"))
-    t = _table()
-    for col, just in (("queue", "left"), ("ready", "right"), ("unacked", "right"),
-                      ("consumers", "right"), ("in", "right"), ("out", "right"),
-                      ("net", "right"), ("trend", "left"), ("drain", "right")):
-        t.add_column(col, justify=just)
-    room = max(1, height - len(lines) - 5)
+    cols = [Col("queue", kind="name"), num("ready"), num("unacked"), num("consumers"),
+            num("in", 2), num("out", 2), num("net", 1), Col("trend", 3), num("drain", 1)]
+    room = max(1, height - len(lines) - 6)  # header, rule, table edges, the hidden note
     stale = bool(header.get("stale"))
-    for r in rows[:room]:
-        style = "dim" if stale else LEVEL_STYLE.get(r["level"], "")
-        t.add_row(literal(r["name"]), _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
-                  _rate(r["rate_in"]), _rate(r["rate_out"]),
-                  "-" if r["net_rate"] is None else f"{r['net_rate']:+.1f}/s",
-                  r["trend"], _drain(r), style=style)
+    cells = [[literal(r["name"]), _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
+              _rate(r["rate_in"]), _rate(r["rate_out"]),
+              "-" if r["net_rate"] is None else f"{r['net_rate']:+.1f}/s", r["trend"], _drain(r)]
+             for r in rows[:room]]
+    t, lay = build(cols, cells, width, wide=wide, row_styles=[
+        "dim" if stale else LEVEL_STYLE.get(r["level"], "") for r in rows[:room]])
     parts = [*lines, t]
+    if lay.note:
+        parts.append(Text(lay.note, style="dim"))
     if len(rows) > room:
         parts.append(Text(f"... {len(rows) - room} more queues (--queue PATTERN, --sort)",
                           style="dim"))

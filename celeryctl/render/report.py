@@ -86,7 +86,25 @@ def verdict(report) -> str:
     return text
 
 
+def hang(prefix, text):
+    """`prefix` then `text`, wrapped lines starting under the text's first character (a
+    hanging indent), never at column 0; nothing cut (a long token folds). Both may be str
+    (shown literally) or rich Text."""
+    from rich.table import Table
+    from rich.text import Text
+
+    head = prefix if isinstance(prefix, Text) else Text(prefix)
+    body = text if isinstance(text, Text) else Text(safe(text))
+    g = Table.grid(padding=0)
+    g.add_column(no_wrap=True, width=head.cell_len)
+    g.add_column(overflow="fold")
+    g.add_row(head, body)
+    return g
+
+
 def render_report_table(out, report, sources) -> None:
+    """Wrapped lines keep their indent: a finding's message continues under its name, an
+    evidence or fix line under its text (render via `hang`)."""
     worst = report.worst().label
     style = STYLE.get(worst, "") if worst != "ok" or not report.incomplete else "bold magenta"
     from rich.text import Text
@@ -100,21 +118,21 @@ def render_report_table(out, report, sources) -> None:
         out.print(f"[{STYLE[sev]}]{sev.upper()}[/]", markup=True)
         for f in group:
             # the subject and the message name queues, workers, tasks: data, never markup
-            out.print(Text.assemble("  ", (f.code, STYLE[sev]), f" {f.name}  ",
-                                    (safe(f.subject), "bold"), ": ", safe(f.message)),
-                      highlight=False)
+            out.print(hang(Text.assemble("  ", (f.code, STYLE[sev]), " "),
+                           Text.assemble(f"{f.name}  ", (safe(f.subject), "bold"), ": ",
+                                         safe(f.message))))
             if f.evidence:
                 ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
-                out.print(safe(f"      evidence: {ev}"), markup=False, highlight=False)
+                out.print(hang("      evidence: ", ev))
             if f.hint:
-                out.print(safe(f"      fix: {f.hint}"), markup=False, highlight=False)
+                out.print(hang("      fix: ", f.hint))
             for cmd in f.commands:
-                out.print(safe(f"      $ {cmd}"), markup=False, highlight=False)
+                out.print(hang("      $ ", cmd))
     if report.partial:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)
         for s in report.partial:
-            out.print(safe(f"  {s.code} {s.name}: {s.reason}"), markup=False, highlight=False)
+            out.print(hang(f"  {s.code} ", f"{s.name}: {s.reason}"))
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
@@ -131,27 +149,25 @@ def render_report_table(out, report, sources) -> None:
         for reason, group in by_reason.items():
             if len(group) == 1:
                 s = group[0]
-                out.print(safe(f"  {s.code} {s.name}: {reason}"), markup=False, highlight=False)
+                out.print(hang(f"  {s.code} ", f"{s.name}: {reason}"))
             else:
-                out.print(safe(f"  {len(group)} checks ({', '.join(s.code for s in group)}): "
-                               f"{reason}"), markup=False, highlight=False)
+                out.print(hang("  ", f"{len(group)} checks ({', '.join(s.code for s in group)}): "
+                                     f"{reason}"))
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
-            out.print(safe(f"sentinel: {s.detail}"), markup=False, highlight=False)
+            out.print(hang("sentinel: ", s.detail))
     bad = [s for s in sources if s.ok is False or s.partial]
     if bad:
         out.print()
         out.print("[dim]SOURCES NOT OBSERVED (or observed in part)[/]", markup=True)
         for s in bad:
             if s.ok is False:
-                out.print(safe(f"  {s.name} {s.url or ''}: "
-                               f"{STATE_LABELS.get(s.state, s.state)}: {s.error}"),
-                          markup=False, highlight=False)
-                out.print(f"      fix: {FIXES.get(s.state, FIXES['failed'])}", markup=False,
-                          highlight=False)
+                out.print(hang("  ", f"{s.name} {s.url or ''}: "
+                                     f"{STATE_LABELS.get(s.state, s.state)}: {s.error}"))
+                out.print(hang("      fix: ", FIXES.get(s.state, FIXES['failed'])))
             for p in s.partial:
-                out.print(safe(f"  {s.name}: not read: {p}"), markup=False, highlight=False)
+                out.print(hang("  ", f"{s.name}: not read: {p}"))
 
 
 def _short(v: Any) -> str:

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeryctl.render.tables import _table, _v
+from celeryctl.render.fit import Col, num, print_table
+from celeryctl.render.tables import _v
 from celeryctl.render.text import safe
 
 
-def render_diff(out, d: dict[str, Any]) -> None:
+def render_diff(out, d: dict[str, Any], *, wide: bool = False) -> None:
     out.print(f"{d['seconds_between']} s between the snapshots", highlight=False)
     if d["queues"]:
-        t = _table("queues")
-        for col in ("queue", "change", "ready before", "ready after", "delta", "consumers"):
-            t.add_column(col)
-        for q in d["queues"]:
-            t.add_row(safe(q["queue"]), q["change"], _v(q["ready_before"]),
-                      _v(q["ready_after"]),
-                      "-" if q["delta"] is None else f"{q['delta']:+d}",
-                      f"{_v(q['consumers_before'])} -> {_v(q['consumers_after'])}")
-        out.print(t)
+        cols = [Col("queue", kind="name"), Col("change", 2), num("ready before"),
+                num("ready after"), num("delta"), Col("consumers", 1)]
+        print_table(out, cols, [
+            [safe(q["queue"]), q["change"], _v(q["ready_before"]), _v(q["ready_after"]),
+             "-" if q["delta"] is None else f"{q['delta']:+d}",
+             f"{_v(q['consumers_before'])} -> {_v(q['consumers_after'])}"]
+            for q in d["queues"]], wide=wide, title="queues")
     for label, key in (("workers gone", "workers_gone"), ("workers new", "workers_new")):
         if d[key]:
             out.print(f"{label}: {', '.join(map(safe, d[key]))}", highlight=False)
     if d["settings_changed"]:
-        t = _table("settings changed")
-        for col in ("where", "setting", "before", "after"):
-            t.add_column(col)
-        for s in d["settings_changed"]:
-            t.add_row(safe(s["where"]), safe(s["setting"]), safe(repr(s["before"])),
-                      safe(repr(s["after"])))
-        out.print(t)
+        cols = [Col("where", kind="name"), Col("setting", kind="wrap", min_width=16),
+                Col("before", kind="wrap", min_width=12), Col("after", kind="wrap", min_width=12)]
+        print_table(out, cols, [
+            [safe(s["where"]), safe(s["setting"]), safe(repr(s["before"])),
+             safe(repr(s["after"]))] for s in d["settings_changed"]],
+            wide=wide, title="settings changed")
     for label, key in (("new findings", "findings_new"), ("resolved", "findings_resolved")):
         for f in d[key]:
             out.print(safe(f"{label}: {f['code']} {f['severity']} {f['subject']}: "

@@ -57,98 +57,110 @@ def render_unobserved(err, what: str, obs) -> None:
               highlight=False)
 
 
-def render_workers(out, rows: list[dict[str, Any]]) -> None:
-    """Below 120 columns the counters an operator reads second (reserved, scheduled,
-    prefetch, processed) are left out, so an 80-column terminal keeps whole names, the
-    Celery version and the pool (`--format json` has every field)."""
-    wide = (out.width or 200) >= 120
+def render_workers(out, rows: list[dict[str, Any]], *, wide: bool = False) -> None:
+    """The worker's name and the numbers an operator reads first (ok, concurrency, active,
+    reserved) are always shown whole; the rest drop out as the terminal narrows: processed,
+    prefetch, scheduled first, then the Celery version, max RSS, uptime, the pool, and the
+    queues last (`--wide` or `--format json` for every field)."""
+    from celeryctl.render.fit import Col, num, print_table
+
     versions = any(r.get("celery_version") for r in rows)
-    longest = max((len(r["name"]) for r in rows), default=6)
-    cols: list[tuple[str, str, dict]] = [
-        ("worker", "name", {"overflow": "fold", "min_width": min(longest, 12)}),
-        ("ok", "ok", {}),
-        *([("celery", "celery_version", {})] if versions else []),
-        ("pool", "pool", {}),
-        ("conc", "concurrency", {"justify": "right"}),
-        ("active", "active", {"justify": "right"}),
+    cols = [
+        (Col("worker", kind="name"), "name"),
+        (Col("ok"), "ok"),
+        *([(Col("celery", 4), "celery_version")] if versions else []),
+        (Col("pool", 2), "pool"),
+        (num("conc"), "concurrency"),
+        (num("active"), "active"),
+        (num("reserved"), "reserved"),
+        (num("sched", 5), "scheduled"),
+        (num("prefetch", 5), "prefetch_count"),
+        (num("processed", 5), "processed"),
+        (num("uptime", 3), "uptime_seconds"),
+        (num("max rss", 3), "max_rss_kb"),
+        (Col("queues", 1, kind="wrap", min_width=12), "queues"),
     ]
-    if wide:
-        cols += [("reserved", "reserved", {"justify": "right"}),
-                 ("sched", "scheduled", {"justify": "right"}),
-                 ("prefetch", "prefetch_count", {"justify": "right"}),
-                 ("processed", "processed", {"justify": "right"})]
-    cols += [("uptime", "uptime_seconds", {"justify": "right"}),
-             ("max rss", "max_rss_kb", {"justify": "right"}),
-             ("queues", "queues", {"overflow": "fold", "ratio": 1, "min_width": 10})]
-    t = _table()
-    t.collapse_padding = not wide  # two spaces between columns, not three
-    for title, _key, kw in cols:
-        t.add_column(title, no_wrap=kw.get("overflow") is None, **kw)
+    cells = []
     for r in rows:
-        cells = []
-        for _title, key, _kw in cols:
+        line = []
+        for _col, key in cols:
             v = r.get(key)
             if key == "ok":
-                cells.append("yes" if v else "NO")
+                line.append("yes" if v else "NO")
             elif key == "uptime_seconds":
-                cells.append(human_seconds(v))
+                line.append(human_seconds(v))
             elif key == "max_rss_kb":
-                cells.append(human_kb(v))
+                line.append(human_kb(v))
             elif key == "queues":
-                cells.append(", ".join(safe(q) for q in v) if v is not None
-                             else _v(r["error"] or None))
+                line.append(", ".join(safe(q) for q in v) if v is not None
+                            else _v(r["error"] or None))
             else:
-                cells.append(_v(v))
-        t.add_row(*cells, style=None if r["ok"] else "red")
-    out.print(t)
+                line.append(_v(v))
+        cells.append(line)
+    print_table(out, [c for c, _ in cols], cells, wide=wide,
+                row_styles=[None if r["ok"] else "red" for r in rows])
 
 
-def render_queues(out, rows: list[dict[str, Any]], broker: str) -> None:
-    t = _table()
-    t.add_column("queue")
-    t.add_column("ready", justify="right")
-    if broker == "redis":
-        t.add_column("by priority (0/3/6/9)")
-    t.add_column("unacked", justify="right")
-    if broker == "redis":
-        t.add_column("oldest unacked", justify="right")
-    t.add_column("consumers", justify="right")
-    if broker == "rabbitmq":
-        t.add_column("in/s", justify="right")
-        t.add_column("out/s", justify="right")
-        t.add_column("type")
+def _queue_name(r: dict[str, Any]) -> str:
+    return (safe(r["name"]) + (" (internal)" if r["internal"] else "")
+            + ("" if r["exists"] else " (missing)"))
+
+
+def render_queues(out, rows: list[dict[str, Any]], broker: str, *, wide: bool = False) -> None:
+    """Queue, ready, unacked and consumers always; the rest (priority buckets, oldest
+    unacked, rates, type) as room allows."""
+    from celeryctl.render.fit import Col, num, print_table
+
+    redis = broker == "redis"
+    cols = [Col("queue", kind="name"), num("ready")]
+    if redis:
+        cols.append(Col("by priority (0/3/6/9)", 2))
+    cols.append(num("unacked"))
+    if redis:
+        cols.append(num("oldest unacked", 1))
+    cols.append(num("consumers"))
+    if not redis:
+        cols += [num("in/s", 1), num("out/s", 1), Col("type", 3)]
+    cells = []
     for r in rows:
-        cells = [safe(r["name"]) + (" (internal)" if r["internal"] else "")
-                 + ("" if r["exists"] else " (missing)"), _v(r["ready"])]
-        if broker == "redis":
+        line = [_queue_name(r), _v(r["ready"])]
+        if redis:
             b = r["buckets"] or {}
-            cells.append("/".join(str(b[k]) for k in sorted(b, key=int)) if b else "-")
-        cells.append(_v(r["unacked"]))
-        if broker == "redis":
-            cells.append(human_seconds(r["oldest_unacked_seconds"]))
-        cells.append(_v(r["consumers"]))
-        if broker == "rabbitmq":
-            cells += [_v(r["publish_rate"]), _v(r["deliver_rate"]), _v(r["type"])]
-        t.add_row(*cells, style="red" if r["error"] else None)
-    out.print(t)
+            line.append("/".join(str(b[k]) for k in sorted(b, key=int)) if b else "-")
+        line.append(_v(r["unacked"]))
+        if redis:
+            line.append(human_seconds(r["oldest_unacked_seconds"]))
+        line.append(_v(r["consumers"]))
+        if not redis:
+            line += [_v(r["publish_rate"]), _v(r["deliver_rate"]), _v(r["type"])]
+        cells.append(line)
+    print_table(out, cols, cells, wide=wide,
+                row_styles=["red" if r["error"] else None for r in rows])
 
 
-def render_connections(out, rows: list[dict[str, Any]], broker: str) -> None:
-    t = _table()
-    cols = ["address", "name", "role", "age", "idle",
-            "cmd" if broker == "redis" else "state",
-            "db" if broker == "redis" else "heartbeat", "worker"]
-    for c in cols:
-        t.add_column(c, justify="right" if c in ("age", "idle") else "left")
+def render_connections(out, rows: list[dict[str, Any]], broker: str, *,
+                       wide: bool = False) -> None:
+    """The address (the connection), how long it idles and whose it is first; role, age,
+    command/state, client name and db/heartbeat as room allows."""
+    from celeryctl.render.fit import Col, num, print_table
+
+    redis = broker == "redis"
+    named = [len(r["worker"]) for r in rows if r.get("worker") and not r.get("other_db")]
+    cols = [Col("address", kind="name"), Col("name", 5, kind="wrap", min_width=12),
+            Col("role", 2), num("age", 3), num("idle"), Col("cmd" if redis else "state", 4),
+            num("db" if redis else "heartbeat", 5),
+            Col("worker", 1, kind="wrap", min_width=max(named, default=12))]
+    cells = []
     for r in rows:
-        t.add_row(_v(r["address"]), _v(r["name"]), _v(r["role"]), human_seconds(r["age_seconds"]),
-                  human_seconds(r["idle_seconds"]), _v(r["command"]),
-                  _v(r["db"] if broker == "redis" else r["heartbeat_seconds"]),
-                  "other db (another app)" if r.get("other_db") else
+        worker = ("other db (another app)" if r.get("other_db") else
                   _v(r["worker"]) + (f" ({r['worker_match']})" if r["worker_match"] and
-                                     r["worker_match"] != "exact" else ""),
-                  style="dim" if r.get("other_db") else None)
-    out.print(t)
+                                     r["worker_match"] != "exact" else ""))
+        cells.append([_v(r["address"]), _v(r["name"]), _v(r["role"]),
+                      human_seconds(r["age_seconds"]), human_seconds(r["idle_seconds"]),
+                      _v(r["command"]), _v(r["db"] if redis else r["heartbeat_seconds"]),
+                      worker])
+    print_table(out, cols, cells, wide=wide,
+                row_styles=["dim" if r.get("other_db") else None for r in rows])
 
 
 def render_replies(out, method: str, replies: list[dict[str, Any]]) -> None:

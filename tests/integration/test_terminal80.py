@@ -1,0 +1,175 @@
+"""80 columns first, as a person sees it: the real commands run in a tmux pane of 80x24 and
+120x40 against the session's real Redis and workers; what the pane shows is read back
+(`tmux capture-pane`, scrollback included). Worker names, queue names, the key numbers and
+check codes must be whole on one line, no line wider than the pane, and the hidden-columns
+note shown when columns dropped out."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+from rich.cells import cell_len
+
+from tests.conftest import CELERYCTL, ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is missing (scripts/install-deps.sh installs it)")
+
+SIZES = [(80, 24), (120, 40)]
+QUEUE = "t80.reports.monthly-pdf-render"
+NOTE = "hidden — widen the terminal or use --wide"
+
+
+def _publish(url: str, queue: str, n: int) -> None:
+    from celery import Celery
+
+    app = Celery(broker=url, set_as_current=False)
+    try:
+        with app.producer_or_acquire() as producer:
+            for i in range(n):
+                app.send_task("celeryctl.lab.demoapp.add", (i, i), queue=queue,
+                              producer=producer)
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def backlog(redis_workers):
+    """52 messages nobody consumes, in a queue with a long name."""
+    import redis
+
+    _publish(redis_workers["url"], QUEUE, 52)
+    yield redis_workers
+    redis.Redis.from_url(redis_workers["url"]).delete(QUEUE)
+
+
+def in_tmux(args: list[str], width: int, height: int, tmp_path, timeout: float = 60.0,
+            join: bool = False):
+    """Run celeryctl in a fresh tmux pane of width x height (a real terminal: stdout is a
+    TTY); returns (exit code, the lines the pane shows, scrollback included; `join`: the
+    lines the terminal wrapped joined back)."""
+    session = f"c80-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    exit_file = tmp_path / f"exit-{session}"
+    env = "env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES="
+    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} {' '.join(args)}; "
+           f"echo $? > {exit_file}; sleep 600")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width),
+                    "-y", str(height), cmd], check=True)
+    try:
+        subprocess.run(["tmux", "set-option", "-t", session, "history-limit", "5000"],
+                       capture_output=True)
+        deadline = time.monotonic() + timeout
+        while not (exit_file.exists() and exit_file.read_text().strip()):
+            assert time.monotonic() < deadline, f"celeryctl {args} did not finish"
+            time.sleep(0.2)
+        screen = subprocess.run(["tmux", "capture-pane", "-t", session, "-p", "-S", "-",
+                                 *(["-J"] if join else [])],
+                                capture_output=True, text=True, check=True).stdout
+        return int(exit_file.read_text()), screen.rstrip("\n").splitlines()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def _fits(lines: list[str], width: int) -> None:
+    for line in lines:
+        assert cell_len(line) <= width, f"{cell_len(line)} > {width}: {line!r}"
+    assert not any("…" in x for x in lines if not x.startswith(" ")), lines
+
+
+def _line_with(lines: list[str], word: str) -> str:
+    found = [x for x in lines if re.search(rf"(^|\s){re.escape(word)}(\s|$)", x)]
+    assert found, f"{word!r} is not whole on any line:\n" + "\n".join(lines)
+    return found[0]
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_workers(backlog, tmp_path, width, height):
+    code, lines = in_tmux(["workers", "--broker", backlog["url"]], width, height, tmp_path)
+    assert code == 0, lines
+    _fits(lines, width)
+    for name in backlog["names"]:
+        tokens = _line_with(lines, name).split()
+        # ok, concurrency 2, and active/reserved counts: whole numbers on the worker's line
+        assert "yes" in tokens and "2" in tokens, tokens
+        assert sum(t.isdigit() for t in tokens) >= 4, tokens
+    head = next(x for x in lines if x.split()[:1] == ["worker"])
+    for col in ("ok", "conc", "active", "reserved"):
+        assert col in head.split()
+    if width == 80:
+        assert any(NOTE in x for x in lines)
+    # rows by name, every run
+    rows = [x.split()[0] for x in lines if x.split()[:1] and x.split()[0] in backlog["names"]]
+    assert rows == sorted(backlog["names"])
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_workers_wide(backlog, tmp_path, width, height):
+    code, lines = in_tmux(["workers", "--wide", "--broker", backlog["url"]], width, height,
+                          tmp_path, join=True)
+    assert code == 0
+    assert not any(NOTE in x for x in lines)
+    text = "\n".join(lines)
+    for col in ("processed", "prefetch"):
+        assert col in text
+    for name in backlog["names"]:  # every column, on the worker's one (terminal-wrapped) line
+        assert "celery, hipri" in _line_with(lines, name)
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_queues(backlog, tmp_path, width, height):
+    code, lines = in_tmux(["queues", "--broker", backlog["url"]], width, height, tmp_path)
+    assert code == 0, lines
+    _fits(lines, width)
+    tokens = _line_with(lines, QUEUE).split()
+    assert "52" in tokens and tokens.count("0") >= 2, tokens  # ready, unacked, consumers
+    for q in ("celery", "hipri"):
+        _line_with(lines, q)
+    head = next(x for x in lines if x.split()[:1] == ["queue"])
+    for col in ("ready", "unacked", "consumers"):
+        assert col in head.split()
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_connections(backlog, tmp_path, width, height):
+    code, lines = in_tmux(["connections", "--broker", backlog["url"]], width, height,
+                          tmp_path)
+    assert code == 0, lines
+    _fits(lines, width)
+    for name in backlog["names"]:
+        _line_with(lines, name)
+    addresses = [x.split()[0] for x in lines if re.match(r"^\s*127\.0\.0\.1:\d+\s", x)]
+    assert addresses and all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses)
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_checks(tmp_path, width, height):
+    from celeryctl.checks import catalogue
+
+    code, lines = in_tmux(["checks"], width, height, tmp_path)
+    assert code == 0
+    for line in lines:
+        assert cell_len(line) <= width
+    starts = [i for i, x in enumerate(lines) if re.match(r"^\s*[A-Z]+\d{3}\s", x)]
+    assert [lines[i].split()[0] for i in starts] == sorted(c.code for c in catalogue())
+    for a, b in zip(starts, starts[1:], strict=False):
+        assert b - a <= 2, lines[a:b]
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_doctor(backlog, tmp_path, width, height):
+    code, lines = in_tmux(["doctor", "--broker", backlog["url"]], width, height, tmp_path)
+    assert code in (0, 1, 2), lines
+    for line in lines:
+        assert cell_len(line) <= width
+    findings = [i for i, x in enumerate(lines) if re.match(r"^  [A-Z]+\d{3} ", x)]
+    for i in findings:  # a finding's continuation lines are indented, never at column 0
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and not re.match(r"^  [A-Z]+\d{3} ", lines[j]):
+            assert lines[j].startswith("  "), lines[i:j + 1]
+            j += 1
