@@ -5,8 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-LAB_DIR ?= $(CURDIR)/.lab
-export CELERYCTL_LAB_DIR := $(LAB_DIR)
+# The lab lives where every `celeryctl lab` command looks from this checkout (docs/lab.md):
+# $CELERYCTL_LAB_DIR if set, else ./.lab.
 
 .PHONY: demo test deps venv lab-venvs lint bench clean lab-down
 
@@ -23,11 +23,14 @@ demo: venv
 	$(BIN)/celeryctl lab up --workers 2
 	@eval "$$($(BIN)/celeryctl lab env)"; \
 	  $(BIN)/python -m celeryctl.lab.publish --count 25 >/dev/null; \
-	  echo; echo '$$ celeryctl workers'; $(BIN)/celeryctl workers; \
-	  echo; echo '$$ celeryctl queues'; $(BIN)/celeryctl queues; \
-	  echo; echo '$$ celeryctl connections'; $(BIN)/celeryctl connections; \
-	  echo; echo '$$ celeryctl doctor'; $(BIN)/celeryctl doctor; true
-	@echo; echo "lab still running: 'make lab-down' (or .venv/bin/celeryctl lab down) stops it"
+	  echo; echo '$$ $(BIN)/celeryctl workers'; $(BIN)/celeryctl workers; \
+	  echo; echo '$$ $(BIN)/celeryctl queues'; $(BIN)/celeryctl queues; \
+	  echo; echo '$$ $(BIN)/celeryctl connections'; $(BIN)/celeryctl connections; \
+	  echo; echo '$$ $(BIN)/celeryctl doctor'; $(BIN)/celeryctl doctor; true
+	@echo; echo "The lab is still running. Next, from this directory:"; \
+	  echo "  eval \"\$$($(BIN)/celeryctl lab env)\"    # point celeryctl at the lab"; \
+	  echo "  $(BIN)/celeryctl workers"; \
+	  echo "  $(BIN)/celeryctl lab down    # or: make lab-down"
 
 lab-venvs: venv
 	$(BIN)/celeryctl lab venvs
