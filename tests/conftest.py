@@ -168,6 +168,15 @@ def closed_port() -> int:
     return s.free_port()
 
 
+def private_network() -> list[str]:
+    """A run_cli prefix: the command runs in a network namespace of its own whose loopback
+    is up and empty, so a default address (localhost:6379) reaches nothing, whatever the
+    machine itself runs there."""
+    code = ("import os, sys; from celeryctl.lab.servers import bring_loopback_up; "
+            "bring_loopback_up(); os.execv(sys.argv[1], sys.argv[1:])")
+    return [*s.unshare_prefix(), sys.executable, "-c", code]
+
+
 class SilentListener:
     """A TCP server that accepts connections and never answers (a hung broker)."""
 
