@@ -79,3 +79,11 @@ def command(*args: str, prefix: list[str] | tuple[str, ...] = ()) -> str:
     """A celeryctl command line to print: `prefix` (e.g. `nsenter ...`) and this celeryctl,
     then `args`, each quoted (shell_word)."""
     return " ".join([*(shlex.quote(p) for p in prefix), prog(), *(shell_word(a) for a in args)])
+
+
+def as_typed(cmd: str) -> str:
+    """A suggested command line written `celeryctl ...` (a check's fix, a hint), with
+    celeryctl named as this run was (prog()), so that it runs when pasted."""
+    if cmd == "celeryctl" or cmd.startswith("celeryctl "):
+        return prog() + cmd[len("celeryctl"):]
+    return cmd

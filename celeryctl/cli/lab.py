@@ -186,9 +186,11 @@ def up(
 
 @lab_app.command("down")
 def down(d: str | None = DirOpt) -> None:
-    """Stop exactly what `lab up` started: one line per process stopped. Exit 0 stopped (or
-    every process had already exited: the lab's state is cleared), 3 no lab in the lab
-    directory (the message says where it looked)."""
+    """Stop exactly what `lab up` started.
+
+    One line per process stopped. Exit 0 stopped (or every process had already exited: the
+    lab's state is cleared), 3 no lab in the lab directory (the message says where it
+    looked)."""
     from celeryctl.lab import lab
 
     stopped = lab.down(_dir(d), progress=typer.echo)
@@ -201,8 +203,10 @@ def down(d: str | None = DirOpt) -> None:
 
 @lab_app.command("status")
 def status(d: str | None = DirOpt) -> None:
-    """What the lab is running. Exit 0 all up, 1 some process died, 3 no lab in the lab
-    directory (the message says where it looked)."""
+    """What the lab is running.
+
+    Exit 0 all up, 1 some process died, 3 no lab in the lab directory (the message says
+    where it looked)."""
     from celeryctl.lab import lab
 
     st = lab.load(_dir(d))
@@ -218,9 +222,10 @@ def status(d: str | None = DirOpt) -> None:
 
 @lab_app.command("env")
 def env(d: str | None = DirOpt) -> None:
-    """Shell exports pointing celeryctl (and celery) at the lab: eval "$(celeryctl lab env)".
-    Exit 0, or 3 no lab in the lab directory (nothing on stdout; the message says where it
-    looked)."""
+    """Shell exports pointing celeryctl (and celery) at the lab.
+
+    Use: eval "$(celeryctl lab env)". Exit 0, or 3 no lab in the lab directory (nothing on
+    stdout; the message says where it looked)."""
     from celeryctl.lab import lab
 
     st = lab.load(_dir(d))
@@ -298,8 +303,9 @@ def scenario_table(scenarios, width: int) -> list[str]:
 
 @lab_app.command("scenarios")
 def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|json")) -> None:
-    """The fault scenarios `lab up --scenario NAME` can start (by name), and what doctor must
-    find in each."""
+    """The fault scenarios `lab up --scenario NAME` can start.
+
+    By name, with the broker and what doctor must find in each."""
     import json
     import shutil
 

@@ -108,8 +108,10 @@ def render_report_table(out, report, sources) -> None:
                 out.print(safe(f"      evidence: {ev}"), markup=False, highlight=False)
             if f.hint:
                 out.print(safe(f"      fix: {f.hint}"), markup=False, highlight=False)
+            from celeryctl.invocation import as_typed  # celeryctl named as it was run
+
             for cmd in f.commands:
-                out.print(safe(f"      $ {cmd}"), markup=False, highlight=False)
+                out.print(safe(f"      $ {as_typed(cmd)}"), markup=False, highlight=False)
     if report.partial:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)

@@ -129,6 +129,11 @@ def test_scenario_doctor_line_works_when_pasted(tmp_path, scenario, code):
         r = _bash(doctor, tmp_path, env)
         assert r.returncode in (1, 2), (doctor, r.returncode, r.stdout, r.stderr)
         assert code in r.stdout, r.stdout
+        # the fixes it suggests name celeryctl as it was run, too
+        fixes = [ln.strip()[2:] for ln in r.stdout.splitlines() if ln.startswith("      $ ")]
+        assert not [f for f in fixes if f.startswith("celeryctl ")], fixes
+        if code == "QUE002":
+            assert f"{VENV_CELERYCTL} control add-consumer reports -d WORKER" in fixes, fixes
     finally:
         subprocess.run([str(VENV_CELERYCTL), "lab", "down"], env=env, capture_output=True,
                        timeout=60)
