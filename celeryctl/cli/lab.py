@@ -92,7 +92,8 @@ def _print_state(st, d: str | None = None) -> None:
     typer.echo(f"try:      {command('workers', *flags, prefix=prefix)}")
     typer.echo(f"          {command('queues', *flags, prefix=prefix)}")
     env_cmd = command("lab", "env", *_dir_args(d))
-    typer.echo(f"          eval \"$({env_cmd})\"   # then: {command('workers')}")
+    then = command("workers", prefix=st.run_prefix)  # lab env exports the rest
+    typer.echo(f"          eval \"$({env_cmd})\"   # then: {then}")
     if st.scenario:
         if "scenario_app" in st.doctor_args:
             prefix = ["env", f"PYTHONPATH={st.dir}", *prefix]
