@@ -19,18 +19,7 @@ venv: deps
 	@$(BIN)/python -m pip install -q '.[dev]'
 
 demo: venv
-	@$(BIN)/celeryctl lab down >/dev/null 2>&1 || true
-	$(BIN)/celeryctl lab up --workers 2
-	@eval "$$($(BIN)/celeryctl lab env)"; \
-	  $(BIN)/python -m celeryctl.lab.publish --count 25 >/dev/null; \
-	  echo; echo '$$ $(BIN)/celeryctl workers'; $(BIN)/celeryctl workers; \
-	  echo; echo '$$ $(BIN)/celeryctl queues'; $(BIN)/celeryctl queues; \
-	  echo; echo '$$ $(BIN)/celeryctl connections'; $(BIN)/celeryctl connections; \
-	  echo; echo '$$ $(BIN)/celeryctl doctor'; $(BIN)/celeryctl doctor; true
-	@echo; echo "The lab is still running. Next, from this directory:"; \
-	  echo "  eval \"\$$($(BIN)/celeryctl lab env)\"    # point celeryctl at the lab"; \
-	  echo "  $(BIN)/celeryctl workers"; \
-	  echo "  $(BIN)/celeryctl lab down    # or: make lab-down"
+	@VENV=$(VENV) bash scripts/demo.sh
 
 lab-venvs: venv
 	$(BIN)/celeryctl lab venvs
