@@ -5,8 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-LAB_DIR ?= $(CURDIR)/.lab
-export CELERYCTL_LAB_DIR := $(LAB_DIR)
+# The lab lives where every `celeryctl lab` command looks from this checkout (docs/lab.md):
+# $CELERYCTL_LAB_DIR if set, else ./.lab.
 
 .PHONY: demo test deps venv lab-venvs lint bench clean lab-down
 
@@ -19,15 +19,7 @@ venv: deps
 	@$(BIN)/python -m pip install -q '.[dev]'
 
 demo: venv
-	@$(BIN)/celeryctl lab down >/dev/null 2>&1 || true
-	$(BIN)/celeryctl lab up --workers 2
-	@eval "$$($(BIN)/celeryctl lab env)"; \
-	  $(BIN)/python -m celeryctl.lab.publish --count 25 >/dev/null; \
-	  echo; echo '$$ celeryctl workers'; $(BIN)/celeryctl workers; \
-	  echo; echo '$$ celeryctl queues'; $(BIN)/celeryctl queues; \
-	  echo; echo '$$ celeryctl connections'; $(BIN)/celeryctl connections; \
-	  echo; echo '$$ celeryctl doctor'; $(BIN)/celeryctl doctor; true
-	@echo; echo "lab still running: 'make lab-down' (or .venv/bin/celeryctl lab down) stops it"
+	@VENV=$(VENV) bash scripts/demo.sh
 
 lab-venvs: venv
 	$(BIN)/celeryctl lab venvs

@@ -3,7 +3,7 @@
 # what celeryctl says about it. Also run by scripts/readme_examples.py and the README test.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=.venv/bin
+bin="${VENV:-.venv}/bin"  # make demo VENV=DIR
 $bin/celeryctl lab down >/dev/null 2>&1 || true
 $bin/celeryctl lab up --workers 2 || exit $?
 eval "$($bin/celeryctl lab env)" || exit $?

@@ -20,6 +20,10 @@ from celeryctl.lab import servers as s
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERYCTL = [sys.executable, "-m", "celeryctl"]
+# The lab directory of every celeryctl the tests run (CELERYCTL_LAB_DIR, the lab location
+# rule's first source, docs/lab.md): never the checkout's .lab, where `make demo` keeps a
+# lab the developer may be using. Nothing is created there unless a test starts a lab.
+TEST_LAB_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"celeryctl-test-lab-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +117,7 @@ def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items()
          if not k.startswith(("CELERY_", "CELERYCTL_"))}
     e["CELERYCTL_CONFIG"] = "/nonexistent/celeryctl.toml"
+    e["CELERYCTL_LAB_DIR"] = str(TEST_LAB_DIR)
     e["NO_COLOR"] = "1"
     e.update(env or {})
     return e
@@ -161,6 +166,15 @@ def run_json(*args: str, **kw):
 
 def closed_port() -> int:
     return s.free_port()
+
+
+def private_network() -> list[str]:
+    """A run_cli prefix: the command runs in a network namespace of its own whose loopback
+    is up and empty, so a default address (localhost:6379) reaches nothing, whatever the
+    machine itself runs there."""
+    code = ("import os, sys; from celeryctl.lab.servers import bring_loopback_up; "
+            "bring_loopback_up(); os.execv(sys.argv[1], sys.argv[1:])")
+    return [*s.unshare_prefix(), sys.executable, "-c", code]
 
 
 class SilentListener:

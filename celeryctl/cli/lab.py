@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import typer
 
-lab_app = typer.Typer(help="A throwaway Celery cluster on loopback: redis-server, rabbitmq-server "
-                      "(management plugin) and real Celery workers of a bundled demo app.",
-                      rich_markup_mode=None, add_completion=False, no_args_is_help=True)
+lab_app = typer.Typer(
+    help="A throwaway Celery cluster on loopback: redis-server, rabbitmq-server (management "
+    "plugin) when asked for or used, and real Celery workers of a bundled demo app.\n\n"
+    "Where the lab lives (one rule for `make demo`, every lab command and the tests): "
+    "--dir; else $CELERYCTL_LAB_DIR; else .lab in the celeryctl checkout you are in (the "
+    "current directory or a parent); else ~/.local/state/celeryctl/lab ($XDG_STATE_HOME). "
+    "See docs/lab.md.",
+    rich_markup_mode=None, add_completion=False, no_args_is_help=True)
 
-DirOpt = typer.Option(None, "--dir", help="Lab directory [env: CELERYCTL_LAB_DIR; default "
+DirOpt = typer.Option(None, "--dir", help="Lab directory [env: CELERYCTL_LAB_DIR; default: "
+                      ".lab of the celeryctl checkout you are in, else "
                       "~/.local/state/celeryctl/lab].")
 
 
+def _where(d: str | None):
+    """(lab directory, why there)."""
+    from celeryctl.lab.lab import resolve_dir
+
+    return resolve_dir(d)
+
+
 def _dir(d: str | None):
-    from pathlib import Path
-
-    from celeryctl.lab.lab import default_dir
-
-    return Path(d) if d else default_dir()
+    return _where(d)[0]
 
 
 def _err(msg: str) -> None:
@@ -27,7 +36,24 @@ def _err(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _print_state(st) -> None:
+def _no_lab(d: str | None) -> None:
+    """The message for a command that found no lab: where it looked and why there."""
+    path, why = _where(d)
+    _err(f"no lab running in {path} ({why}); `lab up` starts one there, --dir or "
+         "CELERYCTL_LAB_DIR names another lab directory")
+
+
+def _dir_args(d: str | None) -> list[str]:
+    """`--dir DIR` for printed lab commands when --dir chose the directory (otherwise the
+    same rule finds it again from the same place)."""
+    return ["--dir", str(_dir(d).resolve())] if d else []
+
+
+def _print_state(st, d: str | None = None) -> None:
+    import shlex
+
+    from celeryctl.invocation import command, shell_word
+
     typer.echo(f"lab directory: {st.dir}")
     if st.redis:
         typer.echo(f"redis:    {st.redis['info']['url']}   (pid {st.redis['pid']})")
@@ -40,10 +66,10 @@ def _print_state(st) -> None:
                        f"management API {p['info']['api']}   (pid {p['pid']})")
     for broker, accts in sorted((st.accounts or {}).items()):
         for tier in accts:
-            url = st.account_url(broker, tier, shell=True)
-            extra = (f" --rabbitmq-api \"{st.account_url('api', tier, shell=True)}\""
+            url = shell_word(st.account_url(broker, tier, shell=True))
+            extra = (f" --rabbitmq-api {shell_word(st.account_url('api', tier, shell=True))}"
                      if broker == "rabbitmq" else "")
-            typer.echo(f"account:  {tier:8s} --broker \"{url}\"{extra}")
+            typer.echo(f"account:  {tier:8s} --broker {url}{extra}")
     names = ", ".join(w["name"] + (f" (Celery {w['info']['celery_version']})"
                                    if (w.get("info") or {}).get("celery_version") else "")
                       for w in st.workers) or "none"
@@ -53,27 +79,33 @@ def _print_state(st) -> None:
         typer.echo(f"tls:      CA {t['ca']}; client certificate {t['client_cert']}, key "
                    f"{t['client_key']} ({'required' if st.tls_client_certs else 'not required'}); "
                    f"unrelated CA for drills {t['other_ca']}")
-    flags = f"--broker {st.shell_broker_url}"
+    flags = ["--broker", st.shell_broker_url]
     if st.broker == "rabbitmq" and st.api_url:
-        flags += f" --rabbitmq-api '{st.api_url}'"
+        flags += ["--rabbitmq-api", st.api_url]
         if st.tls:
-            flags += f" --rabbitmq-api-ca '{st.tls['ca']}'"
-    run = " ".join(st.run_prefix) + " " if st.run_prefix else ""
+            flags += ["--rabbitmq-api-ca", st.tls["ca"]]
+    prefix = list(st.run_prefix)
     if st.broker == "rabbitmq" and st.tls_client_certs:  # the API wants the client cert too
-        run += " ".join(f"{k}='{v}'" for k, v in st.api_tls_env().items()
-                        if k != "CELERYCTL_RABBITMQ_API_CA") + " "
-    typer.echo(f"try:      {run}celeryctl workers {flags}")
-    typer.echo(f"          {run}celeryctl queues {flags}")
-    typer.echo("          eval \"$(celeryctl lab env)\"   # then plain `celeryctl workers`")
+        env = [f"{k}={v}" for k, v in st.api_tls_env().items()
+               if k != "CELERYCTL_RABBITMQ_API_CA"]
+        prefix = ["env", *env, *prefix] if env else prefix
+    typer.echo(f"try:      {command('workers', *flags, prefix=prefix)}")
+    typer.echo(f"          {command('queues', *flags, prefix=prefix)}")
+    env_cmd = command("lab", "env", *_dir_args(d))
+    then = command("workers", prefix=st.run_prefix)  # lab env exports the rest
+    typer.echo(f"          eval \"$({env_cmd})\"   # then: {then}")
     if st.scenario:
-        extra = " ".join(f'"{a}"' if "$(" in a else f"'{a}'"
-                         for a in st.doctor_argv(shell=True))
-        env = f"PYTHONPATH='{st.dir}' " if "scenario_app" in st.doctor_args else ""
-        typer.echo(f"scenario: {st.scenario} — try: {env}{run}celeryctl doctor {flags} {extra}"
-                   .rstrip())
+        if "scenario_app" in st.doctor_args:
+            prefix = ["env", f"PYTHONPATH={st.dir}", *prefix]
+        own = set(st.doctor_args)  # a scenario naming its own --broker (an account) wins
+        mine = [w for i in range(0, len(flags), 2) if flags[i] not in own
+                for w in flags[i:i + 2]]
+        line = command("doctor", *mine, *st.doctor_argv(shell=True), prefix=prefix)
+        typer.echo(f"scenario: {st.scenario} — try: {line}")
         if st.run_prefix:
             typer.echo("          (its servers listen on every interface of a private network "
-                       "namespace: run celeryctl inside it with the prefix above)")
+                       f"namespace: `{shlex.join(st.run_prefix)}` runs a command inside it)")
+    typer.echo(f"stop it:  {command('lab', 'down', *_dir_args(d))}")
 
 
 @lab_app.command("up")
@@ -83,8 +115,10 @@ def up(
     workers: int = typer.Option(2, "--workers", "-n", min=0, max=16, help="Number of workers."),
     pool: str = typer.Option("prefork", "--pool", help="prefork, threads or solo."),
     concurrency: int = typer.Option(2, "--concurrency", "-c", min=1, max=16),
-    rabbitmq: bool = typer.Option(True, "--rabbitmq/--no-rabbitmq",
-                                  help="Also start rabbitmq-server (when installed)."),
+    rabbitmq: bool = typer.Option(False, "--rabbitmq/--no-rabbitmq",
+                                  help="Also start rabbitmq-server beside a Redis broker "
+                                  "(it starts anyway with --broker rabbitmq or a scenario "
+                                  "that uses it)."),
     scenario: str | None = typer.Option(None, "--scenario", metavar="NAME",
                                         help="Start a fault scenario (lab scenarios lists "
                                         "them)."),
@@ -133,7 +167,10 @@ def up(
         from celeryctl.lab.scenarios import SCENARIOS
 
         if scenario not in SCENARIOS:
-            raise UsageError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
+            from celeryctl.invocation import command
+
+            raise UsageError(f"no scenario {scenario!r} ({command('lab', 'scenarios')} lists "
+                             "them)")
     if (tls or tls_client_certs) and (scenario or sentinels or rabbitmq_nodes > 1):
         raise UsageError("--tls runs a single Redis and a single RabbitMQ node: it does not "
                          "combine with --scenario, --sentinels or --rabbitmq-nodes")
@@ -145,42 +182,56 @@ def up(
     except LabError as exc:
         _err(f"celeryctl: lab: {exc}")
         raise typer.Exit(3) from None
-    _print_state(st)
+    _print_state(st, d)
 
 
 @lab_app.command("down")
 def down(d: str | None = DirOpt) -> None:
-    """Stop exactly what `lab up` started."""
+    """Stop exactly what `lab up` started.
+
+    One line per process stopped. Exit 0 stopped (or every process had already exited: the
+    lab's state is cleared), 3 no lab in the lab directory (the message says where it
+    looked)."""
     from celeryctl.lab import lab
 
-    stopped = lab.down(_dir(d), progress=_err)
-    typer.echo(f"stopped {len(stopped)} processes" if stopped else "no lab running")
+    stopped = lab.down(_dir(d), progress=typer.echo)
+    if stopped is None:
+        _no_lab(d)
+        raise typer.Exit(3)
+    if not stopped:
+        typer.echo(f"lab in {_dir(d)}: no process was still running; its state is cleared")
 
 
 @lab_app.command("status")
 def status(d: str | None = DirOpt) -> None:
-    """What the lab is running. Exit 0 all up, 1 some process died, 3 no lab."""
+    """What the lab is running.
+
+    Exit 0 all up, 1 some process died, 3 no lab in the lab directory (the message says
+    where it looked)."""
     from celeryctl.lab import lab
 
     st = lab.load(_dir(d))
     if st is None:
-        typer.echo("no lab running")
+        _no_lab(d)
         raise typer.Exit(3)
-    _print_state(st)
+    _print_state(st, d)
     dead = [p for p in st.procs() if not p.alive()]
     for p in dead:
-        typer.echo(f"DEAD: {p.kind} {p.name} (pid {p.pid}); log {p.log}")
+        typer.echo(f"DEAD: {lab.label(p)} (pid {p.pid}); log {p.log}")
     raise typer.Exit(1 if dead else 0)
 
 
 @lab_app.command("env")
 def env(d: str | None = DirOpt) -> None:
-    """Shell exports pointing celeryctl (and celery) at the lab."""
+    """Shell exports pointing celeryctl (and celery) at the lab.
+
+    Use: eval "$(celeryctl lab env)". Exit 0, or 3 no lab in the lab directory (nothing on
+    stdout; the message says where it looked)."""
     from celeryctl.lab import lab
 
     st = lab.load(_dir(d))
     if st is None:
-        _err("no lab running")
+        _no_lab(d)
         raise typer.Exit(3)
     for k, v in st.env().items():
         typer.echo(f"export {k}={v}")
@@ -231,22 +282,45 @@ def venvs(
     raise typer.Exit(1 if missing else 0)
 
 
+def scenario_table(scenarios, width: int) -> list[str]:
+    """`lab scenarios` as text lines of at most `width` columns (minimum 60): NAME, BROKER
+    and what doctor must find on one row, the summary wrapped below it, indented."""
+    import textwrap
+
+    width = max(width, 60)
+    name_w = max([len("NAME"), *(len(s.name) for s in scenarios)])
+    broker_w = len("rabbitmq")
+    finds_at = name_w + 2 + broker_w + 2
+    lines = [f"{'NAME':{name_w}}  {'BROKER':{broker_w}}  DOCTOR FINDS"]
+    for s in scenarios:
+        finds = textwrap.wrap(", ".join(s.expects) or "nothing", max(width - finds_at, 12),
+                              break_on_hyphens=False) or [""]
+        lines.append(f"{s.name:{name_w}}  {s.broker:{broker_w}}  {finds[0]}".rstrip())
+        lines += [" " * finds_at + more for more in finds[1:]]
+        lines += textwrap.wrap(s.summary, width, initial_indent="    ",
+                               subsequent_indent="    ", break_on_hyphens=False)
+    return lines
+
+
 @lab_app.command("scenarios")
 def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|json")) -> None:
-    """The fault scenarios `lab up --scenario NAME` can start, and what doctor must find."""
+    """The fault scenarios `lab up --scenario NAME` can start.
+
+    By name, with the broker and what doctor must find in each."""
     import json
+    import shutil
 
     from celeryctl.cli.options import check_format
     from celeryctl.lab.scenarios import SCENARIOS
 
+    ordered = sorted(SCENARIOS.values(), key=lambda s: s.name)
     if check_format(fmt) == "json":
         typer.echo(json.dumps({"scenarios": [
             {"name": s.name, "summary": s.summary, "broker": s.broker, "expects": list(s.expects)}
-            for s in SCENARIOS.values()]}, indent=2))
+            for s in ordered]}, indent=2))
         return
-    for s in SCENARIOS.values():
-        expects = ", ".join(s.expects) or "no findings"
-        typer.echo(f"{s.name:22s} {s.summary}  [doctor: {expects}]")
+    for line in scenario_table(ordered, shutil.get_terminal_size((80, 24)).columns):
+        typer.echo(line)
 
 
 @lab_app.command("proxy")

@@ -12,9 +12,47 @@ from pathlib import Path
 from celeryctl.lab import servers as s
 
 
+def checkout_root(start: Path | None = None) -> Path | None:
+    """The celeryctl source checkout containing `start` (default: the current directory):
+    the nearest directory, `start` or a parent, whose pyproject.toml names the project
+    celeryctl."""
+    import re
+
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:  # the current directory was deleted
+        return None
+    for d in (here, *here.parents):
+        try:
+            text = (d / "pyproject.toml").read_text(errors="replace")
+        except OSError:
+            continue
+        m = re.search(r"^\[project\][^\[]*?^name\s*=\s*[\"']([^\"']+)[\"']", text,
+                      re.MULTILINE | re.DOTALL)
+        if m and m.group(1) == "celeryctl":
+            return d
+    return None
+
+
+def resolve_dir(explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Where the lab lives, and why there: `explicit` (--dir); else $CELERYCTL_LAB_DIR; else
+    .lab in the celeryctl checkout the current directory is in (where `make demo` keeps its
+    lab); else $XDG_STATE_HOME/celeryctl/lab (~/.local/state/celeryctl/lab). One rule for
+    `make demo`, every `lab` command and the test suite (which sets CELERYCTL_LAB_DIR)."""
+    if explicit:
+        return Path(explicit), "given by --dir"
+    env = os.environ.get("CELERYCTL_LAB_DIR")
+    if env:
+        return Path(env), "set by CELERYCTL_LAB_DIR"
+    root = checkout_root()
+    if root is not None:
+        return root / ".lab", "the .lab of the celeryctl checkout you are in"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "celeryctl" / "lab", "the default outside a celeryctl checkout"
+
+
 def default_dir() -> Path:
-    return Path(os.environ.get("CELERYCTL_LAB_DIR")
-                or os.path.expanduser("~/.local/state/celeryctl/lab"))
+    return resolve_dir()[0]
 
 
 @dataclass
@@ -87,11 +125,12 @@ class LabState:
 
     @property
     def shell_broker_url(self) -> str | None:
-        """The URL as a double-quoted shell word: a password is read with $(cat FILE)."""
+        """The URL to print: a password appears as $(cat FILE), read when the command runs
+        (quote it with celeryctl.invocation.shell_word)."""
         if self.broker == "redis" and self.sentinels:
-            return f'"{self.broker_url}"'
+            return self.broker_url
         src = self.redis if self.broker == "redis" else self.rabbitmq
-        return s.shell_url(src["info"]) if src else None
+        return s.shell_url(src["info"]).strip('"') if src else None
 
     @property
     def api_url(self) -> str | None:
@@ -108,13 +147,15 @@ class LabState:
         return out
 
     def env(self) -> dict[str, str]:
-        """Shell words (double-quoted) to export."""
+        """Shell words (quoted, a password as $(cat FILE)) to export."""
+        from celeryctl.invocation import shell_word
+
         out = {}
         if self.shell_broker_url:
-            out["CELERY_BROKER_URL"] = self.shell_broker_url
+            out["CELERY_BROKER_URL"] = shell_word(self.shell_broker_url)
         if self.api_url and self.broker == "rabbitmq":
-            out["CELERYCTL_RABBITMQ_API"] = f'"{self.api_url}"'
-            out.update({k: f'"{v}"' for k, v in self.api_tls_env().items()})
+            out["CELERYCTL_RABBITMQ_API"] = shell_word(self.api_url)
+            out.update({k: shell_word(v) for k, v in self.api_tls_env().items()})
         return out
 
 
@@ -145,7 +186,7 @@ def save(st: LabState) -> None:
     tmp.replace(p)
 
 
-def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = True,
+def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = False,
        pool: str = "prefork", concurrency: int = 2, progress=print,
        scenario: str | None = None, rabbitmq_nodes: int = 1, sentinels: int = 0,
        accounts: bool = False, tls: bool = False, tls_client_certs: bool = False,
@@ -155,7 +196,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
     management API) with certificates the lab makes in DIR/tls; `tls_client_certs`: they
     also require a client certificate (the lab's, in the printed URLs). `celery_versions`:
     one worker per Celery version (from the lab's virtualenvs of older releases) instead of
-    `workers` workers."""
+    `workers` workers. `rabbitmq`: also start RabbitMQ beside a Redis broker (it starts
+    anyway for a RabbitMQ broker or a scenario that needs it)."""
+    from celeryctl.invocation import command
     from celeryctl.lab.scenarios import SCENARIOS, ScenarioContext, WorkerSpec, version_workers
 
     tls = tls or tls_client_certs
@@ -168,7 +211,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
     if scenario is not None:
         spec = SCENARIOS.get(scenario)
         if spec is None:
-            raise s.LabError(f"no scenario {scenario!r} (celeryctl lab scenarios lists them)")
+            raise s.LabError(f"no scenario {scenario!r} ({command('lab', 'scenarios')} lists "
+                             "them)")
         tls = spec.tls or spec.tls_client_certs
         tls_client_certs = spec.tls_client_certs
         broker = spec.broker
@@ -183,7 +227,8 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
          for i in range(1, workers + 1)])
     existing = load(d)
     if existing and any(p.alive() for p in existing.procs()):
-        raise s.LabError(f"a lab is already running from {d} (celeryctl lab down first)")
+        raise s.LabError(f"a lab is already running from {d} (first: "
+                         f"{command('lab', 'down', '--dir', str(d))})")
     if existing:
         down(d, progress=lambda *_: None)
     d.mkdir(parents=True, exist_ok=True)
@@ -259,7 +304,7 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Tru
         for w in specs:
             release = f"Celery {venvs.SPECS[w.celery_version].celery}, " \
                 if w.celery_version else ""
-            progress(f"starting worker {w.name} ({release}{w.pool}, concurrency "
+            progress(f"starting worker {s.expand_node_name(w.name)} ({release}{w.pool}, concurrency "
                      f"{w.concurrency}) on {broker} ...")
             # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
             redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
@@ -347,17 +392,28 @@ def _up_in_private_network(d: Path, scenario: str, progress, *, rabbitmq: bool) 
     return st
 
 
-def down(d: Path, progress=print) -> list[str]:
+def label(p: s.Proc) -> str:
+    """A lab process named once: `redis-server`, `rabbitmq-2`, `worker w1@host`,
+    `sentinel1`, `helper producer`."""
+    if p.name == p.kind and p.kind in ("redis", "rabbitmq"):
+        return f"{p.kind}-server"
+    return p.name if p.kind in p.name else f"{p.kind} {p.name}"
+
+
+def down(d: Path, progress=print) -> list[str] | None:
+    """Stop what `up` started in `d`; `progress` gets one line per process stopped. The
+    labels of the processes stopped ([] when none was still running), None when `d` holds
+    no lab."""
     st = load(d)
     if st is None:
-        return []
+        return None
     stopped = []
     # workers first, so they do not reconnect-loop against stopped servers
     for p in st.procs():
         if p.alive():
-            progress(f"stopping {p.kind} {p.name} (pid {p.pid}) ...")
             p.stop()
-            stopped.append(f"{p.kind} {p.name}")
+            stopped.append(label(p))
+            progress(f"stopped {label(p)} (pid {p.pid})")
     if st.netns:
         s.kill_namespace(st.netns)
     for sub in ("redis", "tls", "accounts", *(p["name"] for p in [st.rabbitmq, *st.rabbitmq_peers,

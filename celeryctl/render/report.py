@@ -126,8 +126,10 @@ def render_report_table(out, report, sources) -> None:
                 out.print(hang("      evidence: ", ev))
             if f.hint:
                 out.print(hang("      fix: ", f.hint))
+            from celeryctl.invocation import as_typed  # celeryctl named as it was run
+
             for cmd in f.commands:
-                out.print(hang("      $ ", cmd))
+                out.print(hang("      $ ", as_typed(cmd)))
     if report.partial:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)

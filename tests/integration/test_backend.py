@@ -74,7 +74,10 @@ SEED_APP = (Path(__file__).parent.parent / "fixtures" / "seed_000_celery_config.
 def test_seed_redis_broker_amqp_backend_app_via_cli(redis_server, tmp_path):
     """The seed article's exact configuration, imported with -A: no crash, the broker from
     the environment, the removed amqp:// backend identified."""
-    (tmp_path / "celery_config.py").write_text(SEED_APP)
+    port = closed_port()  # not the seed's localhost:5672: a developer's RabbitMQ may be there
+    assert "@localhost:5672//" in SEED_APP
+    (tmp_path / "celery_config.py").write_text(
+        SEED_APP.replace("@localhost:5672//", f"@127.0.0.1:{port}//"))
     code, doc, err, _ = run_json("queues", "-A", "celery_config",
                                  env={"CELERY_BROKER_URL": redis_server["url"],
                                       "PYTHONPATH": str(tmp_path)})
@@ -82,5 +85,5 @@ def test_seed_redis_broker_amqp_backend_app_via_cli(redis_server, tmp_path):
     assert doc["target"]["app"] == "celery_config"
     assert doc["target"]["origins"]["result_backend"] == "app celery_config"
     b = _backend(doc)
-    assert b["url"] == "amqp://guest:***@localhost:5672//"
+    assert b["url"] == f"amqp://guest:***@127.0.0.1:{port}//"
     assert "Traceback" not in err

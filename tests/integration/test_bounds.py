@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import closed_port, run_cli, run_json
+from tests.conftest import closed_port, private_network, run_cli, run_json
 
 TIMEOUT = 1.0
 # process start-up (interpreter + imports) is included in the measured wall time
@@ -91,8 +91,10 @@ def test_password_never_printed_in_usage_errors():
 
 
 def test_default_broker_is_announced():
-    code, out, err, _ = run_cli("queues", "--timeout", "0.5")
+    # in a network of its own: never the machine's own localhost:6379
+    code, out, err, _ = run_cli("queues", "--timeout", "0.5", prefix=private_network())
     assert "default redis://localhost:6379/0" in err
+    assert code == 3, (code, err)  # nothing answers there
 
 
 def test_ctrl_c_exits_130_without_traceback(silent_listener):

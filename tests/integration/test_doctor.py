@@ -142,19 +142,25 @@ def test_growth_over_two_samples(redis_server):
     assert [s["code"] for s in doc["skipped"]] == ["QUE008"]  # one sample: skipped, said why
 
 
-def test_seed_amqp_backend_config_gives_res001_not_a_crash(redis_server):
-    """Seed 000's exact configuration through -A: its amqp:// backend is unreachable here, and
-    RES001 must still be reported (from the URL), with no traceback."""
+def test_seed_amqp_backend_config_gives_res001_not_a_crash(redis_server, tmp_path):
+    """Seed 000's exact configuration through -A: its amqp:// backend is unreachable, and
+    RES001 must still be reported (from the URL), with no traceback. Its backend's default
+    address, localhost:5672, becomes a port the test controls (nothing listens): a
+    developer's machine may run a RabbitMQ there."""
     from pathlib import Path
 
     seed = Path(__file__).parent.parent / "fixtures" / "seed_000_celery_config.py"
+    port = closed_port()
+    text = seed.read_text()
+    assert "@localhost:5672//" in text
+    (tmp_path / seed.name).write_text(text.replace("@localhost:5672//", f"@127.0.0.1:{port}//"))
     code, doc, err, _ = run_json("doctor", "-A", "seed_000_celery_config", "--timeout", "1",
                                  env={"CELERY_BROKER_URL": _db(redis_server["url"], 14),
-                                      "PYTHONPATH": str(seed.parent)})
+                                      "PYTHONPATH": str(tmp_path)})
     assert "Traceback" not in err
     res = [f for f in doc["findings"] if f["code"] == "RES001"]
     assert res and res[0]["severity"] == "critical"
-    assert res[0]["subject"] == "result backend amqp://guest:***@localhost:5672//"
+    assert res[0]["subject"] == f"result backend amqp://guest:***@127.0.0.1:{port}//"
     assert res[0]["evidence"]["from"] == "app seed_000_celery_config"
     backend = next(s for s in doc["sources"] if s["name"] == "result-backend")
     assert backend["ok"] is False  # unreachable, reported as such

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import closed_port, run_cli
+from tests.conftest import closed_port, private_network, run_cli
 
 SECRET_BITS = ("xq7z", "kw9", "jq3", "vw8", "SECRETZ9", "vv3", "xx6")
 
@@ -100,14 +100,16 @@ def test_actions_go_ahead_when_a_broker_is_named(tmp_path):
     ("queues", "--format", "json"), ("queues", "watch", "--count", "1", "--format", "json"),
 ])
 def test_read_commands_announce_the_default_broker(tmp_path, args):
-    code, out, err, _ = run_cli(*args, "--timeout", "0.5", env=_bare_env(tmp_path))
+    # in a network of its own: the default localhost:6379 is nothing the machine runs
+    code, out, err, _ = run_cli(*args, "--timeout", "0.5", env=_bare_env(tmp_path),
+                                prefix=private_network())
     assert "no broker given" in err and "default redis://localhost:6379/0" in err, (code, err)
     assert err.count("default redis://localhost:6379/0") == 1, err  # said once, not twice
 
 
 def test_snapshot_announces_the_default_broker(tmp_path):
     code, out, err, _ = run_cli("snapshot", "-o", str(tmp_path / "s.json"), "--timeout", "0.5",
-                                env=_bare_env(tmp_path))
+                                env=_bare_env(tmp_path), prefix=private_network())
     assert "default redis://localhost:6379/0" in err, err
 
 
