@@ -10,7 +10,7 @@ from rich.text import Text
 
 from celeryctl.render.jsonout import dumps
 from celeryctl.render.tables import _table, _v
-from celeryctl.render.text import safe
+from celeryctl.render.text import buckets, safe
 
 
 def _json(doc: dict[str, Any]) -> None:
@@ -48,12 +48,11 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
     for col in ("queue", "ready", "by priority", "in flight (kept)", "consumers", "first messages"):
         t.add_column(col)
     for i in plan.items:
-        buckets = " ".join(f"{k}:{v}" for k, v in (i.buckets or {}).items() if v) or "-"
         first = "\n".join(_sample(s) for s in i.samples) or \
             ("-" if sampled else "(not sampled)")
         cons = _v(i.consumers) + (f" ({', '.join(safe(w) for w in i.consumer_workers)})"
                                   if i.consumer_workers else "")
-        t.add_row(safe(i.queue), _v(i.ready), buckets, _v(i.unacked), cons, first)
+        t.add_row(safe(i.queue), _v(i.ready), buckets(i.buckets), _v(i.unacked), cons, first)
     if plan.items:
         c.out.print(t)
     c.out.print(f"{plan.total} ready messages in {len(plan.items)} queue(s) would be deleted"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeryctl.render.text import literal, safe
+from celeryctl.render.text import buckets, literal, safe
 from celeryctl.views import human_kb, human_seconds
 
 
@@ -108,7 +108,7 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str) -> None:
     t.add_column("queue")
     t.add_column("ready", justify="right")
     if broker == "redis":
-        t.add_column("by priority (0/3/6/9)")
+        t.add_column("by priority")
     t.add_column("unacked", justify="right")
     if broker == "redis":
         t.add_column("oldest unacked", justify="right")
@@ -121,8 +121,7 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str) -> None:
         cells = [safe(r["name"]) + (" (internal)" if r["internal"] else "")
                  + ("" if r["exists"] else " (missing)"), _v(r["ready"])]
         if broker == "redis":
-            b = r["buckets"] or {}
-            cells.append("/".join(str(b[k]) for k in sorted(b, key=int)) if b else "-")
+            cells.append(buckets(r["buckets"]))
         cells.append(_v(r["unacked"]))
         if broker == "redis":
             cells.append(human_seconds(r["oldest_unacked_seconds"]))
