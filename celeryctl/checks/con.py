@@ -42,8 +42,13 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
             stale.append(c)
     if stale:
         sev = Severity.WARNING if len(stale) >= 5 else Severity.INFO
+        idle = sum(1 for c in stale if c.idle_seconds is not None
+                   and c.idle_seconds >= limits.stale_after)
+        parts = ([f"{idle} idle for {limits.stale_after:.0f} s or more"] if idle else []) + (
+            [f"{len(stale) - idle} without heartbeats"] if len(stale) > idle else [])
         yield Finding(sev, "connections",
-                      f"{len(stale)} connections idle >= {limits.stale_after:.0f} s",
+                      f"{len(stale)} client connections look stale ({', '.join(parts)}; "
+                      "consumers and subscribers not counted)",
                       evidence={"connections": [
                           {"address": c.address, "idle_seconds": c.idle_seconds,
                            "command": c.command, "worker": c.worker} for c in stale[:20]],
@@ -83,8 +88,9 @@ def connections_per_worker(snap, limits: Limits) -> Iterator[Finding]:
     for worker, n in sorted(counts.items()):
         if n > limits.connections_per_worker:
             yield Finding(Severity.WARNING, f"worker {worker}",
-                          f"{n} broker connections (expected at most "
-                          f"{limits.connections_per_worker})",
+                          f"holds {n} broker connections, more than "
+                          f"{limits.connections_per_worker} (--connections-per-worker): "
+                          "probably a leak",
                           evidence={"connections": n}, hint="Look for a connection leak.",
                           commands=["celeryctl connections --format json"])
 

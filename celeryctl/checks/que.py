@@ -228,7 +228,8 @@ def result_queues_piling_up(snap, limits: Limits) -> Iterator[Finding]:
                       hint="Read or ignore results; lower result_expires.")
     if legacy:
         yield Finding(Severity.WARNING, "amqp result queues",
-                      f"{len(legacy)} per-task result queues (legacy amqp:// backend)",
+                      f"{len(legacy)} per-task result queues of the legacy amqp:// backend "
+                      "(one queue per task)",
                       evidence={"count": len(legacy)}, hint="Move to rpc:// or redis://.")
 
 
@@ -293,7 +294,8 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
                                 "'{\"dead-letter-exchange\":\"dlx\"}' --apply-to queues"])
     if missing:
         yield Finding(Severity.INFO, "dead-lettering",
-                      f"{len(missing)} task queues without a dead-letter exchange argument",
+                      f"{len(missing)} task queues have no dead-letter exchange (argument or "
+                      "policy): messages rejected there are dropped",
                       evidence={"queues": missing[:20]} | (
                           {"policy_unknown": unknown[:20]} if unknown else {}),
                       hint="Add a DLX by policy so rejected messages are kept.",
@@ -383,7 +385,10 @@ def priority_declarations_inconsistent(snap, limits: Limits) -> Iterator[Finding
         have = (q.arguments or {}).get("x-max-priority")
         if have != want:
             yield Finding(Severity.WARNING, f"queue {q.name}",
-                          f"x-max-priority is {have}, task_queue_max_priority is {want}",
+                          (f"declared with x-max-priority {have}" if have is not None else
+                           "declared without x-max-priority")
+                          + f", but the app sets task_queue_max_priority {want}"
+                          + (": message priorities are ignored" if have is None else ""),
                           evidence={"x-max-priority": have, "task_queue_max_priority": want},
                           hint="Recreate the queue with the intended x-max-priority.")
 
@@ -414,14 +419,20 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
             "expires" not in q.effective_policy
         if no_expiry or (q.ready and q.consumers == 0):
             bad.append({"queue": q.name, "ready": q.ready, "consumers": q.consumers,
-                        "x-expires": (q.arguments or {}).get("x-expires")})
+                        "x-expires": (q.arguments or {}).get("x-expires"),
+                        "never_expires": no_expiry})
         elif not has_arg and q.effective_policy is None or q.ready and q.consumers is None:
             unknown += 1
     if unknown and not bad:
         raise Skip(rabbit.unknown(snap, f"expiry or consumers of {unknown} control queues"))
     if bad:
+        forever = sum(1 for b in bad if b.pop("never_expires"))
+        piling = sum(1 for b in bad if b["ready"] and b["consumers"] == 0)
+        what = ([f"{forever} never expire"] if forever else []) + (
+            [f"{piling} hold messages nobody consumes"] if piling else [])
         yield Finding(Severity.WARNING, "control and event queues",
-                      f"{len(bad)} celeryev/pidbox queues never expire or pile up",
+                      f"{len(bad)} celeryev/pidbox queues need cleaning up: "
+                      + ", ".join(what),
                       evidence={"queues": bad[:20]}, hint="Delete orphaned queues.")
 
 
