@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from shlex import quote
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
 
 
 @check("BRK001", "redis-eviction-policy", broker="redis")
@@ -350,8 +350,8 @@ def sentinel_quorum_at_risk(snap, limits: Limits) -> Iterator[Finding]:
     cmd = [f"redis-cli -p {port} SENTINEL CKQUORUM {name}"]
     if len(answered) < quorum or known < quorum:
         yield Finding(Severity.CRITICAL, f"sentinel master {name}",
-                      f"{len(answered)} sentinels answered, {known} known to each other, "
-                      f"quorum {quorum}: no failover is possible",
+                      f"{count(len(answered), 'sentinel')} answered, {known} known to each "
+                      f"other, quorum {quorum}: no failover is possible",
                       evidence={"quorum": quorum, "answered": len(answered), "known": known},
                       hint="Bring sentinels back (or lower the quorum) before the master "
                            "fails.", commands=cmd)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
 
 
 def _other_db(c) -> bool:
@@ -47,7 +47,8 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
         parts = ([f"{idle} idle for {limits.stale_after:.0f} s or more"] if idle else []) + (
             [f"{len(stale) - idle} without heartbeats"] if len(stale) > idle else [])
         yield Finding(sev, "connections",
-                      f"{len(stale)} client connections look stale ({', '.join(parts)}; "
+                      f"{count(len(stale), 'client connection')} "
+                      f"{verb(len(stale), 'looks', 'look')} stale ({', '.join(parts)}; "
                       "consumers and subscribers not counted)",
                       evidence={"connections": [
                           {"address": c.address, "idle_seconds": c.idle_seconds,
@@ -117,7 +118,8 @@ def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
                if c.role == "pubsub" and not c.worker and not _other_db(c)]
     if orphans:
         yield Finding(Severity.INFO, "pub/sub clients",
-                      f"{len(orphans)} pub/sub clients belong to no live worker",
+                      f"{count(len(orphans), 'pub/sub client')} "
+                      f"{verb(len(orphans), 'belongs', 'belong')} to no live worker",
                       evidence={"clients": [{"address": c.address, "id": c.id,
                                              "age_seconds": c.age_seconds} for c in orphans[:20]]},
                       hint="Check for dead workers or monitors; kill confirmed dead clients.",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from shlex import quote
 from typing import Any
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, check, count, verb
 
 # Settings whose difference between workers of one cluster is worth a look.
 DRIFT_KEYS = ("accept_content", "task_serializer", "result_serializer", "task_acks_late",
@@ -36,11 +36,11 @@ def duplicate_node_names(snap, limits: Limits) -> Iterator[Finding]:
     seen: dict[str, int] = {}
     for n in snap.workers.nodes:
         seen[n.name] = seen.get(n.name, 0) + 1
-    for name, count in sorted(seen.items()):
-        if count > 1:
+    for name, times in sorted(seen.items()):
+        if times > 1:
             yield Finding(Severity.WARNING, f"worker {name}",
-                          f"{count} workers answer as {name}",
-                          evidence={"count": count},
+                          f"{times} workers answer as {name}",
+                          evidence={"count": times},
                           hint="Start each worker with a unique -n NAME@%h.")
 
 
@@ -183,8 +183,10 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
                 full.append(name)
         if full and len(full) == len(q.consumer_workers):
             yield Finding(Severity.WARNING, f"queue {q.name}",
-                          f"{q.ready} messages waiting and all {len(full)} consumers run at "
-                          f"full concurrency: not enough capacity",
+                          f"{count(q.ready, 'message')} waiting and "
+                          + ("its only consumer runs" if len(full) == 1 else
+                             f"all {len(full)} consumers run")
+                          + " at full concurrency: not enough capacity",
                           evidence={"ready": q.ready, "workers": full},
                           hint="Add capacity for this queue.",
                           commands=["celery -A proj control pool_grow 2"])
@@ -217,8 +219,9 @@ def registered_tasks_differ(snap, limits: Limits) -> Iterator[Finding]:
             missing = {name: sorted(union - r)[:10] for name, r in regs.items() if union - r}
             first = sorted(missing)[0]
             yield Finding(Severity.WARNING, f"queue {qname}",
-                          f"{len(missing)} of its {len(regs)} workers lack tasks the others "
-                          f"register (e.g. {first} lacks {', '.join(missing[first][:3])}): "
+                          f"{len(missing)} of its {len(regs)} workers "
+                          f"{verb(len(missing), 'lacks', 'lack')} tasks the others register "
+                          f"(e.g. {first} lacks {', '.join(missing[first][:3])}): "
                           "those tasks fail as unregistered there",
                           evidence={"missing_per_worker": missing},
                           hint="Deploy the same code to every worker of the queue.")
