@@ -38,8 +38,9 @@ def purge_plan_doc(plan, backup: str | None) -> dict[str, Any]:
 
 
 def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str | None) -> None:
-    """The plan (JSON: one document, printed by render_purge_json when the run ends)."""
-    if c.fmt == "json":
+    """The plan (JSON: one document, printed by render_purge_json when the run ends). A
+    refused purge deletes nothing: it prints its refusals (render_refusals), not a plan."""
+    if c.fmt == "json" or plan.refusals:
         return
     c.out.print(f"purge plan on {safe(plan.broker)}"
                 + (f" vhost {safe(plan.vhost)}" if plan.broker_kind != "redis" else ""),
@@ -60,6 +61,20 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
                 highlight=False)
     if not sampled and sample_note:
         c.err.print(safe(f"note: first messages not shown: {sample_note}"), highlight=False)
+
+
+def render_refusals(c, refusals: list[str], *, nothing: str, others: list[str] = ()) -> None:
+    """A refused action: each refusal, then that nothing was done — naming what would have
+    been fine alone, since a refusal stops the whole command, not only its own subject."""
+    for r in refusals:
+        c.err.print(safe(f"refused: {r}"), highlight=False)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
+                                         else "")
+        c.err.print(safe(f"{nothing}, not even {shown}: a refusal stops the whole command."),
+                    highlight=False)
+    else:
+        c.err.print(f"{nothing}.", highlight=False)
 
 
 def render_purge_json(c, plan, *, backup: str | None, result: list | None) -> None:
@@ -224,8 +239,9 @@ def render_restore_result(c, info, rows: list[dict[str, Any]], res, before: dict
 
 
 def render_control_plan(c, plan) -> None:
-    """The plan, before anything is sent (tables only: JSON prints one document at the end)."""
-    if c.fmt == "json":
+    """The plan, before anything is sent (tables only: JSON prints one document at the end).
+    A refused command sends nothing: its refusals are the output, not a plan."""
+    if c.fmt == "json" or plan.refusals:
         return
     where = (", ".join(safe(d) for d in plan.destination) if plan.destination
              else f"every worker ({len(plan.targets)} answering)")
@@ -280,7 +296,7 @@ def render_kill_json(c, plan, rows: list[dict[str, Any]] | None) -> None:
 
 
 def render_kill_plan(c, plan) -> None:
-    if c.fmt == "json":
+    if c.fmt == "json" or plan.refusals:  # refused: the refusals are the output
         return
 
     from celeryctl.render.tables import human_seconds
