@@ -25,7 +25,7 @@ lab-venvs: venv
 	$(BIN)/celeryctl lab venvs
 
 lab-down:
-	-$(BIN)/celeryctl lab down
+	@$(BIN)/celeryctl lab down || true
 
 test: venv
 	$(BIN)/ruff check celeryctl tests benchmarks

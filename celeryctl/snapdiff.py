@@ -20,6 +20,50 @@ def _settings_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, An
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def broker_identity(snap) -> tuple[tuple, str] | None:
+    """(what identifies the broker a snapshot was taken of, how to show it), or None when the
+    snapshot does not record it. Identity: broker kind, every host:port of the URL (a failover
+    list), and the Redis database or the RabbitMQ vhost — not the user or the password, which
+    change without the broker changing. Shown from the redacted URL the snapshot recorded,
+    redacted again (no secret ever shows) and without its user."""
+    from urllib.parse import urlsplit
+
+    from celeryctl.urls import DEFAULT_PORTS, redact, split_list
+
+    target = getattr(snap, "target", None) or {}
+    url = target.get("broker")
+    if not isinstance(url, str) or not url:
+        return None
+    kind = target.get("broker_kind") or snap.broker_kind
+    hosts, shown = [], []
+    for part in split_list(redact(url) or ""):
+        try:
+            u = urlsplit(part)
+            port = u.port or DEFAULT_PORTS.get(u.scheme.lower())
+            host = (u.hostname or "").lower()
+        except ValueError:
+            return None
+        host = f"[{host}]" if ":" in host else host
+        hosts.append(f"{host}:{port}")
+        shown.append(f"{u.scheme}://{host}:{port}")
+    if kind == "amqp":
+        where = str(target.get("vhost") or "/")
+        text = f"{';'.join(shown)} vhost {where}"
+    else:
+        where = str(target.get("redis_db") if target.get("redis_db") is not None else
+                    urlsplit(split_list(url)[0]).path.lstrip("/") or "0")
+        text = f"{';'.join(shown)} db {where}"
+    return (kind, tuple(sorted(hosts)), where), text
+
+
+def same_broker(a, b) -> dict[str, Any]:
+    """Whether two snapshots come from the same broker: {"same": True/False/None (unknown),
+    "before": shown, "after": shown}."""
+    ia, ib = broker_identity(a), broker_identity(b)
+    return {"same": None if ia is None or ib is None else ia[0] == ib[0],
+            "before": ia[1] if ia else None, "after": ib[1] if ib else None}
+
+
 def diff_snapshots(a, b, report_a, report_b) -> dict[str, Any]:
     qa, qb = _queues(a), _queues(b)
     queues = []
@@ -53,6 +97,7 @@ def diff_snapshots(a, b, report_a, report_b) -> dict[str, Any]:
     return {
         "before": a.taken_at, "after": b.taken_at,
         "seconds_between": round(b.taken_at - a.taken_at, 1),
+        "brokers": same_broker(a, b),
         "queues": queues,
         "workers_gone": sorted(set(wa) - set(wb)), "workers_new": sorted(set(wb) - set(wa)),
         "settings_changed": settings,

@@ -147,6 +147,17 @@ def queue_rows(queues: list[QueueDepth], *, include_internal: bool,
     return [queue_row(q) for q in sorted(chosen, key=lambda q: (q.internal, q.name))]
 
 
+def no_internal_queues_note(rows: list[dict[str, Any]] | None, broker_kind: str, *,
+                            include_internal: bool, names: tuple[str, ...] = ()) -> str | None:
+    """`queues --all` that found no internal queue says so, so the flag visibly did something
+    (None when it did find some, was not given, or -Q named the queues to show)."""
+    if not include_internal or names or rows is None or any(r["internal"] for r in rows):
+        return None
+    return ("--all: no internal queues (pidbox replies, celeryev, result queues) found"
+            + ("; on Redis remote control and events go over pub/sub: only remote-control "
+               "reply lists can show up" if broker_kind == "redis" else ""))
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback

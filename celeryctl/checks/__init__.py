@@ -99,6 +99,16 @@ class Limits:
 BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 queue", "2 queues": a finding's numbers in plain words (`plural` when not noun+s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def verb(n: int, one: str, many: str) -> str:
+    """The verb agreeing with a count: verb(1, "holds", "hold")."""
+    return one if n == 1 else many
+
+
 @dataclass(frozen=True)
 class Check:
     code: str

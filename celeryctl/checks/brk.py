@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from shlex import quote
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
 
 
 @check("BRK001", "redis-eviction-policy", broker="redis")
@@ -60,9 +60,13 @@ def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
         ratio = used / cap
         if ratio >= limits.memory_warn_ratio:
             yield Finding(Severity.CRITICAL if ratio >= 0.95 else Severity.WARNING,
-                          "redis memory", f"used {ratio:.0%} of maxmemory",
+                          "redis memory", f"{ratio:.0%} of maxmemory used: at 100 % writes "
+                          "fail (noeviction) or keys are evicted",
                           evidence={"used_memory": used, "maxmemory": cap},
                           hint="Drain the backlog or raise maxmemory.")
+
+
+_ALARM = {"mem_alarm": "memory", "disk_free_alarm": "disk"}
 
 
 @check("BRK003", "rabbitmq-alarms", needs=("rabbit_server",), broker="amqp")
@@ -98,7 +102,9 @@ def rabbitmq_alarms(snap, limits: Limits) -> Iterator[Finding]:
         for key in ("mem_alarm", "disk_free_alarm"):
             if n.get(key):
                 found.append(Finding(Severity.CRITICAL, f"node {name}",
-                                     f"{key.replace('_', ' ')} is set: publishers are blocked",
+                                     f"{_ALARM[key]} alarm is set: publishers are blocked",
+                                     hint="Free memory or disk on the node; publishing "
+                                          "resumes when the alarm clears.",
                                      evidence={k: n.get(k) for k in ("mem_used", "mem_limit",
                                                                      "disk_free",
                                                                      "disk_free_limit")},
@@ -193,7 +199,8 @@ def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
     """
     n = snap.get("redis_info").get("evicted_keys")
     if isinstance(n, int) and n > 0:
-        yield Finding(Severity.WARNING, "redis evictions", f"{n} keys evicted since start",
+        yield Finding(Severity.WARNING, "redis evictions",
+                      f"{n} keys evicted since Redis started: queued tasks may have been lost",
                       evidence={"evicted_keys": n}, hint="Use noeviction on a broker.")
 
 
@@ -215,7 +222,9 @@ def redis_client_timeout(snap, limits: Limits) -> Iterator[Finding]:
         raise Skip("CONFIG GET timeout was not answered")
     t = cfg.get("timeout")
     if t not in (None, "", "0"):
-        yield Finding(Severity.WARNING, "redis timeout", f"idle clients closed after {t} s",
+        yield Finding(Severity.WARNING, "redis timeout",
+                      f"Redis closes clients idle for {t} s (timeout): workers' idle pool "
+                      "connections drop and reconnect",
                       evidence={"timeout": t}, hint="Set timeout 0; keep tcp-keepalive.",
                       commands=["redis-cli CONFIG SET timeout 0"])
 
@@ -341,8 +350,8 @@ def sentinel_quorum_at_risk(snap, limits: Limits) -> Iterator[Finding]:
     cmd = [f"redis-cli -p {port} SENTINEL CKQUORUM {name}"]
     if len(answered) < quorum or known < quorum:
         yield Finding(Severity.CRITICAL, f"sentinel master {name}",
-                      f"{len(answered)} sentinels answered, {known} known to each other, "
-                      f"quorum {quorum}: no failover is possible",
+                      f"{count(len(answered), 'sentinel')} answered, {known} known to each "
+                      f"other, quorum {quorum}: no failover is possible",
                       evidence={"quorum": quorum, "answered": len(answered), "known": known},
                       hint="Bring sentinels back (or lower the quorum) before the master "
                            "fails.", commands=cmd)

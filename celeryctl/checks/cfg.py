@@ -25,7 +25,8 @@ def acks_late_without_reject_on_worker_lost(snap, limits: Limits) -> Iterator[Fi
     for name, c in snap.worker_confs().items():
         if c.get("task_acks_late") is True and not c.get("task_reject_on_worker_lost"):
             yield Finding(Severity.INFO, f"worker {name}",
-                          "acks_late without reject_on_worker_lost",
+                          "task_acks_late without task_reject_on_worker_lost: a task whose "
+                          "process dies is acked and lost, not redelivered",
                           hint="Set task_reject_on_worker_lost = True for idempotent tasks.")
 
 
@@ -45,7 +46,9 @@ def broker_heartbeat_off(snap, limits: Limits) -> Iterator[Finding]:
     """
     for name, c in snap.worker_confs().items():
         if "broker_heartbeat" in c and not c.get("broker_heartbeat"):
-            yield Finding(Severity.WARNING, f"worker {name}", "broker heartbeats disabled",
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          f"broker_heartbeat is {c.get('broker_heartbeat')!r}: heartbeats are "
+                          "off, so a silently dropped connection goes unnoticed",
                           evidence={"broker_heartbeat": c.get("broker_heartbeat")},
                           hint="Set broker_heartbeat = 120.")
 
@@ -68,8 +71,11 @@ def connection_retry_on_startup_unset(snap, limits: Limits) -> Iterator[Finding]
         if "broker_connection_retry_on_startup" in c and \
                 c["broker_connection_retry_on_startup"] is None:
             yield Finding(Severity.INFO, f"worker {name}",
-                          "broker_connection_retry_on_startup not set",
-                          hint="Set it explicitly.")
+                          "broker_connection_retry_on_startup is not set: whether the worker "
+                          "waits for a broker that is down at start-up follows "
+                          "broker_connection_retry, with a deprecation warning",
+                          hint="Set broker_connection_retry_on_startup = True (or False) "
+                               "explicitly.")
 
 
 @check("CFG004", "non-utc-timezone", needs=("workers",))
@@ -88,7 +94,10 @@ def non_utc_timezone(snap, limits: Limits) -> Iterator[Finding]:
     for name, c in snap.worker_confs().items():
         tz = c.get("timezone")
         if (tz not in (None, "UTC", "Etc/UTC")) or c.get("enable_utc") is False:
-            yield Finding(Severity.INFO, f"worker {name}", f"timezone {tz!r}",
+            what = "enable_utc is False" if c.get("enable_utc") is False else \
+                f"timezone is {tz!r}, not UTC"
+            yield Finding(Severity.INFO, f"worker {name}",
+                          f"{what}: ETAs and schedules shift with DST and between hosts",
                           evidence={"timezone": tz, "enable_utc": c.get("enable_utc")},
                           hint="Use UTC.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
 
 
 def _other_db(c) -> bool:
@@ -42,8 +42,14 @@ def stale_connections(snap, limits: Limits) -> Iterator[Finding]:
             stale.append(c)
     if stale:
         sev = Severity.WARNING if len(stale) >= 5 else Severity.INFO
+        idle = sum(1 for c in stale if c.idle_seconds is not None
+                   and c.idle_seconds >= limits.stale_after)
+        parts = ([f"{idle} idle for {limits.stale_after:.0f} s or more"] if idle else []) + (
+            [f"{len(stale) - idle} without heartbeats"] if len(stale) > idle else [])
         yield Finding(sev, "connections",
-                      f"{len(stale)} connections idle >= {limits.stale_after:.0f} s",
+                      f"{count(len(stale), 'client connection')} "
+                      f"{verb(len(stale), 'looks', 'look')} stale ({', '.join(parts)}; "
+                      "consumers and subscribers not counted)",
                       evidence={"connections": [
                           {"address": c.address, "idle_seconds": c.idle_seconds,
                            "command": c.command, "worker": c.worker} for c in stale[:20]],
@@ -83,8 +89,9 @@ def connections_per_worker(snap, limits: Limits) -> Iterator[Finding]:
     for worker, n in sorted(counts.items()):
         if n > limits.connections_per_worker:
             yield Finding(Severity.WARNING, f"worker {worker}",
-                          f"{n} broker connections (expected at most "
-                          f"{limits.connections_per_worker})",
+                          f"holds {n} broker connections, more than "
+                          f"{limits.connections_per_worker} (--connections-per-worker): "
+                          "probably a leak",
                           evidence={"connections": n}, hint="Look for a connection leak.",
                           commands=["celeryctl connections --format json"])
 
@@ -111,7 +118,8 @@ def pubsub_without_worker(snap, limits: Limits) -> Iterator[Finding]:
                if c.role == "pubsub" and not c.worker and not _other_db(c)]
     if orphans:
         yield Finding(Severity.INFO, "pub/sub clients",
-                      f"{len(orphans)} pub/sub clients belong to no live worker",
+                      f"{count(len(orphans), 'pub/sub client')} "
+                      f"{verb(len(orphans), 'belongs', 'belong')} to no live worker",
                       evidence={"clients": [{"address": c.address, "id": c.id,
                                              "age_seconds": c.age_seconds} for c in orphans[:20]]},
                       hint="Check for dead workers or monitors; kill confirmed dead clients.",

@@ -41,8 +41,11 @@ def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     rejected = info.get("rejected_connections")
     if isinstance(rejected, int) and rejected > 0:
         yield Finding(Severity.WARNING, "redis clients",
-                      f"{rejected} connections rejected since start (maxclients reached)",
-                      evidence={"rejected_connections": rejected})
+                      f"{rejected} connections rejected since Redis started: maxclients was "
+                      "reached",
+                      evidence={"rejected_connections": rejected},
+                      hint="Find the connection holders; raise maxclients if needed.",
+                      commands=["celeryctl connections"])
 
 
 @check("POOL002", "broker-pool-limit-below-concurrency", needs=("workers",))
@@ -66,7 +69,8 @@ def broker_pool_limit_below_concurrency(snap, limits: Limits) -> Iterator[Findin
         conc = (stats.get("pool") or {}).get("max-concurrency")
         if isinstance(limit, int) and isinstance(conc, int) and 0 < limit < conc:
             yield Finding(Severity.WARNING, f"worker {n.name}",
-                          f"broker_pool_limit {limit} < concurrency {conc}",
+                          f"broker_pool_limit {limit} is below its concurrency {conc}: tasks "
+                          "that publish wait for a free connection",
                           evidence={"broker_pool_limit": limit, "concurrency": conc},
                           hint="Raise broker_pool_limit to at least the concurrency.")
 
@@ -122,6 +126,10 @@ def no_pool_acquire_timeout(snap, limits: Limits) -> Iterator[Finding]:
                           hint="Set broker_pool_acquire_timeout, e.g. 10.")
 
 
+_NOUN = {"max-connections": "connections", "max-queues": "queues",
+         "max-channels": "channels"}
+
+
 @check("POOL005", "rabbitmq-vhost-limits", needs=("rabbit_server", "connections", "queues"),
        broker="amqp")
 def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
@@ -154,7 +162,8 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
         if used / cap >= limits.clients_warn_ratio:
             found.append(Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
                                  else Severity.WARNING, f"vhost {vhost}",
-                                 f"{used} of {key} {cap} in use" + (
+                                 f"{used} of {cap} {_NOUN[key]} allowed in use ({key}, "
+                                 f"{used / cap:.0%})" + (
                                      " (at least: only the API user's own connections are "
                                      "listed)" if key == "max-connections" and partial else ""),
                                  evidence={key: cap, "used": used},
@@ -202,7 +211,8 @@ def rabbitmq_user_limits(snap, limits: Limits) -> Iterator[Finding]:
             if isinstance(cap, int) and cap > 0 and used / cap >= limits.clients_warn_ratio:
                 yield Finding(Severity.CRITICAL if used / cap >= limits.clients_crit_ratio
                               else Severity.WARNING, f"user {user}",
-                              f"{used} of {key} {cap} in use (this vhost's connections)",
+                              f"{used} of {cap} {_NOUN[key]} allowed in use ({key}, "
+                              f"{used / cap:.0%}; counted in this vhost)",
                               evidence={key: cap, "used": used},
                               hint="Clean up leaks, split services across users, or raise the "
                                    "user limit.",

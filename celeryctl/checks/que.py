@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from shlex import quote
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
 
 
 def _task_queues(snap):
@@ -186,7 +186,8 @@ def pidbox_reply_bloat(snap, limits: Limits) -> Iterator[Finding]:
         forever = [q.name for q in bloated if q.ttl_seconds == -1]
         yield Finding(Severity.WARNING if total >= 100 or forever else Severity.INFO,
                       "pidbox reply queues",
-                      f"{len(bloated)} reply queues hold {total} unread replies"
+                      f"{count(len(bloated), 'reply queue')} "
+                      f"{verb(len(bloated), 'holds', 'hold')} {count(total, 'unread reply', 'unread replies')}"
                       + (f"; {len(forever)} never expire" if forever else ""),
                       evidence={"queues": {q.name: q.ready for q in bloated[:20]},
                                 "never_expire": forever[:20]},
@@ -222,13 +223,15 @@ def result_queues_piling_up(snap, limits: Limits) -> Iterator[Finding]:
         raise Skip(rabbit.unknown(snap, "consumer counts"))
     if rpc:
         yield Finding(Severity.WARNING, "rpc result queues",
-                      f"{len(rpc)} rpc reply queues hold {sum(q.ready or 0 for q in rpc)} "
-                      f"unread results with no consumer",
+                      f"{count(len(rpc), 'rpc reply queue')} with no consumer "
+                      f"{verb(len(rpc), 'holds', 'hold')} "
+                      f"{count(sum(q.ready or 0 for q in rpc), 'unread result')}",
                       evidence={"queues": {q.name: q.ready for q in rpc[:20]}},
                       hint="Read or ignore results; lower result_expires.")
     if legacy:
         yield Finding(Severity.WARNING, "amqp result queues",
-                      f"{len(legacy)} per-task result queues (legacy amqp:// backend)",
+                      f"{len(legacy)} per-task result queues of the legacy amqp:// backend "
+                      "(one queue per task)",
                       evidence={"count": len(legacy)}, hint="Move to rpc:// or redis://.")
 
 
@@ -283,8 +286,9 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
         raise Skip(rabbit.unknown(snap, f"the policies of {len(unknown)} task queues"))
     if limited:
         yield Finding(Severity.WARNING, "dead-lettering (quorum queues)",
-                      f"{len(limited)} quorum task queues drop a message after its delivery "
-                      f"limit and have no dead-letter exchange",
+                      f"{count(len(limited), 'quorum task queue')} "
+                      f"{verb(len(limited), 'drops', 'drop')} a message after its delivery "
+                      f"limit and {verb(len(limited), 'has', 'have')} no dead-letter exchange",
                       evidence={"delivery_limit": dict(list(limited.items())[:20]),
                                 "rabbitmq_version": getattr(rabbit.server(snap), "version",
                                                             None)},
@@ -293,7 +297,9 @@ def queue_without_dead_letter_exchange(snap, limits: Limits) -> Iterator[Finding
                                 "'{\"dead-letter-exchange\":\"dlx\"}' --apply-to queues"])
     if missing:
         yield Finding(Severity.INFO, "dead-lettering",
-                      f"{len(missing)} task queues without a dead-letter exchange argument",
+                      f"{count(len(missing), 'task queue')} "
+                      f"{verb(len(missing), 'has', 'have')} no dead-letter exchange (argument "
+                      "or policy): messages rejected there are dropped",
                       evidence={"queues": missing[:20]} | (
                           {"policy_unknown": unknown[:20]} if unknown else {}),
                       hint="Add a DLX by policy so rejected messages are kept.",
@@ -323,8 +329,10 @@ def eta_beyond_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
         far = scheduled_beyond(snap, n, vt)
         if far:
             yield Finding(Severity.WARNING, f"worker {n.name}",
-                          f"{len(far)} scheduled tasks have an ETA beyond visibility_timeout "
-                          f"{vt:.0f} s ({source}): they will be delivered again",
+                          f"{count(len(far), 'scheduled task')} "
+                          f"{verb(len(far), 'has', 'have')} an ETA beyond visibility_timeout "
+                          f"{vt:.0f} s ({source}): {verb(len(far), 'it', 'they')} will be "
+                          "delivered again",
                           evidence={"tasks": far[:10], "visibility_timeout": vt},
                           hint="Raise visibility_timeout above the longest ETA.")
 
@@ -383,7 +391,10 @@ def priority_declarations_inconsistent(snap, limits: Limits) -> Iterator[Finding
         have = (q.arguments or {}).get("x-max-priority")
         if have != want:
             yield Finding(Severity.WARNING, f"queue {q.name}",
-                          f"x-max-priority is {have}, task_queue_max_priority is {want}",
+                          (f"declared with x-max-priority {have}" if have is not None else
+                           "declared without x-max-priority")
+                          + f", but the app sets task_queue_max_priority {want}"
+                          + (": message priorities are ignored" if have is None else ""),
                           evidence={"x-max-priority": have, "task_queue_max_priority": want},
                           hint="Recreate the queue with the intended x-max-priority.")
 
@@ -414,14 +425,22 @@ def control_queues_never_expire(snap, limits: Limits) -> Iterator[Finding]:
             "expires" not in q.effective_policy
         if no_expiry or (q.ready and q.consumers == 0):
             bad.append({"queue": q.name, "ready": q.ready, "consumers": q.consumers,
-                        "x-expires": (q.arguments or {}).get("x-expires")})
+                        "x-expires": (q.arguments or {}).get("x-expires"),
+                        "never_expires": no_expiry})
         elif not has_arg and q.effective_policy is None or q.ready and q.consumers is None:
             unknown += 1
     if unknown and not bad:
         raise Skip(rabbit.unknown(snap, f"expiry or consumers of {unknown} control queues"))
     if bad:
+        forever = sum(1 for b in bad if b.pop("never_expires"))
+        piling = sum(1 for b in bad if b["ready"] and b["consumers"] == 0)
+        what = ([f"{forever} never {verb(forever, 'expires', 'expire')}"] if forever else []) + (
+            [f"{piling} {verb(piling, 'holds', 'hold')} messages nobody consumes"]
+            if piling else [])
         yield Finding(Severity.WARNING, "control and event queues",
-                      f"{len(bad)} celeryev/pidbox queues never expire or pile up",
+                      f"{count(len(bad), 'celeryev/pidbox queue')} "
+                      f"{verb(len(bad), 'needs', 'need')} cleaning up: "
+                      + ", ".join(what),
                       evidence={"queues": bad[:20]}, hint="Delete orphaned queues.")
 
 
@@ -500,7 +519,8 @@ def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
             shortest = min(far, key=lambda f: f["consumer_timeout"])
             assumed = " (assumed)" if shortest["source"].startswith("assumed") else ""
             yield Finding(Severity.WARNING, f"worker {n.name}",
-                          f"{len(far)} scheduled tasks wait longer than consumer_timeout "
+                          f"{count(len(far), 'scheduled task')} "
+                          f"{verb(len(far), 'waits', 'wait')} longer than consumer_timeout "
                           f"{shortest['consumer_timeout']:.0f} s{assumed}: the broker will "
                           f"close the worker's channel",
                           evidence={"tasks": far[:10], "consumer_timeout_assumed":

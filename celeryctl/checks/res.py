@@ -30,8 +30,8 @@ def amqp_result_backend(snap, limits: Limits) -> Iterator[Finding]:
     url = snap.target.get("result_backend") or ""
     if url.split("://", 1)[0].lower() in ("amqp", "amqps", "pyamqp"):
         yield Finding(Severity.CRITICAL, f"result backend {url}",
-                      "amqp:// result backend: removed in Celery 5 ('Unknown result backend: "
-                      "amqp')", evidence={"url": url,
+                      "amqp:// result backend, which Celery 5 removed: workers and producers "
+                      "fail at start-up ('Unknown result backend: amqp')", evidence={"url": url,
                                           "from": snap.target.get("origins", {}).get(
                                               "result_backend")},
                       hint="Switch result_backend to rpc:// or redis://.",
@@ -87,7 +87,8 @@ def result_expires_disabled(snap, limits: Limits) -> Iterator[Finding]:
         if "result_expires" in conf and not conf.get("result_expires") and backend and \
                 str(backend) not in ("disabled", "None"):
             yield Finding(Severity.WARNING, f"setting result_expires ({who})",
-                          "results never expire",
+                          f"result_expires is {conf['result_expires']!r}: results are kept "
+                          "forever",
                           evidence={"result_expires": conf["result_expires"]},
                           hint="Set result_expires, e.g. 86400.")
 

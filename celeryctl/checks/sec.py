@@ -95,7 +95,9 @@ def redis_without_password(snap, limits: Limits) -> Iterator[Finding]:
         return
     hosts = _remote_hosts(snap)
     if hosts:
-        yield Finding(Severity.WARNING, f"broker {url}", "Redis broker reached without a password",
+        yield Finding(Severity.WARNING, f"broker {url}",
+                      "Redis broker on a non-loopback host, reached without a password: any "
+                      "host that reaches the port can read and run tasks",
                       evidence={"hosts": hosts}, hint="Enable requirepass or ACLs.",
                       commands=["redis-cli CONFIG SET requirepass '<a long random secret>'"])
         return
@@ -175,7 +177,9 @@ def rabbitmq_guest_remote(snap, limits: Limits) -> Iterator[Finding]:
     if user != "guest":
         return
     if remote:
-        yield Finding(Severity.WARNING, f"broker {url}", "remote RabbitMQ used as guest",
+        yield Finding(Severity.WARNING, f"broker {url}",
+                      "RabbitMQ on a non-loopback host accepts the guest user: anyone who "
+                      "knows guest/guest can connect",
                       evidence={"hosts": remote}, hint="Use a dedicated user; delete guest.",
                       commands=["rabbitmqctl delete_user guest"])
         return

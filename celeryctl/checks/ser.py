@@ -37,7 +37,9 @@ def pickle_accepted(snap, limits: Limits) -> Iterator[Finding]:
     """
     for name, c in snap.worker_confs().items():
         if "application/x-python-serialize" in content_types(c.get("accept_content")):
-            yield Finding(Severity.WARNING, f"worker {name}", "accepts pickle",
+            yield Finding(Severity.WARNING, f"worker {name}",
+                          "accepts pickle: anyone who can publish to the broker can run code "
+                          "on this worker",
                           evidence={"accept_content": c.get("accept_content")},
                           hint='Set accept_content = ["json"].')
 
@@ -64,7 +66,7 @@ def producer_serializer_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
         if accepted and mime not in accepted and mime != "application/data":
             yield Finding(Severity.CRITICAL, f"worker {name}",
                           f"producers send {ser} but the worker accepts only "
-                          f"{sorted(accepted)}: those tasks are discarded",
+                          f"{', '.join(sorted(accepted))}: it discards those tasks unrun",
                           evidence={"task_serializer": ser,
                                     "accept_content": c.get("accept_content")},
                           hint="Add the producers' serializer to accept_content, or change "
@@ -90,8 +92,11 @@ def workers_disagree_on_accept_content(snap, limits: Limits) -> Iterator[Finding
     values, _absent = reported(snap.worker_confs(), "accept_content")
     sets = {name: sorted(content_types(v)) for name, v in values.items()}
     if len({tuple(v) for v in sets.values()}) > 1:
+        n = len({tuple(v) for v in sets.values()})
         yield Finding(Severity.WARNING, "setting accept_content",
-                      "workers accept different content types", evidence={"per_worker": sets},
+                      f"{len(sets)} workers accept {n} different sets of content types: a "
+                      "message one of them runs, another discards",
+                      evidence={"per_worker": sets},
                       hint="Deploy one accept_content everywhere.")
 
 
@@ -130,10 +135,11 @@ def queued_content_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
                 bad.setdefault(ct, []).append(m.task or "?")
         for ct, tasks in sorted(bad.items()):
             consuming = bool(consumers.get(queue))
+            who = ("its consumers do not accept: they will discard them unrun" if consuming
+                   else "no live worker accepts: any of them that consumes this queue will "
+                   "discard them unrun")
             yield Finding(Severity.CRITICAL if consuming else Severity.WARNING, f"queue {queue}",
-                          f"{len(tasks)} of {len(msgs)} sampled messages are {ct}, which "
-                          f"{'its consumers' if consuming else 'no worker'} accept"
-                          f"{'' if consuming else 's'}: they will be discarded",
+                          f"{len(tasks)} of {len(msgs)} sampled messages are {ct}, which {who}",
                           evidence={"content_type": ct, "sampled": len(msgs),
                                     "not_accepted": len(tasks),
                                     "tasks": sorted(set(tasks))[:10],
@@ -167,7 +173,8 @@ def result_serializer_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
         mime = ALIASES.get(ser, ser)
         if mime not in accepted and mime != "application/data":
             yield Finding(Severity.CRITICAL, f"worker {name}",
-                          f"stores results as {ser}, which the producers refuse to decode",
+                          f"stores results as {ser}, which the producers do not accept: "
+                          "AsyncResult.get() raises ContentDisallowed for tasks that succeeded",
                           evidence={"result_serializer": ser,
                                     "producer_result_accept_content": list(accept)},
                           hint="Align result_serializer with result_accept_content.")

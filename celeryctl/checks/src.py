@@ -38,10 +38,17 @@ def broker_unreachable(snap, limits: Limits) -> Iterator[Finding]:
     if src is not None and src.ok is False and src.state == "unreachable":
         yield Finding(Severity.CRITICAL, f"broker {src.url}", f"broker unreachable: {src.error}",
                       evidence={"url": src.url, "error": src.error},
-                      hint="Check the broker process, network path and credentials.",
+                      hint="Check that the broker runs and that its port is reachable from "
+                           "this host (firewall, DNS, TLS settings).",
                       commands=(["redis-cli -h HOST -p PORT ping"] if snap.broker_kind == "redis"
                                 else ["rabbitmq-diagnostics -q ping",
                                       "rabbitmq-diagnostics -q listeners"]))
+
+
+# what a source that did not answer as it should did, by collect/errors.py state
+_STATES = {"unreachable": "unreachable", "auth-failed": "refused the credentials",
+           "permission-denied": "refused an operation (permission denied)",
+           "not-configured": "not configured"}
 
 
 @check("SRC002", "management-api-unavailable",
@@ -67,11 +74,13 @@ def management_api_unavailable(snap, limits: Limits) -> Iterator[Finding]:
     """
     src = _source(snap, "management-api")
     if src is None:
-        yield Finding(Severity.WARNING, "management API", "no management API URL known",
+        yield Finding(Severity.WARNING, "management API",
+                      "no management API URL given or derived: unacked counts, rates, "
+                      "connections and node alarms are not observed",
                       hint="Pass --rabbitmq-api http://USER:PASSWORD@HOST:15672.")
     elif src.ok is False and src.state in ("unreachable", "not-configured"):
         yield Finding(Severity.WARNING, f"management API {src.url}",
-                      f"management API unavailable: {src.error}",
+                      f"management API {_STATES[src.state]}: {src.error}",
                       evidence={"url": src.url, "state": src.state, "error": src.error},
                       hint="Give a reachable --rabbitmq-api with a monitoring user.",
                       commands=["rabbitmq-plugins enable rabbitmq_management",
@@ -94,8 +103,9 @@ def result_backend_unreachable(snap, limits: Limits) -> Iterator[Finding]:
     """
     src = _source(snap, "result-backend")
     if src is not None and src.ok is False:
+        what = _STATES.get(src.state or "", "could not be read")
         yield Finding(Severity.CRITICAL, f"result backend {src.url}",
-                      f"result backend unreachable: {src.error}",
+                      f"result backend {what}: {src.error}",
                       evidence={"url": src.url, "error": src.error},
                       hint="Check the backend server and credentials in result_backend.")
 
@@ -147,7 +157,8 @@ def expected_worker_silent(snap, limits: Limits) -> Iterator[Finding]:
     if view.nodes and view.missing:
         for name in view.missing:
             yield Finding(Severity.WARNING, f"worker {name}",
-                          f"expected (pidbox binding) but silent for {view.waited_seconds:.1f} s",
+                          f"did not reply within {view.waited_seconds:.1f} s, though its "
+                          f"pidbox binding says it runs",
                           evidence={"expected_source": view.expected_source,
                                     "replied": len(view.nodes)},
                           hint="Check the worker's host and process; restart it if hung.",

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from shlex import quote
 from typing import Any
 
-from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.checks import Finding, Limits, Severity, check, count, verb
 
 # Settings whose difference between workers of one cluster is worth a look.
 DRIFT_KEYS = ("accept_content", "task_serializer", "result_serializer", "task_acks_late",
@@ -36,11 +36,11 @@ def duplicate_node_names(snap, limits: Limits) -> Iterator[Finding]:
     seen: dict[str, int] = {}
     for n in snap.workers.nodes:
         seen[n.name] = seen.get(n.name, 0) + 1
-    for name, count in sorted(seen.items()):
-        if count > 1:
+    for name, times in sorted(seen.items()):
+        if times > 1:
             yield Finding(Severity.WARNING, f"worker {name}",
-                          f"{count} workers answer as {name}",
-                          evidence={"count": count},
+                          f"{times} workers answer as {name}",
+                          evidence={"count": times},
                           hint="Start each worker with a unique -n NAME@%h.")
 
 
@@ -61,7 +61,8 @@ def worker_consumes_no_queue(snap, limits: Limits) -> Iterator[Finding]:
     for n in snap.workers.nodes:
         q = n.replies.get("active_queues")
         if isinstance(q, list) and not q:
-            yield Finding(Severity.WARNING, f"worker {n.name}", "consumes no queue",
+            yield Finding(Severity.WARNING, f"worker {n.name}",
+                          "consumes no queue: it runs no task",
                           hint="Add a consumer or restart the worker with -Q.",
                           commands=[f"celeryctl control add-consumer celery -d {quote(n.name)}"])
 
@@ -145,7 +146,8 @@ def prefetch_multiplier_with_acks_late(snap, limits: Limits) -> Iterator[Finding
         mult = c.get("worker_prefetch_multiplier")
         if c.get("task_acks_late") is True and isinstance(mult, int) and mult > 1:
             yield Finding(Severity.WARNING, f"worker {name}",
-                          f"acks_late with prefetch multiplier {mult}",
+                          f"task_acks_late with worker_prefetch_multiplier {mult}: each "
+                          f"process holds up to {mult} messages, all redelivered if it crashes",
                           evidence={"task_acks_late": True, "worker_prefetch_multiplier": mult},
                           hint="Set worker_prefetch_multiplier = 1.",
                           commands=["celery -A proj worker --prefetch-multiplier=1"])
@@ -181,7 +183,10 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
                 full.append(name)
         if full and len(full) == len(q.consumer_workers):
             yield Finding(Severity.WARNING, f"queue {q.name}",
-                          f"{q.ready} waiting and every consumer is at full concurrency",
+                          f"{count(q.ready, 'message')} waiting and "
+                          + ("its only consumer runs" if len(full) == 1 else
+                             f"all {len(full)} consumers run")
+                          + " at full concurrency: not enough capacity",
                           evidence={"ready": q.ready, "workers": full},
                           hint="Add capacity for this queue.",
                           commands=["celery -A proj control pool_grow 2"])
@@ -212,8 +217,12 @@ def registered_tasks_differ(snap, limits: Limits) -> Iterator[Finding]:
         if len(set(regs.values())) > 1:
             union = frozenset().union(*regs.values())
             missing = {name: sorted(union - r)[:10] for name, r in regs.items() if union - r}
+            first = sorted(missing)[0]
             yield Finding(Severity.WARNING, f"queue {qname}",
-                          "its workers register different tasks",
+                          f"{len(missing)} of its {len(regs)} workers "
+                          f"{verb(len(missing), 'lacks', 'lack')} tasks the others register "
+                          f"(e.g. {first} lacks {', '.join(missing[first][:3])}): "
+                          "those tasks fail as unregistered there",
                           evidence={"missing_per_worker": missing},
                           hint="Deploy the same code to every worker of the queue.")
 
@@ -237,8 +246,8 @@ def rss_growing_without_recycling(snap, limits: Limits) -> Iterator[Finding]:
     for name, (before, after, recycling) in sorted((snap.get("rss_growth") or {}).items()):
         if after > before and not recycling:
             yield Finding(Severity.WARNING, f"worker {name}",
-                          f"peak RSS grew from {before} to {after} KiB without process "
-                          f"recycling", evidence={"maxrss_before_kb": before,
+                          f"peak RSS grew from {before} to {after} KiB and its processes are "
+                          f"never recycled (no max_tasks_per_child)", evidence={"maxrss_before_kb": before,
                                                   "maxrss_after_kb": after},
                           hint="Set worker_max_tasks_per_child.",
                           commands=["celery -A proj worker --max-tasks-per-child=1000"])

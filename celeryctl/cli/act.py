@@ -213,9 +213,10 @@ def _purge(c, queues, all_worker_queues, confirm, yes, audit_log, backup, force,
 
     command = "purge" + (f" --backup {bpath}" if bpath else "")
     if plan.refusals:
-        for r in plan.refusals:
-            c.err.print(safe(f"refused: {r}"))
-        c.err.print("nothing changed.")
+        from celeryctl.render.actions import render_refusals
+
+        render_refusals(c, plan.refusals, nothing="nothing changed",
+                        others=[i.queue for i in plan.items])
         render_purge_json(c, plan, backup=str(bpath) if bpath else None, result=None)
         _audit(c, audit_log, command, "refused", names, {}, reasons=plan.refusals)
         raise typer.Exit(int(ExitStatus.USAGE))
@@ -887,8 +888,9 @@ def kill(
     plan = plan_kill(conns, f)
     render_kill_plan(c, plan)
     if plan.refusals:
-        for r in plan.refusals:
-            c.err.print(safe(f"refused: {r}"), highlight=False)
+        from celeryctl.render.actions import render_refusals
+
+        render_refusals(c, plan.refusals, nothing="nothing closed")
         render_kill_json(c, plan, None)
         raise typer.Exit(int(ExitStatus.USAGE))
     if not plan.selected:

@@ -100,9 +100,9 @@ def control(
     subjects = plan.targets or list(plan.destination or [])
     command_line = f"control {cmd} " + " ".join(str(w) for w in (words or []))
     if plan.refusals:
-        for r in plan.refusals:
-            c.err.print(safe(f"refused: {r}"), highlight=False)
-        c.err.print("nothing sent.")
+        from celeryctl.render.actions import render_refusals
+
+        render_refusals(c, plan.refusals, nothing="nothing sent")
         _render_rows(c, plan, None)
         _audit(c, audit_log, command_line.strip(), "refused", subjects, {},
                reasons=plan.refusals)

@@ -260,7 +260,7 @@ def queues(
                   profile, rabbitmq_api_ca):
         return
     from celeryctl.collect import gather
-    from celeryctl.views import queue_rows
+    from celeryctl.views import no_internal_queues_note, queue_rows
 
     c = Ctx(ctx, fmt, broker=broker, result_backend=result_backend, rabbitmq_api=rabbitmq_api,
             vhost=vhost, queue=queue, timeout=timeout, app=app_, profile=profile,
@@ -283,6 +283,8 @@ def queues(
     if g.queues.ok:
         g.notes.extend(n for n in g.queues.notes if n not in g.notes)
         g.notes.extend(_set_aside_notes(g.queues.value))
+        g.notes.extend(n for n in [no_internal_queues_note(
+            rows, c.target.broker_kind, include_internal=all_, names=c.target.queues)] if n)
     if c.fmt == "json":
         from celeryctl.views import server_summary
 

@@ -11,7 +11,7 @@ from rich.text import Text
 from celeryctl.render.fit import Col, num, print_table
 from celeryctl.render.jsonout import dumps
 from celeryctl.render.tables import _v
-from celeryctl.render.text import safe
+from celeryctl.render.text import buckets, safe
 
 
 def _json(doc: dict[str, Any]) -> None:
@@ -39,8 +39,9 @@ def purge_plan_doc(plan, backup: str | None) -> dict[str, Any]:
 
 
 def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str | None) -> None:
-    """The plan (JSON: one document, printed by render_purge_json when the run ends)."""
-    if c.fmt == "json":
+    """The plan (JSON: one document, printed by render_purge_json when the run ends). A
+    refused purge deletes nothing: it prints its refusals (render_refusals), not a plan."""
+    if c.fmt == "json" or plan.refusals:
         return
     c.out.print(f"purge plan on {safe(plan.broker)}"
                 + (f" vhost {safe(plan.vhost)}" if plan.broker_kind != "redis" else ""),
@@ -52,11 +53,11 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
             Col("first messages", 1, kind="wrap", min_width=20)]
     rows = []
     for i in plan.items:
-        buckets = " ".join(f"{k}:{v}" for k, v in (i.buckets or {}).items() if v) or "-"
         first = "\n".join(_sample(s) for s in i.samples) or \
             ("-" if sampled else "(not sampled)")
-        rows.append([safe(i.queue), _v(i.ready), buckets, _v(i.unacked), _v(i.consumers),
-                     ", ".join(safe(w) for w in i.consumer_workers) or "-", first])
+        rows.append([safe(i.queue), _v(i.ready), buckets(i.buckets), _v(i.unacked),
+                     _v(i.consumers), ", ".join(safe(w) for w in i.consumer_workers) or "-",
+                     first])
     if plan.items:
         print_table(c.out, cols, rows, wide=getattr(c, "wide", False))
     c.out.print(f"{plan.total} ready messages in {len(plan.items)} queue(s) would be deleted"
@@ -64,6 +65,20 @@ def render_plan(c, plan, *, backup: str | None, sampled: bool, sample_note: str 
                 highlight=False)
     if not sampled and sample_note:
         c.err.print(safe(f"note: first messages not shown: {sample_note}"), highlight=False)
+
+
+def render_refusals(c, refusals: list[str], *, nothing: str, others: list[str] = ()) -> None:
+    """A refused action: each refusal, then that nothing was done — naming what would have
+    been fine alone, since a refusal stops the whole command, not only its own subject."""
+    for r in refusals:
+        c.err.print(safe(f"refused: {r}"), highlight=False)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5
+                                         else "")
+        c.err.print(safe(f"{nothing}, not even {shown}: a refusal stops the whole command."),
+                    highlight=False)
+    else:
+        c.err.print(f"{nothing}.", highlight=False)
 
 
 def render_purge_json(c, plan, *, backup: str | None, result: list | None) -> None:
@@ -225,8 +240,9 @@ def render_restore_result(c, info, rows: list[dict[str, Any]], res, before: dict
 
 
 def render_control_plan(c, plan) -> None:
-    """The plan, before anything is sent (tables only: JSON prints one document at the end)."""
-    if c.fmt == "json":
+    """The plan, before anything is sent (tables only: JSON prints one document at the end).
+    A refused command sends nothing: its refusals are the output, not a plan."""
+    if c.fmt == "json" or plan.refusals:
         return
     where = (", ".join(safe(d) for d in plan.destination) if plan.destination
              else f"every worker ({len(plan.targets)} answering)")
@@ -281,7 +297,7 @@ def render_kill_json(c, plan, rows: list[dict[str, Any]] | None) -> None:
 
 
 def render_kill_plan(c, plan) -> None:
-    if c.fmt == "json":
+    if c.fmt == "json" or plan.refusals:  # refused: the refusals are the output
         return
 
     from celeryctl.render.tables import human_seconds

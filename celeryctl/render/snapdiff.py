@@ -10,6 +10,11 @@ from celeryctl.render.text import safe
 
 
 def render_diff(out, d: dict[str, Any], *, wide: bool = False) -> None:
+    b = d.get("brokers") or {}
+    if b.get("same") is False:
+        out.print(safe(f"warning: the snapshots come from different brokers: A {b['before']}, "
+                       f"B {b['after']}; the diff below compares two deployments, not one "
+                       f"over time"), highlight=False)
     out.print(f"{d['seconds_between']} s between the snapshots", highlight=False)
     if d["queues"]:
         cols = [Col("queue", kind="name"), Col("change", 2), num("ready before"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celeryctl.render.text import literal, safe
+from celeryctl.render.text import buckets, literal, safe
 from celeryctl.views import human_kb, human_seconds
 
 
@@ -114,7 +114,7 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str, *, wide: bool = 
     redis = broker == "redis"
     cols = [Col("queue", kind="name"), num("ready")]
     if redis:
-        cols.append(Col("by priority (0/3/6/9)", 2))
+        cols.append(Col("by priority", 2))
     cols.append(num("unacked"))
     if redis:
         cols.append(num("oldest unacked", 1))
@@ -125,8 +125,7 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str, *, wide: bool = 
     for r in rows:
         line = [_queue_name(r), _v(r["ready"])]
         if redis:
-            b = r["buckets"] or {}
-            line.append("/".join(str(b[k]) for k in sorted(b, key=int)) if b else "-")
+            line.append(buckets(r["buckets"]))
         line.append(_v(r["unacked"]))
         if redis:
             line.append(human_seconds(r["oldest_unacked_seconds"]))

@@ -78,3 +78,22 @@ def md_code(s: Any) -> str:
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def buckets(d: dict[str, int] | None) -> str:
+    """A Redis queue's ready messages per priority step, one notation everywhere (`purge`,
+    `queues`): `p0=9 p3=8 p6=6 p9=2` — "priority step 0: 9 messages", never read as a
+    range or a ratio; step then count, lowest step (highest priority
+    first consumed) first, empty steps left out; `-` when none holds a message or the
+    counts are unknown. JSON keeps the dict itself."""
+    if not d:
+        return "-"
+    shown = [f"p{k}={v}" for k, v in sorted(d.items(), key=lambda kv: _step(kv[0])) if v]
+    return " ".join(shown) or "-"
+
+
+def _step(k: Any) -> tuple[int, str]:
+    try:
+        return (int(k), "")
+    except (TypeError, ValueError):
+        return (1 << 30, str(k))

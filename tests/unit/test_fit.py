@@ -247,7 +247,8 @@ def test_purge_plan(monkeypatch, width):
     err = io.StringIO()
     c = SimpleNamespace(fmt="table", out=con, err=con, wide=False)
     plan = SimpleNamespace(broker="redis://127.0.0.1:6379/0", vhost=None, broker_kind="redis",
-                           items=[_plan_item(q) for q in QUEUES], total=3 * 12345)
+                           items=[_plan_item(q) for q in QUEUES], total=3 * 12345,
+                           refusals=[])
     render_plan(c, plan, backup=None, sampled=True, sample_note=None)
     del err
     lines = _lines(buf, width)
@@ -279,7 +280,8 @@ def test_kill_plan(monkeypatch, width):
     conns = [SimpleNamespace(address=f"127.0.0.1:{40000 + i}", name="client-name-" * 3,
                              role="worker", idle_seconds=4000, age_seconds=90000, worker=w)
              for i, w in enumerate(WORKERS)]
-    plan = SimpleNamespace(selected=conns[:2], protected=[(conns[2], "a live worker")])
+    plan = SimpleNamespace(selected=conns[:2], protected=[(conns[2], "a live worker")],
+                           refusals=[])
     render_kill_plan(SimpleNamespace(fmt="table", out=con), plan)
     lines = _lines(buf, width)
     for x in conns:
