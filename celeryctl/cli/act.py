@@ -555,9 +555,12 @@ def _restore(c, file, to, set_aside_, token, after_line, again, confirm, yes,
         for n in notes:
             c.err.print(f"warning: {n}", markup=False, highlight=False)
         if res.stopped or error:
+            from celeryctl.invocation import command
+
+            again = command("restore", str(path), "--after-line", str(res.last_line or 0))
             c.err.print(safe(f"{res.stopped or 'stopped'} after line {res.last_line or 0}: to "
-                             f"finish, celeryctl restore {path} --after-line "
-                             f"{res.last_line or 0}"), highlight=False)
+                             f"finish (with the same broker options): {again}"),
+                        highlight=False)
     except OSError:  # the terminal is gone: the audit line has it
         pass
     if res.stopped and not failed:

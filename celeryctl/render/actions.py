@@ -112,7 +112,10 @@ def render_purge_result(c, plan, results, after: dict[str, int | None], *,
                 c.err.print(f"error on {safe(r['queue'])}: {safe(r['error'])}{after_error}",
                             highlight=False)
         if backup:
-            c.out.print(safe(f"backup: {backup}  (celeryctl restore {backup})"), highlight=False)
+            from celeryctl.invocation import command
+
+            c.out.print(safe(f"backup: {backup}  ({command('restore', backup)})"),
+                        highlight=False)
 
 
 def render_set_aside(c, rows, refusals: list[str]) -> None:

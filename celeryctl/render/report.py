@@ -153,8 +153,8 @@ def render_report_table(out, report, sources) -> None:
                 s = group[0]
                 out.print(hang(f"  {s.code} ", f"{s.name}: {reason}"))
             else:
-                out.print(hang("  ", f"{len(group)} checks ({', '.join(s.code for s in group)}): "
-                                     f"{reason}"))
+                out.print(hang(f"  {len(group)} checks ",
+                               f"({', '.join(s.code for s in group)}): {reason}"))
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
