@@ -70,3 +70,26 @@ def test_command_reference_covers_every_command():
 
     missing = [" ".join(p) for p in walk(group, ()) if " ".join(p) not in doc]
     assert not missing, f"docs/commands.md does not describe: {missing}"
+
+
+def test_make_demo_next_steps_work_when_pasted(tmp_path):
+    """The lines `make demo` ends with (scripts/demo.sh, which the Makefile runs after the
+    install), pasted into bash from the checkout as printed."""
+    import subprocess
+
+    ex = _examples()
+    env = ex.env_for(str(tmp_path / "lab"))
+    try:
+        p = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env,
+                           text=True, capture_output=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert "QUE002" in p.stdout  # the demo's doctor finds something real
+        assert "rabbitmq" not in (p.stdout + p.stderr).lower()  # the demo is Redis only
+        nxt = p.stdout.split("Next, from this directory:\n", 1)[1]
+        commands = [ln.split("#")[0].strip() for ln in nxt.splitlines() if ln.strip()]
+        r = subprocess.run(["bash", "-c", "\n".join(commands)], cwd=ROOT, env=env,
+                           text=True, capture_output=True, timeout=300)
+        assert r.returncode == 0, (r.stdout, r.stderr)  # the last one: lab down
+        assert "QUE002" in r.stdout and "stopped worker" in r.stdout + r.stderr, r
+    finally:
+        ex.stop_demo(env)
