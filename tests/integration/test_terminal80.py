@@ -173,3 +173,41 @@ def test_doctor(backlog, tmp_path, width, height):
         while j < len(lines) and lines[j].strip() and not re.match(r"^  [A-Z]+\d{3} ", lines[j]):
             assert lines[j].startswith("  "), lines[i:j + 1]
             j += 1
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_queues_watch(backlog, tmp_path, width, height):
+    """The live screen while it runs (it restores the terminal when it ends): the pane
+    read back once a refresh has drawn the backlog's row."""
+    session = f"c80w-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    env = "env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES="
+    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} queues watch --interval 0.5 "
+           f"--count 60 --broker {backlog['url']}; sleep 600")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width),
+                    "-y", str(height), cmd], check=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            lines = subprocess.run(["tmux", "capture-pane", "-t", session, "-p"],
+                                   capture_output=True, text=True).stdout.splitlines()
+            if any(QUEUE in x for x in lines) and any("celery" in x.split() for x in lines):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    _fits(lines, width)
+    assert len(lines) <= height
+    assert "52" in _line_with(lines, QUEUE).split()
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_lab_scenarios(tmp_path, width, height):
+    from celeryctl.lab.scenarios import SCENARIOS
+
+    code, lines = in_tmux(["lab", "scenarios"], width, height, tmp_path)
+    assert code == 0, lines
+    _fits(lines, width)
+    names = [x.split()[0] for x in lines if x and not x.startswith(" ") and x.split()
+             and x.split()[0] in SCENARIOS]
+    assert names == sorted(SCENARIOS), names
