@@ -28,11 +28,41 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        from celeryctl import __version__
+# (distribution, label): the libraries whose versions matter in a bug report
+_VERSIONED = (("celery", "celery"), ("kombu", "kombu"), ("redis", "redis-py"), ("pika", "pika"),
+              ("requests", "requests"), ("rich", "rich"), ("typer", "typer"))
 
-        typer.echo(f"celeryctl {__version__}")
+
+def versions() -> dict:
+    """celeryctl's version and its libraries', from the installed metadata: nothing is imported
+    (fast, and a broken library still shows its version). A missing one is None."""
+    import platform
+    from importlib import metadata
+
+    from celeryctl import __version__
+
+    packages: dict[str, str | None] = {}
+    for dist, _label in _VERSIONED:
+        try:
+            packages[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            packages[dist] = None
+    return {"schema": 1, "celeryctl": __version__, "packages": packages,
+            "python": {"version": platform.python_version(),
+                       "implementation": platform.python_implementation()}}
+
+
+def version_text(v: dict) -> str:
+    rows = [(label, v["packages"][dist] or "not installed") for dist, label in _VERSIONED]
+    rows.append(("Python", f"{v['python']['version']} ({v['python']['implementation']})"))
+    width = max(len(label) for label, _ in rows)
+    return f"celeryctl {v['celeryctl']}\n" + "".join(f"  {label:<{width}}  {value}\n"
+                                                       for label, value in rows)
+
+
+def _version(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:  # not while the shell asks for completions
+        sys.stdout.write(version_text(versions()))
         raise typer.Exit(0)
 
 
@@ -50,12 +80,26 @@ def root(
     profile: o.Profile = None,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of failures."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+                                 help="Print the versions of celeryctl, Celery, kombu, "
+                                 "redis-py, pika, ... and exit (as JSON: celeryctl version "
+                                 "-f json)."),
 ) -> None:
     from celeryctl.targets import Flags
 
     ctx.obj = {"flags": Flags(broker, result_backend, rabbitmq_api, vhost, tuple(queue or ()),
                               timeout, app_, profile, rabbitmq_api_ca), "debug": debug}
+
+
+def version_cmd(fmt: o.Format = "table") -> None:
+    """The versions of celeryctl, Celery, kombu, redis-py, pika, requests, rich, typer and
+    Python (as --version; -f json for a JSON document)."""
+    v = versions()
+    if o.check_format(fmt) == "json":
+        import json
+
+        sys.stdout.write(json.dumps(v, indent=2) + "\n")
+    else:
+        sys.stdout.write(version_text(v))
 
 
 from celeryctl.cli import act as _act  # noqa: E402
@@ -72,6 +116,7 @@ _watch.register(_read.queues_app)
 _act.register(app)
 _control.register(app)
 _snapshot.register(app)
+app.command("version")(version_cmd)
 app.add_typer(_lab.lab_app, name="lab")
 
 
