@@ -21,7 +21,7 @@ app = typer.Typer(
     "Exit status: 0 ok, 1 warning, 2 critical, 3 unknown (a source could not be observed), "
     "64 usage error, 130 interrupted.",
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: list[str]) -> int:
     from typer.main import get_command
 
+    if os.environ.get("_CELERYCTL_COMPLETE"):
+        _plain_completion_help()
     debug = _debug_requested(args)
     # --debug is accepted anywhere on the line, not only before the subcommand.
     args = [a for a in args if a != "--debug"]
@@ -146,6 +148,19 @@ def run(args: list[str]) -> int:
         return 130
     except BaseException as exc:  # noqa: BLE001 - the one place that maps exceptions
         return _handle(exc, debug)
+
+
+def _plain_completion_help() -> None:
+    """The shell asks for completions. Typer passes zsh/fish/PowerShell candidates' help
+    through rich markup: "[env: CELERY_BROKER_URL]" would vanish, and rich's wrapping puts the
+    end of a long help on a line of its own, which fish offers as a candidate. celeryctl's help
+    texts are plain: show them literally, on one line (and without importing rich)."""
+    try:
+        from typer import _completion_classes
+    except ImportError:  # pragma: no cover - a Typer that moved it: its own rendering
+        return
+    if hasattr(_completion_classes, "_sanitize_help_text"):
+        _completion_classes._sanitize_help_text = lambda text: " ".join(str(text).split())
 
 
 def _handle(exc: BaseException, debug: bool) -> int:

@@ -14,7 +14,9 @@ def doctor(
     vhost: o.Vhost = None, queue: o.Queue = None, timeout: o.Timeout = None, app_: o.App = None,
     profile: o.Profile = None,
     fmt: str = typer.Option("table", "--format", "-f",
-                            metavar="table|json|markdown|prometheus"),
+                            metavar="table|json|markdown|prometheus",
+                            autocompletion=o.complete_choices("table", "json", "markdown",
+                                                              "prometheus")),
     from_file: str | None = typer.Option(None, "--from", metavar="FILE", help="Diagnose a "
                                          "snapshot (celeryctl snapshot -o FILE) instead of the "
                                          "live cluster."),
@@ -23,10 +25,13 @@ def doctor(
     include_args: bool = typer.Option(False, "--include-args", help="With --save: keep task "
                                       "arguments in the snapshot."),
     select: list[str] | None = typer.Option(None, "--select", metavar="CODE|NAME|FAMILY",
+                                               autocompletion=o.complete_check_selector,
                                                help="Run only these checks (repeatable)."),
     ignore: list[str] | None = typer.Option(None, "--ignore", metavar="CODE|NAME|FAMILY",
+                                               autocompletion=o.complete_check_selector,
                                                help="Skip these checks (repeatable)."),
     fail_on: str = typer.Option("warning", "--fail-on", metavar="warning|critical",
+                                autocompletion=o.complete_choices("warning", "critical"),
                                 help="Lowest severity that makes the exit status non-zero."),
     queue_warn: int = typer.Option(100, "--queue-warn", help="Backlog warning threshold."),
     queue_crit: int = typer.Option(1000, "--queue-crit", help="Backlog critical threshold."),
@@ -199,7 +204,8 @@ def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
         out.print("celeryctl explain CODE: one check whole", style="dim", highlight=False)
 
 
-def explain(code: str = typer.Argument(..., metavar="CODE|NAME")) -> None:
+def explain(code: str = typer.Argument(..., metavar="CODE|NAME",
+                                      autocompletion=o.complete_check)) -> None:
     """Print one check's documentation: what it finds, why it matters, how to fix."""
     import sys
 

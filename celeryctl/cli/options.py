@@ -10,6 +10,83 @@ from typing import Annotated
 
 import typer
 
+# Shell completion (`celeryctl --install-completion`). These run only when the shell asks for
+# candidates (never for --help or a command): each imports what it needs inside, reads at most
+# the local profiles file and the check catalogue, never a broker, and never raises — a failure
+# means no candidates (the shell then offers file names).
+
+def complete_profile(incomplete: str) -> list[tuple[str, str]]:
+    """Profile names from the profiles file ($CELERYCTL_CONFIG or the default path)."""
+    try:
+        names, default = _profile_names()
+    except Exception:  # noqa: BLE001 - completion must never print a traceback into a shell
+        return []
+    return [(n, "default profile" if n == default else "profile") for n in names
+            if n.startswith(incomplete)]
+
+
+def _profile_names() -> tuple[list[str], str | None]:
+    import os
+    import sys
+
+    from celeryctl.targets import DEFAULT_CONFIG
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    path = os.path.expanduser(os.environ.get("CELERYCTL_CONFIG") or DEFAULT_CONFIG)
+    if not os.path.isfile(path):
+        return [], None
+    with open(path, "rb") as f:
+        data = tomllib.loads(f.read(1 << 20).decode("utf-8"))
+    clusters = data.get("clusters")
+    if not isinstance(clusters, dict):
+        return [], None
+    default = data.get("default") if isinstance(data.get("default"), str) else None
+    # a name the shell could not insert as one word (whitespace, control characters) is left out
+    names = sorted(n for n, v in clusters.items()
+                   if isinstance(v, dict) and n and n.isprintable() and not any(
+                       ch.isspace() for ch in n))
+    return names, default
+
+
+def complete_check(incomplete: str) -> list[tuple[str, str]]:
+    """Check codes and names (`explain CODE|NAME`)."""
+    return _check_candidates(incomplete, families=False)
+
+
+def complete_check_selector(incomplete: str) -> list[tuple[str, str]]:
+    """Check codes, names and family prefixes (`doctor --select/--ignore`)."""
+    return _check_candidates(incomplete, families=True)
+
+
+def _check_candidates(incomplete: str, families: bool) -> list[tuple[str, str]]:
+    try:
+        from celeryctl.checks import FAMILIES, catalogue
+
+        cat = catalogue()
+    except Exception:  # noqa: BLE001 - see complete_profile
+        return []
+    items = [(f, f"family: {FAMILIES[f]}") for f in FAMILIES] if families else []
+    items += [(c.code, c.name) for c in cat]
+    out = []
+    for value, help_text in items:
+        if value.startswith(incomplete):
+            out.append((value, help_text))
+        elif value.lower().startswith(incomplete.lower()):  # "que0" -> "que001": codes are
+            out.append((incomplete + value[len(incomplete):], help_text))  # case-insensitive
+    out += [(c.name, c.code) for c in cat if c.name.startswith(incomplete.lower())]
+    return out
+
+
+def complete_choices(*choices: str):
+    """Completion for an option that takes one of a few words (--format table|json)."""
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete.lower())]
+    return complete
+
+
 H = "Where to look"
 Broker = Annotated[str | None, typer.Option(
     "--broker", "-b", metavar="URL", help="Broker URL: redis://, rediss://, amqp://, amqps://, pyamqp://; "
@@ -39,9 +116,10 @@ App = Annotated[str | None, typer.Option(
     rich_help_panel=H, show_default=False)]
 Profile = Annotated[str | None, typer.Option(
     "--profile", metavar="NAME", help="Named cluster from ~/.config/celeryctl/config.toml [env: CELERYCTL_CONFIG].",
-    rich_help_panel=H, show_default=False)]
+    rich_help_panel=H, show_default=False, autocompletion=complete_profile)]
 Format = Annotated[str, typer.Option(
-    "--format", "-f", metavar="table|json", help="table or json.", rich_help_panel="Output")]
+    "--format", "-f", metavar="table|json", help="table or json.", rich_help_panel="Output",
+    autocompletion=complete_choices("table", "json"))]
 
 Wide = Annotated[bool, typer.Option(
     "--wide", help="Every column, whatever the terminal's width (narrow terminals hide "

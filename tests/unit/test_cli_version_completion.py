@@ -1,13 +1,86 @@
-"""`celeryctl --version` / `celeryctl version` (issue 13 item 5)."""
+"""`celeryctl --version` / `celeryctl version` and shell completion (issue 13 item 5).
+
+Completion is exercised as the shell does it: the CLI runs in a subprocess with the variables
+the completion scripts set (_CELERYCTL_COMPLETE, COMP_WORDS/COMP_CWORD for bash,
+_TYPER_COMPLETE_ARGS for zsh and fish), and once through bash itself with the script that
+`--show-completion` prints. No broker is involved: a listening socket named as the broker
+checks that completion never connects.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 from importlib import metadata
 
-from tests.conftest import _cli_env, run_cli
+import pytest
+
+from tests.conftest import CELERYCTL, ROOT, _cli_env, run_cli
+
+PROFILES = """\
+default = "staging"
+
+[clusters.prod]
+broker = "redis://:s3cret@127.0.0.1:{port}/0"
+
+[clusters.staging]
+broker = "redis://127.0.0.1:{port}/1"
+
+[clusters."two words"]
+broker = "redis://127.0.0.1:{port}/2"
+"""
+
+
+@pytest.fixture
+def listener():
+    """A TCP port nobody but this test listens on: named as the broker, it must see no
+    connection from completion."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    s.setblocking(False)
+    yield s
+    s.close()
+
+
+def assert_no_connection(s: socket.socket) -> None:
+    with pytest.raises(BlockingIOError):
+        s.accept()[0].close()
+
+
+@pytest.fixture
+def comp_env(tmp_path, listener):
+    port = listener.getsockname()[1]
+    cfg = tmp_path / "celeryctl.toml"
+    cfg.write_text(PROFILES.format(port=port))
+    return {"CELERYCTL_CONFIG": str(cfg), "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+
+
+def complete(shell: str, line: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Ask for the candidates at the end of `line`, as the `shell` completion script does."""
+    e = _cli_env({**env, "_CELERYCTL_COMPLETE": f"complete_{shell}"})
+    if shell == "bash":
+        words = line.split()
+        if line.endswith(" "):
+            words.append("")
+        e.update(COMP_WORDS=" ".join(words), COMP_CWORD=str(len(words) - 1))
+    else:
+        e["_TYPER_COMPLETE_ARGS"] = line
+        if shell == "fish":
+            e["_TYPER_COMPLETE_FISH_ACTION"] = "get-args"
+    p = subprocess.run(CELERYCTL, capture_output=True, text=True, env=e, timeout=30,
+                       cwd=str(ROOT))
+    assert p.returncode == 0 and p.stderr == "", (p.returncode, p.stderr)
+    return p
+
+
+def bash(line: str, env: dict[str, str]) -> list[str]:
+    return complete("bash", line, env).stdout.splitlines()
+
 
 # --- version -----------------------------------------------------------------------------
 
@@ -61,3 +134,119 @@ def test_version_text_for_a_missing_library():
     v = versions()
     v["packages"]["pika"] = None
     assert "  pika      not installed\n" in version_text(v)
+
+
+# --- completion ----------------------------------------------------------------------------
+
+def test_completes_subcommands_and_options(comp_env, listener):
+    top = bash("celeryctl ", comp_env)
+    for cmd in ("doctor", "workers", "queues", "connections", "explain", "checks", "purge",
+                "snapshot", "lab", "version"):
+        assert cmd in top
+    assert bash("celeryctl wo", comp_env) == ["workers"]
+    assert bash("celeryctl queues w", comp_env) == ["watch"]
+    assert "--select" in bash("celeryctl doctor --se", comp_env)
+    assert {"--install-completion", "--show-completion", "--version"} <= set(
+        bash("celeryctl --", comp_env))
+    assert bash("celeryctl workers --format ", comp_env) == ["table", "json"]
+    assert bash("celeryctl doctor -f m", comp_env) == ["markdown"]
+    assert bash("celeryctl doctor --fail-on c", comp_env) == ["critical"]
+    assert_no_connection(listener)
+
+
+def test_completes_check_codes(comp_env, listener):
+    from celeryctl.checks import catalogue
+
+    codes = [c.code for c in catalogue()]
+    assert "QUE001" in bash("celeryctl explain QUE", comp_env)
+    assert bash("celeryctl explain QUE", comp_env) == [c for c in codes if c.startswith("QUE")]
+    assert bash("celeryctl explain QUE00", comp_env)[0] == "QUE001"
+    assert "que001" in bash("celeryctl explain que00", comp_env)  # codes are case-insensitive
+    assert "queue-backlog" in bash("celeryctl explain queue-b", comp_env)  # and names
+    everything = bash("celeryctl explain ", comp_env)
+    assert set(codes) <= set(everything) and "QUE" not in everything
+    # --select / --ignore also take family prefixes
+    sel = bash("celeryctl doctor --select QUE", comp_env)
+    assert sel[0] == "QUE" and "QUE001" in sel
+    assert "SER004" in bash("celeryctl doctor --ignore SER", comp_env)
+    # every candidate is accepted by the command it completes
+    code, out, err, _ = run_cli("explain", bash("celeryctl explain que00", comp_env)[0])
+    assert code == 0, err
+    assert_no_connection(listener)
+
+
+def test_completes_profile_names(comp_env, listener):
+    assert bash("celeryctl --profile ", comp_env) == ["prod", "staging"]  # "two words": left out
+    assert bash("celeryctl workers --profile p", comp_env) == ["prod"]
+    assert bash("celeryctl doctor --profile st", comp_env) == ["staging"]
+    assert bash("celeryctl queues --profile ", comp_env) == ["prod", "staging"]
+    assert_no_connection(listener)
+
+
+@pytest.mark.parametrize("content", [None, "", "not [toml", "clusters = 3", "[clusters]\nx = 1",
+                                     "\x00\xff"])
+def test_profile_completion_never_fails(tmp_path, content):
+    """No file, an empty or broken one: no candidates, no traceback (stderr would land in the
+    shell), exit 0."""
+    cfg = tmp_path / "c.toml"
+    if content is not None:
+        cfg.write_bytes(content.encode("latin-1"))
+    assert complete("bash", "celeryctl --profile ", {"CELERYCTL_CONFIG": str(cfg)}).stdout.strip() == ""
+
+
+def test_zsh_and_fish_formats(comp_env, listener):
+    z = complete("zsh", "celeryctl --profile ", comp_env).stdout
+    assert z.startswith("_arguments") and '"prod":"profile"' in z
+    assert '"staging":"default profile"' in z
+    f = complete("fish", "celeryctl explain SER00", comp_env).stdout.splitlines()
+    assert "SER004\tqueued-content-not-accepted" in f
+    # option help is shown literally and on one line: fish reads every line as a candidate
+    f = complete("fish", "celeryctl doctor --bro", comp_env).stdout.splitlines()
+    assert len(f) == 1 and f[0].startswith("--broker\tBroker URL: redis://")
+    assert f[0].endswith("[env: CELERY_BROKER_URL]")
+    assert_no_connection(listener)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_script_completes_through_bash(tmp_path, comp_env, listener):
+    """--show-completion / --install-completion from bash give the bash script; sourced by a
+    real bash, it produces the candidates (COMPREPLY) for a check code, a profile and a
+    subcommand."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "celeryctl"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m celeryctl "$@"\n')
+    exe.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _cli_env({**comp_env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+                    "HOME": str(home)})
+    env.pop("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", None)
+
+    def in_bash(cmd: str) -> str:  # "; true": bash stays the parent the shell is detected from
+        return subprocess.run(["bash", "--norc", "--noprofile", "-c", f"{cmd}; true"], env=env,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    script = in_bash("celeryctl --show-completion")
+    assert "complete -o default -F _celeryctl_completion celeryctl" in script
+    assert in_bash("_CELERYCTL_COMPLETE=source_bash celeryctl").strip() == script.strip()
+    assert "bash completion installed" in in_bash("celeryctl --install-completion")
+    installed = home / ".bash_completions" / "celeryctl.sh"
+    assert installed.read_text().strip() == script.strip()
+    assert f"source '{installed}'" in (home / ".bashrc").read_text()
+    (tmp_path / "comp.bash").write_text(script)
+    probe = ('source "$1"\n'
+             'ask() { COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=();\n'
+             '  _celeryctl_completion celeryctl; echo "${COMPREPLY[*]}"; }\n'
+             'ask celeryctl explain QUE00\n'
+             'ask celeryctl --profile st\n'
+             'ask celeryctl snap\n')
+    p = subprocess.run(["bash", "--norc", "--noprofile", "-c", probe, "probe",
+                        str(tmp_path / "comp.bash")], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split()[0] == "QUE001" and all(w.startswith("QUE00") for w in
+                                                    lines[0].split())
+    assert lines[1:] == ["staging", "snapshot"]
+    assert_no_connection(listener)
