@@ -250,3 +250,50 @@ def test_bash_script_completes_through_bash(tmp_path, comp_env, listener):
                                                     lines[0].split())
     assert lines[1:] == ["staging", "snapshot"]
     assert_no_connection(listener)
+
+
+# --- building the command tree ---------------------------------------------------------------
+
+def _plain(v) -> str:
+    """A parameter attribute as text, an object by its attributes rather than its address."""
+    import re
+
+    if hasattr(v, "__dict__") and not callable(v):
+        return f"{type(v).__name__}({ {k: _plain(x) for k, x in sorted(vars(v).items())} })"
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(v))
+
+
+def _tree(root):
+    """Every command's parameters and --help text, by command path."""
+    import contextlib
+    import io
+
+    out = {}
+
+    def walk(cmd, path):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.suppress(BaseException):
+            root.main([*path, "--help"], prog_name="celeryctl", standalone_mode=False)
+        params = [{k: _plain(v) for k, v in sorted(vars(p).items())
+                   if k not in ("callback", "_custom_shell_complete", "_runtime_param")}
+                  for p in cmd.params]
+        out[path] = (params, buf.getvalue())
+        for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+            walk(sub, (*path, name))
+
+    walk(root, ())
+    return out
+
+
+def test_build_command_matches_typers_own_build():
+    """build_command memoizes Typer's reading of function parameters for speed: the result
+    must be the command tree Typer builds itself, command for command."""
+    from typer.main import get_command
+
+    from celeryctl.cli import app, build_command
+
+    ours, typers = _tree(build_command()), _tree(get_command(app))
+    assert len(ours) > 20 and ours.keys() == typers.keys()
+    for path in ours:
+        assert ours[path] == typers[path], path
+        assert "Usage: celeryctl" in ours[path][1], path
