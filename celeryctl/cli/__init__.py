@@ -198,6 +198,9 @@ def _handle(exc: BaseException, debug: bool) -> int:
     if name == "Abort":
         sys.stderr.write("celeryctl: aborted\n")
         return int(ExitStatus.INTERRUPTED)
+    if name == "NoArgsIsHelpError":  # `celeryctl`, `celeryctl lab`: the help, as a usage error
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return int(ExitStatus.USAGE)
     if isinstance(exc, SystemExit):
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     if hasattr(exc, "format_message") and name.endswith(("UsageError", "BadParameter",

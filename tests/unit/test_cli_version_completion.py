@@ -297,3 +297,12 @@ def test_build_command_matches_typers_own_build():
     for path in ours:
         assert ours[path] == typers[path], path
         assert "Usage: celeryctl" in ours[path][1], path
+
+
+@pytest.mark.parametrize("args", [(), ("lab",)])
+def test_no_subcommand_prints_the_help_as_a_usage_error(args):
+    """`celeryctl` alone used to say "error: timed out: Usage: ..." with exit 3."""
+    code, out, err, _ = run_cli(*args)
+    assert code == 64 and out == ""
+    assert err.startswith(f"Usage: celeryctl {' '.join(args)}".rstrip() + " [OPTIONS] COMMAND")
+    assert "Commands:" in err and "error" not in err.splitlines()[0]
