@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from celeryctl.cli import options as o
+
 lab_app = typer.Typer(
     help="A throwaway Celery cluster on loopback: redis-server, rabbitmq-server (management "
     "plugin) when asked for or used, and real Celery workers of a bundled demo app.\n\n"
@@ -121,7 +123,7 @@ def up(
                                   "that uses it)."),
     scenario: str | None = typer.Option(None, "--scenario", metavar="NAME",
                                         help="Start a fault scenario (lab scenarios lists "
-                                        "them)."),
+                                        "them).", autocompletion=o.complete_scenario),
     rabbitmq_nodes: int = typer.Option(1, "--rabbitmq-nodes", min=1, max=5,
                                        help="RabbitMQ nodes, joined in one cluster."),
     sentinels: int = typer.Option(0, "--sentinels", min=0, max=5, help="Put Redis behind "

@@ -80,6 +80,16 @@ def _check_candidates(incomplete: str, families: bool) -> list[tuple[str, str]]:
     return out
 
 
+def complete_scenario(incomplete: str) -> list[tuple[str, str]]:
+    """The lab's fault scenarios (`lab up --scenario NAME`), with their one-line summary."""
+    try:
+        from celeryctl.lab.scenarios import SCENARIOS
+    except Exception:  # noqa: BLE001 - see complete_profile
+        return []
+    return [(n, (getattr(s, "summary", "") or "").split("\n")[0][:60])
+            for n, s in sorted(SCENARIOS.items()) if n.startswith(incomplete)]
+
+
 def complete_choices(*choices: str):
     """Completion for an option that takes one of a few words (--format table|json)."""
     def complete(incomplete: str) -> list[str]:

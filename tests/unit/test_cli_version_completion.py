@@ -183,6 +183,14 @@ def test_completes_profile_names(comp_env, listener):
     assert_no_connection(listener)
 
 
+def test_completes_lab_scenarios(comp_env, listener):
+    from celeryctl.lab.scenarios import SCENARIOS
+
+    got = bash("celeryctl lab up --scenario back", comp_env)
+    assert got == sorted(n for n in SCENARIOS if n.startswith("back")) and got
+    assert_no_connection(listener)
+
+
 @pytest.mark.parametrize("content", [None, "", "not [toml", "clusters = 3", "[clusters]\nx = 1",
                                      "\x00\xff"])
 def test_profile_completion_never_fails(tmp_path, content):
