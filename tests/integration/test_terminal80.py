@@ -49,18 +49,24 @@ def backlog(redis_workers):
     redis.Redis.from_url(redis_workers["url"]).delete(QUEUE)
 
 
+def _pane(args: list[str], width: int, height: int, then: str) -> str:
+    """A fresh tmux session of width x height running celeryctl `args`, then `then`; its
+    name."""
+    session = f"c80-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    env = "env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES="
+    cmd = f"cd {ROOT} && {env} {' '.join(CELERYCTL)} {' '.join(args)}; {then}; sleep 600"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width),
+                    "-y", str(height), cmd], check=True)
+    return session
+
+
 def in_tmux(args: list[str], width: int, height: int, tmp_path, timeout: float = 60.0,
             join: bool = False):
     """Run celeryctl in a fresh tmux pane of width x height (a real terminal: stdout is a
     TTY); returns (exit code, the lines the pane shows, scrollback included; `join`: the
     lines the terminal wrapped joined back)."""
-    session = f"c80-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    exit_file = tmp_path / f"exit-{session}"
-    env = "env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES="
-    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} {' '.join(args)}; "
-           f"echo $? > {exit_file}; sleep 600")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width),
-                    "-y", str(height), cmd], check=True)
+    exit_file = tmp_path / f"exit-{uuid.uuid4().hex[:6]}"
+    session = _pane(args, width, height, f"echo $? > {exit_file}")
     try:
         subprocess.run(["tmux", "set-option", "-t", session, "history-limit", "5000"],
                        capture_output=True)
@@ -179,12 +185,8 @@ def test_doctor(backlog, tmp_path, width, height):
 def test_queues_watch(backlog, tmp_path, width, height):
     """The live screen while it runs (it restores the terminal when it ends): the pane
     read back once a refresh has drawn the backlog's row."""
-    session = f"c80w-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    env = "env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES="
-    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} queues watch --interval 0.5 "
-           f"--count 60 --broker {backlog['url']}; sleep 600")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width),
-                    "-y", str(height), cmd], check=True)
+    session = _pane(["queues", "watch", "--interval", "0.5", "--count", "60", "--broker",
+                     backlog["url"]], width, height, "true")
     try:
         deadline = time.monotonic() + 30
         while True:
