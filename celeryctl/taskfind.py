@@ -126,7 +126,10 @@ class Coverage:
     unacked_gap: str | None = None  # Redis only
     workers_gap: str | None = None
     silent_workers: tuple[str, ...] = ()
-    backend_gap: str | None = None  # not readable / not configured / failed
+    backend_gap: str | None = None  # configured, and could not be read
+    # not configured, rpc://, a kind celeryctl does not read: no failure to observe, but a
+    # finished task leaves no trace celeryctl can see
+    backend_note: str | None = None
     backend_kind: str = "none"
     visibility_timeout: float = 3600.0
 
@@ -305,8 +308,10 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
             text += "; not read: " + "; ".join(gaps)
         return Finding(ev.id, "unknown", text, locs)
     if not gaps:
-        return Finding(ev.id, "unknown",
-                       "not found anywhere: never sent, already expired, or lost", locs)
+        text = "not found anywhere: never sent, already expired, or lost"
+        if cov.backend_note:
+            text += (f" (or finished: results are not seen — {cov.backend_note})")
+        return Finding(ev.id, "unknown", text, locs)
     return Finding(ev.id, "unknown", "not found in what could be read; not read: "
                    + "; ".join(gaps), locs)
 
@@ -325,6 +330,7 @@ def findings(lk: Any, now: float) -> tuple[list[Finding], Coverage]:
     cov = Coverage(broker_kind="", queue_summary=lk.queue_summary, queue_gap=lk.queue_gap,
                    unacked_gap=lk.unacked_gap, workers_gap=lk.workers_gap,
                    silent_workers=tuple(lk.silent_workers), backend_gap=lk.backend_gap,
+                   backend_note=lk.backend_note,
                    backend_kind=lk.backend_kind, visibility_timeout=lk.visibility_timeout)
     out = []
     for tid in lk.ids:

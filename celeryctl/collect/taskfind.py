@@ -46,9 +46,12 @@ class ScanProgress:
     errors: list[str] = field(default_factory=list)
     hits: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.monotonic)
+    seconds: float | None = None  # how long the scan ran (set when it ends)
 
     def summary(self) -> str:
-        q = f"{self.queues} queue{'' if self.queues == 1 else 's'}"
+        took = self.seconds if self.seconds is not None else time.monotonic() - self.started
+        q = f"{self.queues} queue{'' if self.queues == 1 else 's'} in {took:.1f} s"
         if self.done and not self.stopped:
             found = " (stopped at the last match)" if self.searched < self.total else ""
             return f"searched {self.searched:,} of {self.total:,} messages in {q}{found}"
@@ -74,6 +77,7 @@ class Lookup:
     workers_gap: str | None = None
     silent_workers: tuple[str, ...] = ()
     backend_gap: str | None = None
+    backend_note: str | None = None
     backend_kind: str = "none"
     visibility_timeout: float = 3600.0
     elapsed_seconds: float = 0.0
@@ -148,6 +152,7 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
             while i < n and wanted:
                 if time.monotonic() >= deadline:
                     progress.stopped = "--timeout"
+                    progress.seconds = time.monotonic() - progress.started
                     return
                 end = min(n, i + chunk)
                 items = client.lrange(layout.key(q, s), -end, -(i + 1)) or []
@@ -172,6 +177,7 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
             before += n
         if not wanted:
             break
+    progress.seconds = time.monotonic() - progress.started
     progress.done = True
 
 
@@ -347,19 +353,19 @@ def _finish_backend(lk: Lookup, target: Target, task, deadline: float) -> None:
     lk.backend_kind = kind
     url = redact(target.result_backend) if target.result_backend else None
     if kind == "none":
-        lk.backend_gap = "no result backend configured"
-        lk.sources.append(SourceStatus("result-backend", None, None, lk.backend_gap,
+        lk.backend_note = "no result backend configured"
+        lk.sources.append(SourceStatus("result-backend", None, None, lk.backend_note,
                                        kind="not-configured"))
         return
     if kind == "rpc":
-        lk.backend_gap = ("rpc:// results are messages to the caller's own reply queue: not "
-                          "readable by a third party")
-        lk.sources.append(SourceStatus("result-backend", url, None, lk.backend_gap,
+        lk.backend_note = ("rpc:// results are messages to the caller's own reply queue: not "
+                           "readable by a third party")
+        lk.sources.append(SourceStatus("result-backend", url, None, lk.backend_note,
                                        kind="not-checked"))
         return
     if kind != "redis":
-        lk.backend_gap = f"celeryctl does not read {kind} result backends"
-        lk.sources.append(SourceStatus("result-backend", url, None, lk.backend_gap,
+        lk.backend_note = f"celeryctl does not read {kind} result backends"
+        lk.sources.append(SourceStatus("result-backend", url, None, lk.backend_note,
                                        kind="not-checked"))
         return
     obs = task.wait(deadline)
@@ -432,7 +438,7 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
                     if discovery.error else
                     Observed(value=discovery.pidbox_nodes,
                              source="redis binding _kombu.binding.celery.pidbox"))
-        wtask = _spawn_workers(target, ids, options, deadline, lambda: expected)
+        wtask = _spawn_workers(target, ids, options, deadline - RESERVE, lambda: expected)
         now = time.time()
         utask = spawn("unacked", lambda: search_unacked(client, layout, ids,
                                                         deadline - RESERVE, now,
@@ -462,6 +468,9 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
                     progress.searched += more.searched
                     progress.hits.update(more.hits)
                     progress.errors += more.errors
+                    progress.seconds = (progress.seconds or 0.0) + (
+                        more.seconds if more.seconds is not None
+                        else time.monotonic() - more.started)
                     if not (mobs.ok and more.done):
                         progress.done = False
                         progress.stopped = more.stopped or mobs.error
@@ -518,7 +527,7 @@ def _lookup_rabbit(lk: Lookup, target: Target, ids: list[str], deadline: float, 
             return None
         return ptask.wait(deadline)
 
-    wtask = _spawn_workers(target, ids, target.transport_options, deadline, expected)
+    wtask = _spawn_workers(target, ids, target.transport_options, deadline - RESERVE, expected)
     wobs = wtask.wait(deadline)
     view = _finish_workers(lk, wobs, ids, url, time.time())
     lk.sources.insert(0, SourceStatus("broker", url, wobs.ok, wobs.error,

@@ -178,3 +178,33 @@ def test_a_deadline_says_how_far_it_searched(labdir, redis_server):
     assert doc["tasks"][0]["verdict"].startswith("not found in what could be read")
     assert code == 3
     assert took < 5, took
+
+
+def test_rabbitmq_queued_needs_peek_and_active(labdir, rabbit, vhost):
+    """RabbitMQ: a queued task is "not visible without --peek", and found with it; a
+    running task is found on its worker."""
+    url = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    w = s.start_worker(labdir, url, "tkr@%h", queues="celery", pool="threads", concurrency=1)
+    app = _app(url)
+    queued, active = f"rq-{uuid.uuid4()}", f"ra-{uuid.uuid4()}"
+    try:
+        app.send_task("celeryctl.lab.demoapp.sleep", (60,), task_id=active)
+        for _ in range(3):
+            app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked")
+        app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked", task_id=queued)
+        time.sleep(2)
+        api = f"http://guest:guest@127.0.0.1:{rabbit['management_port']}"
+        base = ("--broker", url, "--rabbitmq-api", api, "--vhost", vhost, "--timeout", "5")
+        code, doc, err, _ = run_json("task", queued, active, *base)
+        by_id = {t["id"]: t for t in doc["tasks"]}
+        assert by_id[active]["state"] == "active", err
+        assert by_id[queued]["state"] == "unknown"
+        assert "not visible without --peek" in by_id[queued]["verdict"]
+        assert code == 3
+        code, doc, err, _ = run_json("task", queued, *base, "-Q", "parked", "--peek")
+        t = doc["tasks"][0]
+        assert t["state"] == "queued", (t, err)
+        assert t["verdict"].startswith("waiting in `parked`, position 4"), t
+        assert code == 0
+    finally:
+        w.stop()
