@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 REDIS_MONITOR = (
     "+ping", "+select", "+info", "+scan", "+type", "+smembers", "+llen", "+lrange", "+hlen",
-    "+hscan", "+zrange", "+zcard", "+ttl", "+pttl", "+client|list", "+client|id",
+    "+hscan", "+zrange", "+zcard", "+zscore", "+ttl", "+pttl", "+client|list", "+client|id",
     "+config|get", "+hget", "+hgetall", "%R~*",
 )
 # remote control through kombu: SADD the reply queue's binding (EVALSHA of a script that
@@ -118,6 +118,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("purge, restore", "operator",
      "RabbitMQ: read on the queue (purge), write on amq.default (restore)"),
     ("control", "inspect", "the remote-control rights are all it needs"),
+    ("task ID...", "inspect",
+     "monitor: the queues, in-flight messages and result backend are read; the workers are "
+     "not asked (said in the verdict of a task not found elsewhere, exit 3). RabbitMQ: "
+     "queued messages only with --peek (read on the queue through the management API)"),
     ("connections kill", "operator",
      "Redis: +client|kill; RabbitMQ: the administrator tag (only administrators may close "
      "other users' connections through the management API)"),

@@ -116,3 +116,73 @@ def sample_result_ttls(client) -> tuple[int, int]:
         pipe.ttl(k)
     ttls = pipe.execute()
     return len(keys), sum(1 for t in ttls if t == -1)
+
+
+RESULT_PREFIX = "celery-task-meta-"
+TRACEBACK_LIMIT = 300
+
+
+def read_task_results(url: str | None, ids: list[str], timeout: float,
+                      tls: TLSConfig | None = None) -> dict[str, dict | None]:
+    """`celeryctl task`: the Redis result backend's record of each id — `GET
+    celery-task-meta-<id>` (one pipeline) -> id -> None (no record) or {status, date_done,
+    date_done_epoch, exception_type, exception_message, traceback_line, children,
+    retries, worker, undecoded}. Results themselves are never returned (they may hold data);
+    a record not in JSON (pickle) is not decoded: `undecoded` says so."""
+    from celeryctl.collect.redis import redis_client
+    from celeryctl.taskfind import parse_date
+
+    ep = dataclasses.replace(parse_endpoint(url, what="result backend URL"), tls=tls)
+    client = redis_client(ep, timeout)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for tid in ids:
+            pipe.get(f"{RESULT_PREFIX}{tid}".encode("utf-8", "surrogateescape"))
+        raws = pipe.execute()
+    finally:
+        client.close()
+    return {tid: (None if raw is None else parse_result_meta(raw, parse_date))
+            for tid, raw in zip(ids, raws, strict=True)}
+
+
+def parse_result_meta(raw: bytes, parse_date) -> dict:
+    import json
+
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {"status": None, "undecoded": "not JSON (result_serializer pickle or "
+                "another format): not decoded"}
+    status = meta.get("status") if isinstance(meta.get("status"), str) else None
+    out: dict = {"status": status,
+                 "date_done": meta.get("date_done") if isinstance(meta.get("date_done"), str)
+                 else None}
+    out["date_done_epoch"] = parse_date(out["date_done"])
+    result = meta.get("result")
+    if status in ("FAILURE", "RETRY") and isinstance(result, dict):
+        et, em = result.get("exc_type"), result.get("exc_message")
+        if isinstance(em, list):
+            em = ", ".join(str(x) for x in em)
+        out["exception_type"] = et if isinstance(et, str) else None
+        out["exception_message"] = str(em)[:TRACEBACK_LIMIT] if em is not None else None
+    tb = meta.get("traceback")
+    if isinstance(tb, str) and tb.strip():
+        frames = [ln.strip() for ln in tb.splitlines() if ln.strip().startswith("File ")]
+        out["traceback_line"] = (frames[-1] if frames else tb.strip().splitlines()[0]
+                                 )[:TRACEBACK_LIMIT]
+    children = meta.get("children")
+    if isinstance(children, list):
+        ids = []
+        for c in children:  # [[id, parent], None] tuples as Celery serialises results
+            while isinstance(c, list) and c:
+                c = c[0]
+            if isinstance(c, str):
+                ids.append(c)
+        out["children"] = ids[:100]
+    if isinstance(meta.get("retries"), int):
+        out["retries"] = meta["retries"]
+    if isinstance(meta.get("worker"), str):
+        out["worker"] = meta["worker"]
+    return out
