@@ -1,5 +1,6 @@
 # Two entry points for a fresh Debian machine (run as root or with sudo available):
-#   make demo   installs everything, starts a local lab, runs celeryctl against it
+#   make demo   installs redis-server, a virtualenv and celeryctl, starts a local lab, runs
+#               celeryctl against it
 #   make test   installs everything and runs the whole test suite against real servers
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,17 +9,22 @@ BIN := $(VENV)/bin
 # The lab lives where every `celeryctl lab` command looks from this checkout (docs/lab.md):
 # $CELERYCTL_LAB_DIR if set, else ./.lab.
 
-.PHONY: demo test deps venv lab-venvs lint bench clean lab-down
+.PHONY: demo test deps deps-demo venv _venv lab-venvs lint bench clean lab-down
 
 deps:
 	@bash scripts/install-deps.sh
 
-venv: deps
+deps-demo:
+	@bash scripts/install-deps.sh demo
+
+venv: deps _venv
+
+_venv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q '.[dev]'
 
-demo: venv
+demo: deps-demo _venv
 	@VENV=$(VENV) bash scripts/demo.sh
 
 lab-venvs: venv

@@ -210,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     args = sys.argv[1:] if argv is None else argv
+    usage = "usage: python -m celeryctl.permissions [FILE]  (docs/permissions.md; stdout without FILE)"
+    if args[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print(usage, file=sys.stderr)
+        return 64
     text = render_page()
     if args:
         Path(args[0]).write_text(text)

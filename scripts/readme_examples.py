@@ -115,8 +115,9 @@ def body(steps: list[Step]) -> str:
 
 
 def normalise(text: str, host: str | None = None) -> list[str]:
-    """What must stay the same: the words, the order of lines and columns. Numbers, ports,
-    ages, the host's name and the column widths they cause are allowed to differ."""
+    """What must stay the same: the words, the order of lines and columns, and each line's
+    indent (up to 20 columns). Numbers, ports, ages, the host's name and the column widths
+    they cause are allowed to differ."""
     host = host or next(iter(re.findall(r"\bw\d+@([\w.-]+)", text)), None)
     lines = []
     for ln in text.splitlines():
@@ -126,9 +127,12 @@ def normalise(text: str, host: str | None = None) -> list[str]:
         ln = re.sub(r"[─━═│┃┏┓┗┛┡┩└┘┌┐├┤┬┴┼╇╈╭╮╰╯]+", " ", ln)
         ln = re.sub(r"\b(seconds?|minutes?|hours?|days?|messages?|workers?|queues?)\b",
                     lambda m: m[1].rstrip("s"), ln)
-        ln = " ".join(ln.split())
-        if ln:
-            lines.append(ln)
+        words = " ".join(ln.split())
+        if words:
+            # the indent stays (a wrapped line keeps its hanging indent: that is checked);
+            # a table cell's continuation far right moves with the columns' widths
+            indent = len(ln) - len(ln.lstrip(" "))
+            lines.append(f"{indent if indent < 20 else '>'}|{words}")
     return lines
 
 

@@ -10,7 +10,12 @@ def main(argv: list[str] | None = None) -> None:
     from celeryctl.checks import catalogue
     from celeryctl.render.report import render_check_page
 
-    out = Path((argv or sys.argv[1:] or ["docs/checks"])[0])
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["-h"], ["--help"]) or len(args) > 1 or (args and args[0].startswith("-")):
+        print("usage: python -m celeryctl.checks.docs [DIR]  (default docs/checks)",
+              file=sys.stdout if args[:1] in (["-h"], ["--help"]) else sys.stderr)
+        raise SystemExit(0 if args[:1] in (["-h"], ["--help"]) else 64)
+    out = Path((args or ["docs/checks"])[0])
     out.mkdir(parents=True, exist_ok=True)
     index = ["# Doctor's checks", "", "| code | name | what it finds |", "|---|---|---|"]
     for c in catalogue():
