@@ -64,6 +64,7 @@ from celeryctl.cli import doctor as _doctor  # noqa: E402
 from celeryctl.cli import lab as _lab  # noqa: E402
 from celeryctl.cli import read as _read  # noqa: E402
 from celeryctl.cli import snapshot as _snapshot  # noqa: E402
+from celeryctl.cli import tasks as _tasks  # noqa: E402
 from celeryctl.cli import watch as _watch  # noqa: E402
 
 _doctor.register(app)
@@ -72,6 +73,7 @@ _watch.register(_read.queues_app)
 _act.register(app)
 _control.register(app)
 _snapshot.register(app)
+_tasks.register(app)
 app.add_typer(_lab.lab_app, name="lab")
 
 
