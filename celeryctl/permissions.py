@@ -115,6 +115,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("doctor, snapshot", "inspect",
      "monitor: every broker and queue check runs; the worker checks are skipped with the "
      "reason, and the verdict is INCOMPLETE (exit 3) unless something is wrong"),
+    ("tasks", "inspect",
+     "monitor: refused (remote control), said so, exit 3 — never \"no tasks\". On Redis it "
+     "also reads kombu's unacked entries (HLEN, HSCAN, ZSCORE of unacked/unacked_index) for "
+     "how long each task has been held; refused, those times are unknown (a note says why)"),
     ("purge, restore", "operator",
      "RabbitMQ: read on the queue (purge), write on amq.default (restore)"),
     ("control", "inspect", "the remote-control rights are all it needs"),

@@ -64,6 +64,50 @@ def same_broker(a, b) -> dict[str, Any]:
             "before": ia[1] if ia else None, "after": ib[1] if ib else None}
 
 
+LONG_TASK_AFTER = 1800.0  # seconds of runtime from which a task is "long-running"
+
+
+def diff_tasks(a, b, long_after: float = LONG_TASK_AFTER) -> dict[str, Any]:
+    """Tasks between two snapshots (their task views, celeryctl.tasks): `started` (active in
+    B, not active in A), `finished` (held in A, held by no worker in B: done, failed,
+    revoked or lost — a snapshot cannot tell which), `long_running_new` (active in B for
+    at least `long_after` s and not yet so in A). Tasks are matched by id."""
+    from celeryctl.tasks import snapshot_task_view
+
+    va, vb = snapshot_task_view(a), snapshot_task_view(b)
+    if not va.observed or not vb.observed:
+        return {"observed": False, "error": "; ".join(
+            f"{w}: tasks not observed ({v.error})" for w, v in (("A", va), ("B", vb))
+            if not v.observed), "started": [], "finished": [], "long_running_new": [],
+            "count_before": None, "count_after": None}
+
+    def by_id(view) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for r in view.rows:
+            if r.id and (r.id not in out or r.state == "active"):
+                out[r.id] = r
+        return out
+
+    ra, rb = by_id(va), by_id(vb)
+
+    def brief(r) -> dict[str, Any]:
+        return {"id": r.id, "name": r.name, "state": r.state, "worker": r.worker,
+                "runtime_seconds": r.runtime_seconds, "held_seconds": r.held_seconds}
+
+    def long(r) -> bool:
+        return (r is not None and r.state == "active" and r.runtime_seconds is not None
+                and r.runtime_seconds >= long_after)
+
+    started = [brief(r) for i, r in rb.items() if r.state == "active"
+               and (i not in ra or ra[i].state != "active")]
+    finished = [brief(r) for i, r in ra.items() if i not in rb]
+    long_new = [brief(r) for i, r in rb.items() if long(r) and not long(ra.get(i))]
+    return {"observed": True, "error": None, "complete": va.complete and vb.complete,
+            "count_before": len(va.rows), "count_after": len(vb.rows),
+            "started": started, "finished": finished, "long_running_new": long_new,
+            "long_after_seconds": long_after}
+
+
 def diff_snapshots(a, b, report_a, report_b) -> dict[str, Any]:
     qa, qb = _queues(a), _queues(b)
     queues = []
@@ -101,6 +145,7 @@ def diff_snapshots(a, b, report_a, report_b) -> dict[str, Any]:
         "queues": queues,
         "workers_gone": sorted(set(wa) - set(wb)), "workers_new": sorted(set(wb) - set(wa)),
         "settings_changed": settings,
+        "tasks": diff_tasks(a, b),
         "findings_new": [fb[k].to_dict() for k in sorted(set(fb) - set(fa))],
         "findings_resolved": [fa[k].to_dict() for k in sorted(set(fa) - set(fb))],
         "findings_changed": [{"code": k[0], "subject": k[1], "before": fa[k].severity.label,

@@ -34,6 +34,7 @@ from celeryctl.snapshot import (
     QueueDepth,
     QueueGrowth,
     RabbitServer,
+    RedisInFlight,
     RedisServer,
     RedisUnacked,
     Snapshot,
@@ -42,6 +43,7 @@ from celeryctl.snapshot import (
     WorkersView,
     to_jsonable,
 )
+from celeryctl.tasks import TaskRow
 
 SCHEMA = "celeryctl-snapshot/1"
 MASK = "********"
@@ -61,6 +63,7 @@ PART_TYPES: dict[str, Any] = {
     "redis_server": RedisServer, "redis_unacked": RedisUnacked, "rabbit_server": RabbitServer,
     "backend": BackendStatus, "samples": {str: [MessageSample]}, "growth": {str: QueueGrowth},
     "rss_growth": {str: tuple},  # node -> (peak RSS before, after, recycling)
+    "redis_inflight": RedisInFlight, "tasks": [TaskRow],  # the task view (celeryctl.tasks)
 }
 
 
@@ -410,6 +413,11 @@ def _build(value: Any, kind: Any) -> Any:
     if isinstance(kind, dict):
         (vk,) = kind.values()
         return {k: _build(v, vk) for k, v in value.items()}
+    if kind is RedisInFlight:
+        from celeryctl.snapshot import InFlightMessage
+
+        msgs = tuple(_dataclass(InFlightMessage, m) for m in value.get("messages") or ())
+        return _dataclass(RedisInFlight, {**value, "messages": msgs})
     if kind is WorkersView:
         nodes = tuple(WorkerNode(name=n["name"], replies=n.get("replies") or {},
                                  undecodable=tuple(n.get("undecodable") or ()))

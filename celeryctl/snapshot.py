@@ -169,6 +169,37 @@ class RedisUnacked:
 
 
 @dataclass(frozen=True)
+class InFlightMessage:
+    """One entry of kombu's Redis `unacked` hash, reduced to what locates a task: never its
+    body or arguments. `delivered_at` is its `unacked_index` score: the epoch time (by the
+    consuming worker's clock) at which a consumer received it."""
+
+    delivery_tag: str
+    id: str | None = None  # headers.id (the task id)
+    task: str | None = None  # headers.task
+    exchange: str | None = None
+    routing_key: str | None = None
+    delivered_at: float | None = None  # None: no index entry, or a score that is no time
+    # kombu's restore (visibility timeout sweep, worker shutdown, reject(requeue)) sets
+    # headers.redelivered / delivery_info.redelivered on the message it puts back
+    restored: bool | None = None
+    eta: str | None = None  # headers.eta
+
+
+@dataclass(frozen=True)
+class RedisInFlight:
+    """The `unacked` hash read entry by entry (for the task view). `complete`: every entry
+    was read (the hash held at most the read limit); otherwise `read` of `total`."""
+
+    messages: tuple[InFlightMessage, ...] = ()
+    total: int | None = None
+    read: int = 0
+    complete: bool = True
+    malformed: int = 0
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MessageSample:
     """One queued message as seen without consuming it: envelope and headers only — the body
     is never decoded (and never unpickled)."""

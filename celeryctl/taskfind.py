@@ -23,8 +23,6 @@ STATES = ("queued", "in_flight", "reserved", "active", "scheduled", "succeeded",
           "retrying", "revoked", "unknown")
 MAX_ID_LENGTH = 1024
 # a wall-clock `time_start` is an epoch after 2001; anything below is no wall-clock time
-_EPOCH_FLOOR = 1e9
-CLOCK_SKEW = 300.0  # a worker clock ahead of ours by up to this much: age 0, beyond: unknown
 
 
 def check_ids(ids: list[Any]) -> list[str]:
@@ -46,24 +44,14 @@ def check_ids(ids: list[Any]) -> list[str]:
 
 
 def runtime_seconds(time_start: Any, now: float) -> float | None:
-    """How long an active task has run, from `query_task`/`inspect active`'s `time_start`,
-    or None when that cannot be known — never a wrong age.
+    """How long an active task has run, from `query_task`'s `time_start`, or None when that
+    cannot be known — never a wrong age. One rule with `celeryctl tasks`
+    (celeryctl.tasks.runtime_of: wall-clock from Celery 4.4, a monotonic value gives None,
+    a worker clock ahead of ours by more than CLOCK_TOLERANCE gives None); query_task does
+    not say the worker's version, so the value itself decides."""
+    from celeryctl.tasks import runtime_of
 
-    Celery 5.2 through 5.7 (read in celery/worker/request.py `Request.on_accepted` of 5.2.7,
-    5.3.6, 5.5.3, 5.7.0) convert the pool's monotonic accept time to wall-clock time
-    (`time() - (monotonic() - time_accepted)`): an epoch, so the age is `now - time_start`
-    (with the worker's clock). Older workers reported the raw monotonic value (seconds since
-    their host booted): no age can be derived from it here, so None. A wall-clock start more
-    than CLOCK_SKEW in our future (a skewed worker clock) is None too; a smaller skew reads
-    as 0."""
-    if isinstance(time_start, bool) or not isinstance(time_start, (int, float)):
-        return None
-    if not math.isfinite(time_start) or time_start < _EPOCH_FLOOR:
-        return None
-    age = now - float(time_start)
-    if age < -CLOCK_SKEW:
-        return None
-    return max(0.0, age)
+    return runtime_of(time_start, None, now)[0]
 
 
 def parse_date(value: Any) -> float | None:

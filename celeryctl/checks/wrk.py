@@ -7,6 +7,7 @@ from shlex import quote
 from typing import Any
 
 from celeryctl.checks import Finding, Limits, Severity, check, count, verb
+from celeryctl.tasks import registered_name
 
 # Settings whose difference between workers of one cluster is worth a look.
 DRIFT_KEYS = ("accept_content", "task_serializer", "result_serializer", "task_acks_late",
@@ -212,7 +213,8 @@ def registered_tasks_differ(snap, limits: Limits) -> Iterator[Finding]:
             if isinstance(q, dict) and q.get("name"):
                 queues.setdefault(q["name"], []).append(n)
     for qname, nodes in sorted(queues.items()):
-        regs = {n.name: frozenset(n.replies["registered"]) for n in nodes
+        # names only: `registered` entries carry task attributes ("add [acks_late=False]")
+        regs = {n.name: frozenset(map(registered_name, n.replies["registered"])) for n in nodes
                 if isinstance(n.replies.get("registered"), list)}
         if len(set(regs.values())) > 1:
             union = frozenset().union(*regs.values())

@@ -109,6 +109,7 @@ from celeryctl.cli import lab as _lab  # noqa: E402
 from celeryctl.cli import read as _read  # noqa: E402
 from celeryctl.cli import snapshot as _snapshot  # noqa: E402
 from celeryctl.cli import task as _task  # noqa: E402
+from celeryctl.cli import tasks as _tasks  # noqa: E402
 from celeryctl.cli import watch as _watch  # noqa: E402
 
 _doctor.register(app)
@@ -118,6 +119,7 @@ _act.register(app)
 _control.register(app)
 _snapshot.register(app)
 app.command("version")(version_cmd)
+_tasks.register(app)
 _task.register(app)
 app.add_typer(_lab.lab_app, name="lab")
 

@@ -44,6 +44,8 @@ class Gathered:
     connections: Observed = field(default_factory=_not_collected)
     redis_server: Observed = field(default_factory=_not_collected)
     redis_unacked: Observed = field(default_factory=_not_collected)
+    # the `unacked` hash entry by entry (RedisInFlight): the task view's held times
+    redis_inflight: Observed = field(default_factory=_not_collected)
     redis_info: Observed = field(default_factory=_not_collected)
     redis_config: Observed = field(default_factory=_not_collected)
     rabbit_server: Observed = field(default_factory=_not_collected)
@@ -80,7 +82,7 @@ def to_snapshot(g: Gathered) -> Snapshot:
         "redis_server": g.redis_server, "redis_unacked": g.redis_unacked,
         "redis_info": g.redis_info, "redis_config": g.redis_config,
         "rabbit_server": g.rabbit_server, "backend": g.backend, "samples": g.samples,
-        "sentinel": g.sentinel,
+        "sentinel": g.sentinel, "redis_inflight": g.redis_inflight,
         "app": Observed(value=t.app.settings) if t.app else Observed(
             error="no Celery app given (-A/--app): producer-side settings unknown",
             kind="not-configured"),
@@ -103,10 +105,11 @@ def not_asked(reason: str, kind: str | None = None) -> Observed:
 def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = False,
            connections: bool = False, server: bool = False, backend: bool = False,
            destination: list[str] | None = None, samples: int = 0,
-           peek: bool = False) -> Gathered:
+           peek: bool = False, inflight: bool = False) -> Gathered:
     """Collect the requested parts. `workers` lists inspect methods (empty: none asked).
     `samples`: queued messages to read per queue (Redis LRANGE; on RabbitMQ only with `peek`,
-    because the management API's get marks them redelivered)."""
+    because the management API's get marks them redelivered). `inflight`: Redis only, the
+    `unacked` hash entry by entry (`redis_inflight`, for the task view)."""
     started = time.monotonic()
     g = Gathered(target=target)
     deadline = started + target.timeout
@@ -124,7 +127,7 @@ def gather(target: Target, *, workers: tuple[str, ...] = (), queues: bool = Fals
         opened: list = []  # every redis-py client this gather made
         try:
             _gather_redis(g, target, workers, queues, connections, server, destination,
-                          deadline, samples, opened)
+                          deadline, samples, opened, inflight)
         finally:
             _shut(opened)
     else:
@@ -171,7 +174,8 @@ def _shut(clients: list) -> None:
 
 def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues: bool,
                   connections: bool, server: bool, destination, deadline: float,
-                  samples: int = 0, opened: list | None = None) -> None:
+                  samples: int = 0, opened: list | None = None,
+                  inflight: bool = False) -> None:
     """Connect (PING), then every read stands alone: SCAN discovery, INFO, CONFIG GET,
     CLIENT LIST, the `unacked` bookkeeping, LLEN depths and remote control each end in their
     own Observed, so one refused or renamed command costs only what it feeds."""
@@ -195,7 +199,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     if not obs.ok:
         why = f"the broker was not observed ({obs.state}: see the broker source)"
         for part in ("workers", "queues", "connections", "redis_server", "redis_unacked",
-                     "redis_info", "redis_config"):
+                     "redis_info", "redis_config") + (("redis_inflight",) if inflight else ()):
             setattr(g, part, not_asked(why, obs.kind))
         if methods:
             g.sources.append(SourceStatus("workers", broker_url, False, why, kind=obs.kind))
@@ -267,13 +271,16 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
             out["set_aside"] = _read(r.collect_set_aside, client, layout)
         if connections:
             out["clients"] = _read(r.collect_clients, client)
+        if inflight:
+            out["inflight"] = _read(r.collect_inflight, client, layout)
         return out
 
     stask = spawn("redis-server", server_side, f"redis broker {ep.address}")
     sobs = stask.wait(deadline)
     reads = sobs.value if sobs.ok else {}
     for key, label in (("info", "INFO"), ("config", "CONFIG GET"),
-                       ("unacked", "the unacked bookkeeping"), ("clients", "CLIENT LIST")):
+                       ("unacked", "the unacked bookkeeping"), ("clients", "CLIENT LIST"),
+                       ("inflight", "the unacked entries")):
         if key in reads and not reads[key].ok:
             partial.append(f"{label}: {reads[key].error}")
 
@@ -288,6 +295,8 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     g.redis_info = part("info", server or queues or connections)
     g.redis_config = part("config", server or queues or connections)
     g.redis_unacked = part("unacked", queues or server)
+    if inflight:
+        g.redis_inflight = part("inflight", True)
     if g.redis_unacked.ok:  # garbage in the bookkeeping: the numbers it feeds are unknown
         g.notes.extend(f"garbage in kombu's {p}" for p in g.redis_unacked.value.problems)
     if connections:

@@ -18,16 +18,21 @@ from celeryctl.snapshot import (
 from celeryctl.targets import Target
 
 DOCTOR_METHODS = ("ping", "stats", "active", "reserved", "scheduled", "active_queues", "conf",
-                  "registered", "report")
+                  "registered", "report")  # registered: with TASK_INFO_ITEMS (celeryctl.tasks)
 ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
 
 
 def collect_doctor(target: Target, *, sample: int, sample_interval: float,
                    peek: bool) -> tuple[Gathered, Snapshot]:
     g = gather(target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
-               backend=bool(target.result_backend), samples=sample, peek=peek)
+               backend=bool(target.result_backend), samples=sample, peek=peek,
+               inflight=True)
     snap = to_snapshot(g)
     snap.parts.update(_growth_parts(g, target, sample_interval))
+    from celeryctl.tasks import task_view, tasks_part
+
+    # the task view as it was at collection (snapshots carry it; TSK checks read it)
+    snap.parts["tasks"] = tasks_part(task_view(snap, snap.taken_at))
     return g, snap
 
 

@@ -1004,3 +1004,84 @@ def bounded_client(endpoints: tuple[Endpoint, ...], timeout: float,
     return BoundedClient(lambda opened: connect_first(endpoints, timeout, options,
                                                       opened=opened)[0],
                          timeout, f"redis broker {ep.host}:{ep.port}")
+
+
+# --- in-flight messages one by one (the task view) ------------------------------------------
+
+INFLIGHT_LIMIT = 20000  # `unacked` entries read for the task view; above, the rest is unknown
+
+
+def collect_inflight(client, layout: RedisLayout, limit: int = INFLIGHT_LIMIT):
+    """kombu's `unacked` hash entry by entry, for `celeryctl tasks`: `HLEN unacked`, then
+    `HSCAN unacked` (stopping after `limit` entries) and one `ZSCORE unacked_index TAG` per
+    entry read (pipelined). Each entry is reduced on arrival to its task id and name, routing,
+    receive time and whether kombu restored it (never its body or arguments).
+
+    A hash larger than `limit` is read in part (`complete=False`: tasks not among the entries
+    read have no held time). `unacked` or `unacked_index` of the wrong type costs only what it
+    feeds (named in `problems`); a refused command raises `Denied`."""
+    from celeryctl.collect.errors import redis_denial, redis_op
+    from celeryctl.snapshot import RedisInFlight
+
+    p = layout.prefix
+    ukey, ikey = f"{p}unacked", f"{p}unacked_index"
+    total_r, card_r = pipelined(client, [("hlen", (ukey,)), ("zcard", (ikey,))],
+                                raise_on_error=False)
+    for r in (total_r, card_r):
+        if isinstance(r, Exception) and (redis_denial(r) or not is_wrongtype(r)):
+            with redis_op("HLEN unacked / ZCARD unacked_index", "+hlen +zcard"):
+                raise r
+    problems: list[str] = []
+    if is_wrongtype(total_r):
+        (t,) = key_types(client, [ukey.encode("utf-8", "surrogateescape")])
+        problems.append(f"unacked: {wrongtype_reason(t, 'hash')}: in-flight messages unknown")
+        return RedisInFlight(total=None, complete=False, problems=tuple(problems))
+    index_ok = not is_wrongtype(card_r)
+    if not index_ok:
+        (t,) = key_types(client, [ikey.encode("utf-8", "surrogateescape")])
+        problems.append(f"unacked_index: {wrongtype_reason(t, 'zset')}: how long in-flight "
+                        f"messages have been held is unknown")
+    total = int(total_r or 0)
+    entries: list[tuple[bytes, bytes]] = []
+    if total:
+        with redis_op("HSCAN unacked", "+hscan"):
+            for tag, raw in client.hscan_iter(ukey, count=1000):
+                entries.append((tag, raw))
+                if len(entries) >= limit:
+                    break
+    scores: list[Any] = []
+    if entries and index_ok:
+        with redis_op("ZSCORE unacked_index", "+zscore"):
+            scores = pipelined(client, [("zscore", (ikey, tag)) for tag, _ in entries])
+    messages = []
+    malformed = 0
+    for i, (tag, raw) in enumerate(entries):
+        msg = parse_inflight_entry(_s(tag), raw, _score(scores[i]) if scores else None)
+        if msg is None:
+            malformed += 1
+        else:
+            messages.append(msg)
+    if malformed:
+        problems.append(f"unacked: {malformed} entr{'y' if malformed == 1 else 'ies'} not "
+                        f"kombu's JSON [message, exchange, routing_key]")
+    return RedisInFlight(messages=tuple(messages), total=total, read=len(entries),
+                         complete=len(entries) >= total, malformed=malformed,
+                         problems=tuple(problems))
+
+
+def parse_inflight_entry(tag: str, raw: bytes | str, delivered_at: float | None):
+    """One `unacked` value -> InFlightMessage (headers and routing only), None if it is not
+    kombu's `[message, exchange, routing_key]`."""
+    from celeryctl.snapshot import InFlightMessage
+
+    if isinstance(parse_unacked_entry(raw), str):
+        return None
+    message, exchange, routing_key = json.loads(raw)
+    headers = message.get("headers") if isinstance(message.get("headers"), dict) else {}
+    props = message.get("properties") if isinstance(message.get("properties"), dict) else {}
+    dinfo = props.get("delivery_info") if isinstance(props.get("delivery_info"), dict) else {}
+    restored = headers.get("redelivered") is True or dinfo.get("redelivered") is True
+    return InFlightMessage(delivery_tag=tag, id=_str(headers.get("id")),
+                           task=_str(headers.get("task")), exchange=exchange or "",
+                           routing_key=routing_key or "", delivered_at=delivered_at,
+                           restored=restored, eta=_str(headers.get("eta")))

@@ -34,7 +34,8 @@ INSPECT_METHODS = {
     "active": {},
     "reserved": {},
     "scheduled": {},
-    "registered": {"taskinfoitems": []},
+    # the task attributes the task view reads (celeryctl.tasks.TASK_INFO_ITEMS)
+    "registered": {"taskinfoitems": ["time_limit", "soft_time_limit", "acks_late", "rate_limit"]},
     "conf": {"with_defaults": True},
     "active_queues": {},
     "revoked": {},

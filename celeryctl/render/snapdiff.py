@@ -34,6 +34,7 @@ def render_diff(out, d: dict[str, Any], *, wide: bool = False) -> None:
             [safe(s["where"]), safe(s["setting"]), safe(repr(s["before"])),
              safe(repr(s["after"]))] for s in d["settings_changed"]],
             wide=wide, title="settings changed")
+    _render_tasks(out, d.get("tasks") or {}, wide)
     for label, key in (("new findings", "findings_new"), ("resolved", "findings_resolved")):
         for f in d[key]:
             out.print(safe(f"{label}: {f['code']} {f['severity']} {f['subject']}: "
@@ -41,6 +42,29 @@ def render_diff(out, d: dict[str, Any], *, wide: bool = False) -> None:
     for f in d["findings_changed"]:
         out.print(safe(f"severity changed: {f['code']} {f['subject']}: {f['before']} -> "
                        f"{f['after']}"), highlight=False, markup=False)
+    t = d.get("tasks") or {}
     if not any(d[k] for k in ("queues", "workers_gone", "workers_new", "settings_changed",
-                              "findings_new", "findings_resolved", "findings_changed")):
+                              "findings_new", "findings_resolved", "findings_changed")) \
+            and not any(t.get(k) for k in ("started", "finished", "long_running_new")):
         out.print("no change", highlight=False)
+
+
+def _render_tasks(out, t: dict[str, Any], wide: bool) -> None:
+    from celeryctl.views import human_seconds
+
+    if not t:
+        return
+    if not t.get("observed"):
+        out.print(safe(f"tasks: not compared — {t.get('error')}"), highlight=False,
+                  markup=False)
+        return
+    rows = [(label, r) for label, key in (("started", "started"), ("finished", "finished"),
+                                          ("long-running", "long_running_new"))
+            for r in t.get(key) or []]
+    if rows:
+        cols = [Col("change"), Col("id", kind="name"), Col("task", kind="wrap", min_width=12),
+                Col("worker", 1, kind="wrap", min_width=12), num("runtime")]
+        print_table(out, cols, [
+            [label, safe(r["id"]), _v(r["name"]), _v(r["worker"]),
+             human_seconds(r["runtime_seconds"])] for label, r in rows],
+            wide=wide, title=f"tasks ({t['count_before']} held in A, {t['count_after']} in B)")

@@ -1,0 +1,135 @@
+"""`celeryctl tasks` as a table (rows from celeryctl.tasks; decides nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celeryctl.render.fit import Col, num
+from celeryctl.render.tables import _v
+from celeryctl.render.text import safe
+from celeryctl.views import human_seconds
+
+
+def _limits(r: dict[str, Any]) -> str:
+    """`soft/hard` in seconds: "-/300", "none" (known: no limit), "?" (not known)."""
+    if not r["time_limits_known"] and r["time_limit"] is None and r["soft_time_limit"] is None:
+        return "?"
+    if r["time_limit"] is None and r["soft_time_limit"] is None:
+        return "none"
+    return "/".join("-" if v is None else f"{v:g}" for v in (r["soft_time_limit"],
+                                                              r["time_limit"]))
+
+
+def _eta_in(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return ("in " + human_seconds(v)) if v >= 0 else (human_seconds(-v) + " ago")
+
+
+def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
+                 wide: bool = False) -> None:
+    """State, id, task name, worker and the ages (runtime, held) are always shown whole;
+    pid, queue, ETA, limits, acks_late and redelivered drop out as the terminal narrows
+    (`--wide` or `--format json` for every field)."""
+    cols = [
+        (Col("state"), "state"),
+        (Col("id", kind="name"), "id"),
+        (Col("task", kind="wrap", min_width=12), "name"),
+        (Col("worker", kind="wrap", min_width=12), "worker"),
+        (num("runtime"), "runtime_seconds"),
+        (num("held"), "held_seconds"),
+        (num("pid", 4), "pid"),
+        (Col("queue", 3), "queue"),
+        (num("eta", 2), "eta_in_seconds"),
+        (Col("limits soft/hard", 5), "limits"),
+        (Col("acks late", 6), "acks_late"),
+        (Col("redeliv- ered", 5), "redelivered"),
+    ]
+    if include_args:
+        cols.append((Col("args", 7, kind="wrap", min_width=16, max_lines=3), "args"))
+    cells = []
+    for r in rows:
+        line = []
+        for _col, key in cols:
+            v = r.get(key)
+            if key in ("runtime_seconds", "held_seconds"):
+                line.append(human_seconds(v))
+            elif key == "eta_in_seconds":
+                line.append(_eta_in(v))
+            elif key == "limits":
+                line.append(_limits(r))
+            elif key == "args":
+                line.append(safe(f"{_short(r.get('args'))} {_short(r.get('kwargs'))}"))
+            else:
+                line.append(_v(v))
+        cells.append(line)
+    print_plain_table(out, [c for c, _ in cols], cells, wide=wide)
+
+
+def print_plain_table(out, cols: list[Col], rows: list[list[str]], *, wide: bool = False
+                      ) -> None:
+    """The table `render.fit.print_table` prints (same layout from `fit`: columns kept,
+    widths, names folded, wrap columns wrapped at spaces; two spaces between columns, one at
+    each edge, header over a rule), laid out here as plain lines: rich's Table takes about
+    0.7 s for 1,600 rows, this a few ms — `tasks` on a busy cluster lists thousands. Cells
+    are plain text already made safe (render/text.safe); nothing is styled."""
+    import textwrap
+
+    from rich.cells import cell_len, set_cell_size
+    from rich.text import Text
+
+    from celeryctl.render.fit import NOTE, fit, table_width
+
+    width = out.width or 200
+    lay = fit(cols, rows, width, wide=wide)
+
+    def split(text: str, w: int, kind: str) -> list[str]:
+        out_lines: list[str] = []
+        for line in (text or "").split("\n"):
+            if cell_len(line) <= w:
+                out_lines.append(line)
+            elif kind == "wrap" or kind == "header":
+                out_lines.extend(textwrap.wrap(line, w, break_long_words=True,
+                                               break_on_hyphens=False) or [""])
+            else:  # a name (or a whole cell wider than its column): folded, never cut
+                while line:
+                    part = line[:w]
+                    while cell_len(part) > w:
+                        part = part[:-1]
+                    out_lines.append(part)
+                    line = line[len(part):]
+        return out_lines or [""]
+
+    def block(cells: list[list[str]]) -> list[str]:
+        height = max(len(c) for c in cells)
+        lines = []
+        for k in range(height):
+            parts = []
+            for j, i in enumerate(lay.shown):
+                text = cells[j][k] if k < len(cells[j]) else ""
+                pad = lay.widths[j] - cell_len(text)
+                if pad < 0:
+                    text, pad = set_cell_size(text, lay.widths[j]), 0
+                parts.append(" " * pad + text if cols[i].justify == "right" else text + " " * pad)
+            lines.append(" " + "  ".join(parts) + " ")
+        return lines
+
+    lines = [""]
+    heads = [split(cols[i].title, w, "header") for i, w in zip(lay.shown, lay.widths,
+                                                                 strict=True)]
+    tall = max(len(h) for h in heads)
+    lines += block([[""] * (tall - len(h)) + h for h in heads])  # bottom-aligned, as rich
+    lines.append(" " + "─" * (table_width(lay.widths) - 2) + " ")
+    for r in rows:
+        lines += block([split(r[i] if r[i] is not None else "-", w, cols[i].kind)
+                        for i, w in zip(lay.shown, lay.widths, strict=True)])
+    lines.append("")
+    out.print(Text("\n".join(lines)), soft_wrap=True, highlight=False)
+    if lay.note:
+        out.print(Text(NOTE.format(n=lay.hidden, s="" if lay.hidden == 1 else "s"),
+                       style="dim"), highlight=False)
+
+
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) else repr(v)
+    return text if len(text) <= 200 else text[:199] + "…"
