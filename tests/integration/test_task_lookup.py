@@ -51,6 +51,20 @@ def _fill(app, queue: str, before: int, target_id: str, after: int) -> None:
     push(after)
 
 
+DBS = (6, 7, 8, 9, 10)  # this module's databases on the session's Redis
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _leave_no_backlog(redis_server):
+    """The 10,000- and 300,000-message queues are flushed when the module ends: later
+    modules share this Redis."""
+    yield
+    import redis
+
+    for db in DBS:
+        redis.Redis.from_url(_db(redis_server["url"], db)).flushdb()
+
+
 @pytest.fixture(scope="module")
 def traced(labdir, redis_server):
     """One worker (threads, concurrency 1, acks_late, prefetch 4) on db 7, results on db 8;
@@ -206,5 +220,52 @@ def test_rabbitmq_queued_needs_peek_and_active(labdir, rabbit, vhost):
         assert t["state"] == "queued", (t, err)
         assert t["verdict"].startswith("waiting in `parked`, position 4"), t
         assert code == 0
+    finally:
+        w.stop()
+
+
+def test_each_state_on_rabbitmq(labdir, rabbit, vhost, redis_server):
+    """RabbitMQ broker, Redis result backend: a task traced in each state a third party can
+    see there — queued (with --peek), active, reserved, scheduled, succeeded, failed,
+    revoked, unknown (in flight is Redis's bookkeeping: on RabbitMQ a delivered message is
+    the worker's, reserved or active)."""
+    import redis
+
+    url = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    backend = _db(redis_server["url"], 6)
+    redis.Redis.from_url(backend).flushdb()
+    w = s.start_worker(labdir, url, "tkq@%h", queues="celery", pool="threads", concurrency=1,
+                       backend=backend, env={"CELERYCTL_LAB_PREFETCH": "4"})
+    app = _app(url, backend)
+    ids = {k: f"{k}-{uuid.uuid4()}" for k in ("queued", "active", "reserved", "scheduled",
+                                               "succeeded", "failed", "revoked", "unknown")}
+    try:
+        app.send_task("celeryctl.lab.demoapp.add", (2, 2), task_id=ids["succeeded"]).get(20)
+        with pytest.raises(Exception, match="demo failure"):
+            app.send_task("celeryctl.lab.demoapp.fail", task_id=ids["failed"]).get(20)
+        app.control.revoke(ids["revoked"])
+        app.send_task("celeryctl.lab.demoapp.sleep", (120,), task_id=ids["active"])
+        app.send_task("celeryctl.lab.demoapp.add", (3, 3), task_id=ids["reserved"])
+        app.send_task("celeryctl.lab.demoapp.add", (4, 4), task_id=ids["scheduled"],
+                      countdown=600)
+        for _ in range(3):
+            app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked")
+        app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked",
+                      task_id=ids["queued"])
+        time.sleep(2)
+        api = f"http://guest:guest@127.0.0.1:{rabbit['management_port']}"
+        code, doc, err, _ = run_json("task", *ids.values(), "--broker", url, "--rabbitmq-api",
+                                     api, "--vhost", vhost, "--result-backend", backend,
+                                     "--timeout", "5", "-Q", "parked", "--peek")
+        by_id = {t["id"]: t for t in doc["tasks"]}
+        states = {k: by_id[v]["state"] for k, v in ids.items()}
+        assert states == {"queued": "queued", "active": "active", "reserved": "reserved",
+                          "scheduled": "scheduled", "succeeded": "succeeded",
+                          "failed": "failed", "revoked": "revoked",
+                          "unknown": "unknown"}, (states, err)
+        assert by_id[ids["queued"]]["verdict"].startswith("waiting in `parked`, position 4")
+        assert "RuntimeError: demo failure" in by_id[ids["failed"]]["verdict"]
+        assert by_id[ids["active"]]["verdict"].startswith("running ")
+        assert code == 1, err  # one task (unknown) found nowhere, every place read
     finally:
         w.stop()
