@@ -24,8 +24,11 @@ delivered nothing, as seen across refreshes (a lower bound: it started at or bef
 refresh that saw it). Redis: no message left the consuming end of any of its priority
 sub-lists (the digest of each one's last element is unchanged; a message arriving in an
 empty sub-list is an arrival, not progress). RabbitMQ: the management API's consumer capacity
-is below `LOW_CAPACITY` (the queue could not hand messages to its consumers: their prefetch
-is full) and the ack/deliver counter did not move. 0 when the queue moves, is empty or has
+is below full (`FULL_CAPACITY`: the queue could not always hand messages to its consumers,
+their prefetch being full) and the ack/deliver counter did not move. Not "below some low
+value": the server recomputes capacity only on queue events, so a queue whose consumer holds
+its prefetch and acks nothing keeps the last value, e.g. 0.61 on 3.10.8 (a worker with
+prefetch 1 on a long task), not 0; the counter that does not move is what tells. 0 when the queue moves, is empty or has
 no consumer (that is QUE002's case, not a stall); None when it cannot be told: consumers
 unknown, the head not readable, or a RabbitMQ server that reports no capacity. A row is
 marked stalled from `stalled_after` seconds on.
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPARK = "▁▂▃▄▅▆▇█"
-LOW_CAPACITY = 0.1  # RabbitMQ consumer capacity below this: the consumers take nothing
+FULL_CAPACITY = 0.99  # RabbitMQ consumer capacity at or above: the consumers can take more
 
 
 @dataclass
@@ -113,7 +116,7 @@ class WatchState:
             return
         if q.capacity is not None:  # RabbitMQ
             self.stall_known[q.name] = True
-            if q.capacity >= LOW_CAPACITY:
+            if q.capacity >= FULL_CAPACITY:
                 self.stalls.pop(q.name, None)
                 return
             key = ("out", q.out_total)

@@ -122,7 +122,7 @@ def test_rabbitmq_stall_from_capacity_and_the_out_counter():
     assert feed(0.0, None, 10)["stalled_seconds"] is None  # the server reports no capacity
     assert feed(1.0, 1.0, 10)["stalled_seconds"] == 0.0
     feed(2.0, 0.0, 10)
-    r = feed(9.0, 0.02, 10)
+    r = feed(9.0, 0.61, 10)  # capacity frozen mid-way (3.10.8): the counter tells
     assert r["stalled_seconds"] == 7.0 and r["stalled"] is True
     assert feed(10.0, 0.0, 11)["stalled_seconds"] == 0.0  # an ack: it moves, slowly
     assert feed(11.0, 0.0, 11, ready=0)["stalled_seconds"] == 0.0
