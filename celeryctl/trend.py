@@ -104,13 +104,11 @@ class WatchState:
             self.stall_known[q.name] = False
             return
         if q.head is not None:  # Redis
-            if all(h is None for h in q.head):  # emptied between LLEN and LINDEX
-                self.stalls.pop(q.name, None)
-                self.stall_known[q.name] = True
-                return
+            # moved: a sub-list that had a head (a digest) has another one, or none any more;
+            # None -> digest is an arrival; UNREAD (b"": empty last time) tells nothing
             moved = prev is None or not isinstance(prev[0], tuple) \
                 or len(prev[0]) != len(q.head) \
-                or any(p is not None and p != h for p, h in zip(prev[0], q.head, strict=True))
+                or any(p and h != b"" and p != h for p, h in zip(prev[0], q.head, strict=True))
             self.stalls[q.name] = (q.head, t if moved else prev[1], t)
             self.stall_known[q.name] = True
             return

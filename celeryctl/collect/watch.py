@@ -7,9 +7,10 @@ Two paths, so a refresh stays cheap at a thousand queues:
   `gather(queues=True)` as `celeryctl queues` — queue names from the bindings, consumers per
   queue from the workers' active_queues, per-queue in-flight attribution, workers online;
 - the fast path (`sample`, every refresh): Redis — one pipelined round trip of `LLEN` on every
-  known queue's priority sub-lists, `LINDEX key -1` on the sub-lists of the queues that have
-  consumers (the consuming end: kombu publishes with LPUSH and consumes with BRPOP, lowest
-  priority step first), plus `HLEN unacked`; RabbitMQ — one
+  known queue's priority sub-lists, `LINDEX key -1` on those sub-lists of the queues with
+  consumers that held messages at the previous refresh (the consuming end: kombu publishes
+  with LPUSH and consumes with BRPOP, lowest priority step first; a list empty last time
+  can only have had arrivals, which tell nothing about a stall), plus `HLEN unacked`; RabbitMQ — one
   `GET /api/queues/{vhost}?columns=...` (no paging: one call per vhost, only the columns
   needed; counts, consumers, consumer capacity and the management API's own rates).
 
@@ -42,6 +43,9 @@ RABBIT_COLUMNS = ",".join((
     "message_stats.publish", "message_stats.ack", "message_stats.deliver_get",
     "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
     "message_stats.ack_details.rate", "consumer_capacity", "consumer_utilisation"))
+
+
+UNREAD = b""  # a sub-list whose head was not read (it was empty at the previous refresh)
 
 
 def head_digest(raw: Any) -> bytes | None:
@@ -79,7 +83,8 @@ class QueueReading:
     published_total: int | None = None  # the management API's counters (RabbitMQ only)
     out_total: int | None = None  # acks, or deliveries when nothing acks
     # Redis: per priority sub-list (consuming order), a digest of the element a worker takes
-    # next (None: empty list); None as a whole when not read (no consumer) or not readable
+    # next (None: empty list; UNREAD: not read, it was empty at the previous refresh); None as
+    # a whole when not read (no consumer) or not readable
     head: tuple[bytes | None, ...] | None = None
     capacity: float | None = None  # RabbitMQ: consumer capacity 0..1, None if not reported
 
@@ -119,6 +124,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._client = None
         self._api = None
+        self._lens: dict[str, tuple] = {}  # Redis: per queue, its sub-lists' LLEN last time
 
     # --- slow path -------------------------------------------------------------------
     def discover(self) -> Discovery:
@@ -221,29 +227,36 @@ class Watcher:
         # that queue only: unknown
         calls = [("llen", (layout.key(q, step),)) for q in names
                  for step in layout.priority_steps]
-        calls += [("lindex", (layout.key(q, step), -1)) for q in consumed
-                  for step in layout.priority_steps]
+        steps = len(layout.priority_steps)
+        last = self._lens
+        wanted = [(q, k) for q in consumed for k in range(steps)
+                  if (last.get(q) or (1,) * steps)[k] != 0]  # not known empty last time
+        calls += [("lindex", (layout.key(q, layout.priority_steps[k]), -1)) for q, k in wanted]
         out = pipelined(client, [*calls, ("hlen", (f"{layout.prefix}unacked",))],
                         batch=WATCH_BATCH, raise_on_error=False)
         if out and all(isinstance(v, Exception) for v in out):
             raise out[0]  # nothing readable: the sample failed, with its reason
         now = time.time()
-        steps = len(layout.priority_steps)
-        heads: dict[str, tuple | None] = {}
+        read: dict[str, list] = {q: [UNREAD] * steps for q in consumed}
         base = len(names) * steps
-        for j, q in enumerate(consumed):
-            raw = out[base + j * steps:base + (j + 1) * steps]
-            heads[q] = None if any(isinstance(v, Exception) for v in raw) else \
-                tuple(head_digest(v) for v in raw)
+        for j, (q, k) in enumerate(wanted):
+            v = out[base + j]
+            read[q][k] = v if isinstance(v, Exception) else head_digest(v)
+        heads = {q: None if any(isinstance(v, Exception) for v in h) else tuple(h)
+                 for q, h in read.items()}
         readings = []
+        seen_lens: dict[str, tuple] = {}
         for i, q in enumerate(names):
             known = d.queues[q]
             lens = out[i * steps:(i + 1) * steps]
             ready = None if any(isinstance(v, Exception) for v in lens) else \
                 sum(int(v or 0) for v in lens)
+            if ready is not None:
+                seen_lens[q] = tuple(int(v or 0) for v in lens)
             readings.append(QueueReading(
                 q, ready, unacked=known.unacked, consumers=known.consumers,
                 internal=known.internal, head=heads.get(q)))
+        self._lens = seen_lens
         total = out[-1]
         return Sample(now, readings,
                       unacked_total=None if isinstance(total, Exception) else int(total or 0)

@@ -126,3 +126,14 @@ def test_rabbitmq_stall_from_capacity_and_the_out_counter():
     assert r["stalled_seconds"] == 7.0 and r["stalled"] is True
     assert feed(10.0, 0.0, 11)["stalled_seconds"] == 0.0  # an ack: it moves, slowly
     assert feed(11.0, 0.0, 11, ready=0)["stalled_seconds"] == 0.0
+
+
+def test_redis_sub_list_not_read_tells_nothing():
+    from celeryctl.collect.watch import UNREAD
+
+    st = WatchState(stalled_after=1.0)
+    _head(0.0, st, head=(b"a", None))
+    # the second sub-list was empty last time, so its head was not read: still stalled
+    r = _head(3.0, st, head=(b"a", UNREAD), ready=7)
+    assert r["stalled_seconds"] == 3.0 and r["stalled"] is True
+    assert _head(4.0, st, head=(None, b"z"))["stalled_seconds"] == 0.0  # "a" was taken
