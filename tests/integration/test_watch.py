@@ -258,7 +258,7 @@ def test_rabbitmq_hung_mid_watch_goes_stale_then_recovers(labdir, tmp_path):
         node.stop(timeout=20)
 
 
-def _send(url, queue, name, args, n=1):
+def _send(url, queue, name, args, n=1, priority=None):
     from celery import Celery
 
     app = Celery(broker=url, set_as_current=False)
@@ -266,7 +266,7 @@ def _send(url, queue, name, args, n=1):
         with app.producer_or_acquire() as producer:
             for _ in range(n):
                 app.send_task(f"celeryctl.lab.demoapp.{name}", args, queue=queue,
-                              producer=producer)
+                              producer=producer, priority=priority)
     finally:
         app.close()
 
@@ -284,7 +284,10 @@ def _busy_and_moving(labdir, url, busy_ready):
         from tests.conftest import wait_for
 
         wait_for(lambda: busy_ready() == 0, timeout=20)  # taken: it runs now
-        _send(url, "stuckq", "add", (1, 2), n=5)
+        # on Redis in two priority sub-lists (stuckq, stuckq\x06\x166): the head is the
+        # bare list's consuming end, and the sub-list's tail must not look like progress
+        _send(url, "stuckq", "add", (1, 2), n=3)
+        _send(url, "stuckq", "add", (1, 2), n=2, priority=6)
         _send(url, "movingq", "sleep", (0.2,), n=400)
         procs.append(s.start_worker(labdir, url, f"mover{time.monotonic_ns()}@%h",
                                     queues="movingq", concurrency=2))
@@ -324,8 +327,8 @@ def test_redis_stalled_queue_is_marked_and_a_moving_one_is_not(labdir, own_redis
             p.stop(timeout=3)
     assert code == 0, err
     _assert_stall_seen(lines, 5)
-    # the head is read, never consumed: the five are still there, and the long task holds
-    assert r.llen("stuckq") == 5
+    # the heads are read, never consumed: the five are still there, and the long task holds
+    assert r.llen("stuckq") == 3 and r.llen("stuckq\x06\x166") == 2
 
 
 def test_rabbitmq_stall_from_consumer_capacity(labdir, rabbit, vhost):
