@@ -6,7 +6,7 @@
 
 `--consumed` (Redis): a real worker consumes all the queues (prefetch 1, acks_late, its one
 pool process busy on a long task, so it takes nothing else), the queues hold real Celery
-messages, and every refresh also reads the head (`LINDEX key -1`) of every priority sub-list
+messages, and every refresh also reads the head (`LRANGE key -1 -1`) of every priority sub-list
 of every queue for stall detection — the costliest case.
 
 The CPU of one refresh is measured as the difference between two runs of the same command,

@@ -7,7 +7,8 @@ Two paths, so a refresh stays cheap at a thousand queues:
   `gather(queues=True)` as `celeryctl queues` — queue names from the bindings, consumers per
   queue from the workers' active_queues, per-queue in-flight attribution, workers online;
 - the fast path (`sample`, every refresh): Redis — one pipelined round trip of `LLEN` on every
-  known queue's priority sub-lists, `LINDEX key -1` on those sub-lists of the queues with
+  known queue's priority sub-lists, `LRANGE key -1 -1` (the last element, as `LINDEX key -1`
+  gives it, with the monitor ACL's `+lrange`) on those sub-lists of the queues with
   consumers that held messages at the previous refresh (the consuming end: kombu publishes
   with LPUSH and consumes with BRPOP, lowest priority step first; a list empty last time
   can only have had arrivals, which tell nothing about a stall), plus `HLEN unacked`; RabbitMQ — one
@@ -222,7 +223,7 @@ class Watcher:
         # the heads only where a stall can be told: queues with consumers
         consumed = [q for q in names if (d.queues[q].consumers or 0) > 0
                     and not d.queues[q].internal]
-        # one round trip up to 2,500 queues (1,250 when all are consumed: LINDEX too);
+        # one round trip up to 2,500 queues (1,250 when all are consumed: LRANGE too);
         # bounded batches beyond. A key this account may not read (or not a list) costs
         # that queue only: unknown
         calls = [("llen", (layout.key(q, step),)) for q in names
@@ -231,7 +232,9 @@ class Watcher:
         last = self._lens
         wanted = [(q, k) for q in consumed for k in range(steps)
                   if (last.get(q) or (1,) * steps)[k] != 0]  # not known empty last time
-        calls += [("lindex", (layout.key(q, layout.priority_steps[k]), -1)) for q, k in wanted]
+        # LRANGE -1 -1 = LINDEX -1 as a list of one: within the monitor ACL (+lrange)
+        calls += [("lrange", (layout.key(q, layout.priority_steps[k]), -1, -1))
+                  for q, k in wanted]
         out = pipelined(client, [*calls, ("hlen", (f"{layout.prefix}unacked",))],
                         batch=WATCH_BATCH, raise_on_error=False)
         if out and all(isinstance(v, Exception) for v in out):
@@ -241,7 +244,7 @@ class Watcher:
         base = len(names) * steps
         for j, (q, k) in enumerate(wanted):
             v = out[base + j]
-            read[q][k] = v if isinstance(v, Exception) else head_digest(v)
+            read[q][k] = v if isinstance(v, Exception) else head_digest(v[0] if v else None)
         heads = {q: None if any(isinstance(v, Exception) for v in h) else tuple(h)
                  for q, h in read.items()}
         readings = []

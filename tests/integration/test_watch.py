@@ -318,15 +318,29 @@ def test_redis_stalled_queue_is_marked_and_a_moving_one_is_not(labdir, own_redis
 
     url = own_redis.info["url"]
     r = redis.Redis(port=own_redis.info["port"])
+    from celeryctl.permissions import ACCOUNTS
+
+    # also through the documented least-privilege account that can see consumers (inspect):
+    # the heads are read with LRANGE, which its rules allow
+    inspect = ACCOUNTS["inspect"]
+    r.execute_command(*inspect.redis_setuser("pw-inspect"))
+    acl_url = url.replace("redis://", f"redis://{inspect.user}:pw-inspect@", 1)
     procs = _busy_and_moving(labdir, url, lambda: r.llen("stuckq"))
+    watches = []
     try:
-        code, lines, err = _watch("--broker", url, "--interval", "1", "--count", "10",
-                                  "--rediscover", "1", "--stalled-after", "5")
+        for u in (url, acl_url):
+            watches.append(_watch_popen("--broker", u, "--interval", "1", "--count", "10",
+                                        "--rediscover", "1", "--stalled-after", "5"))
+        outs = [w.communicate(timeout=120) for w in watches]
     finally:
+        for w in watches:
+            if w.poll() is None:
+                w.kill()
         for p in procs:
             p.stop(timeout=3)
-    assert code == 0, err
-    _assert_stall_seen(lines, 5)
+    for w, (out, err) in zip(watches, outs, strict=True):
+        assert w.returncode == 0, err
+        _assert_stall_seen([json.loads(x) for x in out.splitlines()], 5)
     # the heads are read, never consumed: the five are still there, and the long task holds
     assert r.llen("stuckq") == 3 and r.llen("stuckq\x06\x166") == 2
 
