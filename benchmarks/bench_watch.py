@@ -1,7 +1,13 @@
 """`celeryctl queues watch` with 1,000 queues: CPU per refresh and peak memory.
 
     .venv/bin/python benchmarks/bench_watch.py --broker redis --queues 1000
+    .venv/bin/python benchmarks/bench_watch.py --broker redis --queues 1000 --consumed
     .venv/bin/python benchmarks/bench_watch.py --broker rabbitmq --queues 1000
+
+`--consumed` (Redis): a real worker consumes all the queues (prefetch 1, acks_late, its one
+pool process busy on a long task, so it takes nothing else), the queues hold real Celery
+messages, and every refresh also reads the head (`LRANGE key -1 -1`) of every priority sub-list
+of every queue for stall detection — the costliest case.
 
 The CPU of one refresh is measured as the difference between two runs of the same command,
 `--count 1` and `--count 41` (user + system time of the child, from wait4), divided by 40: the
@@ -52,6 +58,40 @@ def fill_redis(port: int, n: int) -> None:
     pipe.execute()
 
 
+def fill_redis_consumed(base: Path, url: str, port: int, n: int):
+    """Real Celery messages in n queues that one busy real worker consumes. -> the worker."""
+    import redis
+    from celery import Celery
+
+    from celeryctl.lab import servers as s
+
+    names = [f"queue-{i:05d}" for i in range(n)]
+    worker = s.start_worker(base, url, "bench-busy@%h", queues=",".join(names), concurrency=1,
+                            env={"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1"},
+                            timeout=120)
+    app = Celery(broker=url, set_as_current=False)
+    r = redis.Redis(port=port)
+    try:
+        app.send_task("celeryctl.lab.demoapp.sleep", (3600,), queue=names[0])
+        deadline = time.monotonic() + 60
+        while r.llen(names[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with app.producer_or_acquire() as producer:
+            for i, q in enumerate(names):
+                for _ in range(i % 7 + 1):
+                    app.send_task("celeryctl.lab.demoapp.add", (i, i), queue=q,
+                                  producer=producer)
+                if i % 3 == 0:
+                    app.send_task("celeryctl.lab.demoapp.add", (i, i), queue=q, priority=3,
+                                  producer=producer)
+    except BaseException:
+        worker.stop(timeout=3)
+        raise
+    finally:
+        app.close()
+    return worker
+
+
 def fill_rabbit(amqp_port: int, n: int) -> None:
     import pika
 
@@ -69,13 +109,20 @@ def main() -> None:
     ap.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
     ap.add_argument("--queues", type=int, default=1000)
     ap.add_argument("--refreshes", type=int, default=40)
+    ap.add_argument("--consumed", action="store_true",
+                    help="Redis: a real busy worker consumes every queue (heads read too)")
     args = ap.parse_args()
     from celeryctl.lab import servers as s
 
     base = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    worker = None
     if args.broker == "redis":
         server = s.start_redis(base, name="redis-bench")
-        fill_redis(server.info["port"], args.queues)
+        if args.consumed:
+            worker = fill_redis_consumed(base, server.info["url"], server.info["port"],
+                                         args.queues)
+        else:
+            fill_redis(server.info["port"], args.queues)
         target = ["--broker", server.info["url"]]
     else:
         server = s.start_rabbitmq(base, name="rabbit-bench")
@@ -96,8 +143,9 @@ def main() -> None:
         per = (cpu_many - cpu_one) / args.refreshes
         rss = max(x[1] for x in many)
         print(f"machine: {machine()}")
-        print(f"broker {args.broker}, {args.queues} queues, {args.refreshes} refreshes "
-              f"(best of 3)")
+        print(f"broker {args.broker}, {args.queues} queues"
+              f"{' consumed by a busy worker (heads read)' if worker else ''}, "
+              f"{args.refreshes} refreshes (best of 3)")
         print(f"  celeryctl queues (one listing, baseline): {base_cpu * 1000:.0f} ms CPU, "
               f"{base_rss:.1f} MiB")
         print(f"  watch --count 1: {cpu_one * 1000:.0f} ms CPU; --count "
@@ -110,6 +158,8 @@ def main() -> None:
               f"{start_cpu * 1000:.0f} ms): ~{disc * 1000:.0f} ms CPU, every --rediscover "
               f"(30 s) = {disc / 15 * 1000:.0f} ms per 2 s refresh on average")
     finally:
+        if worker is not None:
+            worker.stop(timeout=3)
         server.stop(timeout=20)
 
 

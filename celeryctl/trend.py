@@ -18,6 +18,20 @@ consumed queue — never guessed.
 
 Time to drain: `ready / -net_rate` while shrinking; 0 when empty; None ("never") while
 growing or flat with messages waiting.
+
+Stalls (`stalled_seconds`): how long a queue with messages waiting and consumers has
+delivered nothing, as seen across refreshes (a lower bound: it started at or before the first
+refresh that saw it). Redis: no message left the consuming end of any of its priority
+sub-lists (the digest of each one's last element is unchanged; a message arriving in an
+empty sub-list is an arrival, not progress). RabbitMQ: the management API's consumer capacity
+is below full (`FULL_CAPACITY`: the queue could not always hand messages to its consumers,
+their prefetch being full) and the ack/deliver counter did not move. Not "below some low
+value": the server recomputes capacity only on queue events, so a queue whose consumer holds
+its prefetch and acks nothing keeps the last value, e.g. 0.61 on 3.10.8 (a worker with
+prefetch 1 on a long task), not 0; the counter that does not move is what tells. 0 when the queue moves, is empty or has
+no consumer (that is QUE002's case, not a stall); None when it cannot be told: consumers
+unknown, the head not readable, or a RabbitMQ server that reports no capacity. A row is
+marked stalled from `stalled_after` seconds on.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SPARK = "▁▂▃▄▅▆▇█"
+FULL_CAPACITY = 0.99  # RabbitMQ consumer capacity at or above: the consumers can take more
 
 
 @dataclass
@@ -44,6 +59,10 @@ class WatchState:
     error: str | None = None
     error_since: float | None = None
     refreshes: int = 0
+    stalled_after: float = 60.0
+    stalls: dict[str, tuple[Any, float, float]] = field(default_factory=dict)
+    # name -> (what must not change, since when, last seen); absent: not stalled or unknown
+    stall_known: dict[str, bool] = field(default_factory=dict)  # name -> could it be told
 
     def update(self, sample, error: str | None = None) -> None:
         """Feed one refresh: a Sample, or None with the error that prevented it."""
@@ -65,10 +84,52 @@ class WatchState:
             if q.published_total is not None or q.out_total is not None:
                 self.counters.setdefault(q.name, deque(maxlen=self.history)).append(
                     (sample.time, q.published_total, q.out_total))
+            self._stall(q, sample.time)
         for gone in set(self.last) - seen:  # deleted queues leave the screen
             self.last.pop(gone, None)
             self.series.pop(gone, None)
             self.counters.pop(gone, None)
+            self.stalls.pop(gone, None)
+            self.stall_known.pop(gone, None)
+
+    def _stall(self, q, t: float) -> None:
+        """Follow one queue's stall across samples (see the module's docstring)."""
+        prev = self.stalls.get(q.name)
+        if q.consumers == 0 or q.ready == 0 or q.internal:
+            self.stalls.pop(q.name, None)
+            self.stall_known[q.name] = True
+            return
+        if q.consumers is None or q.ready is None:
+            self.stalls.pop(q.name, None)
+            self.stall_known[q.name] = False
+            return
+        if q.head is not None:  # Redis
+            # moved: a sub-list that had a head (a digest) has another one, or none any more;
+            # None -> digest is an arrival; UNREAD (b"": empty last time) tells nothing
+            moved = prev is None or not isinstance(prev[0], tuple) \
+                or len(prev[0]) != len(q.head) \
+                or any(p and h != b"" and p != h for p, h in zip(prev[0], q.head, strict=True))
+            self.stalls[q.name] = (q.head, t if moved else prev[1], t)
+            self.stall_known[q.name] = True
+            return
+        if q.capacity is not None:  # RabbitMQ
+            self.stall_known[q.name] = True
+            if q.capacity >= FULL_CAPACITY:
+                self.stalls.pop(q.name, None)
+                return
+            key = ("out", q.out_total)
+            moved = prev is None or prev[0] != key
+            self.stalls[q.name] = (key, t if moved else prev[1], t)
+            return
+        self.stalls.pop(q.name, None)
+        self.stall_known[q.name] = False
+
+    def stalled_seconds(self, name: str) -> float | None:
+        """How long the queue has been seen stalled (0: it moves); None: cannot be told."""
+        if not self.stall_known.get(name):
+            return None
+        s = self.stalls.get(name)
+        return 0.0 if s is None else max(0.0, s[2] - s[1])
 
     @property
     def stale(self) -> bool:
@@ -110,14 +171,18 @@ class WatchState:
             rate_in, rate_out = net, 0.0
         if net is None and rate_in is not None and rate_out is not None:
             net = rate_in - rate_out
+        stalled = self.stalled_seconds(name)
         return {"name": name, "ready": q.ready, "unacked": q.unacked,
                 "consumers": q.consumers, "rate_in": _r(rate_in), "rate_out": _r(rate_out),
                 "net_rate": _r(net), "drain_seconds": _r(drain_seconds(q.ready, net)),
-                "internal": q.internal, "level": self.level(q),
+                "stalled_seconds": _r(stalled),
+                "stalled": None if stalled is None else stalled >= self.stalled_after,
+                "internal": q.internal, "level": self.level(q, stalled),
                 "trend": sparkline([r for _, r in self.series.get(name, ())])}
 
-    def level(self, q) -> str:
-        """The colour of a row: doctor's queue thresholds (QUE001/QUE002)."""
+    def level(self, q, stalled: float | None = None) -> str:
+        """The colour of a row: doctor's queue thresholds (QUE001/QUE002); a stalled queue is
+        at least a warning."""
         if q.ready is None:
             return "unknown"
         if q.ready and q.consumers == 0 and not q.internal:
@@ -125,6 +190,8 @@ class WatchState:
         if q.ready >= self.queue_crit:
             return "critical"
         if q.ready >= self.queue_warn:
+            return "warning"
+        if stalled is not None and stalled >= self.stalled_after:
             return "warning"
         return "ok"
 

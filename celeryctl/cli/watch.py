@@ -38,6 +38,11 @@ def watch(
                                    help="Rows turn yellow at this many ready messages."),
     queue_crit: int = typer.Option(1000, "--queue-crit", metavar="N", min=1,
                                    help="Rows turn red at this many (or with no consumer)."),
+    stalled_after: float = typer.Option(
+        60.0, "--stalled-after", metavar="SECONDS", min=0, max=86400,
+        help="Mark a queue stalled once it has had messages and consumers but delivered "
+        "nothing for this long (Redis: its head message unchanged; RabbitMQ: no consumer "
+        "capacity)."),
     rediscover: float = typer.Option(30.0, "--rediscover", metavar="SECONDS", min=1,
                                      help="How often to look for new queues, consumers and "
                                      "workers (in the background)."),
@@ -48,8 +53,10 @@ def watch(
 ) -> None:
     """Live queue depth, rates and time to drain; survives the broker going away.
 
-    Refreshes every --interval: per queue ready, unacked, consumers, rate in and out, net rate,
-    a trend sparkline and the time to drain at the current net rate ("never" while growing).
+    Refreshes every --interval: per queue ready, unacked, consumers, whether it is stalled
+    (messages and consumers, yet nothing delivered for --stalled-after seconds), rate in and
+    out, net rate, a trend sparkline and the time to drain at the current net rate ("never"
+    while growing).
     With --format json, or when stdout is not a terminal, prints one JSON line per refresh.
     Exit 0 after --count refreshes (3 if the last one could not read the broker), 130 on
     Ctrl-C."""
@@ -65,7 +72,8 @@ def watch(
             rabbitmq_api_ca=rabbitmq_api_ca)
     pats = tuple(patterns or ()) + tuple(c.target.queues)
     watcher = Watcher(c.target, rediscover_seconds=rediscover)
-    state = WatchState(queue_warn=queue_warn, queue_crit=queue_crit)
+    state = WatchState(queue_warn=queue_warn, queue_crit=queue_crit,
+                       stalled_after=stalled_after)
     as_json = c.fmt == "json" or not sys.stdout.isatty()
     loop = _Loop(c, watcher, state, interval=interval, count=count, sort=sort, patterns=pats,
                  include_internal=all_)

@@ -7,9 +7,17 @@ Two paths, so a refresh stays cheap at a thousand queues:
   `gather(queues=True)` as `celeryctl queues` — queue names from the bindings, consumers per
   queue from the workers' active_queues, per-queue in-flight attribution, workers online;
 - the fast path (`sample`, every refresh): Redis — one pipelined round trip of `LLEN` on every
-  known queue's priority sub-lists plus `HLEN unacked`; RabbitMQ — one
+  known queue's priority sub-lists, `LRANGE key -1 -1` (the last element, as `LINDEX key -1`
+  gives it, with the monitor ACL's `+lrange`) on those sub-lists of the queues with
+  consumers that held messages at the previous refresh (the consuming end: kombu publishes
+  with LPUSH and consumes with BRPOP, lowest priority step first; a list empty last time
+  can only have had arrivals, which tell nothing about a stall), plus `HLEN unacked`; RabbitMQ — one
   `GET /api/queues/{vhost}?columns=...` (no paging: one call per vhost, only the columns
-  needed; counts, consumers and the management API's own rates).
+  needed; counts, consumers, consumer capacity and the management API's own rates).
+
+The head of a Redis queue is kept only as a digest of the raw bytes of each sub-list's last
+element (never decoded, never kept): trend.WatchState compares successive ones to tell a queue
+whose consumers take nothing (stalled) from one that moves.
 
 Both are bounded by the target's timeout for the whole operation, not per recv (a server
 trickling one byte every half second never trips a socket timeout): discovery is `gather`,
@@ -21,6 +29,7 @@ tries again.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +43,31 @@ RABBIT_COLUMNS = ",".join((
     "name", "vhost", "messages_ready", "messages_unacknowledged", "consumers",
     "message_stats.publish", "message_stats.ack", "message_stats.deliver_get",
     "message_stats.publish_details.rate", "message_stats.deliver_get_details.rate",
-    "message_stats.ack_details.rate"))
+    "message_stats.ack_details.rate", "consumer_capacity", "consumer_utilisation"))
+
+
+UNREAD = b""  # a sub-list whose head was not read (it was empty at the previous refresh)
+
+
+def head_digest(raw: Any) -> bytes | None:
+    """A short digest of one list element's raw bytes (None: the list is empty)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def capacity_of(raw: dict[str, Any]) -> float | None:
+    """The management API's consumer capacity (0..1), None where the server does not report
+    it. `consumer_capacity` since 3.8.x (rabbitmq-server#2843, which keeps
+    `consumer_utilisation` as the old name of the same value); absent while not computed yet
+    (rabbitmq-server#14551), with statistics off, or from a server before it existed."""
+    for key in ("consumer_capacity", "consumer_utilisation"):
+        v = raw.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1.0001:
+            return float(min(v, 1.0))
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,6 +83,11 @@ class QueueReading:
     rate_out: float | None = None
     published_total: int | None = None  # the management API's counters (RabbitMQ only)
     out_total: int | None = None  # acks, or deliveries when nothing acks
+    # Redis: per priority sub-list (consuming order), a digest of the element a worker takes
+    # next (None: empty list; UNREAD: not read, it was empty at the previous refresh); None as
+    # a whole when not read (no consumer) or not readable
+    head: tuple[bytes | None, ...] | None = None
+    capacity: float | None = None  # RabbitMQ: consumer capacity 0..1, None if not reported
 
 
 @dataclass(frozen=True)
@@ -87,6 +125,7 @@ class Watcher:
         self._thread: threading.Thread | None = None
         self._client = None
         self._api = None
+        self._lens: dict[str, tuple] = {}  # Redis: per queue, its sub-lists' LLEN last time
 
     # --- slow path -------------------------------------------------------------------
     def discover(self) -> Discovery:
@@ -181,25 +220,46 @@ class Watcher:
                                       self.target.transport_options, opened=opened)
         layout = RedisLayout.from_options(d.options or self.target.transport_options)
         names = sorted(d.queues)
-        # one round trip up to 2,500 queues; bounded batches beyond
-        # a key this account may not read (or not a list) costs that queue only: unknown
-        out = pipelined(client, [("llen", (layout.key(q, step),)) for q in names
-                                       for step in layout.priority_steps]
-                        + [("hlen", (f"{layout.prefix}unacked",))], batch=WATCH_BATCH,
-                        raise_on_error=False)
+        # the heads only where a stall can be told: queues with consumers
+        consumed = [q for q in names if (d.queues[q].consumers or 0) > 0
+                    and not d.queues[q].internal]
+        # one round trip up to 2,500 queues (1,250 when all are consumed: LRANGE too);
+        # bounded batches beyond. A key this account may not read (or not a list) costs
+        # that queue only: unknown
+        calls = [("llen", (layout.key(q, step),)) for q in names
+                 for step in layout.priority_steps]
+        steps = len(layout.priority_steps)
+        last = self._lens
+        wanted = [(q, k) for q in consumed for k in range(steps)
+                  if (last.get(q) or (1,) * steps)[k] != 0]  # not known empty last time
+        # LRANGE -1 -1 = LINDEX -1 as a list of one: within the monitor ACL (+lrange)
+        calls += [("lrange", (layout.key(q, layout.priority_steps[k]), -1, -1))
+                  for q, k in wanted]
+        out = pipelined(client, [*calls, ("hlen", (f"{layout.prefix}unacked",))],
+                        batch=WATCH_BATCH, raise_on_error=False)
         if out and all(isinstance(v, Exception) for v in out):
             raise out[0]  # nothing readable: the sample failed, with its reason
         now = time.time()
-        steps = len(layout.priority_steps)
+        read: dict[str, list] = {q: [UNREAD] * steps for q in consumed}
+        base = len(names) * steps
+        for j, (q, k) in enumerate(wanted):
+            v = out[base + j]
+            read[q][k] = v if isinstance(v, Exception) else head_digest(v[0] if v else None)
+        heads = {q: None if any(isinstance(v, Exception) for v in h) else tuple(h)
+                 for q, h in read.items()}
         readings = []
+        seen_lens: dict[str, tuple] = {}
         for i, q in enumerate(names):
             known = d.queues[q]
             lens = out[i * steps:(i + 1) * steps]
             ready = None if any(isinstance(v, Exception) for v in lens) else \
                 sum(int(v or 0) for v in lens)
+            if ready is not None:
+                seen_lens[q] = tuple(int(v or 0) for v in lens)
             readings.append(QueueReading(
                 q, ready, unacked=known.unacked, consumers=known.consumers,
-                internal=known.internal))
+                internal=known.internal, head=heads.get(q)))
+        self._lens = seen_lens
         total = out[-1]
         return Sample(now, readings,
                       unacked_total=None if isinstance(total, Exception) else int(total or 0)
@@ -226,7 +286,7 @@ class Watcher:
                 internal=q.internal, rate_in=q.publish_rate, rate_out=out_rate,
                 published_total=totals.get("publish", 0 if raw.get("message_stats") is not None
                                            else None),
-                out_total=out_total))
+                out_total=out_total, capacity=capacity_of(raw)))
         return Sample(now, readings)
 
     def close(self) -> None:

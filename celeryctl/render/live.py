@@ -24,6 +24,13 @@ def _drain(r: dict[str, Any]) -> str:
     return human_seconds(r["drain_seconds"]) if r["drain_seconds"] else "empty"
 
 
+def _stalled(r: dict[str, Any]) -> str:
+    """"no", the stall's length once marked, "-" when it cannot be told."""
+    if r.get("stalled") is None:
+        return "-"
+    return human_seconds(r["stalled_seconds"]) if r["stalled"] else "no"
+
+
 def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: int,
                   width: int = 200, *, wide: bool = False):
     """A rich renderable: header lines, then as many rows as fit in `height` lines, the
@@ -52,11 +59,12 @@ def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: in
     for note in header.get("notes", []):
         lines.append(Text.from_markup(f"[dim]{escape(note)}[/]"))
     cols = [Col("queue", kind="name"), num("ready"), num("unacked"), num("consumers"),
-            num("in", 2), num("out", 2), num("net", 1), Col("trend", 3), num("drain", 1)]
+            num("stalled"), num("in", 2), num("out", 2), num("net", 1), Col("trend", 3),
+            num("drain", 1)]
     room = max(1, height - len(lines) - 6)  # header, rule, table edges, the hidden note
     stale = bool(header.get("stale"))
     cells = [[literal(r["name"]), _v(r["ready"]), _v(r["unacked"]), _v(r["consumers"]),
-              _rate(r["rate_in"]), _rate(r["rate_out"]),
+              _stalled(r), _rate(r["rate_in"]), _rate(r["rate_out"]),
               "-" if r["net_rate"] is None else f"{r['net_rate']:+.1f}/s", r["trend"], _drain(r)]
              for r in rows[:room]]
     t, lay = build(cols, cells, width, wide=wide, row_styles=[
@@ -74,7 +82,7 @@ def render_screen(rows: list[dict[str, Any]], header: dict[str, Any], height: in
 
 
 JSON_KEYS = ("name", "ready", "unacked", "consumers", "rate_in", "rate_out", "net_rate",
-             "drain_seconds")
+             "drain_seconds", "stalled_seconds", "stalled")
 
 
 def json_line(rows: list[dict[str, Any]] | None, sources: list[dict[str, Any]], *,
@@ -84,5 +92,5 @@ def json_line(rows: list[dict[str, Any]] | None, sources: list[dict[str, Any]], 
     return dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now or time.time())),
         "stale": stale, "workers": workers,
-        "queues": None if rows is None else [{k: r[k] for k in JSON_KEYS} for r in rows],
+        "queues": None if rows is None else [{k: r.get(k) for k in JSON_KEYS} for r in rows],
         "sources": sources})

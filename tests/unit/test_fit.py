@@ -158,14 +158,16 @@ def test_live_screen(monkeypatch, width):
 
     rows = [{"name": n, "ready": 12345, "unacked": 7, "consumers": 3, "rate_in": 10.0,
              "rate_out": 2.5, "net_rate": 7.5, "trend": "▁▂▃▅▇", "drain_seconds": None,
-             "level": "warning"} for n in QUEUES]
+             "level": "warning", "stalled_seconds": 754.0 if n == "celery" else 3.0,
+             "stalled": n == "celery"} for n in QUEUES]
     header = {"cluster": None, "broker": "redis://127.0.0.1:6379/0", "interval": 2.0,
               "workers": 2, "last_good": "12:00:00", "age": None, "stale": None, "notes": []}
     con, buf = _console(monkeypatch, width)
     con.print(render_screen(rows, header, 24, width))
     lines = _lines(buf, width)
-    for n in QUEUES:
-        _whole(lines, n, 12345, 7, 3)
+    assert "stalled" in "\n".join(lines[:6])  # the column is kept at 80 columns
+    for n in QUEUES:  # the stall's length, or "no", stays on the queue's line
+        _whole(lines, n, 12345, 7, 3, "13m" if n == "celery" else "no")
 
 
 def _conn_row(addr: str, worker: str | None) -> dict:

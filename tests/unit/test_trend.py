@@ -80,3 +80,60 @@ def test_drain_and_sparkline_edges():
     assert drain_seconds(0, None) == 0.0 and drain_seconds(5, 0.0) is None
     assert drain_seconds(None, -1.0) is None and drain_seconds(10, -2.0) == 5.0
     assert sparkline([]) == "" and sparkline([0, 0]) == "▁▁" and sparkline([0, 7]) == "▁█"
+
+
+def _head(t, st, name="q", head=(b"a", None), ready=5, consumers=1, **kw):
+    st.update(Sample(t, [QueueReading(name, ready, consumers=consumers, head=head, **kw)]))
+    return st.row(name)
+
+
+def test_redis_stall_from_an_unchanged_head():
+    st = WatchState(stalled_after=10.0)
+    r = _head(0.0, st)
+    assert r["stalled_seconds"] == 0.0 and r["stalled"] is False  # first sight: a lower bound
+    r = _head(6.0, st, ready=9)  # more arrived, nothing left: still the same head
+    assert r["stalled_seconds"] == 6.0 and r["stalled"] is False and r["level"] == "ok"
+    # a message arriving in an empty (higher-priority) sub-list is an arrival, not progress
+    r = _head(12.0, st, head=(b"a", b"p9"), ready=10)
+    assert r["stalled_seconds"] == 12.0 and r["stalled"] is True and r["level"] == "warning"
+    r = _head(14.0, st, head=(b"b", b"p9"))  # one taken: moving again
+    assert r["stalled_seconds"] == 0.0 and r["stalled"] is False
+    r = _head(16.0, st, head=(b"b", None))
+    assert r["stalled_seconds"] == 0.0
+
+
+def test_redis_stall_unknown_or_not_applicable():
+    st = WatchState(stalled_after=1.0)
+    assert _head(0.0, st, consumers=None)["stalled_seconds"] is None  # consumers unknown
+    assert _head(1.0, st, head=None)["stalled_seconds"] is None  # head not readable
+    _head(2.0, st)
+    assert _head(5.0, st, consumers=0)["stalled_seconds"] == 0.0  # QUE002's case
+    assert _head(6.0, st, ready=0, head=(None, None))["stalled_seconds"] == 0.0
+    st.update(None, "down")  # stale: the last values stay
+    assert st.row("q")["stalled_seconds"] == 0.0
+
+
+def test_rabbitmq_stall_from_capacity_and_the_out_counter():
+    st = WatchState(stalled_after=5.0)
+
+    def feed(t, cap, out, ready=3):
+        return _head(t, st, head=None, capacity=cap, out_total=out, ready=ready)
+
+    assert feed(0.0, None, 10)["stalled_seconds"] is None  # the server reports no capacity
+    assert feed(1.0, 1.0, 10)["stalled_seconds"] == 0.0
+    feed(2.0, 0.0, 10)
+    r = feed(9.0, 0.61, 10)  # capacity frozen mid-way (3.10.8): the counter tells
+    assert r["stalled_seconds"] == 7.0 and r["stalled"] is True
+    assert feed(10.0, 0.0, 11)["stalled_seconds"] == 0.0  # an ack: it moves, slowly
+    assert feed(11.0, 0.0, 11, ready=0)["stalled_seconds"] == 0.0
+
+
+def test_redis_sub_list_not_read_tells_nothing():
+    from celeryctl.collect.watch import UNREAD
+
+    st = WatchState(stalled_after=1.0)
+    _head(0.0, st, head=(b"a", None))
+    # the second sub-list was empty last time, so its head was not read: still stalled
+    r = _head(3.0, st, head=(b"a", UNREAD), ready=7)
+    assert r["stalled_seconds"] == 3.0 and r["stalled"] is True
+    assert _head(4.0, st, head=(None, b"z"))["stalled_seconds"] == 0.0  # "a" was taken
