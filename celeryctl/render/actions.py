@@ -270,8 +270,9 @@ def render_control_result(c, plan, rows: list[dict[str, Any]] | None) -> None:
     if rows is None:
         return
     verify = any("after" in r for r in rows)
+    # the result (the error, when there is one) is never hidden: a long worker name folds
     cols = [Col("worker", kind="name"), Col("answered"),
-            Col("result", 1, kind="wrap", min_width=20)]
+            Col("result", kind="wrap", min_width=32)]
     if verify:
         cols.append(Col("after", 2, kind="wrap", min_width=16))
     cells_rows = []
@@ -306,7 +307,7 @@ def render_kill_plan(c, plan) -> None:
     from celeryctl.render.tables import human_seconds
 
     cols = [Col("address", kind="name"), Col("name", 4, kind="wrap", min_width=12),
-            Col("role", 2), num("idle"), num("age", 3), Col("worker", 1),
+            Col("role", 2), num("idle"), num("age", 3), Col("worker", kind="name"),
             Col("action", kind="wrap", min_width=12)]
     rows = [[_v(x.address), _v(x.name), _v(x.role), human_seconds(x.idle_seconds),
              human_seconds(x.age_seconds), _v(x.worker), Text("close", style="red")]

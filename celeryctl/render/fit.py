@@ -11,13 +11,22 @@ A table is a list of `Col` (title, priority, how its cells may break) and rows o
   - `whole` columns (numbers, units, states, short words): as wide as their longest cell,
     never wrapped or truncated (`52 MiB` stays on one line); their header may wrap at its
     spaces (`oldest unacked` over two lines) so a long header does not widen a narrow number;
-  - the `name` column (queue, worker, check code, connection): whole, on one line, unless the
-    longest name is wider than what the screen leaves it — only then it folds (broken at the
-    column's edge, continued on the next line, never cut with `…`);
+  - `name` columns (queue, worker, check code, connection): whole, on one line, unless the
+    longest name is wider than what the screen leaves once every droppable column is gone —
+    only then they fold (the widest first, broken at the column's edge, continued on the next
+    line, never cut with `…`, down to NAME_MIN). So one long name folds rather than hiding a
+    key column: a table marks its key columns (a command's result, the worker owning a
+    connection, the live screen's rates) priority 0, and those are never dropped;
   - `wrap` columns (lists, descriptions): at least `min_width` and their longest word (a
     queue name in a list is not broken unless it is longer than WORD_MAX); they share what
     is left and wrap at spaces inside their own column; `max_lines` shortens a cell to that many lines,
-    ending in `…` (not with --wide: then every word is shown).
+    ending in `…` (not with --wide: then every word is shown). Columns marked
+    `drop_before_cut` (a family that repeats the code's prefix) drop out before such a cell
+    is cut.
+
+`fit(..., fold_first=True)` is --wide for a screen that cannot be wider than the terminal
+(the live screen): every column stays while folding the names (to a quarter of the width
+at the least) makes room.
 
 Separators: two spaces between columns, one space at each edge (box.SIMPLE_HEAD with
 collapsed padding): a table of n columns is sum(widths) + 2n characters wide.
@@ -45,6 +54,7 @@ class Col:
     kind: str = "whole"        # "name" | "whole" | "wrap"
     min_width: int = 10        # wrap columns: the narrowest they get
     max_lines: int | None = None  # wrap columns: cells shortened to this many lines (with …)
+    drop_before_cut: bool = False  # dropped before a max_lines column's cells are cut
 
 
 def num(title: str, priority: int = 0) -> Col:
@@ -78,6 +88,7 @@ def cell_width(cell: Any) -> int:
 
 
 WIDE_MAX = 200  # --wide: wrap columns get room up to this table width (or the terminal's)
+NAME_MIN = 12  # a folding name column keeps at least this width (or its header's longest word)
 WORD_MAX = 30  # a word in a wrap column longer than this may be broken (folded)
 
 
@@ -94,7 +105,20 @@ def table_width(widths: list[int]) -> int:
     return sum(widths) + 2 * len(widths)
 
 
-def fit(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = False) -> Layout:
+def _cut(cell: Any, width: int, max_lines: int) -> bool:
+    """Would `_shorten` cut this cell (more than `max_lines` lines at `width`)?"""
+    if not isinstance(cell, str) or width < 1:
+        return False
+    return len(textwrap.wrap(cell, width, break_long_words=True,
+                             break_on_hyphens=False)) > max_lines
+
+
+def fit(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = False,
+        fold_first: bool = False) -> Layout:
+    """The layout of `rows` at `width` (see the module docstring). `fold_first` (the live
+    screen's --wide, which cannot be wider than the terminal): every column is kept as long
+    as folding the name columns (to no less than a quarter of `width`) makes room; only then
+    do columns drop out."""
     natural, need = [], []
     for i, c in enumerate(cols):
         cells = max((cell_width(r[i]) for r in rows), default=0)
@@ -106,29 +130,68 @@ def fit(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = Fals
             need.append(min(natural[-1], max(c.min_width, min(word, WORD_MAX), head)))
         else:
             need.append(natural[-1])
+    # the narrowest a name column gets when it folds (fold_first: a quarter of the screen,
+    # so that the extra columns never cost names their line)
+    least_name = max(NAME_MIN, width // 4 if fold_first else 0)
+    floor = [min(natural[i], max(least_name, _header_need(c.title))) if c.kind == "name"
+             else need[i] for i, c in enumerate(cols)]
     shown = list(range(len(cols)))
     hidden = 0
+
+    def drop(candidates: list[int]) -> None:
+        nonlocal hidden
+        shown.remove(max(candidates, key=lambda i: (cols[i].priority, i)))
+        hidden += 1
+
     if not wide:
-        while table_width([need[i] for i in shown]) > width:
+        least = floor if fold_first else need
+        while table_width([least[i] for i in shown]) > width:
             droppable = [i for i in shown if cols[i].priority > 0]
             if not droppable:
                 break
-            drop = max(droppable, key=lambda i: (cols[i].priority, i))
-            shown.remove(drop)
-            hidden += 1
+            drop(droppable)
+    while True:
+        widths, folded = _widths(cols, shown, natural, need, floor, width, wide)
+        if wide:
+            break
+        # a column marked drop_before_cut leaves before a max_lines column's cells are cut
+        cut = any(cols[i].max_lines and any(_cut(r[i], w, cols[i].max_lines) for r in rows)
+                  for i, w in widths.items())
+        yielding = [i for i in shown if cols[i].drop_before_cut and cols[i].priority > 0]
+        if not (cut and yielding):
+            break
+        drop(yielding)
+    return Layout(shown, [widths[i] for i in shown], folded, hidden)
+
+
+def _widths(cols: list[Col], shown: list[int], natural: list[int], need: list[int],
+            floor: list[int], width: int, wide: bool) -> tuple[dict[int, int], bool]:
     room = width if not wide else max(width, table_width([need[i] for i in shown]),
                                       min(table_width(natural), max(width, WIDE_MAX)))
     widths = {i: need[i] for i in shown}
     folded = False
     over = table_width(list(widths.values())) - room
-    if over > 0:  # only the always-shown columns are left: the names fold, nothing is cut
-        for i in shown:
-            if cols[i].kind == "name" and over > 0:
-                give = min(over, widths[i] - min(natural[i], 12))
-                if give > 0:
-                    widths[i] -= give
-                    over -= give
-                    folded = True
+    # only the always-shown columns are left: the names fold (the widest first), nothing is
+    # cut
+    while over > 0:
+        names = [i for i in shown if cols[i].kind == "name" and widths[i] > floor[i]]
+        if not names:
+            break
+        i = max(names, key=lambda i: (widths[i], -i))
+        others = [widths[j] for j in names if j != i]
+        # down to the next widest name (so two long names share the fold), or its floor
+        give = min(over, widths[i] - max([floor[i], *others]) or 1, widths[i] - floor[i])
+        widths[i] -= give
+        over -= give
+        folded = True
+    if folded:  # the folded names give up to half of what they keep above their floor, so
+        # that a result or a list is not squeezed into its minimum ("2.0" / "s")
+        want = sum(natural[i] - widths[i] for i in shown if cols[i].kind == "wrap")
+        for i in sorted((i for i in shown if cols[i].kind == "name" and widths[i] < natural[i]),
+                        key=lambda i: -widths[i]):
+            give = min(want, (widths[i] - floor[i]) // 2)
+            widths[i] -= give
+            want -= give
     # what is left goes to the wrap columns, up to their natural width, in proportion
     spare = room - table_width(list(widths.values()))
     wraps = [i for i in shown if cols[i].kind == "wrap" and natural[i] > widths[i]]
@@ -144,7 +207,7 @@ def fit(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = Fals
         wraps = [i for i in wraps if natural[i] > widths[i]]
         if given == 0:
             break
-    return Layout(shown, [widths[i] for i in shown], folded, hidden)
+    return widths, folded
 
 
 def _shorten(cell: Any, width: int, max_lines: int) -> Any:
@@ -161,13 +224,14 @@ def _shorten(cell: Any, width: int, max_lines: int) -> Any:
 
 
 def build(cols: list[Col], rows: list[list[Any]], width: int, *, wide: bool = False,
-          title: str | None = None, row_styles: list[str | None] | None = None):
-    """(rich Table, Layout) for `rows` at `width`."""
+          title: str | None = None, row_styles: list[str | None] | None = None,
+          fold_first: bool = False):
+    """(rich Table, Layout) for `rows` at `width` (`fold_first`: see `fit`)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    lay = fit(cols, rows, width, wide=wide)
+    lay = fit(cols, rows, width, wide=wide, fold_first=fold_first)
     t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
               collapse_padding=True)
     for i, w in zip(lay.shown, lay.widths, strict=True):

@@ -139,16 +139,16 @@ def render_queues(out, rows: list[dict[str, Any]], broker: str, *, wide: bool = 
 
 def render_connections(out, rows: list[dict[str, Any]], broker: str, *,
                        wide: bool = False) -> None:
-    """The address (the connection), how long it idles and whose it is first; role, age,
-    command/state, client name and db/heartbeat as room allows."""
+    """The address (the connection), how long it idles and whose it is (the worker: folded
+    when too long, never hidden) first; role, age, command/state, client name and
+    db/heartbeat as room allows."""
     from celeryctl.render.fit import Col, num, print_table
 
     redis = broker == "redis"
-    named = [len(r["worker"]) for r in rows if r.get("worker") and not r.get("other_db")]
+    # the worker is a key column: a long worker name folds, it never hides the others
     cols = [Col("address", kind="name"), Col("name", 5, kind="wrap", min_width=12),
             Col("role", 2), num("age", 3), num("idle"), Col("cmd" if redis else "state", 4),
-            num("db" if redis else "heartbeat", 5),
-            Col("worker", 1, kind="wrap", min_width=max(named, default=12))]
+            num("db" if redis else "heartbeat", 5), Col("worker", kind="name")]
     cells = []
     for r in rows:
         worker = ("other db (another app)" if r.get("other_db") else

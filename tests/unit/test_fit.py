@@ -152,22 +152,124 @@ def test_queue_name_longer_than_the_screen_folds_never_cut(monkeypatch):
     assert _lines(buf, 80) and "12345" in out
 
 
+def _folded(lines: list[str], name: str, *numbers, col: int = 0) -> str:
+    """The row whose cell in column `col` (a name, folded over several lines or not) reads
+    `name` once its lines are joined back; each of `numbers` a whole token on its first
+    line. Returns that first line."""
+    for i, line in enumerate(lines):
+        tokens = line.split()
+        if len(tokens) <= col or not name.startswith(tokens[col]):
+            continue
+        got, j = tokens[col], i + 1
+        while got != name and j < len(lines) and len(lines[j].split()) == col + 1 \
+                and name.startswith(got + lines[j].split()[col]):
+            got += lines[j].split()[col]
+            j += 1
+        if got == name:
+            for n in numbers:
+                assert str(n) in tokens, (n, line)
+            return line
+    raise AssertionError(f"{name!r} not on any row:\n" + "\n".join(lines))
+
+
+def _watch_row(name: str, ready: int = 12345) -> dict:
+    return {"name": name, "ready": ready, "unacked": 7, "consumers": 3, "rate_in": 10.0,
+            "rate_out": 2.5, "net_rate": 7.5, "trend": "▁▂▃▅▇", "drain_seconds": None,
+            "level": "warning", "stalled": False, "stalled_seconds": 3.0}
+
+
+WATCH_HEADER = {"cluster": None, "broker": "redis://127.0.0.1:6379/0", "interval": 2.0,
+                "workers": 2, "last_good": "12:00:00", "age": None, "stale": None,
+                "notes": []}
+REDIS_NOTE = ("Redis keeps no per-queue counters: in and out are estimated from the change "
+              "of depth between two samples")
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_live_screen(monkeypatch, width):
     from celeryctl.render.live import render_screen
 
-    rows = [{"name": n, "ready": 12345, "unacked": 7, "consumers": 3, "rate_in": 10.0,
-             "rate_out": 2.5, "net_rate": 7.5, "trend": "▁▂▃▅▇", "drain_seconds": None,
-             "level": "warning", "stalled_seconds": 754.0 if n == "celery" else 3.0,
+    rows = [{**_watch_row(n), "stalled_seconds": 754.0 if n == "celery" else 3.0,
              "stalled": n == "celery"} for n in QUEUES]
-    header = {"cluster": None, "broker": "redis://127.0.0.1:6379/0", "interval": 2.0,
-              "workers": 2, "last_good": "12:00:00", "age": None, "stale": None, "notes": []}
     con, buf = _console(monkeypatch, width)
-    con.print(render_screen(rows, header, 24, width))
+    con.print(render_screen(rows, WATCH_HEADER, 24, width))
     lines = _lines(buf, width)
     assert "stalled" in "\n".join(lines[:6])  # the column is kept at 80 columns
-    for n in QUEUES:  # the stall's length, or "no", stays on the queue's line
-        _whole(lines, n, 12345, 7, 3, "13m" if n == "celery" else "no")
+    for n in QUEUES:  # a long name folds (at 80) rather than hiding the key columns; the
+        # stall's length, or "no", stays on the queue's line
+        _folded(lines, n, 12345, 7, 3, "+7.5/s", "never", "13m" if n == "celery" else "no")
+    head = next(x for x in lines if x.split()[:1] == ["queue"]).split()
+    assert {"net", "drain", "unacked", "consumers", "stalled"} <= set(head)
+    if width == 120:
+        assert {"in", "out"} <= set(head)
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40)])
+@pytest.mark.parametrize("wide", [False, True])
+def test_live_screen_counts_rows_as_displayed(monkeypatch, width, height, wide):
+    """41 queues and a note that wraps at 80: as many rows as the screen shows, and the
+    "... N more queues" line on the screen (review of issue 13, defect 2)."""
+    from celeryctl.render.live import render_screen
+
+    names = [f"bulk-queue-number-{i}" for i in range(1, 31)] + [
+        "celery", "payments.settlement.reconciliation.highpriority.eu-west-1", "q[/]x",
+        *[f"extra-{i}" for i in range(8)]]
+    rows = [_watch_row(n, 1000 - i) for i, n in enumerate(names)]
+    con, buf = _console(monkeypatch, width)
+    con.print(render_screen(rows, {**WATCH_HEADER, "notes": [REDIS_NOTE]}, height, width,
+                            wide=wide))
+    lines = _lines(buf, width)
+    assert len(lines) <= height, len(lines)
+    more = [x for x in lines if x.startswith("... ")]
+    assert len(more) == 1, lines
+    shown = [n for n in names if any(x.split()[:1] == [n] for x in lines)]
+    assert shown == names[:len(shown)] and len(shown) >= (10 if height == 24 else 25)
+    assert int(more[0].split()[1]) == len(names) - len(shown)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_live_screen_wide_never_cuts(monkeypatch, width):
+    """--wide on the live screen: never wider than the terminal, no header or cell cut, never
+    worse than the default (review of issue 13, defect 1)."""
+    from celeryctl.render.live import render_screen
+
+    names = [f"bulk-queue-number-{i}" for i in range(25, 31)] + ["celery"]
+    rows = [{**_watch_row(n, 5), "rate_in": 0.0, "rate_out": 0.0, "net_rate": 0.0}
+            for n in names]
+    order = ["queue", "ready", "unacked", "consumers", "stalled", "in", "out", "net", "trend",
+             "drain"]
+    for wide in (False, True):
+        con, buf = _console(monkeypatch, width)
+        con.print(render_screen(rows, WATCH_HEADER, 24, width, wide=wide))
+        lines = _lines(buf, width)
+        for n in names:
+            _whole(lines, n, 5, 7, 3, "+0.0/s", "never")
+        head = next(x for x in lines if x.split()[:1] == ["queue"]).split()
+        assert head == [x for x in order if x in head]  # headers whole, in order
+        assert {"stalled", "net", "drain"} <= set(head)
+        if width == 120:
+            assert "trend" in head
+        if wide:  # every column, or a note saying the terminal is too narrow even so
+            assert head == order or any(
+                "hidden — widen the terminal (the live screen is never wider" in x
+                for x in lines), lines
+
+
+def test_live_screen_long_name_keeps_the_key_columns(monkeypatch):
+    """`queues watch -Q 'pay*'` with a 57-character name at 80 columns: the name folds; it
+    hides no column a short name would not (net and drain stay; review of issue 13, defect
+    3)."""
+    from celeryctl.render.live import render_screen
+
+    long = "payments.settlement.reconciliation.highpriority.eu-west-1"
+    heads = []
+    for name in (long, "bulk-queue-number-30"):
+        con, buf = _console(monkeypatch, 80)
+        con.print(render_screen([_watch_row(name)], WATCH_HEADER, 24, 80))
+        lines = _lines(buf, 80)
+        _folded(lines, name, 12345, 7, 3, "+7.5/s", "never")
+        heads.append(next(x for x in lines if x.split()[:1] == ["queue"]).split())
+    assert heads[0] == heads[1]
 
 
 def _conn_row(addr: str, worker: str | None) -> dict:
@@ -341,3 +443,154 @@ def test_doctor_wrapped_lines_keep_their_indent(monkeypatch):
     assert block[fix + 1].startswith(" " * len("      fix: ")), block[fix + 1]
     msg = block[1]
     assert msg.startswith(" " * len("  SER004 ")) and not msg.startswith(" " * 10)
+
+
+# --- review of issue 13: one long name folds, it never hides a key column ------------------
+
+LONG_WORKER = ("payments-settlement-reconciliation-worker-07@ip-10-12-34-56.eu-west-1"
+               ".compute.internal")
+
+
+def test_fit_folds_the_name_before_dropping_nothing_key():
+    cols = [Col("worker", kind="name"), Col("answered"),
+            Col("result", kind="wrap", min_width=20), Col("after", 2, kind="wrap")]
+    lay = fit(cols, [[LONG_WORKER, "yes", "error: no such queue", "celery"]], 80)
+    assert lay.shown == [0, 1, 2] and lay.hidden == 1 and lay.folded
+    assert sum(lay.widths) + 2 * len(lay.widths) <= 80
+
+
+def test_fit_fold_first_keeps_every_column_while_names_fold():
+    cols = [Col("queue", kind="name"), num("ready"), Col("trend", 3)]
+    rows = [["q" * 40, "5", "▁▂▃"]]
+    assert fit(cols, rows, 40).shown == [0, 1]
+    lay = fit(cols, rows, 40, fold_first=True)
+    assert lay.shown == [0, 1, 2] and lay.folded and lay.widths[0] >= 10
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_connections_long_worker_name_folds(monkeypatch, width):
+    from celeryctl.render.tables import render_connections
+
+    rows = [_conn_row(f"127.0.0.1:{40000 + i}", w)
+            for i, w in enumerate([LONG_WORKER, *WORKERS])]
+    con, buf = _console(monkeypatch, width)
+    render_connections(con, rows, "redis")
+    lines = _lines(buf, width)
+    head = next(x for x in lines if x.split()[:1] == ["address"]).split()
+    assert "idle" in head and "worker" in head
+    for r in rows:
+        line = _whole(lines, r["address"], "3s")
+        assert r["worker"].startswith(line.split()[-1])
+    # the long one folds: its pieces, joined back, are the name
+    start = next(i for i, x in enumerate(lines) if "127.0.0.1:40000" in x)
+    pieces = [lines[start].split()[-1]]
+    for x in lines[start + 1:]:
+        if len(x.split()) != 1:
+            break
+        pieces.append(x.split()[0])
+    assert "".join(pieces) == LONG_WORKER
+    assert "…" not in buf.getvalue()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_control_result_error_is_never_hidden(monkeypatch, width):
+    """`control pool-grow 1 -d w1@vm -d LONG`: the worker that did not answer and the error
+    stay on screen whatever the worker's name (review of issue 13, defect 3)."""
+    from celeryctl.render.actions import render_control_result
+
+    con, buf = _console(monkeypatch, width)
+    c = SimpleNamespace(fmt="table", out=con)
+    rows = [{"worker": "w1@vm", "answered": True, "ok": True, "targeted": True,
+             "result": "ok: pool will grow", "after": "concurrency 3", "took_effect": True},
+            {"worker": LONG_WORKER, "answered": False, "ok": False, "targeted": True,
+             "result": "no reply within 2.0 s", "after": "-", "took_effect": False}]
+    render_control_result(c, SimpleNamespace(command="pool_grow"), rows)
+    lines = _lines(buf, width)
+    head = next(x for x in lines if x.split()[:1] == ["worker"]).split()
+    assert {"answered", "result"} <= set(head)
+    assert "no reply within 2.0 s" in buf.getvalue()
+    assert "ok: pool will grow" in _whole(lines, "w1@vm", "yes")
+    assert "…" not in buf.getvalue()
+
+
+def _conn(address: str, worker: str | None, idle: float = 4000):
+    from celeryctl.snapshot import Connection
+
+    return Connection(broker="redis", address=address, id=address, name="client",
+                      idle_seconds=idle, age_seconds=90000, role="pool", worker=worker)
+
+
+def test_kill_plan_order_is_stable():
+    """Worker, then address (port as a number), whatever order the broker listed them in
+    (review of issue 13, defect 4)."""
+    import random
+
+    from celeryctl.actions.kill import KillFilters, plan_kill
+
+    conns = [_conn("127.0.0.1:5001", "b@h"), _conn("127.0.0.1:40000", "b@h"),
+             _conn("127.0.0.1:6000", "a@h"), _conn("127.0.0.1:7000", None),
+             _conn("127.0.0.1:1000", None)]
+    want = ["127.0.0.1:6000", "127.0.0.1:5001", "127.0.0.1:40000", "127.0.0.1:1000",
+            "127.0.0.1:7000"]
+    f = KillFilters(idle_over=30.0)
+    for seed in range(5):
+        random.Random(seed).shuffle(conns)
+        assert [c.address for c in plan_kill(conns, f).selected] == want
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_kill_plan_long_worker_keeps_the_worker_column(monkeypatch, width):
+    from celeryctl.render.actions import render_kill_plan
+
+    con, buf = _console(monkeypatch, width)
+    conns = [SimpleNamespace(address=f"127.0.0.1:{40000 + i}", name="client-name-" * 3,
+                             role="worker", idle_seconds=4000, age_seconds=90000, worker=w)
+             for i, w in enumerate([LONG_WORKER, *WORKERS])]
+    plan = SimpleNamespace(selected=conns, protected=[], refusals=[])
+    render_kill_plan(SimpleNamespace(fmt="table", out=con), plan)
+    lines = _lines(buf, width)
+    head = next(x for x in lines if x.split()[:1] == ["address"]).split()
+    assert {"idle", "worker", "action"} <= set(head)
+    for w in WORKERS:
+        _whole(lines, w)
+    start = next(i for i, x in enumerate(lines) if "127.0.0.1:40000" in x)
+    assert lines[start].split()[-1] == "close"
+    if width == 80:  # folded, joined back whole
+        assert lines[start].split()[-2] + lines[start + 1].split()[0] == LONG_WORKER
+    else:
+        assert lines[start].split()[-2] == LONG_WORKER
+
+
+@pytest.mark.parametrize("width", (80, 100, 120))
+def test_checks_drop_family_before_cutting(monkeypatch, capsys, width):
+    """`checks`: the family (the code's prefix, spelled out) drops out before a description is
+    cut with … (review of issue 13, defect 15d)."""
+    from celeryctl.cli.doctor import checks_cmd
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    checks_cmd("table")
+    out = capsys.readouterr().out
+    head = next(x for x in out.splitlines() if x.split()[:1] == ["code"]).split()
+    if "…" in out:
+        assert "family" not in head, out
+    assert "what" in head and "code" in head
+
+
+def test_rewrap_markdown_to_the_width():
+    from celeryctl.render.report import rewrap_markdown
+
+    text = ("# CODE001 a-check\n\nFamily: QUE. Needs: queues.\n\n## What it finds\n"
+            + "word " * 40 + "\nmore words on a next line\n\n"
+            + "- a list item " + "long " * 30 + "\n\n```\ncode block line that is long "
+            + "x" * 80 + "\n```\n\n    indented code " + "y" * 80 + "\n")
+    out = rewrap_markdown(text, 60)
+    lines = out.split("\n")
+    for line in lines:
+        if "x" * 80 not in line and "y" * 80 not in line:
+            assert len(line) <= 60, line
+    assert lines[0] == "# CODE001 a-check" and out.endswith("\n")
+    assert "code block line that is long " + "x" * 80 in lines
+    assert "    indented code " + "y" * 80 in lines
+    item = next(i for i, x in enumerate(lines) if x.startswith("- a list item"))
+    assert lines[item + 1].startswith("  long")
+    assert " ".join(out.split()) == " ".join(text.split())
