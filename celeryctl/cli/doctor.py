@@ -195,7 +195,7 @@ def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
 
     # a row is one or two lines: the summary is shortened (…) unless --wide
     cols = [Col("code", kind="name"), Col("name", 2),
-            Col("family", 3, kind="wrap", min_width=15),
+            Col("family", 3, kind="wrap", min_width=15, drop_before_cut=True),
             Col("what it finds", 1, kind="wrap", min_width=24, max_lines=2)]
     out = make_console()
     print_table(out, cols, [[c.code, c.name, FAMILIES[c.family], c.summary] for c in cat],
@@ -206,17 +206,20 @@ def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
 
 def explain(code: str = typer.Argument(..., metavar="CODE|NAME",
                                       autocompletion=o.complete_check)) -> None:
-    """Print one check's documentation: what it finds, why it matters, how to fix."""
+    """Print one check's documentation: what it finds, why it matters, how to fix (its
+    docs/checks page, rewrapped to the terminal's width)."""
+    import shutil
     import sys
 
     from celeryctl.checks import find
-    from celeryctl.render.report import render_check_page
+    from celeryctl.render.report import render_check_page, rewrap_markdown
     from celeryctl.status import UsageError
 
     c = find(code)
     if c is None:
         raise UsageError(f"no check {code!r} (celeryctl checks lists them)")
-    sys.stdout.write(render_check_page(c))
+    width = shutil.get_terminal_size((80, 24)).columns
+    sys.stdout.write(rewrap_markdown(render_check_page(c), width))
 
 
 def register(app: typer.Typer) -> None:

@@ -252,3 +252,46 @@ def render_check_page(c) -> str:
     broker = f" Applies to: {BROKER_NAMES[c.broker]} only." if c.broker else ""
     return (f"# {c.code} {c.name}\n\nFamily: {c.family}. Needs: {needs}.{broker}\n\n"
             f"{c.doc}\n")
+
+
+def rewrap_markdown(text: str, width: int) -> str:
+    """Markdown rewrapped to `width` for a terminal: paragraphs and list items refilled
+    (list items keep a hanging indent); headings, tables, code blocks (fenced or indented)
+    and blank lines kept as they are."""
+    import re
+    import textwrap
+
+    width = max(width, 20)
+    out: list[str] = []
+    para: list[str] = []
+    lead = ""
+
+    def flush() -> None:
+        nonlocal para, lead
+        if para:
+            out.extend(textwrap.wrap(" ".join(para), width, initial_indent=lead,
+                                     subsequent_indent=" " * len(lead),
+                                     break_long_words=False, break_on_hyphens=False))
+        para, lead = [], ""
+
+    fenced = False
+    for line in text.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            flush()
+            fenced = not fenced
+            out.append(line)
+            continue
+        if (fenced or not line.strip() or line.startswith(("#", "|", "    ", "\t"))
+                or re.match(r"^[-*_]{3,}\s*$", line)):
+            flush()
+            out.append(line)
+            continue
+        item = re.match(r"^(\s*(?:[-*+]|\d+[.)])\s+)(.*)$", line)
+        if item:
+            flush()
+            lead, rest = item.group(1), item.group(2)
+            para = [rest]
+            continue
+        para.append(line.strip())
+    flush()
+    return "\n".join(out)
