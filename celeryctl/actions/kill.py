@@ -89,12 +89,18 @@ def matches(conn: Connection, f: KillFilters) -> bool:
     return True
 
 
+def _order(c: Connection) -> tuple:
+    host, _, port = c.address.rpartition(":")
+    return (c.worker is None, c.worker or "", host, int(port) if port.isdigit() else -1,
+            c.address)
+
+
 def plan_kill(conns: list[Connection], f: KillFilters) -> KillPlan:
     if f.empty:
         return KillPlan([], refusals=["say which connections: --idle-over SECONDS, "
                                       "--address HOST[:PORT] or --name NAME"])
     selected, protected = [], []
-    for c in conns:
+    for c in sorted(conns, key=_order):  # the same order every run: worker, then address
         if not matches(c, f):
             continue
         why = _protection(c)
