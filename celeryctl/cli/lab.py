@@ -305,10 +305,12 @@ def scenario_table(scenarios, width: int) -> list[str]:
 
 
 @lab_app.command("scenarios")
-def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|json")) -> None:
+def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|json"),
+              wide: o.Wide = False) -> None:
     """The fault scenarios `lab up --scenario NAME` can start.
 
-    By name, with the broker and what doctor must find in each."""
+    By name, with the broker and what doctor must find in each (--wide: each on unwrapped
+    lines)."""
     import json
     import shutil
 
@@ -321,7 +323,8 @@ def scenarios(fmt: str = typer.Option("table", "--format", "-f", metavar="table|
             {"name": s.name, "summary": s.summary, "broker": s.broker, "expects": list(s.expects)}
             for s in ordered]}, indent=2))
         return
-    for line in scenario_table(ordered, shutil.get_terminal_size((80, 24)).columns):
+    width = shutil.get_terminal_size((80, 24)).columns
+    for line in scenario_table(ordered, 10_000 if wide else width):
         typer.echo(line)
 
 
