@@ -213,3 +213,168 @@ def test_lab_scenarios(tmp_path, width, height):
     names = [x.split()[0] for x in lines if x and not x.startswith(" ") and x.split()
              and x.split()[0] in SCENARIOS]
     assert names == sorted(SCENARIOS), names
+
+
+# --- review of issue 13: long names, many queues, --wide on the live screen ----------------
+
+LONG_WORKER = "payments-settlement-reconciliation-worker-07@ip-10-12-34-56.eu-west-1" \
+              ".compute.internal"
+LONG_QUEUE = "payments.settlement.reconciliation.highpriority.eu-west-1"
+BULK = [f"bulk-queue-number-{i}" for i in range(1, 31)]
+
+
+@pytest.fixture(scope="module")
+def long_names(labdir, redis_server):
+    """The reviewer's lab on a database of its own (db 7 of the session Redis, so the other
+    tests' counts are untouched): one worker with a 87-character name consuming a queue with
+    a 57-character name and 'q[/]x', and 30 more queues of 1..30 messages (33 in all)."""
+    import redis
+
+    from celeryctl.lab import servers as s
+
+    url = redis_server["url"].rsplit("/", 1)[0] + "/7"
+    proc = s.start_worker(labdir, url, LONG_WORKER, queues=f"celery,{LONG_QUEUE},q[/]x",
+                          pool="threads", concurrency=2)
+    try:
+        for i, q in enumerate(BULK, 1):
+            _publish(url, q, i)
+        _publish(url, LONG_QUEUE, 3)
+        yield {"url": url}
+    finally:
+        proc.stop()
+        redis.Redis.from_url(url).flushdb()
+
+
+def _joined(lines: list[str], first: str, name: str) -> bool:
+    """`name` starts on a line whose first cell is `first`'s start, folded or not: the pieces
+    of its column joined back give it whole."""
+    for i, line in enumerate(lines):
+        if name.startswith(first) and first in line:
+            col = line.index(first)
+            got = line[col:].split()[0]
+            j = i + 1
+            while got != name and j < len(lines) and lines[j][col:].split()[:1] \
+                    and name.startswith(got + lines[j][col:].split()[0]):
+                got += lines[j][col:].split()[0]
+                j += 1
+            if got == name:
+                return True
+    return False
+
+
+def _watch_screen(args: list[str], width: int, height: int, until) -> list[str]:
+    session = _pane(["queues", "watch", "--interval", "0.5", "--count", "60", *args],
+                    width, height, "true")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            lines = subprocess.run(["tmux", "capture-pane", "-t", session, "-p"],
+                                   capture_output=True, text=True).stdout.splitlines()
+            if until(lines):
+                return lines
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def _head(lines: list[str], first: str) -> list[str]:
+    return next(x for x in lines if x.split()[:1] == [first]).split()
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_queues_watch_many_queues_all_said(long_names, width, height):
+    """33 queues (and the Redis note wrapping at 80): the rows the screen shows plus the
+    "... N more queues" line account for every queue, on the screen (defect 2)."""
+    lines = _watch_screen(["--sort", "name", "--broker", long_names["url"]], width, height,
+                          lambda ls: any("bulk-queue-number-1" in x for x in ls))
+    _fits(lines, width)
+    assert len(lines) <= height
+    shown = [x.split()[0] for x in lines if x.split()[:1] and x.split()[0] in BULK]
+    more = [x for x in lines if x.startswith("... ")]
+    if height == 24:
+        assert more, lines
+    total = len(shown) + (int(more[0].split()[1]) if more else 0)
+    assert total >= 32, lines  # every queue (celery may be gone: nobody published there)
+    for col in ("ready", "unacked", "consumers", "in", "out", "net", "drain"):
+        assert col in _head(lines, "queue"), lines
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_queues_watch_wide_never_cuts(long_names, width, height):
+    """--wide on the live screen: no name or header cut at the pane's edge (defect 1)."""
+    lines = _watch_screen(["--wide", "--sort", "name", "-Q", "bulk-*", "--broker",
+                           long_names["url"]], width, height,  # once rates are known
+                          lambda ls: any("bulk-queue-number-1 " in x and "/s" in x
+                                         for x in ls))
+    _fits(lines, width)
+    head = _head(lines, "queue")
+    for col in ("ready", "unacked", "consumers", "in", "out", "net", "drain"):
+        assert col in head, lines
+    for x in lines:
+        if x.split()[:1] and x.split()[0].startswith("bulk-"):
+            assert x.split()[0] in BULK, x  # whole
+            assert {"never", "empty"} & set(x.split()) or re.search(r"\d+[smhd]\b", x), x
+            assert "/s" in x
+
+
+def test_queues_watch_long_name_keeps_the_rates(long_names, tmp_path):
+    """`-Q 'pay*'` with a 57-character name at 80 columns: the name folds; in, out, net and
+    drain stay (defect 3)."""
+    lines = _watch_screen(["-Q", "pay*", "--broker", long_names["url"]], 80, 24,
+                          lambda ls: any(x.startswith(" payments") for x in ls))
+    _fits(lines, 80)
+    head = _head(lines, "queue")
+    for col in ("in", "out", "net", "drain"):
+        assert col in head, lines
+    assert _joined(lines, "payments", LONG_QUEUE), lines
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_connections_long_worker(long_names, tmp_path, width, height):
+    """`connections` with an 87-character worker name: the worker folds (at 80), address,
+    idle and worker stay (defect 3)."""
+    code, lines = in_tmux(["connections", "--broker", long_names["url"]], width, height,
+                          tmp_path)
+    assert code == 0, lines
+    _fits(lines, width)
+    head = _head(lines, "address")
+    assert "idle" in head and "worker" in head, lines
+    assert _joined(lines, "payments", LONG_WORKER), lines
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_connections_kill_dry_run_long_worker_stable(long_names, tmp_path, width, height):
+    """`connections kill --idle-over 0` (a dry run): the worker column stays, and the rows come
+    in the same order every run (defect 3, 4)."""
+    args = ["connections", "kill", "--idle-over", "0", "--broker", long_names["url"]]
+    runs = []
+    for _ in range(2):
+        code, lines = in_tmux(args, width, height, tmp_path)
+        assert code == 0, lines
+        _fits(lines, width)
+        assert "worker" in _head(lines, "address"), lines
+        runs.append([x.split()[0] for x in lines if re.match(r"^\s*127\.0\.0\.1:\d+\s", x)])
+    # celeryctl's own connection (and the other tests') differ between runs: the ones in both
+    # come in the same order
+    both = set(runs[0]) & set(runs[1])
+    assert len(both) >= 3
+    assert [a for a in runs[0] if a in both] == [a for a in runs[1] if a in both]
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_control_error_reply_is_shown(long_names, tmp_path, width, height):
+    """`control pool-grow 1 -d LONG` on a threads pool: the worker answers with an error; the
+    result column holding it is shown whatever the worker's name (defect 3)."""
+    code, lines = in_tmux(["control", "pool-grow", "1", "-d", LONG_WORKER, "--broker",
+                           long_names["url"]], width, height, tmp_path)
+    assert code == 2, lines
+    _fits(lines, width)
+    head = _head(lines, "worker")
+    assert "result" in head, lines
+    assert _joined(lines, "payments", LONG_WORKER), lines
+
+
+def test_lab_scenarios_wide(tmp_path):
+    code, lines = in_tmux(["lab", "scenarios", "--wide"], 80, 24, tmp_path)
+    assert code == 0, lines
