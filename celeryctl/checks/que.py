@@ -37,8 +37,8 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
         if q.ready is None or q.ready < limits.queue_warn:
             continue
         sev = Severity.CRITICAL if q.ready >= limits.queue_crit else Severity.WARNING
-        consumers = "consumers unknown" if q.consumers is None else f"{q.consumers} consumers"
-        yield Finding(sev, f"queue {q.name}", f"{q.ready} messages ready, {consumers}",
+        consumers = "consumers unknown" if q.consumers is None else count(q.consumers, 'consumer')
+        yield Finding(sev, f"queue {q.name}", f"{count(q.ready, 'message')} ready, {consumers}",
                       evidence={"ready": q.ready, "consumers": q.consumers,
                                 "buckets": q.buckets, "unacked": q.unacked,
                                 "queue_warn": limits.queue_warn, "queue_crit": limits.queue_crit},
@@ -81,7 +81,7 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
     for q in waiting:
         if q.consumers == 0:
             yield Finding(Severity.CRITICAL, f"queue {q.name}",
-                          f"{q.ready} messages waiting and no worker consumes {q.name!r}",
+                          f"{count(q.ready, 'message')} waiting and no worker consumes {q.name!r}",
                           evidence={"ready": q.ready, "consumers": 0,
                                     "consumers_source": q.consumers_source},
                           hint=f"Start a worker with -Q {q.name} or add a consumer.",
@@ -630,7 +630,7 @@ def purge_left_messages_set_aside(snap, limits: Limits) -> Iterator[Finding]:
                 else "at an unknown time")
         who = f"pid {a.get('pid')} on {a.get('host')}" if a.get("pid") else "an unknown process"
         yield Finding(Severity.WARNING, f"queue {a.get('purge_of') or '?'}",
-                      f"{q.ready if q.ready is not None else 'unknown'} messages set aside "
+                      f"{count(q.ready, 'message') if q.ready is not None else 'unknown messages'} set aside "
                       f"by a purge that never finished ({who}, {when})",
                       evidence={"token": a.get("token"), "queue": a.get("purge_of"),
                                 "messages": q.ready, "set_aside_seconds": age,

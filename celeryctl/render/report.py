@@ -54,12 +54,16 @@ def verdict(report) -> str:
     """One line: all clear, the worst findings, or what could not be seen and why. "All
     clear" only when the broker and the workers were observed."""
     c = report.counts()
-    tail = f"{len(report.ran)} checks ran, {len(report.skipped)} skipped"
+    from celeryctl.checks import count
+
+    tail = f"{count(len(report.ran), 'check')} ran, {len(report.skipped)} skipped"
     if report.partial:
         tail += f", {len(report.partial)} on partial data"
     worst = report.worst()
     if worst.label in ("critical", "warning"):
-        parts = [f"{c[k]} {k}" for k in ("critical", "warning", "info") if c.get(k)]
+        # "1 critical, 3 warnings, 2 info": warning is the one noun
+        parts = [count(c[k], k) if k == "warning" else f"{c[k]} {k}"
+                 for k in ("critical", "warning", "info") if c.get(k)]
         text = f"{worst.label.upper()}: " + ", ".join(parts) + f" — {tail}."
         if report.incomplete:
             text += " Incomplete: " + "; ".join(
@@ -76,7 +80,7 @@ def verdict(report) -> str:
     elif others or report.partial:
         text = f"All clear in what was observed: {tail}, nothing wrong."
     else:
-        return f"All clear: {len(report.ran)} checks ran, nothing wrong" + (
+        return f"All clear: {count(len(report.ran), 'check')} ran, nothing wrong" + (
             f" ({len(report.skipped)} skipped)" if report.skipped else "") + "."
     if others:
         text += " Not observed: " + "; ".join(
