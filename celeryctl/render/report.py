@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celeryctl.render.jsonout import dumps
-from celeryctl.render.text import md, md_code, safe
+from celeryctl.render.text import bind_units, md, md_code, safe
 from celeryctl.snapshot import SCHEMA
 
 STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
@@ -108,12 +108,13 @@ def hang(prefix, text):
 
 def render_report_table(out, report, sources) -> None:
     """Wrapped lines keep their indent: a finding's message continues under its name, an
-    evidence or fix line under its text (render via `hang`)."""
+    evidence or fix line under its text (render via `hang`). Numbers stay with their units
+    (`300 s` is never split at a line's end: render/text.bind_units)."""
     worst = report.worst().label
     style = STYLE.get(worst, "") if worst != "ok" or not report.incomplete else "bold magenta"
     from rich.text import Text
 
-    out.print(safe(verdict(report)), style=style or None, markup=False, highlight=False)
+    out.print(bind_units(safe(verdict(report))), style=style or None, markup=False, highlight=False)
     for sev in ("critical", "warning", "info"):
         group = [f for f in report.findings if f.severity.label == sev]
         if not group:
@@ -124,12 +125,12 @@ def render_report_table(out, report, sources) -> None:
             # the subject and the message name queues, workers, tasks: data, never markup
             out.print(hang(Text.assemble("  ", (f.code, STYLE[sev]), " "),
                            Text.assemble(f"{f.name}  ", (safe(f.subject), "bold"), ": ",
-                                         safe(f.message))))
+                                         bind_units(safe(f.message)))))
             if f.evidence:
                 ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
                 out.print(hang("      evidence: ", ev))
             if f.hint:
-                out.print(hang("      fix: ", f.hint))
+                out.print(hang("      fix: ", bind_units(safe(f.hint))))
             from celeryctl.invocation import as_typed  # celeryctl named as it was run
 
             for cmd in f.commands:
@@ -138,7 +139,7 @@ def render_report_table(out, report, sources) -> None:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)
         for s in report.partial:
-            out.print(hang(f"  {s.code} ", f"{s.name}: {s.reason}"))
+            out.print(hang(f"  {s.code} ", bind_units(safe(f"{s.name}: {s.reason}"))))
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
@@ -155,10 +156,11 @@ def render_report_table(out, report, sources) -> None:
         for reason, group in by_reason.items():
             if len(group) == 1:
                 s = group[0]
-                out.print(hang(f"  {s.code} ", f"{s.name}: {reason}"))
+                out.print(hang(f"  {s.code} ", bind_units(safe(f"{s.name}: {reason}"))))
             else:
                 out.print(hang(f"  {len(group)} checks ",
-                               f"({', '.join(s.code for s in group)}): {reason}"))
+                               bind_units(safe(f"({', '.join(s.code for s in group)}): "
+                                               f"{reason}"))))
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()
