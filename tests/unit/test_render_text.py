@@ -257,7 +257,7 @@ def test_doctor_never_splits_a_number_from_its_unit(monkeypatch):
         lines = out.splitlines()
         assert "5\u00a0s (timeout)" in out.replace("\n", " ") or any(
             x.rstrip().endswith("5\u00a0s") for x in lines), out
-        for a, b in zip(lines, lines[1:]):
+        for a, b in zip(lines, lines[1:], strict=False):
             assert not (a.rstrip().endswith(" 5") and b.lstrip().startswith("s ")), (a, b)
 
 
