@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
+from celeryctl.invocation import quote
 
 
 @check("BRK001", "redis-eviction-policy", broker="redis")
@@ -393,7 +393,6 @@ def redis_bookkeeping_garbage(snap, limits: Limits) -> Iterator[Finding]:
     and remove the bad entries (`HDEL unacked TAG`, `ZREM unacked_index TAG`), or the bad key
     once no worker is running against it; kombu recreates its keys as it works.
     """
-    from shlex import quote
 
     un = snap.get("redis_unacked") if snap.observed("redis_unacked") else None
     srv = snap.get("redis_server") if snap.observed("redis_server") else None

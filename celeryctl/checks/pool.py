@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
+from celeryctl.invocation import quote
 
 
 @check("POOL001", "redis-maxclients-headroom", needs=("redis_info",), broker="redis")

@@ -451,3 +451,19 @@ def test_counts_agree_with_their_nouns():
     assert one("BRK009", s) == "the only sentinel did not answer"
     one_aside = dataclasses.replace(_set_aside(), ready=1)
     assert one("QUE014", snap(queues=[one_aside])).startswith("1 message set aside by a purge")
+
+
+def test_que002_fix_names_a_live_worker_and_quotes_control_characters():
+    """Issue 13 follow-up, item 14: `-d` names a live worker (those consuming some queue),
+    the others are listed in the fix; a name with an ESC is written $'...' (pastes back)."""
+    esc = "esc\x1b[2Jq"
+    s = snap(nodes=[node("b@h"), node("a@h"), node("idle@h", queues=())],
+             queues=[QueueDepth(esc, "redis", ready=2, consumers=0)])
+    [f] = run_checks(s, Limits(), select_checks(["QUE002"], None)).findings
+    assert f.commands[0] == "celeryctl control add-consumer $'esc\\x1b[2Jq' -d a@h"
+    assert f.commands[1] == "celery -A proj worker -Q $'esc\\x1b[2Jq'"
+    assert "a@h, b@h" in f.hint and "idle@h" not in f.hint
+    s = snap(nodes=[node("w\x1b@h")], queues=[QueueDepth("q", "redis", ready=2, consumers=0)])
+    [f] = run_checks(s, Limits(), select_checks(["QUE002"], None)).findings
+    assert f.commands[0] == "celeryctl control add-consumer q -d $'w\\x1b@h'"
+    assert f.hint == "Start a worker with -Q q or add a consumer."
