@@ -85,7 +85,7 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
             if len(live) > 1:
                 shown = ", ".join(live[:5]) + (f" and {len(live) - 5} more" if len(live) > 5
                                               else "")
-                hint += f" to a live worker (-d once for each: {shown})"
+                hint += f" to one or more live workers (one -d each): {shown}"
             yield Finding(Severity.CRITICAL, f"queue {q.name}",
                           f"{count(q.ready, 'message')} waiting and no worker consumes {q.name!r}",
                           evidence={"ready": q.ready, "consumers": 0,
