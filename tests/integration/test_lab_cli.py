@@ -132,8 +132,14 @@ def test_scenario_doctor_line_works_when_pasted(tmp_path, scenario, code):
         # the fixes it suggests name celeryctl as it was run, too
         fixes = [ln.strip()[2:] for ln in r.stdout.splitlines() if ln.startswith("      $ ")]
         assert not [f for f in fixes if f.startswith("celeryctl ")], fixes
-        if code == "QUE002":
-            assert f"{VENV_CELERYCTL} control add-consumer reports -d WORKER" in fixes, fixes
+        if code == "QUE002":  # -d names a live worker, not a WORKER placeholder
+            host = os.uname()[1]
+            assert f"{VENV_CELERYCTL} control add-consumer reports -d w1@{host}" in fixes, fixes
+        if code == "SER002":  # producers send pickle: the fix never says to accept it
+            text = " ".join(r.stdout.split())
+            assert 'fix: Switch the producers to json (task_serializer = "json"); do not add ' \
+                   "pickle to accept_content" in text, r.stdout
+            assert "Add the producers' serializer" not in text, r.stdout
     finally:
         subprocess.run([str(VENV_CELERYCTL), "lab", "down"], env=env, capture_output=True,
                        timeout=60)
