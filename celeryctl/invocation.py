@@ -59,13 +59,38 @@ def prog() -> str:
 
 _READ = re.compile(r"\$\(cat ([^)]*)\)")
 
+# the characters render/text.safe shows as escapes (C0, DEL, C1, bidi controls, line and
+# paragraph separators): a word holding one is written in bash's $'...' quoting instead
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
+                      "\u2066-\u2069]")
+_C_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def quote(value: str) -> str:
+    """`value` as one shell word that pastes back to exactly `value`: shlex.quote, or, when it
+    holds a control character, bash's ANSI-C quoting (`$'esc\\x1b[2Jq'`, `$'a\\u202eb'`):
+    printed through safe(), a control character inside '...' would show as a `\\x1b` that
+    the shell passes on as four literal characters. (bash, zsh and ksh read $'...'.)"""
+    if not _CONTROL.search(value):
+        return shlex.quote(value)
+    out = []
+    for ch in value:
+        if ch in _C_NAMED:
+            out.append(_C_NAMED[ch])
+        elif _CONTROL.match(ch):  # \xHH is one byte: above 0x7f, \uHHHH (UTF-8) instead
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x80 else f"\\u{n:04x}")
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
+
 
 def shell_word(value: str) -> str:
-    """`value` as one shell word. `$(cat FILE)` in it (a password read when the command
-    runs, never printed) stays a command substitution, inside double quotes; everything
-    else is literal."""
+    """`value` as one shell word (`quote`). `$(cat FILE)` in it (a password read when the
+    command runs, never printed) stays a command substitution, inside double quotes;
+    everything else is literal."""
     if not _READ.search(value):
-        return shlex.quote(value)
+        return quote(value)
     out, pos = [], 0
     for m in _READ.finditer(value):
         out.append(re.sub(r'([\\"$`])', r"\\\1", value[pos:m.start()]))
@@ -78,7 +103,7 @@ def shell_word(value: str) -> str:
 def command(*args: str, prefix: list[str] | tuple[str, ...] = ()) -> str:
     """A celeryctl command line to print: `prefix` (e.g. `nsenter ...`) and this celeryctl,
     then `args`, each quoted (shell_word)."""
-    return " ".join([*(shlex.quote(p) for p in prefix), prog(), *(shell_word(a) for a in args)])
+    return " ".join([*(quote(p) for p in prefix), prog(), *(shell_word(a) for a in args)])
 
 
 def as_typed(cmd: str) -> str:

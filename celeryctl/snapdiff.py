@@ -56,12 +56,75 @@ def broker_identity(snap) -> tuple[tuple, str] | None:
     return (kind, tuple(sorted(hosts)), where), text
 
 
+def server_identity(snap) -> tuple[str, str, tuple[str, ...]] | None:
+    """(basis, id, node names) of the server a snapshot was taken of, from what it read of the
+    server itself, or None when it did not record one: Redis `INFO` run_id (a new one at every
+    start), RabbitMQ's cluster name from the management API overview, with the node names."""
+    kind = (getattr(snap, "target", None) or {}).get("broker_kind") or snap.broker_kind
+    if kind == "amqp":
+        rs = snap.get("rabbit_server") if snap.observed("rabbit_server") else None
+        name = getattr(rs, "cluster_name", None)
+        if not isinstance(name, str) or not name:
+            return None
+        nodes = tuple(sorted(str(n["name"]) for n in (rs.nodes or ())
+                             if isinstance(n, dict) and n.get("name")))
+        return "RabbitMQ cluster name", name, nodes
+    rs = snap.get("redis_server") if snap.observed("redis_server") else None
+    run_id = (getattr(rs, "info", None) or {}).get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        return None
+    return "Redis run_id", run_id, ()
+
+
+def _short(basis: str, ident: str) -> str:
+    return ident[:12] if basis == "Redis run_id" else ident
+
+
 def same_broker(a, b) -> dict[str, Any]:
     """Whether two snapshots come from the same broker: {"same": True/False/None (unknown),
-    "before": shown, "after": shown}."""
+    "before": shown, "after": shown, "by": what told, "why": said with a warning or a note}.
+
+    By the server's own identity when both snapshots recorded it (`by` "Redis run_id" /
+    "RabbitMQ cluster name"): one Redis reached as `localhost` and as `127.0.0.1` is one
+    broker; a fresh Redis on the same port (a new run_id) is another. The Redis db or the
+    RabbitMQ vhost still counts. By the URL (`by` "url") only when the identity is unknown
+    (an older snapshot, INFO or the management API not read)."""
     ia, ib = broker_identity(a), broker_identity(b)
-    return {"same": None if ia is None or ib is None else ia[0] == ib[0],
-            "before": ia[1] if ia else None, "after": ib[1] if ib else None}
+    out: dict[str, Any] = {"same": None, "before": ia[1] if ia else None,
+                           "after": ib[1] if ib else None, "by": None, "why": None}
+    sa, sb = server_identity(a), server_identity(b)
+    if sa and sb and sa[0] == sb[0]:
+        basis = sa[0]
+        out["by"] = basis
+        out["servers"] = [sa[1], sb[1]]
+        if sa[1] != sb[1] or (sa[2] and sb[2] and not set(sa[2]) & set(sb[2])):
+            out["same"] = False
+            if sa[1] == sb[1]:
+                out["why"] = (f"{basis} {sa[1]} on both, but no node in common: "
+                              f"{', '.join(sa[2])} vs {', '.join(sb[2])}")
+            else:
+                out["why"] = (f"{basis} {_short(basis, sa[1])} vs {_short(basis, sb[1])}: "
+                              + ("restarted (its data possibly lost) or another server"
+                                 if basis == "Redis run_id" else "another cluster"))
+            return out
+        where_a, where_b = (ia[0][2] if ia else None), (ib[0][2] if ib else None)
+        word = "vhost" if basis.startswith("RabbitMQ") else "db"
+        if where_a is not None and where_b is not None and where_a != where_b:
+            out["same"] = False
+            out["why"] = (f"the same server, {basis} {_short(basis, sa[1])}, but "
+                          f"{word} {where_a} vs {word} {where_b}")
+            return out
+        out["same"] = True
+        if out["before"] != out["after"]:
+            out["why"] = (f"one server ({basis} {_short(basis, sa[1])}) reached by different "
+                          f"URLs")
+        return out
+    if ia is not None and ib is not None:
+        out["same"], out["by"] = ia[0] == ib[0], "url"
+        if not out["same"]:
+            out["why"] = ("told by the URLs only: the snapshots do not both record the "
+                          "server's identity, Redis run_id or RabbitMQ cluster name")
+    return out
 
 
 LONG_TASK_AFTER = 1800.0  # seconds of runtime from which a task is "long-running"

@@ -306,7 +306,7 @@ def resolve(flags: Flags, env: dict[str, str] | None = None) -> Target:
     except (TypeError, ValueError):
         raise UsageError(f"timeout must be a number of seconds, got {timeout!r}") from None
     if not 0 < timeout <= 600:
-        raise UsageError(f"timeout must be between 0 and 600 seconds, got {timeout}")
+        raise UsageError(f"timeout must be more than 0 and at most 600 seconds, got {timeout:g}")
 
     transport_options: dict[str, Any] = {}
     if isinstance(app_settings.get("broker_transport_options"), dict):

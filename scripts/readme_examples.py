@@ -111,7 +111,10 @@ def run(commands: list[str], env: dict[str, str], timeout: float = 300) -> list[
 
 
 def body(steps: list[Step]) -> str:
-    return "".join(f"$ {s.command}\n" + (s.output + "\n" if s.output else "") for s in steps)
+    """The block as README shows it: plain spaces (a terminal's no-break spaces, which keep a
+    number with its unit, render/text.bind_units, are a terminal matter)."""
+    text = "".join(f"$ {s.command}\n" + (s.output + "\n" if s.output else "") for s in steps)
+    return text.replace("\u00a0", " ")
 
 
 def normalise(text: str, host: str | None = None) -> list[str]:

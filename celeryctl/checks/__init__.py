@@ -9,8 +9,8 @@ The registry stamps code and name on every finding, so an id is written once. A 
 `needs` were not observed is reported as *skipped* with the reason — "no findings" never
 means "didn't look". A check that does not apply to this deployment (a Redis-only check on
 RabbitMQ) is reported as not applicable. Codes are a family prefix plus three digits; retired
-codes stay documented and are never reused. This package imports only the snapshot model and
-the standard library.
+codes stay documented and are never reused. This package imports only the snapshot model, the
+standard library and celeryctl.invocation.quote (fix commands pasted as printed).
 """
 
 from __future__ import annotations

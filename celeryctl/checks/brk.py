@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
+from celeryctl.invocation import quote
 
 
 @check("BRK001", "redis-eviction-policy", broker="redis")
@@ -45,7 +45,7 @@ def redis_eviction_policy(snap, limits: Limits) -> Iterator[Finding]:
 def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    `used_memory` at or above 80 % of `maxmemory` (when a limit is set).
+    `used_memory` at or above 80% of `maxmemory` (when a limit is set).
 
     ## Why it matters
     Under `noeviction`, writes start failing with "OOM command not allowed": publishes fail
@@ -60,7 +60,7 @@ def redis_memory_near_limit(snap, limits: Limits) -> Iterator[Finding]:
         ratio = used / cap
         if ratio >= limits.memory_warn_ratio:
             yield Finding(Severity.CRITICAL if ratio >= 0.95 else Severity.WARNING,
-                          "redis memory", f"{ratio:.0%} of maxmemory used: at 100 % writes "
+                          "redis memory", f"{ratio:.0%} of maxmemory used: at 100% writes "
                           "fail (noeviction) or keys are evicted",
                           evidence={"used_memory": used, "maxmemory": cap},
                           hint="Drain the backlog or raise maxmemory.")
@@ -171,7 +171,7 @@ def redis_persistence_off(snap, limits: Limits) -> Iterator[Finding]:
         raise Skip(f"AOF is off and CONFIG GET save is not readable "
                    f"({snap.why_not('redis_config')}): whether RDB snapshots are scheduled "
                    f"cannot be told yet — no snapshot in the {age or 0:.0f} s since the last "
-                   f"one, {changes} changes unsaved")
+                   f"one, {count(changes, 'change')} unsaved")
     yield Finding(Severity.INFO, "redis persistence",
                   f"AOF is off and no RDB snapshot in {age / 3600:.1f} h with {changes} "
                   "changes unsaved (from INFO persistence; CONFIG not readable): a restart "
@@ -200,7 +200,7 @@ def redis_evicted_keys(snap, limits: Limits) -> Iterator[Finding]:
     n = snap.get("redis_info").get("evicted_keys")
     if isinstance(n, int) and n > 0:
         yield Finding(Severity.WARNING, "redis evictions",
-                      f"{n} keys evicted since Redis started: queued tasks may have been lost",
+                      f"{count(n, 'key')} evicted since Redis started: queued tasks may have been lost",
                       evidence={"evicted_keys": n}, hint="Use noeviction on a broker.")
 
 
@@ -339,6 +339,7 @@ def sentinel_quorum_at_risk(snap, limits: Limits) -> Iterator[Finding]:
     answered = [v for v in sentinels if v.get("ok")]
     if not answered:
         yield Finding(Severity.CRITICAL, f"sentinel master {name}",
+                      "the only sentinel did not answer" if len(sentinels) == 1 else
                       f"none of the {len(sentinels)} sentinels answered",
                       evidence={"errors": {v["address"]: v.get("error") for v in sentinels}},
                       hint="Without a sentinel, the master cannot be found or replaced.")
@@ -392,7 +393,6 @@ def redis_bookkeeping_garbage(snap, limits: Limits) -> Iterator[Finding]:
     and remove the bad entries (`HDEL unacked TAG`, `ZREM unacked_index TAG`), or the bad key
     once no worker is running against it; kombu recreates its keys as it works.
     """
-    from shlex import quote
 
     un = snap.get("redis_unacked") if snap.observed("redis_unacked") else None
     srv = snap.get("redis_server") if snap.observed("redis_server") else None

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, rabbit
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit
+from celeryctl.invocation import quote
 
 
 @check("POOL001", "redis-maxclients-headroom", needs=("redis_info",), broker="redis")
 def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    `connected_clients` at 80 % (warning) or 95 % (critical) of `maxclients`, and any
+    `connected_clients` at 80% (warning) or 95% (critical) of `maxclients`, and any
     `rejected_connections`.
 
     ## Why it matters
@@ -41,7 +41,7 @@ def redis_maxclients_headroom(snap, limits: Limits) -> Iterator[Finding]:
     rejected = info.get("rejected_connections")
     if isinstance(rejected, int) and rejected > 0:
         yield Finding(Severity.WARNING, "redis clients",
-                      f"{rejected} connections rejected since Redis started: maxclients was "
+                      f"{count(rejected, 'connection')} rejected since Redis started: maxclients was "
                       "reached",
                       evidence={"rejected_connections": rejected},
                       hint="Find the connection holders; raise maxclients if needed.",
@@ -80,7 +80,7 @@ def broker_pool_limit_below_concurrency(snap, limits: Limits) -> Iterator[Findin
 def rabbitmq_resource_headroom(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    RabbitMQ nodes using 80 % or more of their file descriptors, sockets or Erlang processes.
+    RabbitMQ nodes using 80% or more of their file descriptors, sockets or Erlang processes.
 
     ## Why it matters
     Past the limit the node refuses new connections: workers cannot reconnect after a blip,
@@ -136,7 +136,7 @@ def rabbitmq_vhost_limits(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     A RabbitMQ virtual host whose `max-connections` or `max-queues` limit
-    (`rabbitmqctl set_vhost_limits`) is 80 % used or more.
+    (`rabbitmqctl set_vhost_limits`) is 80% used or more.
 
     ## Why it matters
     At the limit new connections are refused (workers cannot reconnect, producers cannot
@@ -182,7 +182,7 @@ def rabbitmq_user_limits(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
     A RabbitMQ user whose `max-connections` or `max-channels` limit (`rabbitmqctl
-    set_user_limits`) is 80 % used or more, counting the connections (and their channels)
+    set_user_limits`) is 80% used or more, counting the connections (and their channels)
     of that user in this virtual host — a lower bound when the user also connects to others.
 
     ## Why it matters

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
+from celeryctl.invocation import quote
 
 
 def _task_queues(snap):
@@ -37,8 +37,8 @@ def queue_backlog(snap, limits: Limits) -> Iterator[Finding]:
         if q.ready is None or q.ready < limits.queue_warn:
             continue
         sev = Severity.CRITICAL if q.ready >= limits.queue_crit else Severity.WARNING
-        consumers = "consumers unknown" if q.consumers is None else f"{q.consumers} consumers"
-        yield Finding(sev, f"queue {q.name}", f"{q.ready} messages ready, {consumers}",
+        consumers = "consumers unknown" if q.consumers is None else count(q.consumers, 'consumer')
+        yield Finding(sev, f"queue {q.name}", f"{count(q.ready, 'message')} ready, {consumers}",
                       evidence={"ready": q.ready, "consumers": q.consumers,
                                 "buckets": q.buckets, "unacked": q.unacked,
                                 "queue_warn": limits.queue_warn, "queue_crit": limits.queue_crit},
@@ -78,15 +78,31 @@ def queue_without_consumers(snap, limits: Limits) -> Iterator[Finding]:
         raise Skip(f"consumers of {', '.join(unknown[:5])} unknown: on Redis only the "
                    f"workers' active_queues say who consumes a queue, and the workers were "
                    f"not observed ({state}; see SOURCES)")
+    live = _consuming_workers(snap)
     for q in waiting:
         if q.consumers == 0:
+            hint = f"Start a worker with -Q {q.name} or add a consumer"
+            if len(live) > 1:
+                shown = ", ".join(live[:5]) + (f" and {len(live) - 5} more" if len(live) > 5
+                                              else "")
+                hint += f" to one or more live workers (one -d each): {shown}"
             yield Finding(Severity.CRITICAL, f"queue {q.name}",
-                          f"{q.ready} messages waiting and no worker consumes {q.name!r}",
+                          f"{count(q.ready, 'message')} waiting and no worker consumes {q.name!r}",
                           evidence={"ready": q.ready, "consumers": 0,
                                     "consumers_source": q.consumers_source},
-                          hint=f"Start a worker with -Q {q.name} or add a consumer.",
-                          commands=[f"celeryctl control add-consumer {quote(q.name)} -d WORKER",
+                          hint=hint + ".",
+                          commands=[f"celeryctl control add-consumer {quote(q.name)} -d "
+                                    + (quote(live[0]) if live else "WORKER"),
                                     f"celery -A proj worker -Q {quote(q.name)}"])
+
+
+def _consuming_workers(snap) -> list[str]:
+    """The live workers a queue could be added to: those consuming some other queue, else
+    every worker that replied (sorted names; empty when the workers were not observed)."""
+    view = snap.workers
+    nodes = view.nodes if view else ()
+    consuming = {n.name for n in nodes if n.replies.get("active_queues")}
+    return sorted(consuming or {n.name for n in nodes})
 
 
 @check("QUE003", "unacked-past-visibility-timeout", needs=("redis_unacked",), broker="redis")
@@ -583,7 +599,6 @@ def queue_key_wrong_type(snap, limits: Limits) -> Iterator[Finding]:
     (`redis-cli TYPE`, `HGETALL`/`GET`), then rename it out of the way (`RENAME`) or delete it
     once its content is known not to matter; kombu recreates the list on the next publish.
     """
-    import shlex
 
     prefix = (snap.get("redis_server").keyprefix if snap.observed("redis_server") else "") or ""
     for q in snap.queues:
@@ -595,8 +610,8 @@ def queue_key_wrong_type(snap, limits: Limits) -> Iterator[Finding]:
             f"depth is unknown",
             evidence={"type": q.type, "error": q.error, "internal": q.internal},
             hint="Read the key, then rename or delete it: kombu recreates the list.",
-            commands=[f"redis-cli --scan --pattern {shlex.quote(prefix + q.name + '*')}",
-                      f"redis-cli TYPE {shlex.quote(prefix + q.name)}"])
+            commands=[f"redis-cli --scan --pattern {quote(prefix + q.name + '*')}",
+                      f"redis-cli TYPE {quote(prefix + q.name)}"])
 
 
 @check("QUE014", "purge-left-messages-set-aside", needs=("queues",), broker="redis")
@@ -630,7 +645,7 @@ def purge_left_messages_set_aside(snap, limits: Limits) -> Iterator[Finding]:
                 else "at an unknown time")
         who = f"pid {a.get('pid')} on {a.get('host')}" if a.get("pid") else "an unknown process"
         yield Finding(Severity.WARNING, f"queue {a.get('purge_of') or '?'}",
-                      f"{q.ready if q.ready is not None else 'unknown'} messages set aside "
+                      f"{count(q.ready, 'message') if q.ready is not None else 'unknown messages'} set aside "
                       f"by a purge that never finished ({who}, {when})",
                       evidence={"token": a.get("token"), "queue": a.get("purge_of"),
                                 "messages": q.ready, "set_aside_seconds": age,

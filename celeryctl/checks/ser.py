@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.invocation import quote
 
 ALIASES = {"json": "application/json", "pickle": "application/x-python-serialize",
            "yaml": "application/x-yaml", "msgpack": "application/x-msgpack",
@@ -56,7 +56,9 @@ def producer_serializer_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
 
     ## How to fix
     Make producers and workers agree: the same `task_serializer`, listed in every worker's
-    `accept_content`.
+    `accept_content`. When the producers send pickle, switch them to json
+    (`task_serializer = "json"`) rather than adding pickle to `accept_content`: a worker that
+    accepts pickle runs code for anyone who can publish to the broker (SER001).
     """
     app = snap.app_settings
     ser = app.get("task_serializer") or "json"
@@ -69,8 +71,14 @@ def producer_serializer_not_accepted(snap, limits: Limits) -> Iterator[Finding]:
                           f"{', '.join(sorted(accepted))}: it discards those tasks unrun",
                           evidence={"task_serializer": ser,
                                     "accept_content": c.get("accept_content")},
-                          hint="Add the producers' serializer to accept_content, or change "
-                               "task_serializer.")
+                          hint=_ser002_hint(mime))
+
+
+def _ser002_hint(mime: str) -> str:
+    if mime == ALIASES["pickle"]:  # never "add pickle to accept_content": that is SER001
+        return ('Switch the producers to json (task_serializer = "json"); do not add pickle '
+                "to accept_content: unpickling runs code for anyone who can publish (SER001).")
+    return "Add the producers' serializer to accept_content, or change task_serializer."
 
 
 @check("SER003", "workers-disagree-on-accept-content", needs=("workers",))

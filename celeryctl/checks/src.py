@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 
 from celeryctl.checks import Finding, Limits, Severity, check
+from celeryctl.invocation import quote
 
 
 def _source(snap, name):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from shlex import quote
 from typing import Any
 
 from celeryctl.checks import Finding, Limits, Severity, check, count, verb
+from celeryctl.invocation import quote
 from celeryctl.tasks import registered_name
 
 # Settings whose difference between workers of one cluster is worth a look.

@@ -40,7 +40,8 @@ def register(app: typer.Typer) -> None:
 
 def control(
     ctx: typer.Context,
-    command: str = typer.Argument(..., metavar="COMMAND"),
+    command: str = typer.Argument(..., metavar="COMMAND",
+                                 autocompletion=o.complete_control_command),
     words: list[str] = typer.Argument(None, metavar="[ARGS]..."),
     destination: list[str] = typer.Option(None, "--destination", "-d", metavar="NODE",
                                           help="A worker node name (repeatable). Without it "

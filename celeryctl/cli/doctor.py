@@ -198,7 +198,10 @@ def checks_cmd(fmt: o.Format = "table", wide: o.Wide = False) -> None:
             Col("family", 3, kind="wrap", min_width=15, drop_before_cut=True),
             Col("what it finds", 1, kind="wrap", min_width=24, max_lines=2)]
     out = make_console()
-    print_table(out, cols, [[c.code, c.name, FAMILIES[c.family], c.summary] for c in cat],
+    from celeryctl.render.text import bind_units  # "80 %" never split (JSON keeps spaces)
+
+    print_table(out, cols, [[c.code, c.name, FAMILIES[c.family], bind_units(c.summary)]
+                            for c in cat],
                 wide=wide)
     if not wide:
         out.print("celeryctl explain CODE: one check whole", style="dim", highlight=False)

@@ -51,21 +51,26 @@ def _dir_args(d: str | None) -> list[str]:
     return ["--dir", str(_dir(d).resolve())] if d else []
 
 
-def _print_state(st, d: str | None = None) -> None:
+def _print_state(st, d: str | None = None, dead: frozenset[int] = frozenset()) -> None:
+    """The lab's servers, workers and accounts, and commands to try. `dead`: the pids found
+    dead (`lab status`): marked DEAD, and no "try:" lines (they would not work)."""
     import shlex
 
     from celeryctl.invocation import command, shell_word
 
+    def pid(p: dict) -> str:
+        return f"pid {p['pid']}" + (", DEAD" if p["pid"] in dead else "")
+
     typer.echo(f"lab directory: {st.dir}")
     if st.redis:
-        typer.echo(f"redis:    {st.redis['info']['url']}   (pid {st.redis['pid']})")
+        typer.echo(f"redis:    {st.redis['info']['url']}   ({pid(st.redis)})")
     if st.rabbitmq:
         i = st.rabbitmq["info"]
         typer.echo(f"rabbitmq: {i['url']}   management API {i['api']}   node {i['node']} "
-                   f"(pid {st.rabbitmq['pid']}; user guest)")
+                   f"({pid(st.rabbitmq)}; user guest)")
         for p in st.rabbitmq_peers:
             typer.echo(f"          cluster peer {p['info']['node']}: {p['info']['url']}   "
-                       f"management API {p['info']['api']}   (pid {p['pid']})")
+                       f"management API {p['info']['api']}   ({pid(p)})")
     for broker, accts in sorted((st.accounts or {}).items()):
         for tier in accts:
             url = shell_word(st.account_url(broker, tier, shell=True))
@@ -74,6 +79,7 @@ def _print_state(st, d: str | None = None) -> None:
             typer.echo(f"account:  {tier:8s} --broker {url}{extra}")
     names = ", ".join(w["name"] + (f" (Celery {w['info']['celery_version']})"
                                    if (w.get("info") or {}).get("celery_version") else "")
+                      + (" (DEAD)" if w["pid"] in dead else "")
                       for w in st.workers) or "none"
     typer.echo(f"workers:  {names} on {st.broker}")
     if st.tls:
@@ -91,6 +97,8 @@ def _print_state(st, d: str | None = None) -> None:
         env = [f"{k}={v}" for k, v in st.api_tls_env().items()
                if k != "CELERYCTL_RABBITMQ_API_CA"]
         prefix = ["env", *env, *prefix] if env else prefix
+    if dead:  # the commands below would fail or mislead: `lab status` said what to do
+        return
     typer.echo(f"try:      {command('workers', *flags, prefix=prefix)}")
     typer.echo(f"          {command('queues', *flags, prefix=prefix)}")
     env_cmd = command("lab", "env", *_dir_args(d))
@@ -208,7 +216,7 @@ def down(d: str | None = DirOpt) -> None:
 def status(d: str | None = DirOpt) -> None:
     """What the lab is running.
 
-    Exit 0 all up, 1 some process died, 3 no lab in the lab directory (the message says
+    Exit 0 all up, 1 some process died (said first, with what to do), 3 no lab in the lab directory (the message says
     where it looked)."""
     from celeryctl.lab import lab
 
@@ -216,11 +224,28 @@ def status(d: str | None = DirOpt) -> None:
     if st is None:
         _no_lab(d)
         raise typer.Exit(3)
-    _print_state(st, d)
     dead = [p for p in st.procs() if not p.alive()]
+    if not dead:
+        _print_state(st, d)
+        raise typer.Exit(0)
+    from celeryctl.checks import count, verb
+    from celeryctl.invocation import command
+
+    # said first: the lab is broken, what died, and what to do (issue 13 follow-up, 15c)
+    typer.echo(f"LAB BROKEN: {count(len(dead), 'process', 'processes')} "
+               f"{verb(len(dead), 'is', 'are')} dead — "
+               + ", ".join(f"{lab.label(p)} (pid {p.pid})" for p in dead))
     for p in dead:
-        typer.echo(f"DEAD: {lab.label(p)} (pid {p.pid}); log {p.log}")
-    raise typer.Exit(1 if dead else 0)
+        typer.echo(f"  {lab.label(p)}: log {p.log}")
+    up = ["lab", "up", *(["--scenario", st.scenario] if st.scenario else
+                         ["--broker", st.broker] if st.broker != "redis" else []),
+          *_dir_args(d)]
+    typer.echo(f"fix:      {command('lab', 'down', *_dir_args(d))}")
+    typer.echo(f"          then {command(*up)}   (with the options it was started with)")
+    typer.echo("")
+    typer.echo("what it was running:")
+    _print_state(st, d, dead=frozenset(p.pid for p in dead))
+    raise typer.Exit(1)
 
 
 @lab_app.command("env")

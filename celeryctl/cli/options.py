@@ -90,6 +90,16 @@ def complete_scenario(incomplete: str) -> list[tuple[str, str]]:
             for n, s in sorted(SCENARIOS.items()) if n.startswith(incomplete)]
 
 
+def complete_control_command(incomplete: str) -> list[tuple[str, str]]:
+    """`control COMMAND`: the command words, with their arguments."""
+    try:
+        from celeryctl.actions.control import COMMANDS, SIGNATURES
+    except Exception:  # noqa: BLE001 - see complete_profile
+        return []
+    return [(n, SIGNATURES.get(n) or "no arguments") for n in COMMANDS
+            if n.startswith(incomplete.lower())]
+
+
 def complete_choices(*choices: str):
     """Completion for an option that takes one of a few words (--format table|json)."""
     def complete(incomplete: str) -> list[str]:

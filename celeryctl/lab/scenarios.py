@@ -585,7 +585,7 @@ while True:
 
 def _socket_headroom(ctx: ScenarioContext) -> None:
     """The node runs under `ulimit -n 128`, which leaves it 25 sockets; a client holds
-    connections until 85 % of them are in use."""
+    connections until 85% of them are in use."""
     import sys
 
     from celeryctl.urls import parse_endpoint
@@ -603,7 +603,7 @@ def _socket_headroom(ctx: ScenarioContext) -> None:
     ctx.spawn("connection-holder", [sys.executable, "-c",
                                     _HOLD_CONNECTIONS.format(host=ep.host, port=ep.port),
                                     str(need)])
-    _wait_until(lambda: sockets()[0] >= total * 0.8, "80 % of the sockets in use")
+    _wait_until(lambda: sockets()[0] >= total * 0.8, "80% of the sockets in use")
 
 
 PRODUCER_APP = """\
@@ -985,7 +985,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  "confirm_publish": True})),
     Scenario("confirms-off", "RabbitMQ producers without publisher confirms.", ("CFG006",),
              broker="rabbitmq", prepare=_dlx_policy, app=producer_app()),
-    Scenario("memory-near-limit", "Redis at 85 % of maxmemory (noeviction: publishes will "
+    Scenario("memory-near-limit", "Redis at 85% of maxmemory (noeviction: publishes will "
              "start failing).", ("BRK002",), prepare=_memory_near_limit),
     Scenario("evictions-happened", "Redis already evicted keys under memory pressure.",
              ("BRK005",), prepare=_evictions_happened),
@@ -1039,7 +1039,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("WRK008",), broker="rabbitmq", workers=version_workers(LAB_CELERY_VERSIONS),
              prepare=_mixed_rabbitmq),
     Scenario("rabbitmq-socket-headroom", "A RabbitMQ node under `ulimit -n 128` (25 "
-             "sockets) with 85 % of its sockets in use: the next reconnects are refused.",
+             "sockets) with 85% of its sockets in use: the next reconnects are refused.",
              ("POOL003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),
              rabbitmq_fd_limit=128, prepare=_socket_headroom),
 )}

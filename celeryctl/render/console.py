@@ -16,7 +16,9 @@ import sys
 def make_console(stderr: bool = False, *, file=None):
     from rich.console import Console
 
-    from celeryctl.render.text import safe_lines
+    from celeryctl.render.text import keep_nbsp_whole, safe_lines
+
+    keep_nbsp_whole()  # "300\u00a0s" (render/text.bind_units) never split across lines
 
     class SafeConsole(Console):
         def render_str(self, text, **kw):  # every str printed or in a table cell

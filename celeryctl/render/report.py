@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celeryctl.render.jsonout import dumps
-from celeryctl.render.text import md, md_code, safe
+from celeryctl.render.text import bind_units, md, md_code, safe
 from celeryctl.snapshot import SCHEMA
 
 STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
@@ -54,12 +54,16 @@ def verdict(report) -> str:
     """One line: all clear, the worst findings, or what could not be seen and why. "All
     clear" only when the broker and the workers were observed."""
     c = report.counts()
-    tail = f"{len(report.ran)} checks ran, {len(report.skipped)} skipped"
+    from celeryctl.checks import count
+
+    tail = f"{count(len(report.ran), 'check')} ran, {len(report.skipped)} skipped"
     if report.partial:
         tail += f", {len(report.partial)} on partial data"
     worst = report.worst()
     if worst.label in ("critical", "warning"):
-        parts = [f"{c[k]} {k}" for k in ("critical", "warning", "info") if c.get(k)]
+        # "1 critical, 3 warnings, 2 info": warning is the one noun
+        parts = [count(c[k], k) if k == "warning" else f"{c[k]} {k}"
+                 for k in ("critical", "warning", "info") if c.get(k)]
         text = f"{worst.label.upper()}: " + ", ".join(parts) + f" — {tail}."
         if report.incomplete:
             text += " Incomplete: " + "; ".join(
@@ -76,7 +80,7 @@ def verdict(report) -> str:
     elif others or report.partial:
         text = f"All clear in what was observed: {tail}, nothing wrong."
     else:
-        return f"All clear: {len(report.ran)} checks ran, nothing wrong" + (
+        return f"All clear: {count(len(report.ran), 'check')} ran, nothing wrong" + (
             f" ({len(report.skipped)} skipped)" if report.skipped else "") + "."
     if others:
         text += " Not observed: " + "; ".join(
@@ -104,12 +108,13 @@ def hang(prefix, text):
 
 def render_report_table(out, report, sources) -> None:
     """Wrapped lines keep their indent: a finding's message continues under its name, an
-    evidence or fix line under its text (render via `hang`)."""
+    evidence or fix line under its text (render via `hang`). Numbers stay with their units
+    (`300 s` is never split at a line's end: render/text.bind_units)."""
     worst = report.worst().label
     style = STYLE.get(worst, "") if worst != "ok" or not report.incomplete else "bold magenta"
     from rich.text import Text
 
-    out.print(safe(verdict(report)), style=style or None, markup=False, highlight=False)
+    out.print(bind_units(safe(verdict(report))), style=style or None, markup=False, highlight=False)
     for sev in ("critical", "warning", "info"):
         group = [f for f in report.findings if f.severity.label == sev]
         if not group:
@@ -120,12 +125,12 @@ def render_report_table(out, report, sources) -> None:
             # the subject and the message name queues, workers, tasks: data, never markup
             out.print(hang(Text.assemble("  ", (f.code, STYLE[sev]), " "),
                            Text.assemble(f"{f.name}  ", (safe(f.subject), "bold"), ": ",
-                                         safe(f.message))))
+                                         bind_units(safe(f.message)))))
             if f.evidence:
                 ev = ", ".join(f"{k}={_short(v)}" for k, v in f.evidence.items())
                 out.print(hang("      evidence: ", ev))
             if f.hint:
-                out.print(hang("      fix: ", f.hint))
+                out.print(hang("      fix: ", bind_units(safe(f.hint))))
             from celeryctl.invocation import as_typed  # celeryctl named as it was run
 
             for cmd in f.commands:
@@ -134,7 +139,7 @@ def render_report_table(out, report, sources) -> None:
         out.print()
         out.print("[dim]PARTIAL (ran on data observed in part)[/]", markup=True)
         for s in report.partial:
-            out.print(hang(f"  {s.code} ", f"{s.name}: {s.reason}"))
+            out.print(hang(f"  {s.code} ", bind_units(safe(f"{s.name}: {s.reason}"))))
     if report.skipped:
         out.print()
         out.print("[dim]SKIPPED (inputs not observed)[/]", markup=True)
@@ -151,10 +156,11 @@ def render_report_table(out, report, sources) -> None:
         for reason, group in by_reason.items():
             if len(group) == 1:
                 s = group[0]
-                out.print(hang(f"  {s.code} ", f"{s.name}: {reason}"))
+                out.print(hang(f"  {s.code} ", bind_units(safe(f"{s.name}: {reason}"))))
             else:
                 out.print(hang(f"  {len(group)} checks ",
-                               f"({', '.join(s.code for s in group)}): {reason}"))
+                               bind_units(safe(f"({', '.join(s.code for s in group)}): "
+                                               f"{reason}"))))
     for s in sources:  # topology worth seeing on every run: Sentinel's view of the master
         if s.name == "sentinel" and s.ok and s.detail:
             out.print()

@@ -12,9 +12,13 @@ from celeryctl.render.text import safe
 def render_diff(out, d: dict[str, Any], *, wide: bool = False) -> None:
     b = d.get("brokers") or {}
     if b.get("same") is False:
+        why = f" ({b['why']})" if b.get("why") else ""
         out.print(safe(f"warning: the snapshots come from different brokers: A {b['before']}, "
-                       f"B {b['after']}; the diff below compares two deployments, not one "
-                       f"over time"), highlight=False)
+                       f"B {b['after']}{why}; the diff below compares two deployments, not "
+                       f"one over time"), highlight=False)
+    elif b.get("same") and b.get("why"):  # one server under two URLs: said, not warned
+        out.print(safe(f"note: A {b['before']} and B {b['after']}: {b['why']}"),
+                  highlight=False)
     out.print(f"{d['seconds_between']} s between the snapshots", highlight=False)
     if d["queues"]:
         cols = [Col("queue", kind="name"), Col("change", 2), num("ready before"),

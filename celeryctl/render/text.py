@@ -49,6 +49,38 @@ def safe_lines(s: Any) -> str:
     return _CONTROL_BUT_NEWLINE.sub(_escape_char, s)
 
 
+# a number and its unit, e.g. "300 s", "1.5 MiB", "80 %": joined by a no-break space in text
+# for a terminal, so that wrapping never leaves "300" at a line's end and "s" on the next
+_UNITS = ("ms", "s", "min", "h", "d", "%", "B", "KiB", "MiB", "GiB", "TiB", "kB", "KB", "MB",
+          "GB", "TB", "second", "seconds", "minute", "minutes", "hour", "hours", "day", "days",
+          "byte", "bytes")
+_UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
+_NUMBER_UNIT = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)*) (?=(?:" + _UNIT_ALT + r")(?!\w))")
+NBSP = "\u00a0"
+
+
+def bind_units(s: str) -> str:
+    """`s` with each number joined to its unit by a no-break space ("300\\u00a0s"). For the
+    terminal renderers only: JSON, markdown and the docs keep plain spaces. Rich wraps at a
+    no-break space unless told not to: render/console.make_console does (keep_nbsp_whole)."""
+    return _NUMBER_UNIT.sub(r"\1" + NBSP, s)
+
+
+def keep_nbsp_whole() -> None:
+    """Make rich's word wrapping treat U+00A0 as part of a word (rich splits words at `\\s`,
+    which matches it). Idempotent; a rich without this internal is left as it is (the unit
+    tests say so: test_render_text)."""
+    try:
+        from rich import _wrap
+    except ImportError:  # pragma: no cover - rich reorganised
+        return
+    if isinstance(getattr(_wrap, "re_word", None), re.Pattern):
+        _wrap.re_word = _RICH_WORD
+
+
+_RICH_WORD = re.compile(r"[^\S\u00a0]*[\S\u00a0]+[^\S\u00a0]*")
+
+
 def literal(s: Any, style: str | None = None):
     """`safe(s)` as rich Text: never parsed as markup."""
     from rich.text import Text

@@ -132,8 +132,51 @@ def test_scenario_doctor_line_works_when_pasted(tmp_path, scenario, code):
         # the fixes it suggests name celeryctl as it was run, too
         fixes = [ln.strip()[2:] for ln in r.stdout.splitlines() if ln.startswith("      $ ")]
         assert not [f for f in fixes if f.startswith("celeryctl ")], fixes
-        if code == "QUE002":
-            assert f"{VENV_CELERYCTL} control add-consumer reports -d WORKER" in fixes, fixes
+        if code == "QUE002":  # -d names a live worker, not a WORKER placeholder
+            host = os.uname()[1]
+            assert f"{VENV_CELERYCTL} control add-consumer reports -d w1@{host}" in fixes, fixes
+        if code == "SER002":  # producers send pickle: the fix never says to accept it
+            text = " ".join(r.stdout.split())
+            assert 'fix: Switch the producers to json (task_serializer = "json"); do not add ' \
+                   "pickle to accept_content" in text, r.stdout
+            assert "Add the producers' serializer" not in text, r.stdout
     finally:
         subprocess.run([str(VENV_CELERYCTL), "lab", "down"], env=env, capture_output=True,
                        timeout=60)
+
+
+def test_status_of_a_broken_lab_says_so_first(tmp_path):
+    """Issue 13 follow-up, item 15c: after kill -9 of redis, `lab status` says first that the
+    lab is broken and which process died, says to run `lab down` then `lab up`, and prints
+    no "try:" commands (they would fail); exit 1."""
+    import json
+    import signal
+
+    from tests.conftest import run_cli
+
+    d = tmp_path / "lab"
+    code, out, err, _ = run_cli("lab", "up", "--workers", "0", "--dir", str(d), timeout=120)
+    try:
+        assert code == 0, err
+        code, out, err, _ = run_cli("lab", "status", "--dir", str(d))
+        assert code == 0 and "try:" in out and "BROKEN" not in out, (out, err)
+        pid = json.loads((d / "state.json").read_text())["redis"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):  # reaped by init: gone from the process table
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            import time
+
+            time.sleep(0.1)
+        code, out, err, _ = run_cli("lab", "status", "--dir", str(d))
+        lines = out.splitlines()
+        assert code == 1, (out, err)
+        assert lines[0] == f"LAB BROKEN: 1 process is dead — redis-server (pid {pid})", out
+        fix = next(i for i, x in enumerate(lines) if x.startswith("fix:"))
+        assert "lab down" in lines[fix] and "lab up" in lines[fix + 1], out
+        assert fix < next(i for i, x in enumerate(lines) if x.startswith("redis:"))
+        assert f"(pid {pid}, DEAD)" in out and "try:" not in out, out
+    finally:
+        run_cli("lab", "down", "--dir", str(d), timeout=60)

@@ -94,11 +94,52 @@ def test_snapshot_diff_warns_when_the_brokers_differ(redis_server, tmp_path):
     code, out, err, _ = run_cli("snapshot", "diff", str(a), str(b))
     assert code == 0, err
     first = out.splitlines()[0]
+    code, doc, err, _ = run_json("snapshot", "diff", str(a), str(b))
+    run_id = doc["brokers"]["servers"][0]
+    assert doc["brokers"]["by"] == "Redis run_id" and len(run_id) == 40, doc["brokers"]
     assert first == (f"warning: the snapshots come from different brokers: A "
-                     f"redis://127.0.0.1:{port} db 15, B redis://127.0.0.1:{port} db 14; the "
+                     f"redis://127.0.0.1:{port} db 15, B redis://127.0.0.1:{port} db 14 (the "
+                     f"same server, Redis run_id {run_id[:12]}, but db 15 vs db 14); the "
                      f"diff below compares two deployments, not one over time"), out
     assert "between the snapshots" in out  # and the diff is still shown
     code, doc, err, _ = run_json("snapshot", "diff", str(a), str(b))
     assert doc["brokers"]["same"] is False
     code, out, err, _ = run_cli("snapshot", "diff", str(a), str(a))
     assert "different brokers" not in out
+
+
+def test_snapshot_diff_goes_by_the_servers_run_id(labdir, tmp_path):
+    """Issue 13 follow-up, item 7, against a real Redis: one server snapshotted as
+    redis://localhost:P/0 and redis://127.0.0.1:P is one broker (a note, no warning); a fresh
+    Redis on the same port (a new run_id) is another (a warning, by run_id)."""
+    from celeryctl.lab import servers as s
+
+    proc = s.start_redis(labdir, name="redis-runid")
+    port = proc.info["port"]
+    a, b, c = (tmp_path / f"{x}.json" for x in "abc")
+    try:
+        for path, url in ((a, f"redis://localhost:{port}/0"), (b, f"redis://127.0.0.1:{port}")):
+            code, out, err, _ = run_cli("snapshot", "--broker", url, "-o", str(path),
+                                        "--timeout", "1")
+            assert code == 0, err
+    finally:
+        proc.stop()
+    proc = s.start_redis(labdir, name="redis-runid", port=port)  # fresh: a new run_id
+    try:
+        code, out, err, _ = run_cli("snapshot", "--broker", f"redis://127.0.0.1:{port}/0",
+                                    "-o", str(c), "--timeout", "1")
+        assert code == 0, err
+    finally:
+        proc.stop()
+    code, out, err, _ = run_cli("snapshot", "diff", str(a), str(b))
+    assert code == 0, err
+    assert "different brokers" not in out, out
+    assert out.splitlines()[0].startswith(f"note: A redis://localhost:{port} db 0 and B "
+                                          f"redis://127.0.0.1:{port} db 0: one server (Redis "
+                                          f"run_id "), out
+    code, doc, err, _ = run_json("snapshot", "diff", str(b), str(c))
+    assert doc["brokers"]["same"] is False and doc["brokers"]["by"] == "Redis run_id"
+    assert doc["brokers"]["before"] == doc["brokers"]["after"]  # the URL alone: no warning
+    code, out, err, _ = run_cli("snapshot", "diff", str(b), str(c))
+    assert out.splitlines()[0].startswith("warning: the snapshots come from different "
+                                          "brokers: ") and "restarted" in out, out

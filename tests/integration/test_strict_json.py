@@ -505,3 +505,35 @@ def test_rabbitmq_hostile_vhost_name(rabbit):
         assert f"vhost {name}" in out, out
     finally:
         requests.delete(f"{api}/api/vhosts/{quote(name, safe='')}", auth=auth, timeout=5)
+
+
+def test_doctor_fix_command_pastes_back_exactly(hostile_worker):
+    """Issue 13 follow-up, item 14: a fix command for a queue whose name holds an ESC is
+    written in bash's $'...' quoting (inside '...' the shown `\\x1b` would reach celeryctl as
+    four characters), and `-d` names the live worker, itself quoted. The printed line, pasted
+    into bash, reaches the same queue and worker (a dry run of control add-consumer)."""
+    import redis
+
+    url = hostile_worker
+    idle = "idle\x1b[2Jq"
+    r = redis.Redis.from_url(url)
+    r.sadd(f"_kombu.binding.{idle}", f"{idle}{SEP}{SEP}{idle}".encode())
+    r.lpush(idle, json.dumps(_envelope("celeryctl.lab.demoapp.add", idle, "id-idle")))
+    try:
+        node = strict_loads(run_cli("workers", "--broker", url, "--format", "json")[1]
+                            )["workers"][0]["name"]
+        code, out, err = run_human("doctor", "--broker", url, env={"COLUMNS": "1000"})
+        [line] = [x for x in out.splitlines() if "add-consumer" in x and "idle" in x]
+        cmd = line.split("$ ", 1)[1].strip()
+        assert "$'idle\\x1b[2Jq'" in cmd and "WORKER" not in cmd, cmd
+        assert "-d $'w[bold]\\x1b[31m@" in cmd, cmd
+        p = subprocess.run(["bash", "-c", f"{cmd} --dry-run --format json --broker {url}"],
+                           capture_output=True, text=True, env=_cli_env(None), cwd=str(ROOT),
+                           timeout=60)
+        assert p.returncode == 0, p.stderr
+        doc = strict_loads(p.stdout)
+        assert doc["destination"] == [node], doc
+        assert doc["arguments"]["queue"] == idle, doc
+    finally:
+        r.delete(idle, f"_kombu.binding.{idle}")
+        r.close()

@@ -6,6 +6,7 @@ what it meant). A new check without a case here fails `test_every_check_has_a_pi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
@@ -291,7 +292,7 @@ CASES: dict[str, tuple] = {
                "redis maxmemory-policy",
                "maxmemory-policy is allkeys-lru: queued tasks can be evicted"),
     "BRK002": (lambda: _redis({"used_memory": 85, "maxmemory": 100}), {}, W, "redis memory",
-               "85% of maxmemory used: at 100 % writes fail (noeviction) or keys are evicted"),
+               "85% of maxmemory used: at 100% writes fail (noeviction) or keys are evicted"),
     "BRK003": (lambda: _with(snap(kind="amqp"), rabbit_server=_rs(nodes=[
                    {"name": "rabbit@a", "running": True, "mem_alarm": True,
                     "disk_free_alarm": False}])),
@@ -419,3 +420,50 @@ def test_messages_with_a_second_form():
                                        kind=state)])
         [f] = run_checks(s, Limits(), select_checks(["SRC003"], None)).findings
         assert f.message == f"result backend {words}: boom"
+
+
+def test_ser002_never_recommends_pickle():
+    """Issue 13 follow-up, item 9: producers that send pickle are told to switch to json, not
+    to add pickle to accept_content (that is SER001, remote code execution)."""
+    [f] = run_checks(CASES["SER002"][0](), Limits(), select_checks(["SER002"], None)).findings
+    assert "json" in f.hint and "do not add pickle" in f.hint and "SER001" in f.hint
+    assert "Add the producers' serializer" not in f.hint
+    s = snap(nodes=[node("a@h")], app={"task_serializer": "msgpack"})
+    [f] = run_checks(s, Limits(), select_checks(["SER002"], None)).findings
+    assert f.hint == "Add the producers' serializer to accept_content, or change task_serializer."
+
+
+def test_counts_agree_with_their_nouns():
+    """Issue 13 follow-up, item 13: "1 message", never "1 messages"."""
+    def one(code, s, **limits):
+        [f] = run_checks(s, Limits(**limits), select_checks([code], None)).findings
+        return f.message
+
+    assert one("QUE002", snap(queues=[QueueDepth("q", "redis", ready=1, consumers=0)])) == \
+        "1 message waiting and no worker consumes 'q'"
+    assert one("QUE001", snap(queues=[QueueDepth("q", "redis", ready=1, consumers=1)]),
+               queue_warn=1) == "1 message ready, 1 consumer"
+    assert one("BRK005", _redis(info={"evicted_keys": 1})).startswith("1 key evicted since")
+    assert one("POOL001", _redis(info={"rejected_connections": 1, "connected_clients": 1,
+                                       "maxclients": 100})).startswith("1 connection rejected")
+    s = _sentinel()
+    s.parts["sentinel"].value["sentinels"][0].update(ok=False, error="refused")
+    assert one("BRK009", s) == "the only sentinel did not answer"
+    one_aside = dataclasses.replace(_set_aside(), ready=1)
+    assert one("QUE014", snap(queues=[one_aside])).startswith("1 message set aside by a purge")
+
+
+def test_que002_fix_names_a_live_worker_and_quotes_control_characters():
+    """Issue 13 follow-up, item 14: `-d` names a live worker (those consuming some queue),
+    the others are listed in the fix; a name with an ESC is written $'...' (pastes back)."""
+    esc = "esc\x1b[2Jq"
+    s = snap(nodes=[node("b@h"), node("a@h"), node("idle@h", queues=())],
+             queues=[QueueDepth(esc, "redis", ready=2, consumers=0)])
+    [f] = run_checks(s, Limits(), select_checks(["QUE002"], None)).findings
+    assert f.commands[0] == "celeryctl control add-consumer $'esc\\x1b[2Jq' -d a@h"
+    assert f.commands[1] == "celery -A proj worker -Q $'esc\\x1b[2Jq'"
+    assert "a@h, b@h" in f.hint and "idle@h" not in f.hint
+    s = snap(nodes=[node("w\x1b@h")], queues=[QueueDepth("q", "redis", ready=2, consumers=0)])
+    [f] = run_checks(s, Limits(), select_checks(["QUE002"], None)).findings
+    assert f.commands[0] == "celeryctl control add-consumer q -d $'w\\x1b@h'"
+    assert f.hint == "Start a worker with -Q q or add a consumer."

@@ -191,6 +191,20 @@ def test_completes_lab_scenarios(comp_env, listener):
     assert_no_connection(listener)
 
 
+def test_completes_control_commands(comp_env, listener):
+    """`celeryctl control <TAB>`: the command words (issue 13 follow-up, item 15b)."""
+    from celeryctl.actions.control import COMMANDS
+
+    assert bash("celeryctl control ", comp_env) == list(COMMANDS)
+    assert bash("celeryctl control add", comp_env) == ["add-consumer"]
+    assert bash("celeryctl control pool-", comp_env) == ["pool-grow", "pool-shrink"]
+    # every candidate is one control accepts
+    from celeryctl.actions.control import parse_command
+
+    parse_command(bash("celeryctl control add", comp_env)[0], ["q"])
+    assert_no_connection(listener)
+
+
 @pytest.mark.parametrize("content", [None, "", "not [toml", "clusters = 3", "[clusters]\nx = 1",
                                      "\x00\xff"])
 def test_profile_completion_never_fails(tmp_path, content):

@@ -148,6 +148,16 @@ def test_all_clear_only_when_broker_and_workers_were_observed():
     assert doctor_status(r, Severity.WARNING) == 3
 
 
+def test_verdict_counts_agree_with_their_nouns():
+    """Issue 13 follow-up, item 13: "3 warnings", "1 warning", "1 check ran"."""
+    r = report(findings=[("QUE001", Severity.WARNING)] * 3 + [("QUE002", Severity.CRITICAL)])
+    assert verdict(r).startswith("CRITICAL: 1 critical, 3 warnings — 10 checks ran")
+    r = report(findings=[("QUE001", Severity.WARNING), ("BRK004", Severity.INFO)])
+    assert verdict(r).startswith("WARNING: 1 warning, 1 info — 10 checks ran")
+    one = Report([], [], [], ["X"], [], [], [])
+    assert verdict(one) == "All clear: 1 check ran, nothing wrong."
+
+
 def test_findings_decide_when_there_are_some_and_incompleteness_is_said():
     r = report(findings=[("QUE001", Severity.WARNING)], missing=[WORKERS_DENIED])
     assert doctor_status(r, Severity.WARNING) == 1

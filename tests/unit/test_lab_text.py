@@ -114,3 +114,23 @@ def test_suggested_commands_name_celeryctl_as_run():
     assert as_typed("celeryctl workers -d 'a b'") == prog() + " workers -d 'a b'"
     assert as_typed("celery -A proj worker") == "celery -A proj worker"
     assert as_typed("celeryctlx") == "celeryctlx"
+
+
+@pytest.mark.parametrize("value", ["esc\x1b[2Jq", "it's \\ \x07", "bidi\u202eq\u0085",
+                                   "nl\nq\tt", "plain", "a b", "q[/]x"])
+def test_quote_pastes_back_in_bash(value):
+    """Issue 13 follow-up, item 14: a word with a control character is written $'...', which
+    bash reads back to the exact value; printed through safe(), it is unchanged."""
+    import shutil
+    import subprocess
+
+    from celeryctl.invocation import quote, shell_word
+    from celeryctl.render.text import safe
+
+    q = quote(value)
+    assert shell_word(value) == q and safe(q) == q
+    assert q.startswith("$'") == any(c in value for c in "\x1b\x07\u202e\u0085\n\t")
+    if shutil.which("bash"):
+        out = subprocess.run(["bash", "-c", f"printf %s {q}"], capture_output=True,
+                             env={"LC_ALL": "C.UTF-8"}).stdout
+        assert out.decode() == value

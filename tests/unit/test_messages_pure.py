@@ -141,7 +141,9 @@ def test_different_brokers_are_named_without_secrets():
     b = _snap("amqp://ops:hunter2@rmq-b.example:5672/prod", "amqp", vhost="prod")
     d = same_broker(a, b)
     assert d == {"same": False, "before": "amqp://rmq-a.example:5672 vhost /",
-                 "after": "amqp://rmq-b.example:5672 vhost prod"}
+                 "after": "amqp://rmq-b.example:5672 vhost prod", "by": "url",
+                 "why": "told by the URLs only: the snapshots do not both record the server's "
+                        "identity, Redis run_id or RabbitMQ cluster name"}
     c = _C()
     empty = {"seconds_between": 60.0, "brokers": d, "queues": [], "workers_gone": [],
              "workers_new": [], "settings_changed": [], "findings_new": [],
@@ -150,6 +152,79 @@ def test_different_brokers_are_named_without_secrets():
     out = c.text[0]
     assert out.splitlines()[:3] == [
         "warning: the snapshots come from different brokers: A amqp://rmq-a.example:5672 "
-        "vhost /, B amqp://rmq-b.example:5672 vhost prod; the diff below compares two "
-        "deployments, not one over time", "60.0 s between the snapshots", "no change"]
+        "vhost /, B amqp://rmq-b.example:5672 vhost prod (told by the URLs only: the snapshots "
+        "do not both record the server's identity, Redis run_id or RabbitMQ cluster name); the "
+        "diff below compares two deployments, not one over time",
+        "60.0 s between the snapshots", "no change"]
     assert "hunter2" not in out and "ops" not in out
+
+
+def _with_server(snap, run_id=None, cluster=None, nodes=()):
+    from celeryctl.snapshot import Observed, RabbitServer, RedisServer
+
+    if run_id is not None:
+        snap.parts["redis_server"] = Observed(RedisServer("7.2.4", {"run_id": run_id}, None,
+                                                          None, "", "default"))
+    if cluster is not None:
+        snap.parts["rabbit_server"] = Observed(RabbitServer(
+            "3.13.7", cluster, "3.13.7", {}, [{"name": n} for n in nodes]))
+    return snap
+
+
+RUN_A, RUN_B = "a" * 40, "b" * 40
+
+
+@pytest.mark.parametrize("a,b,same,by", [
+    # one Redis reached as localhost and as 127.0.0.1: the same run_id, the same broker
+    (_with_server(_snap("redis://localhost:6379/0", redis_db=0), RUN_A),
+     _with_server(_snap("redis://127.0.0.1:6379", redis_db=0), RUN_A), True, "Redis run_id"),
+    # a fresh Redis on the same port: the same URL, a new run_id
+    (_with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_A),
+     _with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_B), False, "Redis run_id"),
+    # the same server, another db: still two brokers' worth of queues
+    (_with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_A),
+     _with_server(_snap("redis://127.0.0.1:6379/1", redis_db=1), RUN_A), False, "Redis run_id"),
+    # identity known on one side only: the URL decides
+    (_with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_A),
+     _snap("redis://localhost:6379/0", redis_db=0), False, "url"),
+    (_with_server(_snap("amqp://rmq-a:5672//", "amqp", vhost="/"), cluster="prod",
+                  nodes=("rabbit@a", "rabbit@b")),
+     _with_server(_snap("amqp://rmq-b:5672//", "amqp", vhost="/"), cluster="prod",
+                  nodes=("rabbit@b", "rabbit@c")), True, "RabbitMQ cluster name"),
+    (_with_server(_snap("amqp://rmq:5672//", "amqp", vhost="/"), cluster="prod"),
+     _with_server(_snap("amqp://rmq:5672//", "amqp", vhost="/"), cluster="staging"), False,
+     "RabbitMQ cluster name"),
+])
+def test_same_broker_by_server_identity(a, b, same, by):
+    """Issue 13 follow-up, item 7: the server's own identity decides when both snapshots hold
+    it; the URL only when it is unknown; `by` says which."""
+    from celeryctl.snapdiff import same_broker
+
+    d = same_broker(a, b)
+    assert (d["same"], d["by"]) == (same, by), d
+
+
+def test_diff_says_why_the_brokers_differ_or_that_urls_differ_for_one_server():
+    from celeryctl.render.snapdiff import render_diff
+    from celeryctl.snapdiff import same_broker
+
+    base = {"seconds_between": 60.0, "queues": [], "workers_gone": [], "workers_new": [],
+            "settings_changed": [], "findings_new": [], "findings_resolved": [],
+            "findings_changed": []}
+    fresh = same_broker(_with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_A),
+                        _with_server(_snap("redis://127.0.0.1:6379/0", redis_db=0), RUN_B))
+    c = _C()
+    render_diff(c.out, {**base, "brokers": fresh})
+    assert c.text[0].splitlines()[0] == (
+        "warning: the snapshots come from different brokers: A redis://127.0.0.1:6379 db 0, "
+        "B redis://127.0.0.1:6379 db 0 (Redis run_id aaaaaaaaaaaa vs bbbbbbbbbbbb: restarted "
+        "(its data possibly lost) or another server); the diff below compares two "
+        "deployments, not one over time")
+    one = same_broker(_with_server(_snap("redis://localhost:6379/0", redis_db=0), RUN_A),
+                      _with_server(_snap("redis://127.0.0.1:6379", redis_db=0), RUN_A))
+    c = _C()
+    render_diff(c.out, {**base, "brokers": one})
+    first = c.text[0].splitlines()[0]
+    assert "warning" not in c.text[0] and first == (
+        "note: A redis://localhost:6379 db 0 and B redis://127.0.0.1:6379 db 0: one server "
+        "(Redis run_id aaaaaaaaaaaa) reached by different URLs")

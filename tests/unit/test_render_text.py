@@ -209,3 +209,67 @@ def test_human_seconds_non_finite():
 
     assert human_seconds(float("inf")) == "?" and human_seconds(float("nan")) == "?"
     assert human_seconds(5) == "5s"
+
+
+# --- numbers stay with their units (issue 13 follow-up, item 6) -----------------------------
+
+def test_bind_units_joins_numbers_and_units_only():
+    from celeryctl.render.text import NBSP, bind_units
+
+    assert bind_units("idle for 300 s (timeout)") == f"idle for 300{NBSP}s (timeout)"
+    assert bind_units("at or above 80 % of maxmemory, 1.5 MiB, 2 min, 12,000 B") == \
+        f"at or above 80{NBSP}% of maxmemory, 1.5{NBSP}MiB, 2{NBSP}min, 12,000{NBSP}B"
+    # counts of things and numbers inside words are left alone
+    for plain in ("3 workers", "10 sentinels", "v1.2 s", "a3 s", "2 sets", "4 hosts"):
+        assert bind_units(plain) == plain
+
+
+def test_rich_does_not_wrap_at_a_no_break_space():
+    """bind_units is only worth it if rich keeps "300\u00a0s" on one line: make_console sets
+    that up (render/text.keep_nbsp_whole); a rich release that changes its wrapping fails
+    here."""
+    con, buf = _console()
+    con.soft_wrap = False
+    for width in range(14, 24):
+        con.width = width
+        con.print("aaaa bbbb ccc 300\u00a0s (timeout) dddd")
+    for line in buf.getvalue().splitlines():
+        assert not line.rstrip().endswith("300") and not line.startswith("s "), line
+
+
+def _doctor_text(width: int, monkeypatch) -> str:
+    from celeryctl.checks import Limits, run_checks, select_checks
+    from celeryctl.render.report import render_report_table
+    from tests.unit.test_check_messages import CASES
+
+    report = run_checks(CASES["BRK006"][0](), Limits(), select_checks(["BRK006"], None))
+    con, buf = _console()
+    con.soft_wrap = False
+    con.width = width
+    render_report_table(con, report, [])
+    return buf.getvalue()
+
+
+def test_doctor_never_splits_a_number_from_its_unit(monkeypatch):
+    """`Redis closes clients idle for 5` / `s (timeout)` at some width: never, at any."""
+    for width in range(40, 101):
+        out = _doctor_text(width, monkeypatch)
+        lines = out.splitlines()
+        assert "5\u00a0s (timeout)" in out.replace("\n", " ") or any(
+            x.rstrip().endswith("5\u00a0s") for x in lines), out
+        for a, b in zip(lines, lines[1:], strict=False):
+            assert not (a.rstrip().endswith(" 5") and b.lstrip().startswith("s ")), (a, b)
+
+
+def test_json_and_markdown_keep_plain_spaces():
+    from celeryctl.checks import Limits, run_checks, select_checks
+    from celeryctl.render.report import render_report_json, render_report_markdown
+    from tests.unit.test_check_messages import CASES
+
+    report = run_checks(CASES["BRK006"][0](), Limits(), select_checks(["BRK006"], None))
+    for render in (lambda b: render_report_json(b, report, [], {}, 0.1),
+                   lambda b: render_report_markdown(b, report, [], {})):
+        buf = io.StringIO()
+        render(buf)
+        assert "idle for 5 s (timeout)" in buf.getvalue()
+        assert "\u00a0" not in buf.getvalue()

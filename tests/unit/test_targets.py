@@ -85,6 +85,17 @@ def test_usage_errors(tmp_path, flags):
         resolve(flags, env=_env(tmp_path))
 
 
+@pytest.mark.parametrize("timeout", [0, 600.5])
+def test_timeout_bounds_are_said_as_they_are(tmp_path, timeout):
+    """Issue 13 follow-up, item 13: 0 is refused, so the message does not say "between 0
+    and 600" (which reads as including 0)."""
+    with pytest.raises(UsageError) as info:
+        resolve(Flags(timeout=timeout), env=_env(tmp_path))
+    assert str(info.value) == \
+        f"timeout must be more than 0 and at most 600 seconds, got {timeout:g}"
+    assert resolve(Flags(timeout=600), env=_env(tmp_path)).timeout == 600
+
+
 def test_bad_profile_file(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[clusters.p\nbroken")
