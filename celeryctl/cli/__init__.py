@@ -135,30 +135,87 @@ def main(argv: list[str] | None = None) -> None:
     _exit(code)
 
 
-def build_command(typer_app: typer.Typer = app):
-    """typer.main.get_command, reading each function's parameters once instead of twice.
+# the root's options that take a value (a value is never the subcommand's name)
+_VALUED = {"-b", "--broker", "--result-backend", "--rabbitmq-api", "--rabbitmq-api-ca",
+           "--vhost", "-Q", "--queue", "-t", "--timeout", "-A", "--app", "--profile"}
 
-    Typer inspects every command function (signature and type hints) once for its options and
-    again for its callback: about 5 of the ~70 ms of `celeryctl --help` (docs/performance.md).
-    The memo lives for this one build only; a Typer without that helper builds as usual.
-    tests/unit/test_cli_version_completion.py checks every command's help is unchanged."""
+
+def _subcommand(args: list[str]) -> str | None:
+    """The first word of `args` that is not a root option or its value: the subcommand (or
+    a typo of one), None when there is none (`--help`, `--version`, nothing)."""
+    it = iter(args)
+    for a in it:
+        if a == "--":
+            return next(it, None)
+        if a in _VALUED:
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def _name(info) -> str | None:
+    """The name Typer gives a registered command (CommandInfo) or sub-Typer (TyperInfo)."""
+    import typer.main as tm
+
+    if getattr(info, "typer_instance", None) is not None:
+        return info.name or info.typer_instance.info.name
+    return info.name or (tm.get_command_name(info.callback.__name__) if info.callback else None)
+
+
+def _subcommand_functions(typer_app: typer.Typer) -> set:
+    """The functions of every subcommand and sub-group below the root (not the root's own
+    callback, nor an option's callback such as --version's)."""
+    out = set()
+    for c in typer_app.registered_commands:
+        out.add(c.callback)
+    for g in typer_app.registered_groups:
+        sub = g.typer_instance
+        if sub.registered_callback:
+            out.add(sub.registered_callback.callback)
+        out |= _subcommand_functions(sub)
+    return out
+
+
+def build_command(typer_app: typer.Typer = app, args: list[str] | None = None):
+    """typer.main.get_command, building only what this command line uses.
+
+    Typer inspects every command function (signature and type hints) to build its options:
+    most of what `celeryctl --help` spends after the imports (docs/performance.md). So:
+    - each function is read once, not twice (Typer reads it again for its callback);
+    - `celeryctl SUBCOMMAND ...`: only that subcommand is built (the group's other entries are
+      set aside for the build, and put back);
+    - no subcommand (`--help`, `--version`, nothing): the subcommands are built without their
+      options — the root's help lists only their names and help texts, and none of them runs.
+    `args` None (and shell completion) builds everything. A Typer that reorganised these
+    internals builds as usual. tests/unit/test_cli_version_completion.py checks every
+    command's help is the full build's."""
     import typer.main as tm
 
     plain = getattr(tm, "get_params_from_function", None)
     if plain is None:  # pragma: no cover - a Typer that reorganised its internals
         return tm.get_command(typer_app)
     memo: dict = {}
+    word = _subcommand(args) if args is not None else "\0all"
+    blank = _subcommand_functions(typer_app) if word is None else set()
 
     def once(func):
         if func not in memo:
-            memo[func] = plain(func)
+            memo[func] = {} if func in blank else plain(func)
         return memo[func]
 
+    cmds, groups = typer_app.registered_commands, typer_app.registered_groups
+    if word not in (None, "\0all"):
+        only_c = [c for c in cmds if _name(c) == word]
+        only_g = [g for g in groups if _name(g) == word]
+        if only_c or only_g:  # else a typo: everything, for click's "did you mean"
+            typer_app.registered_commands, typer_app.registered_groups = only_c, only_g
     tm.get_params_from_function = once
     try:
         return tm.get_command(typer_app)
     finally:
         tm.get_params_from_function = plain
+        typer_app.registered_commands, typer_app.registered_groups = cmds, groups
 
 
 def run(args: list[str]) -> int:
@@ -167,7 +224,7 @@ def run(args: list[str]) -> int:
     debug = _debug_requested(args)
     # --debug is accepted anywhere on the line, not only before the subcommand.
     args = [a for a in args if a != "--debug"]
-    command = build_command()
+    command = build_command(args=None if os.environ.get("_CELERYCTL_COMPLETE") else args)
     try:
         result = command.main(args=args, prog_name="celeryctl", standalone_mode=False)
         return int(result or 0) if isinstance(result, int) else 0

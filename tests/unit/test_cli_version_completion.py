@@ -321,6 +321,25 @@ def test_build_command_matches_typers_own_build():
         assert "Usage: celeryctl" in ours[path][1], path
 
 
+def test_each_command_line_builds_what_typer_builds():
+    """build_command(args) builds only the subcommand the line names (nothing but names and
+    help texts when it names none): what that line sees — the command's options and every
+    --help on its path — is Typer's own full build."""
+    from typer.main import get_command
+
+    from celeryctl.cli import app, build_command
+
+    typers = _tree(get_command(app))
+    for path in typers:
+        ours = _tree(build_command(args=[*path[:1], "--help"]))
+        assert ours[path] == typers[path], path
+    lite = _tree(build_command(args=["--help"]))
+    assert lite[()] == typers[()]  # the root: its options and its list of commands
+    # a typo still gets click's suggestion, from every command's name
+    full = build_command(args=["wrokers"])
+    assert sorted(full.commands) == sorted(p[0] for p in typers if len(p) == 1)
+
+
 @pytest.mark.parametrize("args", [(), ("lab",)])
 def test_no_subcommand_prints_the_help_as_a_usage_error(args):
     """`celeryctl` alone used to say "error: timed out: Usage: ..." with exit 3."""
