@@ -28,16 +28,19 @@ def _eta_in(v: float | None) -> str:
 
 def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
                  wide: bool = False) -> None:
-    """State, id, task name, worker and the ages (runtime, held) are always shown whole;
-    pid, queue, ETA, limits, acks_late and redelivered drop out as the terminal narrows
-    (`--wide` or `--format json` for every field)."""
+    """State, id (whole, on one line: it is what `celeryctl task ID` takes), task name
+    (folded when it must be), worker and how long (`for`: running for an active task, held
+    for a reserved or scheduled one) are always shown; ETA, queue, pid, limits, acks_late,
+    redelivered, and runtime and held apart, drop out as the terminal narrows (`--wide` or
+    `--format json` for every field)."""
     cols = [
         (Col("state"), "state"),
-        (Col("id", kind="name"), "id"),
-        (Col("task", kind="wrap", min_width=12), "name"),
+        (Col("id"), "id"),  # whole, on one line: it is what `celeryctl task ID` takes
+        (Col("task", kind="name"), "name"),
         (Col("worker", kind="wrap", min_width=12), "worker"),
-        (num("runtime"), "runtime_seconds"),
-        (num("held"), "held_seconds"),
+        (num("for"), "age"),
+        (num("runtime", 8), "runtime_seconds"),
+        (num("held", 8), "held_seconds"),
         (num("pid", 4), "pid"),
         (Col("queue", 3), "queue"),
         (num("eta", 2), "eta_in_seconds"),
@@ -52,7 +55,10 @@ def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
         line = []
         for _col, key in cols:
             v = r.get(key)
-            if key in ("runtime_seconds", "held_seconds"):
+            if key == "age":  # running for (active), held for (reserved, scheduled)
+                line.append(human_seconds(r.get("runtime_seconds") if r.get("state") == "active"
+                                          else r.get("held_seconds")))
+            elif key in ("runtime_seconds", "held_seconds"):
                 line.append(human_seconds(v))
             elif key == "eta_in_seconds":
                 line.append(_eta_in(v))
@@ -91,11 +97,14 @@ def print_plain_table(out, cols: list[Col], rows: list[list[str]], *, wide: bool
             elif kind == "wrap" or kind == "header":
                 out_lines.extend(textwrap.wrap(line, w, break_long_words=True,
                                                break_on_hyphens=False) or [""])
-            else:  # a name (or a whole cell wider than its column): folded, never cut
-                while line:
+            else:  # a name (or a whole cell wider than its column): folded, never cut —
+                while line:  # after a dot, dash or underscore when one is near the end
                     part = line[:w]
                     while cell_len(part) > w:
                         part = part[:-1]
+                    cut = max(part.rfind(c) for c in "._-:@/") + 1
+                    if len(part) < len(line) and cut > len(part) // 2:
+                        part = part[:cut]
                     out_lines.append(part)
                     line = line[len(part):]
         return out_lines or [""]
