@@ -32,7 +32,7 @@ def _n(v: Any) -> str:
 
 TASK_COLS = [Col("task", kind="name"), num("recv"), num("ok"), num("fail"), num("retry", 1),
              num("fail %"), num("p50", 1), num("p95", 2), num("p99", 3), num("max", 2),
-             num("wait p95", 2), num("running", 3), num("rej", 4), num("revk", 4),
+             num("wait p95", 2), num("running", 1), num("rej", 4), num("revk", 4),
              num("started", 4)]
 
 

@@ -235,3 +235,80 @@ def test_prometheus_text(cluster):
         in out
     assert 'celeryctl_task_runtime_seconds_bucket{task="celeryctl.lab.demoapp.sleep",' \
         'le="+Inf"} 6' in out
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40)])
+def test_live_screen_in_tmux(cluster, width, height):
+    """The live screen as a person sees it, read back from a tmux pane mid-window: every line
+    fits, the task row and both workers are shown."""
+    import shutil
+    import uuid
+
+    from rich.cells import cell_len
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is missing (scripts/install-deps.sh installs it)")
+    if cluster["kind"] != "redis":
+        pytest.skip("the screen is the same on both brokers: checked once, on Redis")
+    session = f"ev-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    env = (f"env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES= "
+           f"XDG_STATE_HOME={cluster['state']}")
+    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} {' '.join(_args(cluster, '--for', '40'))}"
+           f"; sleep 600")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y",
+                    str(height), cmd], check=True)
+    try:
+        wait_for(lambda: any(st["phase"] == "enabled" for st in _state_files(cluster)), 30, 0.1)
+        _produce(cluster["url"])
+        deadline = time.monotonic() + 30
+        while True:
+            lines = subprocess.run(["tmux", "capture-pane", "-t", session, "-p"],
+                                   capture_output=True, text=True).stdout.splitlines()
+            row = [x for x in lines if "celeryctl.lab.demoapp.sleep" in x]
+            if row and row[0].split()[1:3] == ["6", "6"] and any(OFF in x for x in lines):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], capture_output=True)
+        wait_for(lambda: not _state_files(cluster), 20, 0.2)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    for line in lines:
+        assert cell_len(line) <= width, f"{cell_len(line)} > {width}: {line!r}"
+    assert len(lines) <= height
+    assert any("celeryctl events" in x for x in lines) and any(ON in x for x in lines)
+    assert _state_files(cluster) == []
+
+
+def test_inspect_account_is_enough_and_monitor_changes_nothing(cluster, labdir, request):
+    """docs/permissions.md: `events` runs with the inspect account (remote control plus its
+    own event channel/queue); the monitor account is refused before anything is enabled."""
+    from celeryctl.lab import accounts as acc
+
+    if cluster["kind"] == "redis":
+        info = request.getfixturevalue("redis_server")
+        accts = acc.create_redis_accounts(labdir / "ev-perm-redis", info["url"])
+    else:
+        rabbit = request.getfixturevalue("rabbit")
+        vh = cluster["url"].rsplit("/", 1)[1]
+        accts = acc.create_rabbit_accounts(labdir / "ev-perm-rabbit", rabbit["api"], vh)
+    urls = {t: acc.account_url(cluster["url"], a) for t, a in accts.items()}
+    extra = cluster["extra"]
+    env = _env(cluster)
+    code, out, err, _ = run_cli("events", "--broker", urls["monitor"], *extra, "--for", "2",
+                                "--format", "json", env=env)
+    assert code == 3, err
+    assert _state_files(cluster) == []
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+    proc = subprocess.Popen([*CELERYCTL, "events", "--broker", urls["inspect"], *extra,
+                             "--for", "8", "--format", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_cli_env(env),
+                            cwd=str(ROOT))
+    _wait_enabled(cluster, proc)
+    _produce(cluster["url"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    doc = json.loads(out)
+    assert _by_name(doc)["sleep"]["succeeded"] == 6
+    assert {w["name"]: w["restored"] for w in doc["workers"]}[OFF] is True
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
