@@ -10,7 +10,8 @@ numbers; at most MAX_TASK_NAMES names and MAX_EXCEPTIONS exception types per nam
 counted in an overflow). The only per-task state is the set of tasks *in progress* (received or
 started, not yet finished), needed to tell a task-succeeded (which carries only the id) to
 which name it belongs and how long it waited: at most MAX_IN_PROGRESS entries, the oldest
-dropped first and counted (`in_progress_dropped`). No finished task is remembered.
+dropped first and counted (`in_progress_dropped`), and the names of the last RECENT_FINISHED
+finished ids (a late event of an earlier run still finds its name). No history is kept.
 
 Event fields (celery/worker/strategy.py, request.py, events/dispatcher.py): every event has
 `type`, `hostname` (the sender's node name), `timestamp` (the sender's time.time()),
@@ -45,7 +46,10 @@ MAX_EXCEPTIONS = 20
 MAX_IN_PROGRESS = 20_000
 MAX_WORKERS = 2_000
 MAX_UNFINISHED_SHOWN = 10
-RECENT_CLOCKS = 256  # per sender: clocks remembered to tell a duplicate from out-of-order
+RECENT_CLOCKS = 256
+# ids of tasks finished lately -> name: a late event of an earlier run (a task-retried batched
+# on one worker, arriving after the retried run finished on another) still finds its name
+RECENT_FINISHED = 4096  # per sender: clocks remembered to tell a duplicate from out-of-order
 EXAMPLE_CHARS = 300
 UNKNOWN_NAME = "(received before the window)"
 OTHER_NAMES = "(other task names)"
@@ -127,6 +131,7 @@ class Aggregator:
         self.workers: dict[str, _Worker] = {}
         self.in_progress: OrderedDict[str, _InProgress] = OrderedDict()
         self.in_progress_dropped = 0
+        self.recent_finished: OrderedDict[str, str] = OrderedDict()
         self.events = 0
         self.ignored = 0          # filtered out by --task/--worker
         self.undecodable = 0      # counted by the collector (note_undecodable)
@@ -246,6 +251,8 @@ class Aggregator:
         name = ev.get("name") if kind in ("sent", "received") else None
         if name is None and info is not None:
             name = info.name
+        if name is None and uuid:
+            name = self.recent_finished.get(uuid)
         if name is None:
             name = UNKNOWN_NAME
             if kind != "sent":
@@ -305,8 +312,17 @@ class Aggregator:
                                                 info.args if info is not None else None]
                     else:
                         e[0] += 1
-            if uuid:
-                self.in_progress.pop(uuid, None)
+            if uuid and info is not None and info.worker in (None, w.name if w else None):
+                if kind == "retried":
+                    # the same id comes back (task-received again, maybe on another worker,
+                    # maybe before this event: batches of different workers interleave):
+                    # keep its name, it is just not running any more
+                    info.started = info.started_local = None
+                else:
+                    self.in_progress.pop(uuid, None)
+                    self.recent_finished[uuid] = name
+                    if len(self.recent_finished) > RECENT_FINISHED:
+                        self.recent_finished.popitem(last=False)
 
     # --- output --------------------------------------------------------------------------
 

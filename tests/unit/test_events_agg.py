@@ -129,3 +129,29 @@ def test_openmetrics_text():
     assert 'celeryctl_task_events_total{task="t\\"q",kind="succeeded"} 1' in text
     assert 'celeryctl_task_wait_seconds_bucket{task="t\\"q",le="1800"} 1' in text
     assert 'celeryctl_task_runtime_seconds_bucket{task="t\\"q",le="0.5"} 1' in text
+
+
+def test_retry_received_again_before_the_retried_event():
+    """Worker batches interleave: the retried run's task-received (w2) may arrive before
+    w1's task-retried; the run on w2 must keep its name."""
+    a = A.Aggregator(window_start=0.0)
+    a.feed(_ev("task-received", host="w1", uuid="r", name="t.f"), 1.0)
+    a.feed(_ev("task-started", host="w1", uuid="r"), 1.0)
+    a.feed(_ev("task-received", host="w2", uuid="r", name="t.f"), 1.1)
+    a.feed(_ev("task-retried", host="w1", uuid="r", exception="ValueError()"), 1.2)
+    a.feed(_ev("task-started", host="w2", uuid="r"), 1.3)
+    a.feed(_ev("task-succeeded", host="w2", uuid="r", runtime=0.1), 1.4)
+    t = {r["name"]: r for r in a.summary(2.0)["tasks"]}
+    assert list(t) == ["t.f"]
+    assert (t["t.f"]["received"], t["t.f"]["retried"], t["t.f"]["succeeded"]) == (2, 1, 1)
+    assert len(a.in_progress) == 0
+
+
+def test_late_retried_after_the_retry_finished_elsewhere():
+    a = A.Aggregator(window_start=0.0)
+    a.feed(_ev("task-received", host="w1", uuid="r", name="t.f"), 1.0)
+    a.feed(_ev("task-received", host="w2", uuid="r", name="t.f"), 1.1)
+    a.feed(_ev("task-succeeded", host="w2", uuid="r", runtime=0.1), 1.4)
+    a.feed(_ev("task-retried", host="w1", uuid="r", exception="ValueError()"), 1.5)
+    t = {r["name"]: r for r in a.summary(2.0)["tasks"]}
+    assert list(t) == ["t.f"] and t["t.f"]["retried"] == 1
