@@ -40,6 +40,9 @@ REDIS_REMOTE_CONTROL = (
     "~*_kombu.binding_permanent.reply.celery.pidbox", "~*_kombu.binding_deadlines",
     "~*.reply.celery.pidbox*",
 )
+# `events`: SUBSCRIBE to the event channels (`/{db}.celeryev/<type>`; nothing is written), and
+# to tell another monitor: PUBSUB NUMSUB (CLIENT LIST is the monitor's already)
+REDIS_EVENTS = ("+subscribe", "+unsubscribe", "+pubsub|numsub", "&*celeryev*")
 # purge (EVAL of scripts that RENAME the queue lists aside and record it in a hash and a set,
 # LRANGE to back them up, then DEL or put back), restore (LPUSH/RPUSH in MULTI/EXEC with its
 # progress in a hash), connections kill (CLIENT KILL)
@@ -48,12 +51,16 @@ REDIS_OPERATOR = ("+rename", "+lpush", "+rpush", "+unlink", "+ltrim", "+hset", "
 
 # --- RabbitMQ ----------------------------------------------------------------------------
 
-RC_CONFIGURE = r"^(.*\.)?reply\.celery\.pidbox$"
+# inspect: remote control (the pidbox reply queue), and `events`' own event queue
+# (celeryev.celeryctl.<hex>: declared, bound to the celeryev exchange — read on it — consumed)
+RC_CONFIGURE = r"^((.*\.)?reply\.celery\.pidbox|celeryev\.celeryctl\.[0-9a-f]+)$"
 # the operator also declares restore's progress queues (celeryctl.restore.<id>)
-OP_CONFIGURE = r"^((.*\.)?reply\.celery\.pidbox|celeryctl\.restore\.[0-9a-f]+)$"
-RC_WRITE = r"^(celery\.pidbox|.*\.reply\.celery\.pidbox)$"
-RC_READ = r"^(.*\.)?reply\.celery\.pidbox$"
-OP_WRITE = r"^(celery\.pidbox|amq\.default|.*\.reply\.celery\.pidbox)$"
+OP_CONFIGURE = (r"^((.*\.)?reply\.celery\.pidbox|celeryctl\.restore\.[0-9a-f]+|"
+                r"celeryev\.celeryctl\.[0-9a-f]+)$")
+RC_WRITE = r"^(celery\.pidbox|.*\.reply\.celery\.pidbox|celeryev\.celeryctl\.[0-9a-f]+)$"
+RC_READ = r"^((.*\.)?reply\.celery\.pidbox|celeryev|celeryev\.celeryctl\.[0-9a-f]+)$"
+OP_WRITE = (r"^(celery\.pidbox|amq\.default|.*\.reply\.celery\.pidbox|"
+            r"celeryev\.celeryctl\.[0-9a-f]+)$")
 NOTHING = "^$"
 
 
@@ -93,11 +100,11 @@ ACCOUNTS: dict[str, Account] = {a.tier: a for a in (
     Account("inspect", "celeryctl-inspect",
             "monitor plus remote control (workers, doctor's worker checks); no task queue "
             "can be changed",
-            REDIS_MONITOR + REDIS_REMOTE_CONTROL, ("monitoring",),
+            REDIS_MONITOR + REDIS_REMOTE_CONTROL + REDIS_EVENTS, ("monitoring",),
             (RC_CONFIGURE, RC_WRITE, RC_READ)),
     Account("operator", "celeryctl-operator",
             "inspect plus the guarded actions: purge, restore, control, connections kill",
-            REDIS_MONITOR + REDIS_REMOTE_CONTROL + REDIS_OPERATOR,
+            REDIS_MONITOR + REDIS_REMOTE_CONTROL + REDIS_EVENTS + REDIS_OPERATOR,
             ("monitoring", "administrator"), (OP_CONFIGURE, OP_WRITE, ".*")),
 )}
 
@@ -122,6 +129,13 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("purge, restore", "operator",
      "RabbitMQ: read on the queue (purge), write on amq.default (restore)"),
     ("control", "inspect", "the remote-control rights are all it needs"),
+    ("events", "inspect",
+     "turning task events on and off is remote control (enable_events/disable_events, as "
+     "`control enable-events`): a state change, but one it undoes, and the same right "
+     "`control` needs — so inspect, not operator. Listening: Redis SUBSCRIBE on the "
+     "`*celeryev*` channels (nothing written); RabbitMQ its own queue "
+     "`celeryev.celeryctl.<hex>` (configure, write, read) and read on the `celeryev` "
+     "exchange. Monitor: refused (remote control), nothing changed, exit 3"),
     ("task ID...", "inspect",
      "monitor: the queues, in-flight messages and result backend are read; the workers are "
      "not asked (said in the verdict of a task not found elsewhere, exit 3). RabbitMQ: "

@@ -105,6 +105,7 @@ def version_cmd(fmt: o.Format = "table") -> None:
 from celeryctl.cli import act as _act  # noqa: E402
 from celeryctl.cli import control as _control  # noqa: E402
 from celeryctl.cli import doctor as _doctor  # noqa: E402
+from celeryctl.cli import events as _events  # noqa: E402
 from celeryctl.cli import lab as _lab  # noqa: E402
 from celeryctl.cli import read as _read  # noqa: E402
 from celeryctl.cli import snapshot as _snapshot  # noqa: E402
@@ -117,6 +118,7 @@ _read.register(app)
 _watch.register(_read.queues_app)
 _act.register(app)
 _control.register(app)
+_events.register(app)
 _snapshot.register(app)
 app.command("version")(version_cmd)
 _tasks.register(app)

@@ -147,3 +147,13 @@ def arg_type(value) -> list:
     """What the task received, as the worker's kombu decoded it: [type name, repr]. (kombu
     5.2 decodes the {"__type__": ...} JSON markers of kombu >= 5.3 as plain dicts.)"""
     return [type(value).__name__, repr(value)[:200]]
+
+
+@app.task(name="celeryctl.lab.demoapp.flaky", bind=True, max_retries=5)
+def flaky(self, retries: int = 1, seconds: float = 0.0) -> int:
+    """Sleeps `seconds`, then retries itself (at once) `retries` times and succeeds: one
+    task-retried event per retry (the `celeryctl events` tests count them)."""
+    time.sleep(seconds)
+    if self.request.retries < retries:
+        raise self.retry(exc=ValueError(f"flaky attempt {self.request.retries}"), countdown=0)
+    return self.request.retries

@@ -1,0 +1,314 @@
+"""`celeryctl events` against real workers on both brokers: a producer runs known numbers of
+succeeding, failing and retrying tasks during the window and the JSON reports exactly those;
+afterwards the worker that had task events off sends none (a subscriber — Celery's own
+EventReceiver — proves it) and the one started with -E still does; Ctrl-C mid-window restores
+the same way; kill -9 leaves the state file, and `events --restore` finishes the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from celeryctl.lab import servers as s
+from tests.conftest import CELERYCTL, ROOT, _cli_env, fresh_vhost, run_cli, wait_for
+
+pytestmark = [pytest.mark.workers]
+H = socket.gethostname()
+OFF, ON = f"evoff@{H}", f"evon@{H}"
+SLEEP = 0.2
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def cluster(request, labdir, tmp_path_factory):
+    """Two threads workers: `evoff` (task events off) and `evon` (started with -E), each
+    with a queue of its own (to prove afterwards which one sends task events)."""
+    extra: list[str] = []
+    if request.param == "redis":
+        info = request.getfixturevalue("redis_server")
+        url = info["url"].rsplit("/", 1)[0] + "/11"
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+        vh = None
+    else:
+        rabbit = request.getfixturevalue("rabbit")
+        gen = fresh_vhost(rabbit, "ev")
+        vh = next(gen)
+        url = rabbit["url"].rstrip("/") + "/" + vh
+        extra = ["--rabbitmq-api", rabbit["api"]]
+    procs = []
+    try:
+        procs.append(s.start_worker(labdir, url, "evoff@%h", queues="celery,slow,q_off",
+                                    concurrency=4))
+        procs.append(s.start_worker(labdir, url, "evon@%h", queues="celery,slow,q_on",
+                                    concurrency=4, extra=["-E"]))
+        yield {"kind": request.param, "url": url, "extra": extra,
+               "state": tmp_path_factory.mktemp("evstate")}
+    finally:
+        for p in procs:
+            p.stop()
+        if vh is not None:
+            try:
+                next(gen)
+            except StopIteration:
+                pass
+
+
+def _env(cluster) -> dict[str, str]:
+    return {"XDG_STATE_HOME": str(cluster["state"])}
+
+
+def _args(cluster, *more: str) -> list[str]:
+    return ["events", "--broker", cluster["url"], *cluster["extra"], *more]
+
+
+def _start(cluster, *more: str) -> subprocess.Popen:
+    return subprocess.Popen([*CELERYCTL, *_args(cluster, *more)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_cli_env(_env(cluster)),
+                            cwd=str(ROOT))
+
+
+def _state_files(cluster) -> list[dict]:
+    d = cluster["state"] / "celeryctl" / "events"
+    out = []
+    for p in sorted(d.glob("*.json")) if d.exists() else []:
+        try:
+            out.append(json.loads(p.read_text()))
+        except ValueError:
+            continue
+    return out
+
+
+def _wait_enabled(cluster, proc) -> dict:
+    def enabled():
+        if proc.poll() is not None:
+            raise AssertionError(f"events exited early: {proc.communicate()}")
+        return next((st for st in _state_files(cluster) if st["phase"] == "enabled"), None)
+
+    st = wait_for(enabled, timeout=30, interval=0.1)
+    assert st, "the state file never reached phase 'enabled'"
+    return st
+
+
+def _app(url):
+    from celery import Celery
+
+    return Celery("evtest", broker=url, set_as_current=False)
+
+
+def _task_event_hosts(url: str, queues: list[str], seconds: float = 4.0) -> set[str]:
+    """Run one `add` on each of `queues` and return the hostnames that sent task events
+    meanwhile, heard by Celery's own EventReceiver (not celeryctl's code)."""
+    app = _app(url)
+    seen: list[dict] = []
+    with app.connection_for_read() as conn:
+        recv = app.events.Receiver(conn, handlers={"*": seen.append})
+        t = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None,
+                                                         wakeup=False), daemon=True)
+        t.start()
+        time.sleep(1.0)  # subscribed
+        for q in queues:
+            app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue=q)
+        time.sleep(seconds)
+        recv.should_stop = True
+        t.join(3)
+    return {e.get("hostname") for e in seen if str(e.get("type", "")).startswith("task-")}
+
+
+def _produce(url: str) -> None:
+    app = _app(url)
+    for _ in range(6):
+        app.send_task("celeryctl.lab.demoapp.sleep", args=[SLEEP], queue="slow")
+    for _ in range(3):
+        app.send_task("celeryctl.lab.demoapp.fail")
+    for _ in range(2):
+        app.send_task("celeryctl.lab.demoapp.flaky", args=[2])
+
+
+def _by_name(doc) -> dict:
+    return {t["name"].rsplit(".", 1)[-1]: t for t in doc["tasks"]}
+
+
+def test_window_counts_exactly_and_restores(cluster):
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}  # as found
+    proc = _start(cluster, "--for", "12", "--format", "json")
+    st = _wait_enabled(cluster, proc)
+    assert st["enabled"] == [OFF] and OFF in st["candidates"] and "PASSWORD" not in str(st)
+    _produce(cluster["url"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err  # failures were seen: a warning
+    doc = json.loads(out)
+    t = _by_name(doc)
+    assert (t["sleep"]["received"], t["sleep"]["started"], t["sleep"]["succeeded"],
+            t["sleep"]["failed"]) == (6, 6, 6, 0)
+    assert SLEEP * 0.95 <= t["sleep"]["runtime"]["p50"] <= SLEEP + 0.5
+    assert SLEEP * 0.95 <= t["sleep"]["runtime"]["max"] <= SLEEP + 0.5
+    assert (t["fail"]["failed"], t["fail"]["succeeded"], t["fail"]["failure_ratio"]) == \
+        (3, 0, 1.0)
+    assert t["fail"]["exceptions"] == [{"type": "RuntimeError", "count": 3,
+                                        "example": "RuntimeError('demo failure')"}]
+    # flaky retries itself twice, then succeeds: 3 receipts, 2 retries, 1 success each
+    assert (t["flaky"]["received"], t["flaky"]["retried"], t["flaky"]["succeeded"],
+            t["flaky"]["failed"]) == (6, 4, 2, 0)
+    assert doc["overall"]["failed"] == 3 and doc["events"]["clock_gaps"] == 0
+    workers = {w["name"]: w for w in doc["workers"]}
+    assert workers[OFF]["events_were_enabled"] is False and workers[OFF]["restored"] is True
+    assert workers[ON]["events_were_enabled"] is True and workers[ON]["restored"] is None
+    assert workers[OFF]["heartbeats"] >= 1 and workers[OFF]["clock_drift_seconds"] is not None
+    assert _state_files(cluster) == []
+    # afterwards: the worker that had them off sends none, the -E one still does
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+
+
+def test_ctrl_c_mid_window_restores(cluster):
+    proc = _start(cluster, "--for", "120", "--format", "json")
+    _wait_enabled(cluster, proc)
+    assert _task_event_hosts(cluster["url"], ["q_off"], 2.0) == {OFF}  # on while listening
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - t0 < 10
+    doc = json.loads(out)
+    assert doc["interrupted"] == "SIGINT"
+    workers = {w["name"]: w for w in doc["workers"]}
+    assert workers[OFF]["restored"] is True
+    assert _state_files(cluster) == []
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+
+
+def test_sigterm_restores(cluster):
+    proc = _start(cluster, "--for", "120", "--format", "json")
+    _wait_enabled(cluster, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["interrupted"] == "SIGTERM"
+    assert _state_files(cluster) == []
+
+
+def test_kill_9_then_restore(cluster):
+    proc = _start(cluster, "--for", "120", "--format", "json")
+    st = _wait_enabled(cluster, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=10)
+    assert [x["pid"] for x in _state_files(cluster)] == [st["pid"]]  # left behind
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {OFF, ON}  # left on
+    code, out, err, _ = run_cli(*_args(cluster, "--restore", "--format", "json"),
+                                env=_env(cluster))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["restored"][0]["pid"] == st["pid"] and doc["restored"][0]["restored"] == [OFF]
+    assert _state_files(cluster) == []
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+    code, out, err, _ = run_cli(*_args(cluster, "--restore"), env=_env(cluster))
+    assert code == 0 and "nothing to restore" in out
+
+
+def test_bad_values_are_usage_errors(cluster):
+    for args in (["--for", "0"], ["--for", "3601"], ["--for", "abc"], ["--format", "xml"],
+                 ["--worker", "nobody@nowhere"]):
+        code, out, err, _ = run_cli(*_args(cluster, *args), env=_env(cluster))
+        assert code == 64, (args, err)
+        assert "Traceback" not in err
+    assert _state_files(cluster) == []
+
+
+def test_prometheus_text(cluster):
+    proc = _start(cluster, "--for", "6", "--format", "prometheus", "--task", "*sleep")
+    _wait_enabled(cluster, proc)
+    _produce(cluster["url"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 1), err
+    assert out.rstrip().endswith("# EOF")
+    assert 'celeryctl_task_events_total{task="celeryctl.lab.demoapp.sleep",kind="succeeded"} 6' \
+        in out
+    assert "demoapp.fail" not in out  # --task
+    assert 'celeryctl_task_wait_seconds_bucket{task="celeryctl.lab.demoapp.sleep",le="1800"}' \
+        in out
+    assert 'celeryctl_task_runtime_seconds_bucket{task="celeryctl.lab.demoapp.sleep",' \
+        'le="+Inf"} 6' in out
+
+
+@pytest.mark.parametrize("width,height", [(80, 24), (120, 40)])
+def test_live_screen_in_tmux(cluster, width, height):
+    """The live screen as a person sees it, read back from a tmux pane mid-window: every line
+    fits, the task row and both workers are shown."""
+    import shutil
+    import uuid
+
+    from rich.cells import cell_len
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is missing (scripts/install-deps.sh installs it)")
+    if cluster["kind"] != "redis":
+        pytest.skip("the screen is the same on both brokers: checked once, on Redis")
+    session = f"ev-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    env = (f"env -u CELERY_BROKER_URL NO_COLOR=1 CELERYCTL_CONFIG=/nonexistent COLUMNS= LINES= "
+           f"XDG_STATE_HOME={cluster['state']}")
+    cmd = (f"cd {ROOT} && {env} {' '.join(CELERYCTL)} {' '.join(_args(cluster, '--for', '40'))}"
+           f"; sleep 600")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y",
+                    str(height), cmd], check=True)
+    try:
+        wait_for(lambda: any(st["phase"] == "enabled" for st in _state_files(cluster)), 30, 0.1)
+        _produce(cluster["url"])
+        deadline = time.monotonic() + 30
+        while True:
+            lines = subprocess.run(["tmux", "capture-pane", "-t", session, "-p"],
+                                   capture_output=True, text=True).stdout.splitlines()
+            row = [x for x in lines if "celeryctl.lab.demoapp.sleep" in x]
+            if row and row[0].split()[1:3] == ["6", "6"] and any(OFF in x for x in lines):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], capture_output=True)
+        wait_for(lambda: not _state_files(cluster), 20, 0.2)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    for line in lines:
+        assert cell_len(line) <= width, f"{cell_len(line)} > {width}: {line!r}"
+    assert len(lines) <= height
+    assert any("celeryctl events" in x for x in lines) and any(ON in x for x in lines)
+    assert _state_files(cluster) == []
+
+
+def test_inspect_account_is_enough_and_monitor_changes_nothing(cluster, labdir, request):
+    """docs/permissions.md: `events` runs with the inspect account (remote control plus its
+    own event channel/queue); the monitor account is refused before anything is enabled."""
+    from celeryctl.lab import accounts as acc
+
+    if cluster["kind"] == "redis":
+        info = request.getfixturevalue("redis_server")
+        accts = acc.create_redis_accounts(labdir / "ev-perm-redis", info["url"])
+    else:
+        rabbit = request.getfixturevalue("rabbit")
+        vh = cluster["url"].rsplit("/", 1)[1]
+        accts = acc.create_rabbit_accounts(labdir / "ev-perm-rabbit", rabbit["api"], vh)
+    urls = {t: acc.account_url(cluster["url"], a) for t, a in accts.items()}
+    extra = cluster["extra"]
+    env = _env(cluster)
+    code, out, err, _ = run_cli("events", "--broker", urls["monitor"], *extra, "--for", "2",
+                                "--format", "json", env=env)
+    assert code == 3, err
+    assert _state_files(cluster) == []
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+    proc = subprocess.Popen([*CELERYCTL, "events", "--broker", urls["inspect"], *extra,
+                             "--for", "8", "--format", "json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_cli_env(env),
+                            cwd=str(ROOT))
+    _wait_enabled(cluster, proc)
+    _produce(cluster["url"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    doc = json.loads(out)
+    assert _by_name(doc)["sleep"]["succeeded"] == 6
+    assert {w["name"]: w["restored"] for w in doc["workers"]}[OFF] is True
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
