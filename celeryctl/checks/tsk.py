@@ -516,6 +516,8 @@ def task_without_time_limit(snap, limits: Limits) -> Iterator[Finding]:
             hard, soft, _acks, known, _src = task_limits(attrs, conf)
             if known and hard is None and soft is None:
                 unlimited.setdefault(name, []).append(n.name)
+    for ws in unlimited.values():
+        ws.sort()
     if not judged:
         raise Skip("no worker answered both registered and conf")
     if not unlimited:
