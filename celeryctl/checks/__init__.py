@@ -33,7 +33,7 @@ FAMILIES = {
     "BRK": "broker server",
     "CFG": "Celery settings",
     "SEC": "security",
-    "TSK": "tasks the workers hold",
+    "TSK": "tasks",
 }
 HEADINGS = ("What it finds", "Why it matters", "How to fix")
 _CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC|TSK)\d{3}$")

@@ -325,7 +325,9 @@ def task_past_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
         found.append((r, limit, source))
     found.sort(key=lambda x: -(x[0].runtime_seconds or 0.0))
     for r, limit, source in found[:SHOWN]:
-        assumed = " (assumed)" if source.startswith("assumed") else ""
+        # --consumer-timeout left at RabbitMQ's default is an assumption; set, the operator's
+        assumed = "" if not source.startswith("assumed") else (
+            " (assumed)" if limit == Limits.consumer_timeout else " (--consumer-timeout)")
         past = r.runtime_seconds >= limit
         when = (f"past it by {age(r.runtime_seconds - limit)}: the broker closes the worker's "
                 "channel at its next check, and the task is delivered again"

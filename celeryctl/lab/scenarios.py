@@ -568,6 +568,23 @@ FAST_SWEEP = {"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1",
                   '"unacked_restore_interval": 1, "unacked_restore_throttle": 1}}')}
 
 
+def _acks_late_past_consumer_timeout(ctx: ScenarioContext) -> None:
+    """RabbitMQ with consumer_timeout set to 5 s (the node's setting, `rabbitmqctl eval`;
+    3.10 and 3.11 have no per-queue timeout, and no API says the node's): an acks_late task
+    runs past it. Doctor is told the node's value with --consumer-timeout."""
+    import time
+
+    from celeryctl.lab.servers import rabbitmqctl
+
+    _dlx_policy(ctx)
+    rabbitmqctl(ctx.rabbitmq_nodes[0], "eval",
+                "application:set_env(rabbit, consumer_timeout, 5000).")
+    ctx.doctor_args += ["--consumer-timeout", "5"]
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.sleep", args=(120,))
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.sleep"), "the task running")
+    time.sleep(5.5)
+
+
 def _eta_hoarding(ctx: ScenarioContext) -> None:
     """120 tasks with a 10-minute countdown: the only worker holds them all in memory."""
     app = _celery(ctx.broker_url)
@@ -1133,6 +1150,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              workers=(WorkerSpec("w1@%h", concurrency=1, env=FAST_SWEEP),
                       WorkerSpec("w2@%h", concurrency=1, env=FAST_SWEEP)),
              prepare=_acks_late_near_visibility),
+    Scenario("acks-late-past-consumer-timeout", "RabbitMQ with consumer_timeout 5 s: an "
+             "acks_late task has run past it unacknowledged, and the broker will close the "
+             "worker's channel.", ("TSK003",), broker="rabbitmq",
+             workers=(WorkerSpec("w1@%h", concurrency=1, env=STRICT),),
+             prepare=_acks_late_past_consumer_timeout),
     Scenario("eta-hoarding", "One worker holds 120 tasks with a 10-minute countdown in "
              "memory.", ("TSK005",), workers=(WorkerSpec("w1@%h"),), prepare=_eta_hoarding),
     Scenario("rabbitmq-socket-headroom", "A RabbitMQ node under `ulimit -n 128` (25 "

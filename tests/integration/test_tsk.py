@@ -58,3 +58,27 @@ def test_acks_late_task_reported_before_its_second_delivery(tmp_path):
         for w in st.workers:
             from_dict(w).stop(timeout=2)
         lab.down(tmp_path / "lab", progress=lambda *_: None)
+
+
+def test_eta_hoarding_live_and_from_a_saved_snapshot(tmp_path):
+    """TSK005 on real workers, then the same finding from `doctor --from` the snapshot saved
+    by that run (the task view travels in it, arguments redacted)."""
+    st = lab.up(tmp_path / "lab", scenario="eta-hoarding", rabbitmq=False,
+                progress=lambda *_: None)
+    try:
+        saved = tmp_path / "snap.json"
+        code, doc, err, _ = run_json("doctor", "--broker", st.broker_url, "--timeout", "3",
+                                     "--select", "TSK", "--save", str(saved))
+        [f] = doc["findings"]
+        assert (f["code"], f["severity"], code) == ("TSK005", "warning", 1), doc["findings"]
+        assert f["message"].startswith("holds 120 ETA/countdown tasks in memory")
+        assert f["evidence"]["by_task"] == {"celeryctl.lab.demoapp.add": 120}
+        text = saved.read_text()
+        assert '"args": [' not in text and "[redacted" in text  # no task argument kept
+    finally:
+        for w in st.workers:
+            from_dict(w).stop(timeout=2)
+        lab.down(tmp_path / "lab", progress=lambda *_: None)
+    # the cluster is gone: the snapshot alone says the same
+    code, doc, err, _ = run_json("doctor", "--from", str(saved), "--select", "TSK005")
+    assert [x["message"] for x in doc["findings"]] == [f["message"]] and code == 1, err
