@@ -148,7 +148,8 @@ def _running_twice(rows) -> dict[str, list]:
     for r in rows:
         if r.state == "active" and r.id:
             by_id.setdefault(r.id, []).append(r)
-    return {i: rs for i, rs in by_id.items() if len({x.worker for x in rs}) > 1 or len(rs) > 1}
+    # the view keeps one row per id and worker: two rows are two workers running it
+    return {i: rs for i, rs in by_id.items() if len(rs) > 1}
 
 
 @check("TSK002", "task-past-visibility-timeout", needs=("workers",), broker="redis")
@@ -207,7 +208,8 @@ def task_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
             continue  # its hard time limit ends it before the timeout
         near.append((held, r))
     near.sort(key=lambda x: (-x[0], x[1].worker, x[1].id or ""))
-    for held, r in near[:max(0, SHOWN - shown)]:
+    room = max(0, SHOWN - shown)
+    for held, r in near[:room]:
         doing = (f"has run {age(r.runtime_seconds)}" if r.state == "active"
                  and r.runtime_seconds is not None else
                  "has been held unacknowledged" if r.state == "active" else
@@ -233,8 +235,8 @@ def task_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
                       hint="Raise visibility_timeout above the longest task runtime; make "
                            "the task idempotent.",
                       commands=_task_cmd(r))
-    if len(near) > SHOWN - shown > 0 or (near and shown >= SHOWN):
-        rest = near[max(0, SHOWN - shown):]
+    rest = near[room:]
+    if rest:
         yield Finding(Severity.WARNING, "tasks near visibility_timeout",
                       f"{count(len(rest), 'more task')} unacknowledged for over "
                       f"{NEAR:.0%} of visibility_timeout {age(vt)}",

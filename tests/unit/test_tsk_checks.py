@@ -152,3 +152,14 @@ def test_checks_read_the_collected_task_view_when_there_is_one():
     assert found(s, "TSK001")[0][1] == "task t"
     s.parts["tasks"] = Observed(error="workers not observed")
     assert run(s, "TSK001").skipped
+
+
+def test_past_visibility_beyond_ten_are_summed_up():
+    rows = [_req(f"r{i}", pid=None) for i in range(12)]
+    s = _tsk([_tw("w1@h", reserved=rows)],
+             redis_inflight=_inflight(*[(f"r{i}", 3000 + i) for i in range(12)]))
+    got = found(s, "TSK002")
+    assert len(got) == 11 and got[-1][1] == "tasks near visibility_timeout"
+    assert got[-1][2] == "2 more tasks unacknowledged for over 80% of visibility_timeout 1h00m"
+    # the ten oldest named (doctor then orders findings by severity and subject)
+    assert {g[1] for g in got[:10]} == {f"task r{i}" for i in range(2, 12)}
