@@ -57,8 +57,10 @@ def _start_workers(labdir, url, names, queues):
     procs = []
     try:
         for name in names:
+            # the demo tasks with time limits, as in the lab (else doctor's TSK006 speaks)
             procs.append(s.start_worker(labdir, url, name, queues=queues, pool="threads",
-                                        concurrency=2))
+                                        concurrency=2,
+                                        env={"CELERYCTL_LAB_TIME_LIMITS": "1"}))
     except BaseException:
         for p in procs:
             p.stop()

@@ -33,9 +33,10 @@ FAMILIES = {
     "BRK": "broker server",
     "CFG": "Celery settings",
     "SEC": "security",
+    "TSK": "tasks",
 }
 HEADINGS = ("What it finds", "Why it matters", "How to fix")
-_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC)\d{3}$")
+_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC|TSK)\d{3}$")
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -94,6 +95,8 @@ class Limits:
     memory_warn_ratio: float = 0.80
     connections_per_worker: int = 30
     consumer_timeout: float = 1800.0  # RabbitMQ's default; assumed where 3.12+ do not report it
+    long_task_after: float = 1800.0  # TSK001: a task running longer is reported
+    scheduled_warn: int = 100  # TSK005: ETA/countdown tasks one worker may hold
 
 
 BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
@@ -198,6 +201,7 @@ def _load() -> None:
         sec,
         ser,
         src,
+        tsk,
         wrk,
     )
 

@@ -158,12 +158,15 @@ def prefetch_multiplier_with_acks_late(snap, limits: Limits) -> Iterator[Finding
 def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
     """
     ## What it finds
-    A queue with a backlog (`--queue-warn`) whose every consuming worker runs as many tasks as
-    its pool allows (`active == max-concurrency`).
+    A queue with messages waiting whose every consuming worker runs as many tasks as its
+    pool allows (`active == max-concurrency`): a warning from `--queue-warn` messages on,
+    info below it. The finding names the tasks keeping the pools busy and how long they have
+    run (the longest first).
 
     ## Why it matters
     The workers are not idle or stuck: there is simply not enough capacity. The backlog will
-    keep growing until tasks get faster or capacity is added.
+    keep growing until tasks get faster or capacity is added. A small backlog behind pools
+    held by a few long tasks is the first sign of it (or of hung tasks: TSK001).
 
     ## How to fix
     Add workers or processes for that queue (`celery control pool_grow N`, `--autoscale`),
@@ -171,7 +174,7 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
     """
     by_name = {n.name: n for n in snap.workers.nodes}
     for q in snap.queues:
-        if q.internal or not q.ready or q.ready < limits.queue_warn or not q.consumer_workers:
+        if q.internal or not q.ready or not q.consumer_workers:
             continue
         full = []
         for name in q.consumer_workers:
@@ -183,14 +186,39 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
             if isinstance(active, list) and isinstance(conc, int) and len(active) >= conc:
                 full.append(name)
         if full and len(full) == len(q.consumer_workers):
-            yield Finding(Severity.WARNING, f"queue {q.name}",
+            busy = _busy_tasks(snap, full)
+            yield Finding(Severity.WARNING if q.ready >= limits.queue_warn else Severity.INFO,
+                          f"queue {q.name}",
                           f"{count(q.ready, 'message')} waiting and "
                           + ("its only consumer runs" if len(full) == 1 else
                              f"all {len(full)} consumers run")
-                          + " at full concurrency: not enough capacity",
-                          evidence={"ready": q.ready, "workers": full},
+                          + " at full concurrency: not enough capacity"
+                          + (f" (busy with {busy[0]})" if busy else ""),
+                          evidence={"ready": q.ready, "workers": full}
+                          | ({"busy_with": busy[1]} if busy else {}),
                           hint="Add capacity for this queue.",
                           commands=["celery -A proj control pool_grow 2"])
+
+
+def _busy_tasks(snap, workers: list[str]) -> tuple[str, list[dict]] | None:
+    """("t.a for 2h13m on w1@h, ...", evidence) for the tasks running on `workers`, the
+    longest first; None when no running task is named."""
+    from celeryctl.checks.tsk import age
+    from celeryctl.tasks import snapshot_task_view
+
+    rows = [r for r in snapshot_task_view(snap).rows
+            if r.state == "active" and r.worker in workers and r.name]
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r.runtime_seconds is None, -(r.runtime_seconds or 0.0)))
+    text = ", ".join(f"{r.name}" + (f" for {age(r.runtime_seconds)}"
+                                    if r.runtime_seconds is not None else "")
+                     + f" on {r.worker}" for r in rows[:3])
+    if len(rows) > 3:
+        text += f" and {len(rows) - 3} more"
+    return text, [{"id": r.id, "task": r.name, "worker": r.worker, "pid": r.pid,
+                   "runtime_seconds": round(r.runtime_seconds, 1)
+                   if r.runtime_seconds is not None else None} for r in rows[:10]]
 
 
 @check("WRK006", "registered-tasks-differ", needs=("workers",))

@@ -40,6 +40,12 @@ def doctor(
     consumer_timeout: float = typer.Option(
         1800.0, "--consumer-timeout", metavar="SECONDS",
         help="RabbitMQ's consumer_timeout, if not the default (not readable over HTTP)."),
+    long_task_after: float = typer.Option(
+        1800.0, "--long-task-after", metavar="SECONDS", min=0.0,
+        help="A task running longer than this is reported (TSK001)."),
+    scheduled_warn: int = typer.Option(
+        100, "--scheduled-warn", metavar="N", min=1,
+        help="ETA/countdown tasks one worker may hold before TSK005 warns."),
     connections_per_worker: int = typer.Option(
         30, "--connections-per-worker", metavar="N",
         help="Broker connections per worker above which a leak is suspected."),
@@ -89,7 +95,8 @@ def doctor(
 
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
                     connections_per_worker=connections_per_worker,
-                    consumer_timeout=consumer_timeout)
+                    consumer_timeout=consumer_timeout, long_task_after=long_task_after,
+                    scheduled_warn=scheduled_warn)
     if from_file:
         from pathlib import Path
 

@@ -7,7 +7,9 @@ CELERYCTL_LAB_SERIALIZER, CELERYCTL_LAB_RESULT_SERIALIZER, CELERYCTL_LAB_ACCEPT 
 CELERYCTL_LAB_ACKS_LATE=1, CELERYCTL_LAB_VISIBILITY (seconds), CELERYCTL_LAB_OLD_CODE=1
 (a worker of an "old deploy", without the `fail` task), CELERYCTL_LAB_HEARTBEAT (seconds),
 CELERYCTL_LAB_RISKY=1 (broker_pool_limit 1, no acquire timeout, retry_on_startup unset,
-non-UTC timezone).
+non-UTC timezone), CELERYCTL_LAB_TIME_LIMITS=1 (every task gets its own hard and soft time
+limit, as a well-run deployment does: the lab's workers run so), CELERYCTL_LAB_UNBOUNDED=1
+(also register `sleep_unbounded`, a task with no time limit at all).
 
 TLS (`lab up --tls`): a rediss:// broker URL carries the CA (and client certificate) as
 `ssl_*` query parameters, which kombu hands to redis-py. An amqps:// URL cannot (kombu passes
@@ -94,21 +96,36 @@ if os.environ.get("CELERYCTL_LAB_SETTINGS"):  # any extra settings, as a JSON ob
     app.conf.update(json.loads(os.environ["CELERYCTL_LAB_SETTINGS"]))
 
 
-@app.task(name="celeryctl.lab.demoapp.add")
+# CELERYCTL_LAB_TIME_LIMITS=1: each task's own limits (not the worker's task_time_limit, so
+# `inspect conf` stays as it is); below kombu's default visibility_timeout of 3600 s
+LIMITS = ({"time_limit": 3000, "soft_time_limit": 2900}
+          if os.environ.get("CELERYCTL_LAB_TIME_LIMITS") == "1" else {})
+
+
+@app.task(name="celeryctl.lab.demoapp.add", **LIMITS)
 def add(x: int, y: int) -> int:
     return x + y
 
 
-@app.task(name="celeryctl.lab.demoapp.sleep")
+@app.task(name="celeryctl.lab.demoapp.sleep", **LIMITS)
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
 
 
+if os.environ.get("CELERYCTL_LAB_UNBOUNDED") == "1":
+    @app.task(name="celeryctl.lab.demoapp.sleep_unbounded", time_limit=None,
+              soft_time_limit=None)
+    def sleep_unbounded(seconds: float) -> float:
+        """A task with no time limit at all (what TSK001 and TSK006 find)."""
+        time.sleep(seconds)
+        return seconds
+
+
 _leaked: list = []
 
 
-@app.task(name="celeryctl.lab.demoapp.leak_connections")
+@app.task(name="celeryctl.lab.demoapp.leak_connections", **LIMITS)
 def leak_connections(n: int) -> int:
     """What buggy task code does: a new client (and connection) per call, never closed."""
     import redis
@@ -123,7 +140,7 @@ def leak_connections(n: int) -> int:
 _grown: list = []
 
 
-@app.task(name="celeryctl.lab.demoapp.grow_memory")
+@app.task(name="celeryctl.lab.demoapp.grow_memory", **LIMITS)
 def grow_memory(megabytes: int, seconds: float, initial_mb: int = 0) -> int:
     """A leak in slow motion: allocate `initial_mb` at once, then `megabytes` over `seconds`,
     and keep it all."""
@@ -137,12 +154,12 @@ def grow_memory(megabytes: int, seconds: float, initial_mb: int = 0) -> int:
 
 
 if os.environ.get("CELERYCTL_LAB_OLD_CODE") != "1":  # an "old deploy" lacks this task
-    @app.task(name="celeryctl.lab.demoapp.fail")
+    @app.task(name="celeryctl.lab.demoapp.fail", **LIMITS)
     def fail() -> None:
         raise RuntimeError("demo failure")
 
 
-@app.task(name="celeryctl.lab.demoapp.arg_type")
+@app.task(name="celeryctl.lab.demoapp.arg_type", **LIMITS)
 def arg_type(value) -> list:
     """What the task received, as the worker's kombu decoded it: [type name, repr]. (kombu
     5.2 decodes the {"__type__": ...} JSON markers of kombu >= 5.3 as plain dicts.)"""

@@ -308,7 +308,9 @@ def up(d: Path, *, broker: str = "redis", workers: int = 2, rabbitmq: bool = Fal
                      f"{w.concurrency}) on {broker} ...")
             # `{redis}` in a worker's environment: this lab's Redis (scheme, host, port)
             redis_base = s.secret_url(st.redis["info"]).rsplit("/", 1)[0] if st.redis else ""
-            env = {k: v.replace("{redis}", redis_base) for k, v in w.env.items()}
+            # the lab's tasks carry time limits unless the scenario says otherwise
+            env = {"CELERYCTL_LAB_TIME_LIMITS": "1"}
+            env.update({k: v.replace("{redis}", redis_base) for k, v in w.env.items()})
             env.update(worker_env)
             wurl = st.sentinel_url if st.sentinels else url
             if w.db is not None and st.broker == "redis":  # another app's database

@@ -499,6 +499,103 @@ def _queue_growing(ctx: ScenarioContext) -> None:
     ctx.doctor_args += ["--sample-interval", "1.5"]
 
 
+# --- tasks (issue 14): what the workers hold -----------------------------------------------
+
+def _inspect(ctx: ScenarioContext, method: str) -> dict[str, list]:
+    return getattr(_celery(ctx.broker_url).control.inspect(timeout=1), method)() or {}
+
+
+def _held_by(ctx: ScenarioContext, method: str, worker: str, queue: str | None = None) -> int:
+    """How many tasks `worker` reports in `method` (active/reserved/scheduled)."""
+    items = _inspect(ctx, method).get(expand_node_name(worker)) or []
+    if method == "scheduled":
+        items = [i.get("request") or {} for i in items]
+    return sum(1 for t in items if queue is None
+               or (t.get("delivery_info") or {}).get("routing_key") == queue)
+
+
+def _long_task_reserved_behind(ctx: ScenarioContext) -> None:
+    """w1 (one pool process, prefetch 4) runs a task with no time limit and reserves tasks
+    of `slow` behind it; w2 then consumes `slow` too, with both its processes free. Tasks
+    sent to `celery`, which only w1 consumes, wait in the queue behind its busy pool."""
+    import redis
+
+    ctx.doctor_args += ["--long-task-after", "1"]
+    _publish(ctx, "slow", 1, task="celeryctl.lab.demoapp.sleep_unbounded", args=(3600,))
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.sleep_unbounded"),
+                "the task without a time limit running")
+    _publish(ctx, "slow", 8)
+    _wait_until(lambda: _held_by(ctx, "reserved", "w1@%h", "slow") >= 3,
+                "w1 reserving tasks of `slow`")
+    _celery(ctx.broker_url).control.add_consumer("slow", destination=[expand_node_name(
+        "w2@%h")], reply=True, timeout=5)
+    r = redis.Redis.from_url(ctx.broker_url)
+    _wait_until(lambda: r.llen("slow") == 0, "w2 taking the rest of `slow`")
+    import time
+
+    _publish(ctx, "celery", 8)  # w1 may take one or two more before its prefetch is full
+
+    def settled() -> bool:
+        before = r.llen("celery")
+        time.sleep(0.5)
+        return 0 < r.llen("celery") == before
+    _wait_until(settled, "tasks waiting in `celery`")
+
+    time.sleep(1.2)  # past --long-task-after 1
+
+
+def _acks_late_near_visibility(ctx: ScenarioContext) -> None:
+    """An acks_late task running toward visibility_timeout (15 s; kombu sweeps every
+    second): doctor runs when it has been unacknowledged for 80 % of it, 3 s before it is
+    delivered again."""
+    import time
+
+    import redis
+
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.sleep", args=(120,))
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.sleep"), "the task running",
+                timeout=10)
+    # when kombu delivered it (its unacked_index score, epoch seconds)
+    [(_, delivered)] = redis.Redis.from_url(ctx.broker_url).zrange(
+        "unacked_index", 0, 0, withscores=True)
+    time.sleep(max(0.0, delivered + 0.8 * ACKS_LATE_VT + 0.2 - time.time()))
+
+
+ACKS_LATE_VT = 15  # the acks-late-past-visibility scenario's visibility_timeout (seconds)
+FAST_SWEEP = {"CELERYCTL_LAB_PREFETCH": "1", "CELERYCTL_LAB_ACKS_LATE": "1",
+              "CELERYCTL_LAB_SETTINGS": (
+                  f'{{"broker_transport_options": {{"visibility_timeout": {ACKS_LATE_VT}, '
+                  '"unacked_restore_interval": 1, "unacked_restore_throttle": 1}}')}
+
+
+def _acks_late_past_consumer_timeout(ctx: ScenarioContext) -> None:
+    """RabbitMQ with consumer_timeout set to 5 s (the node's setting, `rabbitmqctl eval`;
+    3.10 and 3.11 have no per-queue timeout, and no API says the node's): an acks_late task
+    runs past it. Doctor is told the node's value with --consumer-timeout."""
+    import time
+
+    from celeryctl.lab.servers import rabbitmqctl
+
+    _dlx_policy(ctx)
+    rabbitmqctl(ctx.rabbitmq_nodes[0], "eval",
+                "application:set_env(rabbit, consumer_timeout, 5000).")
+    ctx.doctor_args += ["--consumer-timeout", "5"]
+    _publish(ctx, "celery", 1, task="celeryctl.lab.demoapp.sleep", args=(120,))
+    _wait_until(lambda: _running(ctx, "celeryctl.lab.demoapp.sleep"), "the task running")
+    time.sleep(5.5)
+
+
+def _eta_hoarding(ctx: ScenarioContext) -> None:
+    """120 tasks with a 10-minute countdown: the only worker holds them all in memory."""
+    app = _celery(ctx.broker_url)
+    with app.producer_or_acquire() as producer:
+        for i in range(120):
+            app.send_task("celeryctl.lab.demoapp.add", (i, i), queue="celery", countdown=600,
+                          producer=producer)
+    _wait_until(lambda: _held_by(ctx, "scheduled", "w1@%h") >= 120,
+                "the worker holding the 120 ETA tasks")
+
+
 def _api_nodes(ctx: ScenarioContext) -> list[dict]:
     return _api(ctx, "GET", "/nodes")
 
@@ -861,7 +958,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("stale-connections", "With --stale-after 1, the workers' idle pool connections "
              "count as stale.", ("CON001",), prepare=_stale),
     Scenario("visibility-timeout-exceeded", "A task held unacknowledged (acks_late) longer "
-             "than visibility_timeout (2 s): the next sweep delivers it again.", ("QUE003",),
+             "than visibility_timeout (2 s): the next sweep delivers it again.", ("QUE003", "TSK002"),
              workers=(WorkerSpec("w1@%h", concurrency=1,
                                  env={**STRICT, "CELERYCTL_LAB_VISIBILITY": "2"}),),
              prepare=_visibility_exceeded),
@@ -1038,6 +1135,28 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "5.5 and 5.7, and a quorum queue the pre-5.5 workers could not consume.",
              ("WRK008",), broker="rabbitmq", workers=version_workers(LAB_CELERY_VERSIONS),
              prepare=_mixed_rabbitmq),
+    Scenario("long-task-reserved-behind", "A task with no time limit has run past "
+             "--long-task-after on w1's only pool process, with tasks of `slow` reserved "
+             "behind it while w2, also consuming `slow`, sits idle; tasks sent to `celery` "
+             "(w1 only) wait in the queue.", ("TSK001", "TSK004", "TSK006", "WRK005"),
+             workers=(WorkerSpec("w1@%h", queues="slow,celery", concurrency=1,
+                                 env={"CELERYCTL_LAB_UNBOUNDED": "1"}),
+                      WorkerSpec("w2@%h", queues="hipri",
+                                 env={"CELERYCTL_LAB_UNBOUNDED": "1"})),
+             prepare=_long_task_reserved_behind),
+    Scenario("acks-late-past-visibility", "An acks_late task running toward a "
+             f"visibility_timeout of {ACKS_LATE_VT} s: doctor says it will be delivered "
+             "again (and when) before it is, and it then runs on both workers.", ("TSK002",),
+             workers=(WorkerSpec("w1@%h", concurrency=1, env=FAST_SWEEP),
+                      WorkerSpec("w2@%h", concurrency=1, env=FAST_SWEEP)),
+             prepare=_acks_late_near_visibility),
+    Scenario("acks-late-past-consumer-timeout", "RabbitMQ with consumer_timeout 5 s: an "
+             "acks_late task has run past it unacknowledged, and the broker will close the "
+             "worker's channel.", ("TSK003",), broker="rabbitmq",
+             workers=(WorkerSpec("w1@%h", concurrency=1, env=STRICT),),
+             prepare=_acks_late_past_consumer_timeout),
+    Scenario("eta-hoarding", "One worker holds 120 tasks with a 10-minute countdown in "
+             "memory.", ("TSK005",), workers=(WorkerSpec("w1@%h"),), prepare=_eta_hoarding),
     Scenario("rabbitmq-socket-headroom", "A RabbitMQ node under `ulimit -n 128` (25 "
              "sockets) with 85% of its sockets in use: the next reconnects are refused.",
              ("POOL003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),

@@ -467,3 +467,86 @@ def test_que002_fix_names_a_live_worker_and_quotes_control_characters():
     [f] = run_checks(s, Limits(), select_checks(["QUE002"], None)).findings
     assert f.commands[0] == "celeryctl control add-consumer q -d $'w\\x1b@h'"
     assert f.hint == "Start a worker with -Q q or add a consumer."
+
+
+# --- TSK: the task view (issue 14) ----------------------------------------------------------
+
+def _req(tid, name="proj.crunch", started=None, pid=4312, queue="celery", acked=None):
+    req = {"id": tid, "name": name, "worker_pid": pid, "args": [], "kwargs": {},
+           "delivery_info": {"routing_key": queue, "exchange": "", "redelivered": False}}
+    if started is not None:
+        req["time_start"] = NOW - started
+    if acked is not None:
+        req["acknowledged"] = acked
+    return req
+
+
+def _tw(name, *, active=(), reserved=(), scheduled=(), registered=("proj.crunch",), c=None,
+        concurrency=2, queues=("celery",)):
+    """A worker (Celery 5.5.3) answering the task view's methods."""
+    n = node(name, queues=queues, c=c, concurrency=concurrency)
+    return WorkerNode(name, dict(n.replies, active=list(active), reserved=list(reserved),
+                                 scheduled=list(scheduled), registered=list(registered),
+                                 report={"celery": "5.5.3", "kombu": "5.5.4"}))
+
+
+def _inflight(*entries):
+    from celeryctl.snapshot import InFlightMessage, RedisInFlight
+
+    msgs = tuple(InFlightMessage(f"tag{i}", id=tid, delivered_at=NOW - ago)
+                 for i, (tid, ago) in enumerate(entries))
+    return RedisInFlight(messages=msgs, total=len(msgs), read=len(msgs))
+
+
+def _tsk(nodes, kind="redis", queues=(), **parts):
+    return _at(_with(snap(kind=kind, nodes=nodes, queues=queues), **parts))
+
+
+_LATE = conf(task_acks_late=True, worker_prefetch_multiplier=1)
+
+TSK_CASES: dict[str, tuple] = {
+    "TSK001": (lambda: _tsk([_tw("w1@h", active=[_req("t-1", started=8000)])]),
+               {}, C, "task t-1",
+               "proj.crunch has run 2h13m on w1@h pid 4312 (over 30 min), no hard time "
+               "limit: nothing will stop it"),
+    "TSK002": (lambda: _tsk([_tw("w1@h", c=_LATE,
+                                 active=[_req("t-2", started=2900, acked=False)])],
+                            redis_inflight=_inflight(("t-2", 3000))),
+               {}, W, "task t-2",
+               "acks_late task proj.crunch has run 48 min on w1@h pid 4312 (delivered 50 min "
+               "ago), visibility_timeout 1h00m (kombu default): it will be delivered again "
+               "and run twice: redelivered in 10 min"),
+    "TSK003": (lambda: _tsk([_tw("w1@h", c=_LATE,
+                                 active=[_req("t-3", started=2000, acked=False)])],
+                            kind="amqp"),
+               {}, C, "task t-3",
+               "acks_late task proj.crunch has run 33 min on w1@h pid 4312 unacknowledged, "
+               "consumer_timeout 30 min (assumed): past it by 3 min: the broker closes the "
+               "worker's channel at its next check, and the task is delivered again"),
+    "TSK004": (lambda: _tsk([_tw("w1@h", concurrency=1,
+                                 active=[_req("t-4", started=600)],
+                                 reserved=[_req("t-5", pid=None), _req("t-6", pid=None)]),
+                             _tw("w2@h")]),
+               {}, W, "worker w1@h",
+               "2 tasks from celery wait reserved behind its 1 busy pool process while w2@h "
+               "(2 free processes) also consumes celery; its longest has run 10 min "
+               "(proj.crunch)"),
+    "TSK005": (lambda: _tsk([_tw("w1@h", scheduled=[
+                   {"eta": _iso(600 + i), "priority": 0, "request": _req(f"e-{i}", pid=None)}
+                   for i in range(120)])]),
+               {}, W, "worker w1@h",
+               "holds 120 ETA/countdown tasks in memory, unacknowledged (proj.crunch (120), "
+               "the furthest due in 11 min): a restart sends them all back to the queue at "
+               "once"),
+    "TSK006": (lambda: _tsk([_tw("w1@h", registered=(
+                   "proj.crunch", "proj.add [time_limit=60]", "proj.mail [soft_time_limit=30]"))]),
+               {}, INFO, "registered tasks",
+               "1 registered task has no time limit at all (proj.crunch) on 1 worker: a hung "
+               "one runs forever"),
+}
+CASES.update(TSK_CASES)
+
+
+@pytest.mark.parametrize("code", sorted(TSK_CASES))
+def test_tsk_message_is_pinned(code):
+    test_check_message_is_pinned(code)
