@@ -132,8 +132,9 @@ def test_workers_inspect_raw(redis_workers):
                                  redis_workers["url"])
     assert code == 0, err
     assert len(doc["replies"]) == 2
-    for r in doc["replies"]:
-        assert "celeryctl.lab.demoapp.add" in r["reply"]
+    for r in doc["replies"]:  # each name with the attributes asked for (issue 14)
+        entries = {x.split()[0]: x for x in r["reply"]}
+        assert "time_limit=" in entries["celeryctl.lab.demoapp.add"], entries
     code, doc, err, _ = run_json("workers", "inspect", "conf", "--broker", redis_workers["url"])
     assert code == 0
     conf = doc["replies"][0]["reply"]
