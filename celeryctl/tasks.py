@@ -18,8 +18,11 @@ commit fd6e475 "Refer worker request info to absolute time", #3684) it is wall-c
 seconds, converted from the pool's monotonic accept time, read in the source of 5.2.7,
 5.3.6, 5.5.3 and 5.7.0 alike; before 4.4 it was the raw monotonic value, which is no
 date. So a runtime is given only for a worker whose version is known to be >= 4.4, and is
-null (with a note) otherwise — never a wrong age. It is the worker host's clock: a worker
-clock ahead of this machine's gives a negative age, reported as unknown (a note says so).
+null (with a note) otherwise — never a wrong age. It is the worker host's clock (so is the
+Redis `unacked_index` score), and no inspect reply carries the worker's wall clock to
+measure the offset: a clearly negative age (the worker's clock ahead) or a runtime past the
+task's hard time limit + CLOCK_LIMIT_MARGIN (a prefork pool kills it there: the worker's
+clock behind) is reported as unknown, "worker clock skew" (a note) — never clamped to 0.
 
 Not visible anywhere a third party can read: a per-call time limit
 (`apply_async(time_limit=...)`, the message's `timelimit` header) — the limits shown are
@@ -44,6 +47,7 @@ TASK_METHODS = ("active", "reserved", "scheduled", "registered", "conf", "report
 STATES = ("active", "reserved", "scheduled")
 WALL_CLOCK_SINCE = (4, 4)  # Celery versions from which time_start is epoch seconds
 CLOCK_TOLERANCE = 5.0  # seconds a worker clock may be ahead before an age is refused
+CLOCK_LIMIT_MARGIN = 60.0  # seconds past the hard time limit before a runtime is refused
 EPOCH_FLOOR = 1e9  # 2001-09-09: a time_start below it is no epoch (a monotonic clock)
 
 
@@ -223,10 +227,14 @@ def time_start_clock(version: str | None) -> str:
     return "wall" if v >= WALL_CLOCK_SINCE else "monotonic"
 
 
-def runtime_of(time_start: Any, version: str | None, now: float
+def runtime_of(time_start: Any, version: str | None, now: float,
+               time_limit: float | None = None
                ) -> tuple[float | None, float | None, str | None]:
     """(runtime seconds, time_start as epoch, note) — runtime None with the reason when it
-    cannot be known to be right."""
+    cannot be known to be right. `time_start` is on the worker's clock: a clearly negative
+    age (the worker's clock ahead) or, given the task's hard `time_limit`, a runtime past it
+    by more than `CLOCK_LIMIT_MARGIN` (a prefork pool kills the task at its hard limit: the
+    worker's clock is behind) is "worker clock skew", never a runtime — nor clamped to 0."""
     if time_start is None:
         return None, None, None
     ts = _number(time_start)
@@ -245,9 +253,32 @@ def runtime_of(time_start: Any, version: str | None, now: float
                             f"worker's monotonic clock (wall-clock from 4.4)")
     age = now - ts
     if age < -CLOCK_TOLERANCE:
-        return None, ts, (f"runtime unknown: time_start is {-age:.0f} s in the future "
-                          f"(the worker's clock is ahead of this machine's)")
+        return None, ts, (f"runtime unknown (worker clock skew): time_start is "
+                          f"{human_age(-age)} in the future — the worker's clock is ahead "
+                          f"of this machine's")
+    if time_limit is not None and age > time_limit + CLOCK_LIMIT_MARGIN:
+        return None, ts, (f"runtime unknown (worker clock skew): time_start says "
+                          f"{human_age(age)}, past its hard time limit of "
+                          f"{human_age(time_limit)} (a prefork pool kills it there) — the "
+                          f"worker's clock is likely behind this machine's")
     return max(0.0, age), ts, None
+
+
+def held_of(delivered_at: float, now: float) -> tuple[float | None, str | None]:
+    """(held seconds, note): `delivered_at` is kombu's `unacked_index` score, set by the
+    consuming worker's clock; clearly in the future is worker clock skew, not 0 s."""
+    age = now - delivered_at
+    if age < -CLOCK_TOLERANCE:
+        return None, (f"held time unknown (worker clock skew): delivered "
+                      f"{human_age(-age)} in the future by the worker's clock — it is ahead "
+                      f"of this machine's")
+    return max(0.0, age), None
+
+
+def human_age(seconds: float) -> str:
+    from celeryctl.views import human_seconds
+
+    return human_seconds(seconds)
 
 
 def _number(v: Any) -> float | None:
@@ -372,30 +403,43 @@ def _row(worker: str, state: str, req: dict[str, Any], extra: dict[str, Any],
     notes: list[str] = []
     name = req.get("name") if isinstance(req.get("name"), str) else None
     dinfo = req.get("delivery_info") if isinstance(req.get("delivery_info"), dict) else {}
-    runtime, started = None, None
-    if state == "active":
-        runtime, started, why = runtime_of(req.get("time_start"), version, now)
-        if why:
-            notes.append(why)
     attrs = None
     if registered is not None:
         attrs = registered.get(name or "", None)
         if attrs is None:
             notes.append("task not in the worker's registered list")
     hard, soft, acks, known, source = task_limits(attrs, conf)
+    runtime, started = None, None
+    if state == "active":
+        runtime, started, why = runtime_of(req.get("time_start"), version, now, hard)
+        if why:
+            notes.append(why)
+    # the worker's delivery_info flag (AMQP's, or on Redis the one kombu's restore sets)
+    flag = dinfo.get("redelivered")
+    if isinstance(flag, bool) and copies:
+        # each row keeps its own delivery: after a restore (visibility timeout) the same task
+        # id is held twice — the first delivery (flag False; its unacked entry was removed by
+        # the restore) and the second (kombu's restore flag set)
+        own = [c for c in copies if c.restored is None or bool(c.restored) == flag]
+        if not own:
+            notes.append("held time unknown: this delivery is no longer in kombu's unacked "
+                         "hash (the task id's entry there is a later delivery"
+                         + (": redelivered after a restore)" if not flag else ")"))
+        copies = own
     held, delivered_at, restored = None, None, None
     if copies:
         times = [c.delivered_at for c in copies if c.delivered_at is not None]
         if times:
             delivered_at = max(times)
-            held = max(0.0, now - delivered_at)
+            held, why = held_of(delivered_at, now)
+            if why:
+                notes.append(why)
         restored = any(c.restored for c in copies)
         if len(copies) > 1:
             notes.append(f"{len(copies)} in-flight copies of this task id in unacked")
-    elif redis and inflight is not None and inflight.complete and state != "active":
+    elif redis and inflight is not None and inflight.complete and state != "active" \
+            and not any("no longer in kombu's unacked" in n for n in notes):
         notes.append("not in kombu's unacked hash")
-    # the worker's delivery_info flag (AMQP's, or on Redis the one kombu's restore sets)
-    flag = dinfo.get("redelivered")
     redelivered = True if (flag is True or restored) else (False if flag is False else None)
     eta, eta_secs = None, None
     if state == "scheduled":

@@ -244,3 +244,38 @@ def test_rabbitmq_active_task_held_unknown(labdir, rabbit, vhost):
         assert [r["state"] for r in doc["tasks"]].count("reserved") == 1
     finally:
         w.stop(timeout=5)
+
+
+def test_worker_clock_behind_gives_no_runtime(labdir, redis_server, tmp_path):
+    """Issue 14 #2: a real worker whose clock is 2 h behind this machine's (time.time shifted
+    in its process): its 3 s old task would look 2 h old, past its 50 min hard limit — the
+    runtime is unknown ("worker clock skew"), `--older-than 3600` leaves it out, and doctor's
+    TSK001 does not fire on it."""
+    import redis
+
+    url = redis_server["url"].rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(url).flushdb()
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import time\n_t = time.time\ntime.time = lambda: _t() - 7200\n")
+    w = s.start_worker(labdir / "tasks-skew", url, "tkskew@%h", queues="celery",
+                       pool="prefork", concurrency=1,
+                       env={"PYTHONPATH": str(shim), "CELERYCTL_LAB_TIME_LIMITS": "1"})
+    try:
+        tid = str(uuid.uuid4())
+        publish(url, f"sleep.apply_async((60,), task_id={tid!r}, queue='celery')")
+        rows = wait_for(lambda: [r for r in held(url)["tasks"] or [] if r["id"] == tid
+                                 and r["state"] == "active"], timeout=20)
+        assert rows, held(url)
+        (r,) = rows
+        assert r["time_limit"] == 3000 and r["runtime_seconds"] is None, r
+        assert any("worker clock skew" in n for n in r["notes"]), r["notes"]
+        assert held(url, "--older-than", "3600")["tasks"] == []
+        code, out, err, _ = run_cli("tasks", "--broker", url, env={"COLUMNS": "80"})
+        assert "note (" in out and "worker clock skew" in out, out
+        assert "1 task: 1 active — 1 on tkskew@" in out, out
+        code, doc, err, _ = run_json("doctor", "--broker", url, "--select", "TSK001")
+        assert doc["findings"] == [], doc["findings"]
+    finally:
+        w.stop(timeout=5)

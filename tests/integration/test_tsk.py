@@ -49,6 +49,16 @@ def test_acks_late_task_reported_before_its_second_delivery(tmp_path):
                 break
             time.sleep(0.5)
         assert len(running) == 2, running
+        # issue 14 #4: each row keeps its own delivery — the first worker's row is not given
+        # the second delivery's held time nor its redelivered flag
+        code, tdoc, err, _ = run_json("tasks", "--broker", st.broker_url, "--timeout", "3")
+        rows = [r for r in tdoc["tasks"] if r["id"] == tid]
+        assert len(rows) == 2 and {r["worker"] for r in rows} == set(running), rows
+        first, second = sorted(rows, key=lambda r: bool(r["redelivered"]))
+        assert first["redelivered"] is False and first["held_seconds"] is None, first
+        assert any("no longer in kombu's unacked" in n for n in first["notes"]), first
+        assert second["redelivered"] is True and second["held_seconds"] is not None, second
+        assert second["held_seconds"] < first["runtime_seconds"], rows
         code, doc, err, _ = run_json("doctor", "--broker", st.broker_url, "--timeout", "3",
                                      "--select", "TSK002")
         twice = [f for f in doc["findings"] if f["subject"] == f"task {tid}"]

@@ -18,6 +18,7 @@ from celeryctl.snapshot import (
 )
 from celeryctl.tasks import (
     filter_rows,
+    held_of,
     parse_registered,
     registered_name,
     runtime_of,
@@ -102,7 +103,8 @@ def test_view_joins_states_inflight_and_sorts_oldest_first():
         InFlightMessage("t2", id="r2", delivered_at=NOW - 500, restored=True),
         InFlightMessage("t3", id="s1", delivered_at=NOW - 5)), total=3, read=3)
     n = node(active=[req("a1", time_start=NOW - 100, pid=42)],
-             reserved=[req("r1", name="proj.fast"), req("r2", name="proj.fast")],
+             reserved=[req("r1", name="proj.fast"),
+                       req("r2", name="proj.fast", redelivered=True)],
              scheduled=[{"eta": "2027-01-15T10:00:00+00:00", "priority": 6,
                          "request": req("s1")}])
     v = task_view(snap([n], inflight=inflight), NOW)
@@ -171,3 +173,107 @@ def test_registered_attributes_do_not_make_workers_differ():
              active_queues=[{"name": "celery"}])
     report = run_checks(snap([a, b]), Limits(), select_checks(["WRK006"], None))
     assert not report.findings
+
+
+def test_worker_clock_skew_is_unknown_never_an_age_or_zero():
+    """Issue 14 #2: a worker clock behind gives a runtime past the hard limit; ahead gives a
+    negative age. Both are "worker clock skew" (a note), never a runtime, never 0 s."""
+    rt, ts, note = runtime_of(NOW - 7200, "5.5.3", NOW, 3000.0)
+    assert rt is None and ts == NOW - 7200 and "worker clock skew" in note
+    assert "behind" in note
+    assert runtime_of(NOW - 3000, "5.5.3", NOW, 3000.0)[0] == 3000  # at its limit: fine
+    assert runtime_of(NOW - 7200, "5.5.3", NOW)[0] == 7200  # no limit: nothing to refute
+    rt, _, note = runtime_of(NOW + 3600, "5.5.3", NOW, 3000.0)
+    assert rt is None and "ahead" in note and "worker clock skew" in note
+    assert runtime_of(NOW + 2, "5.5.3", NOW)[0] == 0.0  # within tolerance
+    assert held_of(NOW + 3600, NOW)[0] is None and "worker clock skew" in held_of(
+        NOW + 3600, NOW)[1]
+    assert held_of(NOW - 3, NOW) == (3, None)
+    behind = node(active=[req("a1", time_start=NOW - 7200)])  # proj.slow: time_limit=300
+    ahead = node("w2@h", reserved=[req("r1", name="proj.fast")])
+    inflight = RedisInFlight(messages=(
+        InFlightMessage("t1", id="r1", delivered_at=NOW + 3600, restored=False),), total=1,
+        read=1)
+    v = task_view(snap([behind, ahead], inflight=inflight), NOW)
+    a1, r1 = sorted(v.rows, key=lambda r: r.id)
+    assert a1.runtime_seconds is None and any("clock skew" in n for n in a1.notes)
+    assert r1.held_seconds is None and any("clock skew" in n for n in r1.notes)
+    assert filter_rows(v.rows, older_than=3600) == []
+
+
+def test_each_row_keeps_its_own_delivery_after_a_restore():
+    """Issue 14 #4: after a visibility-timeout restore the same task id is held by the
+    first worker (first delivery, its unacked entry gone) and the second (the restored
+    copy): only the second row gets the copy's held time and redelivered."""
+    inflight = RedisInFlight(messages=(
+        InFlightMessage("t2", id="x", delivered_at=NOW - 3, restored=True),), total=1, read=1)
+    first = node("w1@h", active=[req("x", time_start=NOW - 20)])
+    second = node("w2@h", active=[req("x", time_start=NOW - 3, redelivered=True)])
+    v = task_view(snap([first, second], inflight=inflight), NOW)
+    rows = {r.worker: r for r in v.rows}
+    assert rows["w1@h"].held_seconds is None and rows["w1@h"].redelivered is False
+    assert any("no longer in kombu's unacked" in n for n in rows["w1@h"].notes)
+    assert rows["w2@h"].held_seconds == 3 and rows["w2@h"].redelivered is True
+
+
+def _table(rows, width=80) -> str:
+    import io
+
+    from rich.console import Console
+
+    from celeryctl.render.tasks import render_tasks
+
+    buf = io.StringIO()
+    render_tasks(Console(file=buf, width=width, color_system=None),
+                 [r.to_dict() for r in rows])
+    return buf.getvalue()
+
+
+def test_table_counts_by_state_and_worker_and_keeps_each_rows_notes():
+    """Issue 14 #8, #9: a summary line under the table; `for` of a scheduled task is the
+    time to its ETA; an unknown runtime shows "?" and its note is printed under the table."""
+    many = node(reserved=[req(f"r{i}", name="proj.fast") for i in range(2500)],
+                active=[req("a1", time_start=NOW - 7200)],
+                scheduled=[{"eta": "2027-01-15T10:12:00+00:00", "request": req("s1")}])
+    other = node("w2@h", active=[req("a2", time_start=NOW - 30)])
+    v = task_view(snap([many, other], inflight=RedisInFlight(total=0)), NOW)
+    text = _table(v.rows)
+    assert "2,503 tasks: 2 active, 2,500 reserved, 1 scheduled — 2,502 on w1@h, 1 on w2@h" \
+        in text
+    line_a1 = next(ln for ln in text.splitlines() if " a1 " in ln)
+    assert line_a1.split()[4] == "?"  # runtime unknown (`for`): why is said below
+    assert "note (a1): runtime unknown (worker clock skew)" in text
+    assert "note (2,501 tasks, e.g. r0): not in kombu's unacked hash" in text  # once
+    sched = task_view(snap([node(scheduled=[{"eta": "2027-01-15T10:12:00+00:00",
+                                             "request": req("s1")}])]),
+                      1_800_000_000.0 + 0).rows
+    due = sched[0].eta_in_seconds
+    assert due > 0
+    from celeryctl.views import human_seconds
+
+    assert ("in " + human_seconds(due)) in _table(sched)
+
+
+def test_tasks_filters_refuse_empty_name_nan_and_inf():
+    """Issue 14 #12: usage errors (64) with the right words, before connecting anywhere."""
+    from tests.conftest import run_cli
+
+    for args, words in ((["--name", ""], "--name must be a task name"),
+                        (["--older-than", "nan"], "finite number of seconds >= 0, got nan"),
+                        (["--older-than", "inf"], "finite number of seconds >= 0, got inf"),
+                        (["--older-than", "-1"], "finite number of seconds >= 0, got -1")):
+        code, out, err, _ = run_cli("tasks", "--broker", "redis://127.0.0.1:1/0", *args)
+        assert code == 64 and words in err and "Traceback" not in err, (args, err)
+
+
+def test_demoapp_tasks_all_carry_the_lab_time_limits():
+    """Issue 14 #10: `flaky` too (TSK006 stays quiet on a healthy lab)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from celeryctl.lab import demoapp as d;"
+            "print(d.flaky.time_limit, d.flaky.soft_time_limit, d.add.time_limit)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "CELERYCTL_LAB_TIME_LIMITS": "1"}, check=True)
+    assert out.stdout.split() == ["3000", "2900", "3000"]
