@@ -22,7 +22,7 @@ def tasks(
     worker: list[str] | None = typer.Option(None, "--worker", "-w", metavar="NODE",
                                             help="Only this worker (node name; repeatable); "
                                             "only it is asked."),
-    older_than: float | None = typer.Option(None, "--older-than", min=0.0, metavar="SECONDS",
+    older_than: float | None = typer.Option(None, "--older-than", metavar="SECONDS",
                                             help="Only tasks running (active) or held "
                                             "(reserved, scheduled) longer than this."),
     include_args: bool = typer.Option(False, "--include-args", help="Show task arguments "
@@ -36,6 +36,7 @@ def tasks(
     one row each, oldest first: runtime, how long held, time limits, acks_late, redelivered.
     Exit 0 every worker answered, 3 the workers (or some of them) could not be observed,
     64 bad usage."""
+    import math
     import time
 
     from celeryctl.status import ExitStatus, UsageError
@@ -45,6 +46,12 @@ def tasks(
     bad = [s for s in states if s not in STATES]
     if bad:
         raise UsageError(f"--state must be one of {', '.join(STATES)}, got {bad[0]!r}")
+    if name is not None and not name.strip():
+        raise UsageError("--name must be a task name or an fnmatch pattern "
+                         "('proj.billing.*'), got an empty one")
+    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
+        raise UsageError(f"--older-than must be a finite number of seconds >= 0, "
+                         f"got {older_than!r}")
     nodes = list(worker or []) or None
     fmt = o.check_format(fmt)
     if from_file:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from celeryctl.render.fit import Col, num
 from celeryctl.render.tables import _v
 from celeryctl.render.text import safe
@@ -29,10 +31,11 @@ def _eta_in(v: float | None) -> str:
 def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
                  wide: bool = False) -> None:
     """State, id (whole, on one line: it is what `celeryctl task ID` takes), task name
-    (folded when it must be), worker and how long (`for`: running for an active task, held
-    for a reserved or scheduled one) are always shown; ETA, queue, pid, limits, acks_late,
+    (folded when it must be), worker and `for` (running for an active task, time to its ETA
+    for a scheduled one — "in 12m" —, held for a reserved one) are always shown; ETA, queue, pid, limits, acks_late,
     redelivered, and runtime and held apart, drop out as the terminal narrows (`--wide` or
-    `--format json` for every field)."""
+    `--format json` for every field). Under the table: the counts by state and by worker, and
+    the rows' notes (why a field is unknown)."""
     cols = [
         (Col("state"), "state"),
         (Col("id"), "id"),  # whole, on one line: it is what `celeryctl task ID` takes
@@ -55,9 +58,8 @@ def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
         line = []
         for _col, key in cols:
             v = r.get(key)
-            if key == "age":  # running for (active), held for (reserved, scheduled)
-                line.append(human_seconds(r.get("runtime_seconds") if r.get("state") == "active"
-                                          else r.get("held_seconds")))
+            if key == "age":
+                line.append(_for(r))
             elif key in ("runtime_seconds", "held_seconds"):
                 line.append(human_seconds(v))
             elif key == "eta_in_seconds":
@@ -70,6 +72,54 @@ def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
                 line.append(_v(v))
         cells.append(line)
     print_plain_table(out, [c for c, _ in cols], cells, wide=wide)
+    out.print(Text(summary(rows)), highlight=False, soft_wrap=True)
+    for line in row_notes(rows):
+        out.print(Text(line, style="dim"), highlight=False, soft_wrap=True)
+
+
+def _for(r: dict[str, Any]) -> str:
+    """`for`: running for (active), time to its ETA (scheduled: "in 12m", "3s late"), held
+    for (reserved); "?" when not known and a note (under the table) says why."""
+    if r.get("state") == "scheduled" and r.get("eta_in_seconds") is not None:
+        v = r["eta_in_seconds"]
+        return ("in " + human_seconds(v)) if v >= 0 else (human_seconds(-v) + " late")
+    v = r.get("runtime_seconds") if r.get("state") == "active" else r.get("held_seconds")
+    if v is None and r.get("notes"):
+        return "?"
+    return human_seconds(v)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """"2,513 tasks: 13 active, 2,500 reserved on w1@vm, ..." — counts by state, and by
+    worker (the most first; past five, "and N more workers")."""
+    from collections import Counter
+
+    states = Counter(r.get("state") for r in rows)
+    workers = Counter(r.get("worker") for r in rows)
+    n = len(rows)
+    text = f"{n:,} task{'' if n == 1 else 's'}: " + ", ".join(
+        f"{states[s]:,} {s}" for s in ("active", "reserved", "scheduled") if states[s])
+    top = workers.most_common()
+    by = ", ".join(f"{c:,} on {w}" for w, c in top[:5])
+    if len(top) > 5:
+        by += f" and {len(top) - 5} more workers"
+    return safe(text + (f" — {by}" if by else ""))
+
+
+def row_notes(rows: list[dict[str, Any]], limit: int = 5) -> list[str]:
+    """The rows' notes (why a field is unknown), each once with how many rows have it and
+    an example task id: the table has no room for them (`--format json` has them per row)."""
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        for n in r.get("notes") or ():
+            seen.setdefault(n, []).append(r.get("id") or "?")
+    out = []
+    for note, ids in list(seen.items())[:limit]:
+        who = ids[0] if len(ids) == 1 else f"{len(ids):,} tasks, e.g. {ids[0]}"
+        out.append(safe(f"note ({who}): {note}"))
+    if len(seen) > limit:
+        out.append(f"and {len(seen) - limit} more notes (--format json has every row's)")
+    return out
 
 
 def print_plain_table(out, cols: list[Col], rows: list[list[str]], *, wide: bool = False
