@@ -166,7 +166,7 @@ def arg_type(value) -> list:
     return [type(value).__name__, repr(value)[:200]]
 
 
-@app.task(name="celeryctl.lab.demoapp.flaky", bind=True, max_retries=5)
+@app.task(name="celeryctl.lab.demoapp.flaky", bind=True, max_retries=5, **LIMITS)
 def flaky(self, retries: int = 1, seconds: float = 0.0) -> int:
     """Sleeps `seconds`, then retries itself (at once) `retries` times and succeeds: one
     task-retried event per retry (the `celeryctl events` tests count them)."""
