@@ -160,7 +160,9 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
     ## What it finds
     A queue with messages waiting whose every consuming worker runs as many tasks as its
     pool allows (`active == max-concurrency`): a warning from `--queue-warn` messages on,
-    info below it. The finding names the tasks keeping the pools busy and how long they have
+    info below it. Only when the longest of those running tasks has run a minute or more
+    (or no runtime is known): one sample of pools full of tasks that all started seconds ago
+    is a short burst being worked off, not a lack of capacity. The finding names the tasks keeping the pools busy and how long they have
     run (the longest first).
 
     ## Why it matters
@@ -186,6 +188,9 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
             if isinstance(active, list) and isinstance(conc, int) and len(active) >= conc:
                 full.append(name)
         if full and len(full) == len(q.consumer_workers):
+            longest = _longest_runtime(snap, full)
+            if longest is not None and longest < SATURATED_AFTER:
+                continue  # one sample of a short burst: full pools, but not for long
             busy = _busy_tasks(snap, full)
             yield Finding(Severity.WARNING if q.ready >= limits.queue_warn else Severity.INFO,
                           f"queue {q.name}",
@@ -198,6 +203,18 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
                           | ({"busy_with": busy[1]} if busy else {}),
                           hint="Add capacity for this queue.",
                           commands=["celery -A proj control pool_grow 2"])
+
+
+SATURATED_AFTER = 60.0  # WRK005: the pools' longest running task has run at least this long
+
+
+def _longest_runtime(snap, workers: list[str]) -> float | None:
+    """The longest runtime among the tasks running on `workers`; None when none is known."""
+    from celeryctl.tasks import snapshot_task_view
+
+    known = [r.runtime_seconds for r in snapshot_task_view(snap).rows
+             if r.state == "active" and r.worker in workers and r.runtime_seconds is not None]
+    return max(known) if known else None
 
 
 def _busy_tasks(snap, workers: list[str]) -> tuple[str, list[dict]] | None:

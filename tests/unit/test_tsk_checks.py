@@ -163,3 +163,13 @@ def test_past_visibility_beyond_ten_are_summed_up():
     assert got[-1][2] == "2 more tasks unacknowledged for over 80% of visibility_timeout 1h00m"
     # the ten oldest named (doctor then orders findings by severity and subject)
     assert {g[1] for g in got[:10]} == {f"task r{i}" for i in range(2, 12)}
+
+
+def test_pool_saturated_not_claimed_from_one_sample_of_a_short_burst():
+    """Issue 14 #11: pools full of tasks that all started seconds ago are a burst being
+    worked off, not a lack of capacity; a task running a minute or more makes it one."""
+    q = [QueueDepth("celery", "redis", ready=50, consumers=1, consumer_workers=("w1@h",))]
+    burst = _tw("w1@h", concurrency=2, active=[_req("a", started=1), _req("b", started=0.5)])
+    assert found(_tsk([burst], queues=q), "WRK005") == []
+    slow = _tw("w1@h", concurrency=2, active=[_req("a", started=61), _req("b", started=1)])
+    assert found(_tsk([slow], queues=q), "WRK005")[0][0] is INFO
