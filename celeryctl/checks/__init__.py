@@ -33,9 +33,10 @@ FAMILIES = {
     "BRK": "broker server",
     "CFG": "Celery settings",
     "SEC": "security",
+    "EVT": "task events",
 }
 HEADINGS = ("What it finds", "Why it matters", "How to fix")
-_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC)\d{3}$")
+_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC|EVT)\d{3}$")
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -94,6 +95,13 @@ class Limits:
     memory_warn_ratio: float = 0.80
     connections_per_worker: int = 30
     consumer_timeout: float = 1800.0  # RabbitMQ's default; assumed where 3.12+ do not report it
+    # EVT (a doctor --events window)
+    failure_ratio_warn: float = 0.1  # --failure-ratio-warn
+    failure_min: int = 3  # failures of a task name before its ratio counts
+    retry_ratio_warn: float = 0.5
+    retry_rate_warn: float = 1.0  # retries per second of one task name
+    retry_min: int = 5
+    event_lag_warn: float = 5.0  # seconds of event clock drift
 
 
 BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
@@ -192,6 +200,7 @@ def _load() -> None:
         brk,
         cfg,
         con,
+        evt,
         pool,
         que,
         res,
