@@ -312,3 +312,59 @@ def test_inspect_account_is_enough_and_monitor_changes_nothing(cluster, labdir, 
     assert _by_name(doc)["sleep"]["succeeded"] == 6
     assert {w["name"]: w["restored"] for w in doc["workers"]}[OFF] is True
     assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+
+
+def test_doctor_events_window_folds_into_the_report(cluster, tmp_path):
+    """`doctor --events SECONDS` runs the same window (enabled only where off, restored there,
+    state file, audit): its EVT findings come from the events the producer caused, the
+    snapshot it saves carries the window, and `doctor --from` gives the same EVT findings."""
+    snapfile = tmp_path / "snap.json"
+    audit = tmp_path / "audit.log"
+    proc = subprocess.Popen([*CELERYCTL, "doctor", "--broker", cluster["url"],
+                             *cluster["extra"], "--events", "10", "--format", "json",
+                             "--save", str(snapfile), "--audit-log", str(audit)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_cli_env(_env(cluster)), cwd=str(ROOT))
+    _wait_enabled(cluster, proc)
+    _produce(cluster["url"])
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode in (1, 2), err
+    doc = json.loads(out)
+    evt = sorted((f["code"], f["subject"], f["message"]) for f in doc["findings"]
+                 if f["code"].startswith("EVT"))
+    fail = [m for c, s, m in evt if c == "EVT001"]
+    assert fail and fail[0].startswith("3 of 3 runs failed (100%)"), evt
+    assert fail[0].endswith("mostly RuntimeError (3)"), evt
+    assert not [c for c, _s, _m in evt if c in ("EVT002", "EVT004")], evt  # 4 retries < 5
+    skipped = {s["code"] for s in doc["skipped"]}
+    assert not skipped & {"EVT001", "EVT002", "EVT003", "EVT004"}, doc["skipped"]
+    if cluster["kind"] == "redis":  # the -E worker sends task events and nothing listens
+        # (RabbitMQ: the management API lists the previous test's receiver queue for a few
+        # seconds, so whether anything listens is not asserted there)
+        assert ("EVT005", f"worker {ON}") in {(c, s) for c, s, _m in evt}, evt
+        assert ("EVT005", f"worker {OFF}") not in {(c, s) for c, s, _m in evt}, evt
+    assert _state_files(cluster) == []
+    lines = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert [x["command"] for x in lines] == ["events (enable)", "events (restore)"]
+    assert lines[0]["subjects"] == [OFF] and lines[1]["subjects"] == [OFF]
+    assert _task_event_hosts(cluster["url"], ["q_off", "q_on"]) == {ON}
+    code, out2, err2, _ = run_cli("doctor", "--from", str(snapfile), "--format", "json",
+                                  "--select", "EVT")
+    assert code in (1, 2), err2
+    again = sorted((f["code"], f["subject"], f["message"])
+                   for f in json.loads(out2)["findings"])
+    assert again == evt
+
+
+def test_doctor_without_events_skips_the_window_checks(cluster):
+    code, out, err, secs = run_cli("doctor", "--broker", cluster["url"], *cluster["extra"],
+                                   "--format", "json", "--select", "EVT", env=_env(cluster))
+    doc = json.loads(out)
+    skipped = {s["code"]: s["reason"] for s in doc["skipped"]}
+    for c in ("EVT001", "EVT002", "EVT003", "EVT004"):
+        assert "pass --events SECONDS" in skipped[c], skipped
+    assert _state_files(cluster) == []
+    for bad in (["--events", "0"], ["--events", "3601"], ["--failure-ratio-warn", "1.5"]):
+        code, out, err, _ = run_cli("doctor", "--broker", cluster["url"], *bad,
+                                    env=_env(cluster))
+        assert code == 64 and "Traceback" not in err, (bad, err)
