@@ -263,6 +263,9 @@ class _Run:
                     listener.close()
                     return None, ExitStatus.CRITICAL
                 replies, send_err = send(self.t, "enable_events", candidates)
+                if candidates:  # a broadcast: every worker's clock steps once (not a loss)
+                    with lock:
+                        agg.note_control_sent(time.time())
                 if send_err:
                     problems = {n: f"could not send enable_events: {send_err}"
                                 for n in candidates}

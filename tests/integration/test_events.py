@@ -113,7 +113,12 @@ def _task_event_hosts(url: str, queues: list[str], seconds: float = 4.0) -> set[
         t = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None,
                                                          wakeup=False), daemon=True)
         t.start()
-        time.sleep(1.0)  # subscribed
+        # subscribed once both workers' heartbeats are heard (every 2 s, task events on or
+        # off): a fixed 1 s sleep was too short for the receiver's queue to be bound on a
+        # loaded machine, and then the -E worker's task events were missed
+        hosts = lambda: {e.get("hostname") for e in seen  # noqa: E731
+                         if e.get("type") == "worker-heartbeat"}
+        assert wait_for(lambda: {OFF, ON} <= hosts(), timeout=15, interval=0.1), hosts()
         for q in queues:
             app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue=q)
         time.sleep(seconds)
