@@ -184,10 +184,76 @@ def read_snapshot(path: Path) -> dict[str, Any]:
 # code cannot drift apart: every field present has its type; fields without a default are
 # required. Unknown keys are ignored (as load_snapshot ignores them).
 
+@dataclasses.dataclass
+class _EvException:  # events part: tasks[].exceptions[] (celeryctl/events/agg.py)
+    type: str
+    count: int
+    example: str | None = None
+
+
+@dataclasses.dataclass
+class _EvUnfinished:
+    id: str
+    worker: str | None = None
+    age_seconds: float | None = None
+
+
+@dataclasses.dataclass
+class _EvTask:
+    name: str
+    received: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    rejected: int = 0
+    revoked: int = 0
+    failure_ratio: float | None = None
+    retry_ratio: float | None = None
+    exceptions: list[_EvException] | None = None
+    unfinished_count: int | None = None
+    unfinished: list[_EvUnfinished] | None = None
+
+
+@dataclasses.dataclass
+class _EvWorker:
+    name: str
+    heartbeats: int | None = None
+    heartbeat_freq_seconds: float | None = None
+    heartbeat_age_seconds: float | None = None
+    heartbeat_late: bool | None = None
+    clock_drift_seconds: float | None = None
+    event_delay_max_seconds: float | None = None
+    events_were_enabled: bool | None = None
+    restored: bool | None = None
+
+
+@dataclasses.dataclass
+class _EvWindow:  # the `events` part: a `doctor --events` window's summary
+    window_seconds: float
+    tasks: list[_EvTask]
+    workers: list[_EvWorker]
+    notes: list[str] | None = None
+
+
+@dataclasses.dataclass
+class _EvSender:
+    worker: str
+    why: str | None = None
+
+
+@dataclasses.dataclass
+class _EvConsumers:  # the `event_consumers` part (collect/doctor.py)
+    senders: list[_EvSender]
+    consumers: list[str] | None = None
+    unknown: str | None = None
+
+
 # parts whose value is not a dataclass (validation only; load_snapshot keeps them as they are)
 PLAIN_PARTS: dict[str, Any] = {
     "broker": bool, "app": dict[str, Any], "redis_info": dict[str, Any],
     "redis_config": dict[str, Any], "sentinel": dict[str, Any],
+    "events": _EvWindow, "event_consumers": _EvConsumers,
 }
 @dataclasses.dataclass
 class _Source:  # a source as written by SourceStatus.to_dict

@@ -34,9 +34,10 @@ FAMILIES = {
     "CFG": "Celery settings",
     "SEC": "security",
     "TSK": "tasks",
+    "EVT": "task events",
 }
 HEADINGS = ("What it finds", "Why it matters", "How to fix")
-_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC|TSK)\d{3}$")
+_CODE = re.compile(r"^(SRC|WRK|SER|CON|POOL|QUE|RES|BRK|CFG|SEC|TSK|EVT)\d{3}$")
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -97,6 +98,13 @@ class Limits:
     consumer_timeout: float = 1800.0  # RabbitMQ's default; assumed where 3.12+ do not report it
     long_task_after: float = 1800.0  # TSK001: a task running longer is reported
     scheduled_warn: int = 100  # TSK005: ETA/countdown tasks one worker may hold
+    # EVT (a doctor --events window)
+    failure_ratio_warn: float = 0.1  # --failure-ratio-warn
+    failure_min: int = 3  # failures of a task name before its ratio counts
+    retry_ratio_warn: float = 0.5
+    retry_rate_warn: float = 1.0  # retries per second of one task name
+    retry_min: int = 5
+    event_lag_warn: float = 5.0  # seconds of event clock drift
 
 
 BROKER_NAMES = {"redis": "Redis", "amqp": "RabbitMQ"}
@@ -195,6 +203,7 @@ def _load() -> None:
         brk,
         cfg,
         con,
+        evt,
         pool,
         que,
         res,

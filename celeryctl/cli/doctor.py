@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import typer
 
 from celeryctl.cli import options as o
@@ -61,6 +63,17 @@ def doctor(
     sample: int = typer.Option(10, "--sample", min=0, max=1000, metavar="N",
                                help="Messages read (never consumed) per queue on Redis to check "
                                "their content type; 0 disables."),
+    events: float | None = typer.Option(None, "--events", metavar="SECONDS",
+                                        help="Also listen to task events for SECONDS (as "
+                                        "`celeryctl events --for`: enabled only where off, "
+                                        "turned back off there, audited) for the EVT checks."),
+    failure_ratio_warn: float = typer.Option(0.1, "--failure-ratio-warn", metavar="RATIO",
+                                             help="EVT001: failed/finished runs of a task "
+                                             "name above which it is reported (with --events)."),
+    audit_log: str | None = typer.Option(None, "--audit-log", metavar="PATH",
+                                         help="With --events: where the enable/restore "
+                                         "records go [default ~/.local/state/celeryctl/"
+                                         "audit.log]."),
 ) -> None:
     """The incident report: everything wrong, with evidence and the commands that fix it.
     Exit 0 all clear (broker, workers and queues observed), 1 warning, 2 critical (a broker
@@ -84,6 +97,18 @@ def doctor(
         raise UsageError(f"--format must be table, json, markdown or prometheus, got {fmt!r}")
     if from_file and save:
         raise UsageError("--save writes the snapshot of a live run; --from reads one")
+    if events is not None:
+        from celeryctl.cli.events import MAX_WINDOW
+
+        if from_file:
+            raise UsageError("--events listens to the live cluster; --from reads a snapshot "
+                             "(which holds the window of the run that saved it)")
+        if not (events > 0 and events <= MAX_WINDOW):
+            raise UsageError(f"--events must be more than 0 and at most {MAX_WINDOW:g} "
+                             f"seconds, got {events:g}")
+    if not (0.0 <= failure_ratio_warn < 1.0):
+        raise UsageError(f"--failure-ratio-warn must be at least 0 and below 1, got "
+                         f"{failure_ratio_warn:g}")
     if fail_on.lower() not in ("warning", "critical"):
         raise UsageError(f"--fail-on must be warning or critical, got {fail_on!r}")
     try:
@@ -96,7 +121,7 @@ def doctor(
     limits = Limits(queue_warn=queue_warn, queue_crit=queue_crit, stale_after=stale_after,
                     connections_per_worker=connections_per_worker,
                     consumer_timeout=consumer_timeout, long_task_after=long_task_after,
-                    scheduled_warn=scheduled_warn)
+                    scheduled_warn=scheduled_warn, failure_ratio_warn=failure_ratio_warn)
     if from_file:
         from pathlib import Path
 
@@ -113,13 +138,19 @@ def doctor(
         elapsed, origin, out = float(doc.get("collection_seconds") or 0.0), [], make_console()
         err = make_console(stderr=True)
     else:
-        c = Ctx(ctx, "table", broker=broker, result_backend=result_backend,
-                rabbitmq_api=rabbitmq_api, vhost=vhost, queue=queue, timeout=timeout, app=app_,
-                profile=profile, rabbitmq_api_ca=rabbitmq_api_ca)
+        # --events changes something (task events on where off, for the window): like every
+        # action, refused without an explicit broker
+        c = Ctx(ctx, "table", action=events is not None, broker=broker,
+                result_backend=result_backend, rabbitmq_api=rabbitmq_api, vhost=vhost,
+                queue=queue, timeout=timeout, app=app_, profile=profile,
+                rabbitmq_api_ca=rabbitmq_api_ca)
         g, snap = collect_doctor(c.target, sample=sample, sample_interval=sample_interval,
-                                 peek=peek)
+                                 peek=peek, events=events is not None)
         sources, notes, target = g.sources, g.notes, c.target.summary()
         elapsed, origin, out, err = g.elapsed_seconds, c.origin_lines(), c.out, c.err
+        if events is not None:
+            window_status = _events_window(c, snap, events, audit_log)
+            elapsed = g.elapsed_seconds
         if save:
             _save(snap, save, g.elapsed_seconds, include_args, err)
     report = run_checks(snap, limits, checks)
@@ -141,7 +172,41 @@ def doctor(
             err.print(literal(line, style="dim"), highlight=False)
         for note in notes:  # notes name queues and workers: data, never markup
             err.print(Text.assemble(("note", "yellow"), safe(f": {note}")), highlight=False)
-    raise typer.Exit(int(doctor_status(report, Severity.parse(fail_on))))
+    status = doctor_status(report, Severity.parse(fail_on))
+    if not from_file and events is not None and window_status is not None:
+        from celeryctl.status import ExitStatus
+
+        if window_status == ExitStatus.INTERRUPTED:
+            status = ExitStatus.INTERRUPTED
+        elif window_status == ExitStatus.CRITICAL:  # task events left on somewhere
+            status = ExitStatus.CRITICAL
+    raise typer.Exit(int(status))
+
+
+def _events_window(c, snap, seconds: float, audit_log: str | None):
+    """Run the same bounded window as `celeryctl events --for SECONDS` (cli/events.py:
+    enable only where off, restore exactly there, state file, signals, audit) and put its
+    summary into the snapshot as the `events` part. The exit status of that window when it
+    matters to doctor (CRITICAL: events could not be turned back off; INTERRUPTED), else
+    None."""
+    from celeryctl.cli.events import _Run
+    from celeryctl.collect.errors import FAILED
+    from celeryctl.snapshot import Observed
+    from celeryctl.status import ExitStatus
+
+    run = _Run(c, seconds, (), (), "json", False, audit_log, False)
+    t0 = time.monotonic()
+    summary, status = run.collect()
+    took = time.monotonic() - t0
+    if summary is None:
+        snap.parts["events"] = Observed(error=run.failure or "the events window did not run",
+                                        kind=FAILED, elapsed_seconds=took)
+    else:
+        for k in ("target", "sources"):  # the report has its own
+            summary.pop(k, None)
+        snap.parts["events"] = Observed(summary, source="events", elapsed_seconds=took,
+                                        notes=tuple(summary.get("notes") or ()))
+    return status if status in (ExitStatus.CRITICAL, ExitStatus.INTERRUPTED) else None
 
 
 def doctor_status(report, threshold) -> int:

@@ -92,6 +92,7 @@ class _Run:
         self.vhost = self.t.effective_vhost if self.t.broker_kind == "amqp" else None
         self.notes: list[str] = []
         self.sources: list[dict[str, Any]] = []
+        self.failure: str | None = None  # why no window ran (collect() returned no summary)
 
     def say(self, text: str, style: str = "yellow") -> None:
         from rich.text import Text
@@ -163,6 +164,15 @@ class _Run:
     # --- the window ------------------------------------------------------------------
 
     def window(self) -> ExitStatus:
+        summary, status = self.collect()
+        if summary is not None:
+            self._output(summary)
+        return status
+
+    def collect(self) -> tuple[dict[str, Any] | None, ExitStatus]:
+        """Run the window (enable where off, listen, restore exactly there): (the summary, or
+        None when nothing was listened to; the exit status of `celeryctl events`). Also what
+        `doctor --events` runs (cli/doctor.py), so both enable and restore the same way."""
         import difflib
 
         from celeryctl.actions.events import (
@@ -184,7 +194,8 @@ class _Run:
         if not g.workers.ok:
             self.c.footer(g)
             self.say("nothing changed: the workers could not be asked", "red")
-            return ExitStatus.UNKNOWN
+            self.failure = f"the workers could not be asked: {g.workers.error}"
+            return None, ExitStatus.UNKNOWN
         answered = sorted({n.name for n in g.workers.value.nodes})
         if self.workers:
             unknown = [w for w in self.workers if w not in answered]
@@ -217,8 +228,9 @@ class _Run:
         if err:
             self.sources.append({"name": "events", "ok": False, "error": err})
             self.say(f"error: could not listen to events: {err}. Nothing changed.", "red")
+            self.failure = f"could not listen to events: {err}"
             listener.close()
-            return ExitStatus.UNKNOWN
+            return None, ExitStatus.UNKNOWN
         self.sources.append({"name": "events", "ok": True, "error": None,
                              "detail": (f"queue {listener.queue_name}" if listener.queue_name
                                         else "Redis pub/sub (SUBSCRIBE)")})
@@ -247,9 +259,13 @@ class _Run:
                 except OSError as exc:
                     self.say(f"error: cannot write the state file ({exc.strerror or exc}): "
                              "nothing enabled", "red")
+                    self.failure = f"cannot write the state file ({exc.strerror or exc})"
                     listener.close()
-                    return ExitStatus.CRITICAL
+                    return None, ExitStatus.CRITICAL
                 replies, send_err = send(self.t, "enable_events", candidates)
+                if candidates:  # a broadcast: every worker's clock steps once (not a loss)
+                    with lock:
+                        agg.note_control_sent(time.time())
                 if send_err:
                     problems = {n: f"could not send enable_events: {send_err}"
                                 for n in candidates}
@@ -291,19 +307,18 @@ class _Run:
         self._audit("events (restore)", "ok" if not rproblems else "failed", restored,
                     {"restored": len(restored), "failed": len(rproblems)},
                     window_seconds=summary["window_seconds"])
-        self._output(summary)
         if rproblems:
             self.say("error: task events could not be turned back off on "
                      f"{', '.join(rproblems)}: run `celeryctl events --restore`", "red")
-            return ExitStatus.CRITICAL
+            return summary, ExitStatus.CRITICAL
         if interrupted:
-            return ExitStatus.INTERRUPTED
+            return summary, ExitStatus.INTERRUPTED
         if not restored_ok:
-            return ExitStatus.CRITICAL
+            return summary, ExitStatus.CRITICAL
         o = summary["overall"]
         if found or problems or o["failed"] or summary["events"]["clock_gaps"]:
-            return ExitStatus.WARNING
-        return ExitStatus.OK
+            return summary, ExitStatus.WARNING
+        return summary, ExitStatus.OK
 
     def _wait(self, agg, lock, stop, listener) -> None:
         end = time.monotonic() + self.seconds

@@ -23,7 +23,9 @@ ONE_SAMPLE = "one sample only: pass --sample-interval SECONDS to measure {}"
 
 
 def collect_doctor(target: Target, *, sample: int, sample_interval: float,
-                   peek: bool) -> tuple[Gathered, Snapshot]:
+                   peek: bool, events: bool = False) -> tuple[Gathered, Snapshot]:
+    """`events`: a `--events` window follows (its part is added by cli/doctor.py): who
+    consumes events is then read whatever the workers' settings say (EVT005)."""
     g = gather(target, workers=DOCTOR_METHODS, queues=True, connections=True, server=True,
                backend=bool(target.result_backend), samples=sample, peek=peek,
                inflight=True)
@@ -33,7 +35,54 @@ def collect_doctor(target: Target, *, sample: int, sample_interval: float,
 
     # the task view as it was at collection (snapshots carry it; TSK checks read it)
     snap.parts["tasks"] = tasks_part(task_view(snap, snap.taken_at))
+    snap.parts["event_consumers"] = event_consumers(g, target, always=events)
+    snap.parts["events"] = Observed(error=NO_WINDOW, kind=NOT_ASKED)
     return g, snap
+
+
+NO_WINDOW = "no events window: pass --events SECONDS"
+
+
+def event_consumers(g: Gathered, target: Target, always: bool = False) -> Observed:
+    """EVT005's input: which workers are known to send task events (their conf, or a dead
+    `celeryctl events` run's state file on this host) and what consumes events. The
+    consumers are read (one PUBSUB NUMSUB + CLIENT LIST on Redis, one management API call on
+    RabbitMQ) only when some worker sends them, or `always` (a --events window follows)."""
+    if not g.workers.ok or g.workers.value is None:
+        return Observed(error=f"workers not observed: {g.workers.error}",
+                        kind=g.workers.kind)
+    nodes = g.workers.value.nodes
+    senders: list[dict] = []
+    for n in nodes:
+        conf = n.replies.get("conf")
+        if isinstance(conf, dict) and conf.get("worker_send_task_events") is True:
+            senders.append({"worker": n.name, "why": "worker_send_task_events is on in its "
+                                                     "conf"})
+    from celeryctl.actions.events import classify_states, read_states
+
+    vhost = target.effective_vhost if target.broker_kind == "amqp" else None
+    dead, _live, _notes = classify_states(read_states(), target.broker_redacted, vhost)
+    known = {s["worker"] for s in senders}
+    for st in dead:
+        for w in st.enabled if st.phase == "enabled" else ():
+            if w not in known:
+                known.add(w)
+                senders.append({"worker": w, "why": f"left on by celeryctl events pid "
+                                                    f"{st.pid}, killed at {st.started}"})
+    if not senders and not always:
+        return Observed({"senders": [], "consumers": [], "unknown": None}, source="workers")
+    from celeryctl.collect.events import other_monitors
+
+    t0 = time.monotonic()
+    try:
+        found, unknown = other_monitors(target, len(nodes))
+    except Exception as exc:  # noqa: BLE001 - said as unknown, never a traceback
+        from celeryctl.collect.bounded import describe_error
+
+        found, unknown = [], f"unknown whether anything consumes events " \
+                             f"({describe_error(exc)})"
+    return Observed({"senders": senders, "consumers": found, "unknown": unknown},
+                    source="workers+broker", elapsed_seconds=time.monotonic() - t0)
 
 
 def _growth_parts(g: Gathered, target: Target, interval: float) -> dict[str, Observed]:

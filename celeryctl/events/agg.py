@@ -114,7 +114,9 @@ class _Worker:
     last_delay: float | None = None
     last_clock: int | None = None
     max_clock: int | None = None
+    max_clock_at: float | None = None  # local receive time of the event with max_clock
     clock_gaps: int = 0
+    jumps_absorbed: int = 0  # clock steps explained by celeryctl's own control messages
     out_of_order: int = 0
     duplicates: int = 0
     recent: OrderedDict = field(default_factory=OrderedDict)
@@ -140,11 +142,24 @@ class Aggregator:
         self.unattributed = 0     # task events for an id received before the window
         self.workers_dropped = 0
         self.last_event_at: float | None = None
+        # celeryctl's own remote-control broadcasts sent while listening (enable_events):
+        # each one forwards every worker's logical clock by one without an event
+        self.control_jumps = 0
+        self.control_until: float | None = None
 
     # --- input ---------------------------------------------------------------------------
 
     def note_undecodable(self, n: int = 1) -> None:
         self.undecodable += n
+
+    def note_control_sent(self, until: float, n: int = 1) -> None:
+        """celeryctl broadcast `n` remote-control message(s) (enable_events) while listening,
+        done by local time `until`. A worker's pidbox forwards its Lamport clock on every
+        control message it receives, whatever its destination (celery/worker/pidbox.py
+        on_message): a step of up to `n` in a worker's clock after an event heard by `until`
+        (plus a second for the listener thread to catch up) is that, not a lost event."""
+        self.control_jumps += n
+        self.control_until = until + 1.0
 
     def feed(self, event: dict[str, Any], received_at: float) -> None:
         """One decoded event (a dict as Celery sends it) and the local time it arrived."""
@@ -162,7 +177,7 @@ class Aggregator:
         w = self._worker(host, received_at)
         if w is None:
             return
-        if self._clock(w, event):
+        if self._clock(w, event, received_at):
             self.duplicates += 1
             return
         self.events += 1
@@ -197,7 +212,7 @@ class Aggregator:
             w = self.workers[host] = _Worker(host, now)
         return w
 
-    def _clock(self, w: _Worker, event: dict[str, Any]) -> bool:
+    def _clock(self, w: _Worker, event: dict[str, Any], received_at: float = 0.0) -> bool:
         """Track the sender's logical clock; True when the event is a duplicate."""
         c = event.get("clock")
         if not isinstance(c, int) or isinstance(c, bool):
@@ -209,11 +224,17 @@ class Aggregator:
         if len(w.recent) > RECENT_CLOCKS:
             w.recent.popitem(last=False)
         if w.max_clock is None:
-            w.max_clock = c
+            w.max_clock, w.max_clock_at = c, received_at
         elif c > w.max_clock:
             if c > w.max_clock + 1:
-                w.clock_gaps += c - w.max_clock - 1
-            w.max_clock = c
+                gap = c - w.max_clock - 1
+                if (self.control_until is not None and w.max_clock_at is not None
+                        and w.max_clock_at <= self.control_until):
+                    absorbed = min(gap, self.control_jumps - w.jumps_absorbed)
+                    w.jumps_absorbed += absorbed
+                    gap -= absorbed
+                w.clock_gaps += gap
+            w.max_clock, w.max_clock_at = c, received_at
         else:
             w.out_of_order += 1
             if w.clock_gaps > 0:  # it filled a gap counted earlier

@@ -12,7 +12,9 @@ def main() -> None:
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--queue", default="unconsumed")
     p.add_argument("--priority", type=int, default=None)
-    p.add_argument("--task", default="add", choices=("add", "sleep", "fail"))
+    p.add_argument("--task", default="add", choices=("add", "sleep", "fail", "flaky"))
+    p.add_argument("--seconds", type=float, default=5.0, help="sleep: how long each runs")
+    p.add_argument("--retries", type=int, default=3, help="flaky: retries before success")
     p.add_argument("--rate", type=float, default=0.0,
                    help="messages per second (0: as fast as possible); with --count 0, forever")
     args = p.parse_args()
@@ -22,7 +24,8 @@ def main() -> None:
     from celeryctl.lab import demoapp
 
     task = getattr(demoapp, args.task)
-    targs = (1, 2) if args.task == "add" else ((5,) if args.task == "sleep" else ())
+    targs = {"add": (1, 2), "sleep": (args.seconds,), "fail": (),
+             "flaky": (args.retries,)}[args.task]
     start = time.monotonic()
     for i in itertools.count() if args.count == 0 else range(args.count):
         task.apply_async(targs, queue=args.queue,

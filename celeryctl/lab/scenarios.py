@@ -865,6 +865,33 @@ def _sentinel_quorum_lost(ctx: ScenarioContext) -> None:
         os.killpg(os.getpgid(pid), signal.SIGTERM)
 
 
+# --- task events (doctor --events SECONDS: the EVT family) -----------------------------------
+
+EVENTS_WINDOW = 4  # seconds of `doctor --events` in the EVT scenarios
+SKEW_DIR = str(__import__("pathlib").Path(__file__).parent / "skew")
+
+
+def _events_producer(*publish: str, window: float = EVENTS_WINDOW
+                     ) -> Callable[[ScenarioContext], None]:
+    """A producer publishing demo tasks for as long as the lab runs (`celeryctl.lab.publish
+    ... --count 0`), so that doctor's `--events` window sees them sent, run and fail."""
+    def prepare(ctx: ScenarioContext) -> None:
+        import sys
+        import time
+
+        ctx.spawn("producer", ["env", f"CELERY_BROKER_URL={ctx.broker_url}", sys.executable,
+                               "-m", "celeryctl.lab.publish", "--count", "0", *publish])
+        time.sleep(0.5)
+        ctx.doctor_args += ["--events", f"{window:g}"]
+
+    prepare.__doc__ = f"A producer running `celeryctl.lab.publish {' '.join(publish)}`."
+    return prepare
+
+
+def _events_window(ctx: ScenarioContext) -> None:
+    ctx.doctor_args += ["--events", "3"]
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("healthy", "Two workers, empty queues, sane settings: doctor stays clean.", ()),
     Scenario("sentinel-healthy", "Redis behind three sentinels (quorum 2) with a replica in "
@@ -1161,5 +1188,29 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "sockets) with 85% of its sockets in use: the next reconnects are refused.",
              ("POOL003",), broker="rabbitmq", workers=(WorkerSpec("w1@%h"),),
              rabbitmq_fd_limit=128, prepare=_socket_headroom),
+    Scenario("events-failing", "A task that always fails, published 3 times a second: the "
+             "`doctor --events` window sees its failure ratio and its exception.", ("EVT001",),
+             workers=(WorkerSpec("w1@%h", concurrency=4),),
+             prepare=_events_producer("--task", "fail", "--queue", "celery", "--rate", "3")),
+    Scenario("events-retry-storm", "A task retrying itself 4 times at once (no countdown), "
+             "published twice a second: a retry storm in the `doctor --events` window.",
+             ("EVT002",), workers=(WorkerSpec("w1@%h", concurrency=4),),
+             prepare=_events_producer("--task", "flaky", "--retries", "4", "--queue",
+                                      "celery", "--rate", "2")),
+    Scenario("events-unfinished", "Two-minute tasks started every second: the `doctor "
+             "--events` window ends with tasks it saw start and not finish.", ("EVT003",),
+             workers=(WorkerSpec("w1@%h", queues="slow", concurrency=12),),
+             prepare=_events_producer("--task", "sleep", "--seconds", "120", "--queue",
+                                      "slow", "--rate", "1.5", window=6)),
+    Scenario("events-clock-skew", "A worker whose host clock is 30 s ahead: its events "
+             "arrive with timestamps from the future.", ("EVT004",),
+             workers=(WorkerSpec("w1@%h", env={"PYTHONPATH": SKEW_DIR,
+                                               "CELERYCTL_LAB_CLOCK_SKEW": "30"}),),
+             prepare=_events_window),
+    Scenario("events-no-consumer", "A worker configured with worker_send_task_events and no "
+             "event monitor: every task's events are published for nobody (no --events "
+             "window needed).", ("EVT005",),
+             workers=(WorkerSpec("w1@%h", env={
+                 "CELERYCTL_LAB_SETTINGS": '{"worker_send_task_events": true}'}),)),
 )}
 

@@ -550,3 +550,98 @@ CASES.update(TSK_CASES)
 @pytest.mark.parametrize("code", sorted(TSK_CASES))
 def test_tsk_message_is_pinned(code):
     test_check_message_is_pinned(code)
+
+
+# --- EVT (issue 15: doctor --events) --------------------------------------------------------
+
+def _task(name="proj.charge", **counts):
+    row = {"name": name, "received": 0, "started": 0, "succeeded": 0, "failed": 0,
+           "retried": 0, "rejected": 0, "revoked": 0, "exceptions": [], "unfinished_count": 0,
+           "unfinished": []}
+    row.update(counts)
+    return row
+
+
+def _window(tasks=(), workers=(), seconds=10.0):
+    return _with(snap(), events={"schema": 1, "window_seconds": seconds, "tasks": list(tasks),
+                                 "workers": list(workers), "notes": []})
+
+
+def _ev_worker(name="a@h", **kw):
+    row = {"name": name, "heartbeats": 5, "heartbeat_freq_seconds": 2.0,
+           "heartbeat_age_seconds": 1.0, "heartbeat_late": False, "clock_drift_seconds": 0.01,
+           "event_delay_max_seconds": 0.05, "events_were_enabled": False, "restored": True}
+    row.update(kw)
+    return row
+
+
+EVT_CASES = {
+    "EVT001": (lambda: _window([_task(succeeded=6, failed=4, exceptions=[
+                   {"type": "TimeoutError", "count": 3, "example": "TimeoutError('api')"},
+                   {"type": "KeyError", "count": 1, "example": "KeyError('x')"}])]), {}, W,
+               "task proj.charge",
+               "4 of 10 runs failed (40%) in the 10 s window; mostly TimeoutError (3)"),
+    "EVT002": (lambda: _window([_task(succeeded=2, retried=30)]), {}, W, "task proj.charge",
+               "30 retries in 10 s (3.0/s), 94% of its runs ended in a retry"),
+    "EVT003": (lambda: _window([_task(started=2, unfinished_count=2, unfinished=[
+                   {"id": "u1", "worker": "a@h", "age_seconds": 8.5},
+                   {"id": "u2", "worker": "b@h", "age_seconds": 6.0}])]), {}, INFO,
+               "task proj.charge",
+               "2 runs started in the window and were still running at its end (the oldest "
+               "for 8.5 s, on a@h)"),
+    "EVT004": (lambda: _window(workers=[_ev_worker(clock_drift_seconds=-30.2)]), {}, W,
+               "worker a@h", "events arrive late: its clock is 30 s ahead of this host's"),
+    "EVT005": (lambda: _with(snap(nodes=[node("a@h")]), event_consumers={
+                   "senders": [{"worker": "a@h", "why": "worker_send_task_events is on in its "
+                                                       "conf"}],
+                   "consumers": [], "unknown": None}), {}, W, "worker a@h",
+               "sends task events and nothing consumes them (worker_send_task_events is on "
+               "in its conf)"),
+}
+CASES.update(EVT_CASES)
+
+
+@pytest.mark.parametrize("code", sorted(EVT_CASES))
+def test_evt_message_is_pinned(code):
+    test_check_message_is_pinned(code)
+
+
+def test_evt_thresholds_and_skips():
+    def found(s, code, **limits):
+        return run_checks(s, Limits(**limits), select_checks([code], None))
+
+    # 1 failure of 2 is not an alarm (failure_min), nor 1 of 20 (ratio)
+    assert not found(_window([_task(succeeded=1, failed=1)]), "EVT001").findings
+    assert not found(_window([_task(succeeded=19, failed=1)]), "EVT001").findings
+    assert not found(_window([_task(succeeded=90, failed=10)]), "EVT001").findings  # = 0.1
+    assert found(_window([_task(succeeded=90, failed=10)]), "EVT001",
+                 failure_ratio_warn=0.05).findings
+    # a few retries, or a slow trickle of them, is no storm
+    assert not found(_window([_task(succeeded=10, retried=4)]), "EVT002").findings
+    assert not found(_window([_task(succeeded=100, retried=6)], seconds=60), "EVT002").findings
+    # a task that started in the window's last moments is not "never finished"
+    assert not found(_window([_task(unfinished_count=1, unfinished=[
+        {"id": "u", "worker": "a@h", "age_seconds": 1.0}])]), "EVT003").findings
+    late = found(_window(workers=[_ev_worker(heartbeat_late=True, heartbeat_age_seconds=12.0),
+                                  _ev_worker("b@h", heartbeats=0)]), "EVT004").findings
+    assert [f.message for f in late] == [
+        "events arrive late: its last heartbeat is 12 s old (every 2.0 s expected)",
+        "events arrive late: no heartbeat in the 10 s window"]
+    # without a window: skipped, saying how to get one
+    s = snap()
+    s.parts["events"] = Observed(error="no events window: pass --events SECONDS",
+                                 kind="not-asked")
+    r = found(s, "EVT001")
+    assert not r.findings and "pass --events SECONDS" in r.skipped[0].reason
+    # EVT005: a consumer, or nobody sending, is silence; unknown consumers is a skip
+    ec = {"senders": [{"worker": "a@h", "why": "x"}], "consumers": [], "unknown": None}
+    assert not found(_with(snap(), event_consumers={**ec, "consumers": ["queue celeryev.x"]}),
+                     "EVT005").findings
+    assert not found(_with(snap(), event_consumers={**ec, "senders": []}), "EVT005").findings
+    r = found(_with(snap(), event_consumers={**ec, "unknown": "no management API"}), "EVT005")
+    assert not r.findings and "no management API" in r.skipped[0].reason
+    # with a window, a worker that had task events on already is a sender too
+    s = _window(workers=[_ev_worker("e@h", events_were_enabled=True)])
+    s.parts["event_consumers"] = Observed({"senders": [], "consumers": [], "unknown": None})
+    [f] = found(s, "EVT005").findings
+    assert f.subject == "worker e@h" and "already on when the --events window" in f.message

@@ -143,3 +143,42 @@ def test_an_empty_document_is_incomplete_not_all_clear():
         validate_document(doc)
         report = run_checks(load_snapshot(doc), Limits(), select_checks(None, None))
         assert report.incomplete and verdict(report).startswith("INCOMPLETE")
+
+
+def _events_part():
+    return {"value": {"schema": 1, "window_seconds": 5.0, "notes": [],
+                      "tasks": [{"name": "t", "failed": 3, "succeeded": 0, "failure_ratio": 1.0,
+                                 "exceptions": [{"type": "E", "count": 3, "example": "E()"}],
+                                 "unfinished_count": 0, "unfinished": []}],
+                      "workers": [{"name": "a@h", "clock_drift_seconds": None,
+                                   "heartbeat_late": None, "events_were_enabled": True}]},
+            "error": None, "source": "events"}
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda p: p["value"]["tasks"][0].__setitem__("failed", "3"),
+     'snapshot.parts.events.value.tasks[0].failed: expected an integer, got "3"'),
+    (lambda p: p["value"]["tasks"][0]["exceptions"][0].pop("type"),
+     "snapshot.parts.events.value.tasks[0].exceptions[0].type: missing (expected a string)"),
+    (lambda p: p["value"]["workers"][0].__setitem__("heartbeat_late", "no"),
+     'snapshot.parts.events.value.workers[0].heartbeat_late: expected true or false or null'),
+    (lambda p: p["value"].pop("window_seconds"),
+     "snapshot.parts.events.value.window_seconds: missing (expected a number)"),
+])
+def test_the_events_window_part_is_validated(mutate, message):
+    """doctor --events saves its window as the `events` part; --from checks its types."""
+    from celeryctl.snapfile import SnapshotError, validate_document
+
+    doc = _doc()
+    doc["parts"]["events"] = _events_part()
+    doc["parts"]["event_consumers"] = {"value": {"senders": [{"worker": "a@h", "why": "x"}],
+                                                 "consumers": [], "unknown": None}}
+    validate_document(doc)
+    s = load_snapshot(doc)
+    assert s.get("events")["tasks"][0]["failed"] == 3
+    r = run_checks(s, Limits(), select_checks(["EVT001", "EVT005"], None))
+    assert sorted(f.code for f in r.findings) == ["EVT001", "EVT005"]
+    mutate(doc["parts"]["events"])
+    with pytest.raises(SnapshotError) as info:
+        validate_document(doc)
+    assert str(info.value).startswith(message), str(info.value)
