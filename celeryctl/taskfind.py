@@ -91,6 +91,22 @@ def hard_limit_from_registered(lines: Any, task_name: str | None) -> tuple[bool,
     return False, None
 
 
+BACKEND_KEYS = ("status", "date_done", "date_done_epoch", "exception_type", "exception_message",
+                "traceback_line", "children", "retries", "worker")
+
+
+def backend_location(tid: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """A result-backend record as a `result_backend` location: every documented key present
+    (null where not known), `undecoded` only for a record not in JSON; the task itself is not
+    its own child (a retry is sent with the same id, and Celery records it as a child)."""
+    out: dict[str, Any] = {k: meta.get(k) for k in BACKEND_KEYS}
+    if isinstance(out["children"], list):
+        out["children"] = [c for c in out["children"] if c != tid]
+    if meta.get("undecoded"):
+        out["undecoded"] = meta["undecoded"]
+    return out
+
+
 @dataclass
 class Evidence:
     """Everything seen of one id."""
@@ -201,6 +217,31 @@ def _unacked_text(u: dict[str, Any], vt: float) -> str:
     return text
 
 
+def _eta_text(eta: Any, now: float) -> str:
+    """", ETA 2027-01-15T08:12:00+00:00 (in 12 min)" — how far away by our clock."""
+    if not isinstance(eta, str) or not eta:
+        return ", ETA unknown (not in what the worker and the broker reported)"
+    text = f", ETA {eta}"
+    ts = parse_date(eta)
+    if ts is None:
+        return text
+    d = ts - now
+    if d >= 1:
+        return text + f" (in {age(d)})"
+    if d > -1:
+        return text + " (due now)"
+    return text + f" (due {age(-d)} ago, not started yet)"
+
+
+def _finished_note(status: Any, done_age: float | None) -> str:
+    """A task seen waiting / held / running while the backend already has its outcome."""
+    if status not in ("SUCCESS", "FAILURE"):
+        return ""
+    when = f" ({age(done_age)} ago)" if done_age is not None else ""
+    return (f"; but the result backend already says {status}{when}: it will run again "
+            f"(a redelivery or a duplicate message)")
+
+
 def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
     """One state and one verdict line for `ev`; `locations` list every place it was seen."""
     locs: list[dict[str, Any]] = []
@@ -213,7 +254,7 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
     for node in ev.revoked_by:
         locs.append({"kind": "revoked", "worker": node})
     if ev.backend is not None:
-        locs.append({"kind": "result_backend", **ev.backend})
+        locs.append({"kind": "result_backend", **backend_location(ev.id, ev.backend)})
 
     active = [w for w in ev.workers if w.get("state") == "active"]
     held = [w for w in ev.workers if w.get("state") in ("reserved", "scheduled")]
@@ -223,6 +264,8 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
     done_age = None
     if meta.get("date_done_epoch") is not None:
         done_age = max(0.0, now - meta["date_done_epoch"])
+    finished = status in ("SUCCESS", "FAILURE")
+    waiting = ev.queue is not None or bool(held) or ev.unacked is not None
 
     if active:
         w = active[0]
@@ -233,8 +276,15 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
             text += f" — and on {len(active) - 1} more worker(s): it runs twice"
         if ev.unacked and ev.unacked.get("delivered_seconds") is not None:
             text += f"; message {_unacked_text(ev.unacked, cov.visibility_timeout)}"
+        if finished:
+            text += (f"; the result backend already says {status}"
+                     + (f" ({age(done_age)} ago)" if done_age is not None else "")
+                     + ": this is another run")
         return Finding(ev.id, "active", text + revoked_note, locs)
-    if ev.revoked_by or status == "REVOKED":
+    # revoked after it had started: it ran to the end all the same (a revoke without
+    # terminate does not stop a running task), and the backend has its outcome
+    late_revoke = bool(ev.revoked_by) and finished and not waiting
+    if (ev.revoked_by or status == "REVOKED") and not late_revoke:
         by = ", ".join(ev.revoked_by) if ev.revoked_by else "the result backend"
         text = f"revoked (on {by})"
         if ev.queue is not None:
@@ -251,14 +301,12 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
         state = w["state"]
         if state == "scheduled":
             text = f"scheduled on {w.get('worker')}"
-            eta = (ev.unacked or {}).get("eta") or w.get("eta")
-            if eta:
-                text += f", ETA {eta}"
+            text += _eta_text((ev.unacked or {}).get("eta") or w.get("eta"), now)
         else:
             text = f"reserved (prefetched) by {w.get('worker')}, waiting for a free pool process"
         if ev.unacked is not None:
             text += f"; message {_unacked_text(ev.unacked, cov.visibility_timeout)}"
-        return Finding(ev.id, state, text, locs)
+        return Finding(ev.id, state, text + _finished_note(status, done_age), locs)
     if ev.unacked is not None:
         text = (f"in flight: {_unacked_text(ev.unacked, cov.visibility_timeout)}, from "
                 f"`{ev.unacked.get('queue')}`")
@@ -267,18 +315,26 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
         else:
             text += "; no worker that answered holds it (its worker may be gone: the " \
                     "message is restored when visibility_timeout passes)"
-        return Finding(ev.id, "in_flight", text, locs)
+        return Finding(ev.id, "in_flight", text + _finished_note(status, done_age), locs)
     if ev.queue is not None:
         text = _where_queue(ev.queue)
+        eta = ev.queue.get("eta")
+        if eta:
+            text += _eta_text(eta, now).replace(", ETA", "; ETA", 1)
         if status == "RETRY":
-            text += f" (retry {ev.queue.get('retries') or '?'})"
-        return Finding(ev.id, "queued", text, locs)
+            n = ev.queue.get("retries")
+            if n is None:
+                n = meta.get("retries")
+            text += f" (retry {n if n is not None else '?'})"
+        return Finding(ev.id, "queued", text + _finished_note(status, done_age), locs)
+    late = (f"; revoked on {', '.join(ev.revoked_by)} after it had started: the revoke came "
+            f"too late" if late_revoke else "")
     if status == "SUCCESS":
-        return Finding(ev.id, "succeeded", f"succeeded {age(done_age)} ago"
-                       if done_age is not None else "succeeded", locs)
+        return Finding(ev.id, "succeeded", (f"succeeded {age(done_age)} ago"
+                       if done_age is not None else "succeeded") + late, locs)
     if status == "FAILURE":
         when = f"failed {age(done_age)} ago" if done_age is not None else "failed"
-        return Finding(ev.id, "failed", f"{when}: {_exc_text(meta)}", locs)
+        return Finding(ev.id, "failed", f"{when}: {_exc_text(meta)}" + late, locs)
     if status == "RETRY":
         when = f" {age(done_age)} ago" if done_age is not None else ""
         text = f"retrying: the last attempt failed{when}: {_exc_text(meta)}"
@@ -286,6 +342,13 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
             text += "; its next attempt was not seen in " + "; ".join(cov.gaps())
         return Finding(ev.id, "retrying", text, locs)
     gaps = cov.gaps()
+    if meta.get("undecoded"):
+        text = ("the result backend has a record of it, not in JSON (not decoded): it was "
+                "sent and has probably finished; no queue, in-flight message or worker that "
+                "answered holds it")
+        if gaps:
+            text += "; not read: " + "; ".join(gaps)
+        return Finding(ev.id, "unknown", text, locs)
     if status:
         text = (f"the result backend says {status}"
                 + (f" ({age(done_age)} ago)" if done_age is not None else "")
@@ -305,8 +368,9 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
 
 
 def exit_code(findings: list[Finding], cov: Coverage) -> int:
-    """0 every task located; 1 some task not found anywhere (every place was read);
-    3 some task not located and some place could not be read (so "not found" is not known)."""
+    """0 every task located; 1 some task not found anywhere, or found only as a record whose
+    state is not known (every place was read); 3 some task not located and some place could
+    not be read (so "not found" is not known)."""
     unknown = [f for f in findings if f.state == "unknown"]
     if not unknown:
         return 0

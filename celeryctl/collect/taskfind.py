@@ -20,6 +20,7 @@ Read-only: LLEN, LRANGE, HLEN, HSCAN, ZMSCORE/ZSCORE, GET, SCAN (discovery).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ CHUNK = 2000  # LRANGE items per round trip
 HSCAN_COUNT = 1000
 RESERVE = 0.15  # kept back from the deadline so the scan can say how far it got
 WORKER_METHODS = ("query_task", "revoked", "active_queues", "registered", "conf")
+PEEK_MAX_QUEUES = 200  # --peek on RabbitMQ: queues read at most (those with messages first)
+# every `"id": "..."` string of an envelope: candidates for a set lookup, confirmed on the
+# parsed headers (one pass per message, whatever the number of ids asked)
+_ID_RE = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 @dataclass
@@ -48,9 +53,17 @@ class ScanProgress:
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = field(default_factory=time.monotonic)
     seconds: float | None = None  # how long the scan ran (set when it ends)
+    sized: bool = False  # the queue lengths were read (`total` is known)
+    in_call: bool = False  # waiting for the broker's answer (not matching what it sent)
+    named: int = 0  # queues to search (known before their lengths are)
 
     def summary(self) -> str:
         took = self.seconds if self.seconds is not None else time.monotonic() - self.started
+        if not self.done and not self.sized:
+            n = max(self.named, self.queues)
+            return (f"no message searched: stopped after {took:.1f} s before the lengths of "
+                    f"the {n} queue{'' if n == 1 else 's'} to search were read: "
+                    f"{self.stopped or 'no answer in time'}")
         q = f"{self.queues} queue{'' if self.queues == 1 else 's'} in {took:.1f} s"
         if self.done and not self.stopped:
             found = " (stopped at the last match)" if self.searched < self.total else ""
@@ -103,6 +116,21 @@ def envelope_id(raw: bytes) -> str | None:
     return tid if isinstance(tid, str) else None
 
 
+def candidate_ids(raw: bytes) -> set[str]:
+    """The values of every `"id": "..."` in a raw envelope (JSON string escapes undone)."""
+    out: set[str] = set()
+    for m in _ID_RE.finditer(raw):
+        v = m.group(1)
+        if b"\\" in v:
+            try:
+                out.add(json.loads(b'"' + v + b'"'))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                continue
+        else:
+            out.add(v.decode("utf-8", "surrogateescape"))
+    return out
+
+
 def envelope_fields(env: Any) -> dict[str, Any]:
     """What an operator needs from an envelope's headers (never the body)."""
     h = _headers(env)
@@ -125,8 +153,12 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
 
     steps = list(layout.priority_steps)
     keys = [(q, s) for q in queues for s in steps]
+    with progress.lock:
+        progress.named = len(queues)
+    progress.in_call = True
     lengths = pipelined(client, [("llen", (layout.key(q, s),)) for q, s in keys],
                         raise_on_error=False)
+    progress.in_call = False
     sizes: dict[tuple[str, int], int] = {}
     bad: set[str] = set()
     for (q, s), n in zip(keys, lengths, strict=True):
@@ -142,7 +174,8 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
     with progress.lock:
         progress.queues = len(readable)
         progress.total = sum(sizes.get((q, s), 0) for q in readable for s in steps)
-    wanted = {tid: tid.encode("utf-8", "surrogateescape") for tid in ids}
+        progress.sized = True
+    wanted = set(ids)
     for q in readable:
         qtotal = sum(sizes.get((q, s), 0) for s in steps)
         before = 0
@@ -155,12 +188,12 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
                     progress.seconds = time.monotonic() - progress.started
                     return
                 end = min(n, i + chunk)
+                progress.in_call = True
                 items = client.lrange(layout.key(q, s), -end, -(i + 1)) or []
+                progress.in_call = False
                 # items are left to right; the consumption order is right to left
                 for j, raw in enumerate(reversed(items)):
-                    for tid, needle in list(wanted.items()):
-                        if needle not in raw:
-                            continue
+                    for tid in candidate_ids(raw) & wanted:
                         env = _loads(raw)
                         if _headers(env).get("id") == tid:
                             hit = {"queue": q, "priority_step": s,
@@ -168,7 +201,7 @@ def scan_queues(client, layout, queues: list[str], ids: list[str], deadline: flo
                                    **envelope_fields(env)}
                             with progress.lock:
                                 progress.hits[tid] = hit
-                            del wanted[tid]
+                            wanted.discard(tid)
                 with progress.lock:
                     progress.searched += len(items)
                 if len(items) < end - i:  # consumed while we read: the list is shorter now
@@ -189,7 +222,7 @@ def search_unacked(client, layout, ids: list[str], deadline: float, now: float,
 
     p = layout.prefix
     ukey, ikey = f"{p}unacked", f"{p}unacked_index"
-    wanted = {tid: tid.encode("utf-8", "surrogateescape") for tid in ids}
+    wanted = set(ids)
     hits: dict[str, dict[str, Any]] = {}
     tags: dict[str, bytes] = {}
     cursor = 0
@@ -200,9 +233,7 @@ def search_unacked(client, layout, ids: list[str], deadline: float, now: float,
         cursor, page = client.hscan(ukey, cursor=cursor, count=HSCAN_COUNT)
         for tag, raw in (page or {}).items():
             seen += 1
-            for tid, needle in list(wanted.items()):
-                if needle not in raw:
-                    continue
+            for tid in candidate_ids(raw) & wanted:
                 parsed = parse_unacked_entry(raw)
                 if isinstance(parsed, str):
                     continue
@@ -216,7 +247,7 @@ def search_unacked(client, layout, ids: list[str], deadline: float, now: float,
                              "exchange": exchange, "routing_key": routing_key,
                              **envelope_fields(env)}
                 tags[tid] = tag
-                del wanted[tid]
+                wanted.discard(tid)
         if cursor == 0:
             break
     for tid, tag in tags.items():
@@ -279,6 +310,7 @@ def worker_findings(view, ids: list[str], now: float
                 "queue": dinfo.get("routing_key")
                 if isinstance(dinfo.get("routing_key"), str) else None,
                 "time_limit": limit,
+                "eta": None,  # query_task does not say: filled from `scheduled` (_fill_etas)
                 # known when the worker answered registered and conf: None then means none
                 "time_limit_known": listed and "conf" in replies,
             })
@@ -445,7 +477,7 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
                                                         discovery.resolve),
                       "redis broker (unacked)")
         names = _task_queues(_queue_names_redis(discovery, target, Observed(error="-")))
-        progress = ScanProgress()
+        progress = ScanProgress(named=len(names))
         stask = spawn("scan", lambda: scan_queues(client, layout, names, ids,
                                                   deadline - RESERVE, progress),
                       "redis broker (queue scan)")
@@ -475,7 +507,10 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
                         progress.done = False
                         progress.stopped = more.stopped or mobs.error
         if not sobs.ok and not progress.stopped:
-            progress.stopped = sobs.error
+            # the broker's silence only when the scan was waiting for it, else --timeout
+            # caught celeryctl still matching what it had read
+            progress.stopped = sobs.error if progress.in_call or sobs.kind != "unreachable" \
+                else "--timeout (while matching the messages read, not waiting for the broker)"
         lk.queue_hits = dict(progress.hits)
         lk.queue_summary = progress.summary()
         if discovery.error:
@@ -490,6 +525,7 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
             lk.unacked_hits, lk.unacked_gap = uobs.value
         else:
             lk.unacked_gap = uobs.error
+        _fill_etas(lk, target, options, deadline)
         partial = tuple(x for x in (
             f"queue scan: {lk.queue_summary}" if lk.queue_gap else None,
             f"unacked: {lk.unacked_gap}" if lk.unacked_gap else None) if x)
@@ -514,11 +550,14 @@ def _lookup_rabbit(lk: Lookup, target: Target, ids: list[str], deadline: float, 
     url = target.broker_redacted
     api = rq.ManagementAPI(target.rabbitmq_api, target.timeout) if target.rabbitmq_api \
         else None
-    ptask = None
+    ptask = qtask = None
     if api is not None:
         ptask = spawn("pidbox", lambda: Observed(rq.collect_pidbox_nodes(
             api, target.effective_vhost), source="management-api binding celery.pidbox"),
             "management API")
+        if peek:  # every queue the API lists, not only those the workers consume
+            qtask = spawn("queues", lambda: rq.collect_rabbit_queues(
+                api, target.effective_vhost), "management API (queue list)")
 
     def expected():
         if ptask is None:
@@ -530,6 +569,7 @@ def _lookup_rabbit(lk: Lookup, target: Target, ids: list[str], deadline: float, 
     wtask = _spawn_workers(target, ids, target.transport_options, deadline - RESERVE, expected)
     wobs = wtask.wait(deadline)
     view = _finish_workers(lk, wobs, ids, url, time.time())
+    _fill_etas(lk, target, target.transport_options, deadline)
     lk.sources.insert(0, SourceStatus("broker", url, wobs.ok, wobs.error,
                                       wobs.elapsed_seconds, kind=wobs.kind))
     lk.unacked_gap = None  # RabbitMQ: in-flight messages are the workers' (query_task)
@@ -542,31 +582,102 @@ def _lookup_rabbit(lk: Lookup, target: Target, ids: list[str], deadline: float, 
         lk.queue_summary = "--peek needs the management API (--rabbitmq-api)"
         lk.queue_gap = lk.queue_summary
         return
-    names = set(target.queues)
+    named = set(target.queues)
     if target.app:
-        names |= set(target.app.queue_names)
+        named |= set(target.app.queue_names)
     if view is not None:
-        names |= set(_worker_queue_names(view))
-    names = _task_queues({n: (False, ()) for n in names})
-    pobs = spawn("peek", lambda: rq.collect_peek(api, target.effective_vhost, names,
-                                                 peek_count),
-                 "management API (--peek)").wait(deadline)
-    if not pobs.ok:
-        lk.queue_gap = f"--peek: {pobs.error}"
-        lk.queue_summary = lk.queue_gap
+        named |= set(_worker_queue_names(view))
+    gaps: list[str] = []
+    ready: dict[str, int | None] = {}
+    qobs = qtask.wait(deadline - RESERVE) if qtask is not None else None
+    if qobs is not None and qobs.ok:
+        listed, _notes = qobs.value
+        for q in listed:
+            if not q.internal:
+                ready[q.name] = q.ready
+        gaps += list(_notes)
+    else:
+        gaps.append(f"the queue list was not read ({qobs.error if qobs else 'no API'}): "
+                    f"only the queues named by the workers, -A and -Q were peeked at")
+    for n in named:
+        ready.setdefault(n, None)
+    names = _task_queues({n: (False, ()) for n in ready})
+    # every one, even those the API says are empty: its counts lag (statistics are
+    # collected every 5 s by default); the named ones first, then the fullest
+    todo = sorted(names, key=lambda n: (n not in named, -(ready.get(n) or 0), n))
+    if len(todo) > PEEK_MAX_QUEUES:
+        gaps.append(f"{len(todo) - PEEK_MAX_QUEUES:,} queues with messages not peeked at "
+                    f"(at most {PEEK_MAX_QUEUES})")
+        todo = todo[:PEEK_MAX_QUEUES]
+    samples: dict[str, list] = {}
+
+    def peek_all() -> None:
+        for n in todo:
+            if time.monotonic() >= deadline - RESERVE:
+                return
+            samples[n] = rq.collect_peek(api, target.effective_vhost, [n],
+                                         peek_count).get(n, [])
+
+    pobs = spawn("peek", peek_all, "management API (--peek)").wait(deadline - RESERVE / 2)
+    if pobs.ok:
+        api.close()
+    else:
         api.abort()
-        return
-    api.close()
+    done = dict(samples)
+    unread = [n for n in todo if n not in done]
+    if unread:
+        why = pobs.error if not pobs.ok else "--timeout"
+        gaps.append(f"{len(unread):,} queue{'' if len(unread) == 1 else 's'} not peeked at "
+                    f"({why})")
     read = 0
-    for q, samples in pobs.value.items():
-        read += len(samples)
-        for pos, m in enumerate(samples, 1):
+    beyond = []
+    for q, got in done.items():
+        read += len(got)
+        if len(got) >= peek_count:  # fewer: the get reached the end of the queue
+            beyond.append(q)
+        for pos, m in enumerate(got, 1):
             if m.id in ids and m.id not in lk.queue_hits:
                 lk.queue_hits[m.id] = {"queue": q, "priority_step": None, "position": pos,
                                        "of": None, "peeked": True, "task": m.task,
                                        "eta": m.eta, "redelivered": m.redelivered}
     lk.queue_summary = (f"--peek read the first {read:,} messages (at most {peek_count} per "
-                        f"queue) of {len(names)} queue{'' if len(names) == 1 else 's'}")
-    # a peek sees only the head of each queue: an id not found may be further back
-    lk.queue_gap = None if all(len(v) < peek_count for v in pobs.value.values()) else \
-        f"{lk.queue_summary}: messages beyond were not read"
+                        f"queue) of {len(done):,} queue{'' if len(done) == 1 else 's'}")
+    if beyond:
+        gaps.append(f"messages beyond the first {peek_count} not read in "
+                    + ", ".join(f"`{q}`" for q in sorted(beyond)[:5])
+                    + (f" and {len(beyond) - 5} more" if len(beyond) > 5 else ""))
+    lk.queue_gap = "; ".join(gaps) or None
+    if lk.queue_gap:
+        lk.queue_summary += ": " + lk.queue_gap
+
+
+def _fill_etas(lk: Lookup, target: Target, options: dict[str, Any], deadline: float) -> None:
+    """query_task does not say a scheduled task's ETA: ask the workers holding one
+    (`scheduled`, to those nodes only) when no broker record gave it."""
+    from celeryctl.collect.bounded import spawn
+    from celeryctl.collect.workers import collect_workers
+
+    nodes = sorted({w["worker"] for tid, hits in lk.worker_hits.items() for w in hits
+                    if w.get("state") == "scheduled" and not w.get("eta")
+                    and not (lk.unacked_hits.get(tid) or {}).get("eta")})
+    left = deadline - RESERVE - time.monotonic()
+    if not nodes or left <= 0.2:
+        return
+    obs = spawn("scheduled", lambda: collect_workers(
+        target.broker, options, ("scheduled",), min(target.timeout, left), deadline - RESERVE,
+        lambda: Observed(value=list(nodes)), nodes, _control_exchange(target)),
+        "workers (scheduled)").wait(deadline - RESERVE)
+    if not obs.ok:
+        lk.notes.append(f"the ETA of scheduled tasks was not read: {obs.error}")
+        return
+    etas: dict[tuple[str, str], str] = {}
+    for node in obs.value.nodes:
+        for item in node.replies.get("scheduled") or []:
+            req = item.get("request") if isinstance(item, dict) else None
+            tid = req.get("id") if isinstance(req, dict) else None
+            if isinstance(tid, str) and isinstance(item.get("eta"), str):
+                etas[(node.name, tid)] = item["eta"]
+    for tid, hits in lk.worker_hits.items():
+        for w in hits:
+            if w.get("state") == "scheduled" and (w["worker"], tid) in etas:
+                w["eta"] = etas[(w["worker"], tid)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 import uuid
@@ -51,7 +52,7 @@ def _fill(app, queue: str, before: int, target_id: str, after: int) -> None:
     push(after)
 
 
-DBS = (6, 7, 8, 9, 10)  # this module's databases on the session's Redis
+DBS = (6, 7, 8, 9, 10, 11, 12, 13)  # this module's databases on the session's Redis
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -267,5 +268,168 @@ def test_each_state_on_rabbitmq(labdir, rabbit, vhost, redis_server):
         assert "RuntimeError: demo failure" in by_id[ids["failed"]]["verdict"]
         assert by_id[ids["active"]]["verdict"].startswith("running ")
         assert code == 1, err  # one task (unknown) found nowhere, every place read
+    finally:
+        w.stop()
+
+
+def test_scheduled_says_how_far_away_on_redis(traced):
+    """Defect 13 (Redis): the ETA and how far away it is."""
+    code, doc, err = _task(traced, traced["ids"]["scheduled"])
+    v = doc["tasks"][0]["verdict"]
+    assert re.search(r"^scheduled on tk1@\S+, ETA \S+ \(in (9|10) min\)", v), (v, err)
+
+
+def test_result_backend_location_keys_are_null_when_unknown(traced):
+    """Defect 6: every documented key of a result_backend location, null where not known."""
+    code, doc, err = _task(traced, traced["ids"]["succeeded"])
+    loc = [x for x in doc["tasks"][0]["locations"] if x["kind"] == "result_backend"][0]
+    for key in ("status", "date_done", "date_done_epoch", "exception_type",
+                "exception_message", "traceback_line", "children", "retries", "worker"):
+        assert key in loc, (key, loc)
+    assert loc["status"] == "SUCCESS" and loc["exception_type"] is None
+    assert loc["traceback_line"] is None
+
+
+@pytest.fixture(scope="module")
+def quick(labdir, redis_server):
+    """A free worker (threads, concurrency 2) on db 11, results on db 12."""
+    broker, backend = _db(redis_server["url"], 11), _db(redis_server["url"], 12)
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    redis.Redis.from_url(backend).flushdb()
+    w = s.start_worker(labdir, broker, "tkq2@%h", queues="celery", pool="threads",
+                       concurrency=2, backend=backend)
+    try:
+        yield {"broker": broker, "backend": backend, "app": _app(broker, backend)}
+    finally:
+        w.stop()
+
+
+def _qtask(quick, *ids: str):
+    return run_json("task", *ids, "--broker", quick["broker"], "--result-backend",
+                    quick["backend"], "--timeout", "5")[:3]
+
+
+def test_revoked_while_running_then_succeeded(quick):
+    """Defect 3: a revoke (without terminate) that reached the worker while the task ran:
+    the task succeeds all the same, and that is the verdict."""
+    app = quick["app"]
+    tid = f"late-{uuid.uuid4()}"
+    r = app.send_task("celeryctl.lab.demoapp.sleep", (2,), task_id=tid)
+    wait_for(lambda: any(tid in (v or {}) for v in (
+        app.control.inspect(timeout=0.5).query_task([tid]) or {}).values()))
+    app.control.revoke(tid)
+    r.get(20)
+    code, doc, err = _qtask(quick, tid)
+    t = doc["tasks"][0]
+    assert t["state"] == "succeeded", (t, err)
+    assert "the revoke came too late" in t["verdict"] and t["verdict"].startswith("succeeded")
+    assert code == 0
+
+
+def test_contradictions_on_a_real_backend(quick):
+    """Defect 7: a message queued again for a task whose backend says SUCCESS (it will run
+    again); a record that is not JSON is a record, not 'not found'; a RETRY record does not
+    list the task as its own child."""
+    import pickle
+
+    import redis
+
+    app = quick["app"]
+    done = f"done-{uuid.uuid4()}"
+    app.send_task("celeryctl.lab.demoapp.add", (1, 2), task_id=done).get(20)
+    # the same id published again to a queue nobody consumes (a duplicate message)
+    app.send_task("celeryctl.lab.demoapp.add", (1, 2), task_id=done, queue="again")
+    pickled = f"pickled-{uuid.uuid4()}"
+    redis.Redis.from_url(quick["backend"]).set(
+        f"celery-task-meta-{pickled}", pickle.dumps({"status": "SUCCESS", "result": 3}))
+    flaky = f"flaky-{uuid.uuid4()}"
+    # each attempt sleeps 6 s: the RETRY record stays while celeryctl starts and reads it
+    app.send_task("celeryctl.lab.demoapp.flaky", kwargs={"retries": 1, "seconds": 6},
+                  task_id=flaky)
+    wait_for(lambda: app.AsyncResult(flaky).state == "RETRY", timeout=30, interval=0.1)
+    code, doc, err = _qtask(quick, done, pickled, flaky)
+    by_id = {t["id"]: t for t in doc["tasks"]}
+    assert by_id[done]["state"] == "queued", (by_id[done], err)
+    assert by_id[done]["verdict"].startswith("waiting in `again`, position 1 of 1; but the "
+                                             "result backend already says SUCCESS")
+    assert "it will run again" in by_id[done]["verdict"]
+    assert by_id[pickled]["state"] == "unknown"
+    assert by_id[pickled]["verdict"].startswith("the result backend has a record of it, not "
+                                                "in JSON")
+    rb = [x for x in by_id[flaky]["locations"] if x["kind"] == "result_backend"][0]
+    assert rb["status"] == "RETRY", rb
+    assert rb["children"] == [], rb  # Celery records the retry (same id) as a child
+
+
+def test_many_ids_are_matched_in_one_pass(labdir, redis_server):
+    """Defect 5: 500 ids against 16,000 queued messages: every message is searched well
+    within --timeout (each message's id is looked up in a set, not every id searched in
+    every message)."""
+    broker = _db(redis_server["url"], 13)
+    import redis
+
+    redis.Redis.from_url(broker).flushdb()
+    _fill(_app(broker), "deep", 15_998, "needle-500", 1)
+    ids = [str(uuid.uuid4()) for _ in range(499)] + ["needle-500"]
+    code, doc, err, _ = run_json("task", *ids, "--broker", broker, "--timeout", "3")
+    assert doc["searched"].startswith("searched 16,000 of 16,000 messages in 1 queue"), \
+        (doc["searched"], err)
+    took = float(re.search(r"in ([0-9.]+) s", doc["searched"]).group(1))
+    assert took < 1.5, doc["searched"]  # was 3.4 s, one substring search per id and message
+    by_id = {t["id"]: t for t in doc["tasks"]}
+    assert by_id["needle-500"]["verdict"] == "waiting in `deep`, position 15,999 of 16,000"
+    assert code == 1  # the 499 others: not found anywhere, every place read
+
+
+def test_a_slow_broker_says_nothing_was_searched(labdir, redis_server):
+    """Defect 14: through a proxy delaying every packet 0.2 s, the scan does not get to
+    read the queue lengths: the answer says no message was searched (exit 3), not 'searched
+    0 of 0 messages in 0 queues'."""
+    from celeryctl.lab.faultproxy import FaultProxy
+
+    with FaultProxy("127.0.0.1", redis_server["port"], "delay", delay=0.2) as p:
+        broker = f"redis://127.0.0.1:{p.port}/13"
+        code, doc, err, secs = run_json("task", str(uuid.uuid4()), "--broker", broker,
+                                        "-Q", "deep", "--timeout", "4")
+    assert code == 3, (doc, err)
+    assert "0 of 0" not in doc["searched"], doc["searched"]
+    assert "no message searched" in doc["searched"] or \
+        doc["searched"].startswith("stopped after"), doc["searched"]
+    assert doc["tasks"][0]["verdict"].startswith("not found in what could be read")
+    assert secs < 8
+
+
+def test_rabbitmq_peek_reads_every_queue_and_scheduled_eta(labdir, rabbit, vhost):
+    """Defects 1 and 13 (RabbitMQ): --peek reads every task queue the management API lists
+    (30 tasks in `deepr`, which no worker consumes, no -Q); a queue read only in part is
+    never 'not found anywhere'; a scheduled task says its ETA and how far away."""
+    url = f"amqp://127.0.0.1:{rabbit['amqp_port']}/{vhost}"
+    w = s.start_worker(labdir, url, "tkp@%h", queues="celery", pool="threads", concurrency=1)
+    app = _app(url)
+    ids = [f"deepr-{i}-{uuid.uuid4()}" for i in range(30)]
+    sched = f"sched-{uuid.uuid4()}"
+    try:
+        for tid in ids:
+            app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="deepr", task_id=tid)
+        app.send_task("celeryctl.lab.demoapp.add", (4, 4), task_id=sched, countdown=720)
+        api = f"http://guest:guest@127.0.0.1:{rabbit['management_port']}"
+        base = ("--broker", url, "--rabbitmq-api", api, "--vhost", vhost, "--timeout", "5")
+        wait_for(lambda: run_json("task", sched, *base)[1]["tasks"][0]["state"] == "scheduled")
+        code, doc, err, _ = run_json("task", ids[16], sched, *base, "--peek")
+        by_id = {t["id"]: t for t in doc["tasks"]}
+        assert by_id[ids[16]]["state"] == "queued", (by_id[ids[16]], doc["searched"], err)
+        assert by_id[ids[16]]["verdict"].startswith("waiting in `deepr`, position 17"), \
+            by_id[ids[16]]
+        v = by_id[sched]["verdict"]
+        assert re.search(r"^scheduled on tkp@\S+, ETA \S+ \(in 1[12] min\)", v), (v, err)
+        assert code == 0, (doc["searched"], err)
+        # only the first 10 of each queue read: the 17th is not 'not found anywhere'
+        code, doc, err, _ = run_json("task", ids[16], *base, "--peek", "--peek-count", "10")
+        t = doc["tasks"][0]
+        assert t["state"] == "unknown" and "not found anywhere" not in t["verdict"], t
+        assert "beyond the first 10 not read in `deepr`" in t["verdict"], t
+        assert code == 3
     finally:
         w.stop()
