@@ -43,15 +43,17 @@ def check_ids(ids: list[Any]) -> list[str]:
     return out
 
 
-def runtime_seconds(time_start: Any, now: float) -> float | None:
+def runtime_seconds(time_start: Any, now: float, time_limit: float | None = None
+                    ) -> float | None:
     """How long an active task has run, from `query_task`'s `time_start`, or None when that
     cannot be known — never a wrong age. One rule with `celeryctl tasks`
     (celeryctl.tasks.runtime_of: wall-clock from Celery 4.4, a monotonic value gives None,
-    a worker clock ahead of ours by more than CLOCK_TOLERANCE gives None); query_task does
-    not say the worker's version, so the value itself decides."""
+    a worker clock ahead of ours by more than CLOCK_TOLERANCE, or a runtime well past the
+    task's hard `time_limit` — a worker clock behind ours — gives None); query_task does not
+    say the worker's version, so the value itself decides."""
     from celeryctl.tasks import runtime_of
 
-    return runtime_of(time_start, None, now)[0]
+    return runtime_of(time_start, None, now, time_limit)[0]
 
 
 def parse_date(value: Any) -> float | None:

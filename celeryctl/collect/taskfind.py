@@ -301,7 +301,7 @@ def worker_findings(view, ids: list[str], now: float
                 "task": name, "pid": pid if isinstance(pid, int) else None,
                 "time_start": info.get("time_start")
                 if isinstance(info.get("time_start"), (int, float)) else None,
-                "runtime_seconds": runtime_seconds(info.get("time_start"), now)
+                "runtime_seconds": runtime_seconds(info.get("time_start"), now, limit)
                 if state == "active" else None,
                 "acknowledged": info.get("acknowledged")
                 if isinstance(info.get("acknowledged"), bool) else None,

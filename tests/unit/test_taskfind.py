@@ -186,3 +186,11 @@ def test_scan_summary_before_lengths():
     p = ScanProgress(named=1, seconds=0.2, sized=True, done=True, total=5, searched=5,
                      queues=1)
     assert p.summary() == "searched 5 of 5 messages in 1 queue in 0.2 s"
+
+
+def test_runtime_past_the_hard_limit_is_a_skewed_clock():
+    """`task ID` follows `tasks`: a runtime far past the task's hard time limit is a worker
+    clock behind ours, not an age (the hostile review's worker 2 h behind)."""
+    assert runtime_seconds(NOW - 7203, NOW, 3000.0) is None
+    assert runtime_seconds(NOW - 2990, NOW, 3000.0) == 2990
+    assert runtime_seconds(NOW - 7203, NOW) == 7203  # no limit known: nothing to judge by
