@@ -487,34 +487,11 @@ def eta_beyond_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
     import datetime
 
-    from celeryctl.knowledge import queue_consumer_timeout_ms
 
-    version = rabbit.version(snap)
-    by_name = {q.name: q for q in snap.queues}
-    reported: dict[str, dict] = {}  # worker -> queue -> ms (None: timeout disabled)
-    for c in snap.get("connections") or ():
-        if c.worker and c.worker_match == "exact" and "consumer_timeouts_ms" in (c.raw or {}):
-            reported.setdefault(c.worker, {}).update(c.raw["consumer_timeouts_ms"])
     now = snap.taken_at or datetime.datetime.now(datetime.timezone.utc).timestamp()
     for n in snap.workers.nodes:
-        timeouts: dict[str, tuple[float | None, str]] = {}  # queue -> (seconds, source)
-        for aq in n.replies.get("active_queues") or []:
-            name = aq.get("name") if isinstance(aq, dict) else None
-            if not name:
-                continue
-            if name in reported.get(n.name, {}):
-                ms = reported[n.name][name]
-                timeouts[name] = (ms / 1000.0 if ms is not None else None, "broker")
-                continue
-            q = by_name.get(name)
-            ms = queue_consumer_timeout_ms(q.arguments, q.effective_policy, version) \
-                if q is not None else None
-            timeouts[name] = (ms / 1000.0, "queue argument or policy") if ms is not None \
-                else (limits.consumer_timeout, "assumed (--consumer-timeout)")
-        known = [t for t in timeouts.values() if t[0] is not None]
-        fallback = min(known) if known else (
-            (None, "broker") if timeouts else (limits.consumer_timeout,
-                                               "assumed (--consumer-timeout)"))
+        # queue -> (seconds or None: disabled, source), and the fallback (rabbit.py)
+        timeouts, fallback = rabbit.consumer_timeouts(snap, n, limits)
         far = []
         for item in n.replies.get("scheduled") or []:
             if not isinstance(item, dict):

@@ -71,3 +71,38 @@ def idle_unknown(snap) -> str | None:
         if c.broker == "rabbitmq" and (c.raw or {}).get("channels_error"):
             return f"connection idle time unknown: {c.raw['channels_error']}"
     return None
+
+
+def consumer_timeouts(snap, node, limits) -> tuple[dict[str, tuple[float | None, str]],
+                                                           tuple[float | None, str]]:
+    """{queue: (seconds or None when disabled, source)} for one worker's queues, and the
+    fallback for a task whose queue is not known: as QUE011 reads them (the broker's
+    per-consumer value on 3.12+, the queue's argument or policy, else --consumer-timeout)."""
+    from celeryctl.knowledge import queue_consumer_timeout_ms
+
+    ver = version(snap)
+    by_name = {q.name: q for q in snap.queues}
+    reported: dict[str, Any] = {}
+    for c in snap.get("connections") or ():
+        if c.worker == node.name and c.worker_match == "exact" and \
+                "consumer_timeouts_ms" in (c.raw or {}):
+            reported.update(c.raw["consumer_timeouts_ms"])
+    timeouts: dict[str, tuple[float | None, str]] = {}
+    for aq in node.replies.get("active_queues") or []:
+        name = aq.get("name") if isinstance(aq, dict) else None
+        if not name:
+            continue
+        if name in reported:
+            ms = reported[name]
+            timeouts[name] = (ms / 1000.0 if ms is not None else None, "broker")
+            continue
+        q = by_name.get(name)
+        ms = queue_consumer_timeout_ms(q.arguments, q.effective_policy, ver) \
+            if q is not None else None
+        timeouts[name] = (ms / 1000.0, "queue argument or policy") if ms is not None \
+            else (limits.consumer_timeout, "assumed (--consumer-timeout)")
+    known = [t for t in timeouts.values() if t[0] is not None]
+    fallback = min(known) if known else (
+        (None, "broker") if timeouts else (limits.consumer_timeout,
+                                           "assumed (--consumer-timeout)"))
+    return timeouts, fallback

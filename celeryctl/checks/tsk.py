@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, verb
+from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
+from celeryctl.taskfind import age  # 5 s, 4 min, 2h13m: as `celeryctl task` writes it
 
 SHOWN = 10  # findings (or names) shown one by one before the rest are summed up
 NEAR = 0.8  # warn from this share of a timeout on
@@ -22,20 +23,6 @@ def task_view(snap):
     if not view.observed:
         raise Skip(f"the task view was not observed: {view.error or 'workers not observed'}")
     return view
-
-
-def age(seconds: float | None) -> str:
-    """5 s, 4 min, 2h13m, 3d4h (as `celeryctl task` writes them)."""
-    if seconds is None:
-        return "?"
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def where(row) -> str:
@@ -244,42 +231,6 @@ def task_past_visibility_timeout(snap, limits: Limits) -> Iterator[Finding]:
                       hint="Raise visibility_timeout above the longest task runtime.")
 
 
-def consumer_timeouts(snap, node, limits: Limits) -> tuple[dict[str, tuple[float | None, str]],
-                                                           tuple[float | None, str]]:
-    """{queue: (seconds or None when disabled, source)} for one worker's queues, and the
-    fallback for a task whose queue is not known: as QUE011 reads them (the broker's
-    per-consumer value on 3.12+, the queue's argument or policy, else --consumer-timeout)."""
-    from celeryctl.checks import rabbit
-    from celeryctl.knowledge import queue_consumer_timeout_ms
-
-    version = rabbit.version(snap)
-    by_name = {q.name: q for q in snap.queues}
-    reported: dict[str, Any] = {}
-    for c in snap.get("connections") or ():
-        if c.worker == node.name and c.worker_match == "exact" and \
-                "consumer_timeouts_ms" in (c.raw or {}):
-            reported.update(c.raw["consumer_timeouts_ms"])
-    timeouts: dict[str, tuple[float | None, str]] = {}
-    for aq in node.replies.get("active_queues") or []:
-        name = aq.get("name") if isinstance(aq, dict) else None
-        if not name:
-            continue
-        if name in reported:
-            ms = reported[name]
-            timeouts[name] = (ms / 1000.0 if ms is not None else None, "broker")
-            continue
-        q = by_name.get(name)
-        ms = queue_consumer_timeout_ms(q.arguments, q.effective_policy, version) \
-            if q is not None else None
-        timeouts[name] = (ms / 1000.0, "queue argument or policy") if ms is not None \
-            else (limits.consumer_timeout, "assumed (--consumer-timeout)")
-    known = [t for t in timeouts.values() if t[0] is not None]
-    fallback = min(known) if known else (
-        (None, "broker") if timeouts else (limits.consumer_timeout,
-                                           "assumed (--consumer-timeout)"))
-    return timeouts, fallback
-
-
 @check("TSK003", "task-past-consumer-timeout", needs=("workers",), broker="amqp")
 def task_past_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
     """
@@ -317,7 +268,7 @@ def task_past_consumer_timeout(snap, limits: Limits) -> Iterator[Finding]:
         if node is None:
             continue
         if r.worker not in cache:
-            cache[r.worker] = consumer_timeouts(snap, node, limits)
+            cache[r.worker] = rabbit.consumer_timeouts(snap, node, limits)
         timeouts, fallback = cache[r.worker]
         limit, source = timeouts.get(r.queue or "", fallback)
         if limit is None or r.runtime_seconds < NEAR * limit:
