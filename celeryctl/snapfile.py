@@ -502,3 +502,16 @@ def _dataclass(cls, value: dict[str, Any]):
             v = tuple(v)
         kwargs[f.name] = v
     return cls(**kwargs)
+
+
+def open_snapshot(path: str) -> tuple[dict[str, Any], Snapshot]:
+    """The snapshot in FILE — the document and the loaded Snapshot — for `--from FILE` and
+    `snapshot diff`: read, validated, loaded; a file that is no celeryctl snapshot is a usage
+    error naming what is wrong (64)."""
+    from celeryctl.status import UsageError
+
+    try:
+        doc = read_snapshot(Path(path).expanduser())
+    except SnapshotError as exc:
+        raise UsageError(str(exc)) from None
+    return doc, load_snapshot(doc)

@@ -123,15 +123,10 @@ def doctor(
                     consumer_timeout=consumer_timeout, long_task_after=long_task_after,
                     scheduled_warn=scheduled_warn, failure_ratio_warn=failure_ratio_warn)
     if from_file:
-        from pathlib import Path
 
-        from celeryctl.snapfile import SnapshotError, load_snapshot, read_snapshot
+        from celeryctl.snapfile import open_snapshot
 
-        try:
-            doc = read_snapshot(Path(from_file).expanduser())
-        except SnapshotError as exc:
-            raise UsageError(str(exc)) from None
-        snap = load_snapshot(doc)
+        doc, snap = open_snapshot(from_file)
         sources, notes, target = snap.sources, [f"from snapshot {from_file} taken "
                                                 f"{doc.get('taken_at') or 'at an unknown time'}"
                                                 ], snap.target

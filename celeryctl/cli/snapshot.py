@@ -61,20 +61,13 @@ def diff(
     """What changed from snapshot A to snapshot B: queues grown or drained, workers gone or
     new, settings changed, findings new or resolved (default thresholds)."""
     import sys
-    from pathlib import Path
 
     from celeryctl.checks import Limits, run_checks, select_checks
     from celeryctl.snapdiff import diff_snapshots
-    from celeryctl.snapfile import SnapshotError, load_snapshot, read_snapshot
-    from celeryctl.status import UsageError
+    from celeryctl.snapfile import open_snapshot
 
     fmt = o.check_format(fmt)
-    snaps = []
-    for path in (before, after):
-        try:
-            snaps.append(load_snapshot(read_snapshot(Path(path).expanduser())))
-        except SnapshotError as exc:
-            raise UsageError(str(exc)) from None
+    snaps = [open_snapshot(path)[1] for path in (before, after)]
     checks = select_checks(None, None)
     reports = [run_checks(s, Limits(), checks) for s in snaps]
     d = diff_snapshots(snaps[0], snaps[1], reports[0], reports[1])

@@ -55,16 +55,11 @@ def tasks(
     nodes = list(worker or []) or None
     fmt = o.check_format(fmt)
     if from_file:
-        from pathlib import Path
 
         from celeryctl.render.console import make_console
-        from celeryctl.snapfile import SnapshotError, load_snapshot, read_snapshot
+        from celeryctl.snapfile import open_snapshot
 
-        try:
-            doc = read_snapshot(Path(from_file).expanduser())
-        except SnapshotError as exc:
-            raise UsageError(str(exc)) from None
-        snap = load_snapshot(doc)
+        doc, snap = open_snapshot(from_file)
         view = snapshot_task_view(snap)
         sources, notes = snap.sources, [f"from snapshot {from_file} taken "
                                         f"{doc.get('taken_at') or 'at an unknown time'}"]

@@ -180,7 +180,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     CLIENT LIST, the `unacked` bookkeeping, LLEN depths and remote control each end in their
     own Observed, so one refused or renamed command costs only what it feeds."""
     from celeryctl.collect import redis as r
-    from celeryctl.collect.errors import DENIED, classify
+    from celeryctl.collect.errors import DENIED
 
     t = target.timeout
     broker_url = target.broker_redacted
@@ -208,14 +208,7 @@ def _gather_redis(g: Gathered, target: Target, methods: tuple[str, ...], queues:
     partial: list[str] = []
 
     def discover():
-        try:
-            return r.collect_discovery(client, target.transport_options)
-        except Exception as exc:  # noqa: BLE001 - discovery refused: what else we know
-            kind, text = classify(exc)
-            if kind != DENIED:
-                raise
-            return r.RedisDiscovery(layout=r.RedisLayout.from_options(target.transport_options),
-                                    error=text)
+        return r.discovery_or_known(client, target.transport_options)
 
     dobs = spawn("discovery", discover, f"redis broker {ep.address}").wait(deadline)
     if not dobs.ok:

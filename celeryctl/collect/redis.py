@@ -340,6 +340,21 @@ def detect_layout(client, options: dict[str, Any]) -> tuple[RedisLayout, list[by
     return layout, by_prefix.get(layout.prefix, [])
 
 
+def discovery_or_known(client, transport_options) -> RedisDiscovery:
+    """collect_discovery, or — when the account may not SCAN (an ACL, a renamed command) —
+    an empty discovery carrying the refusal: the callers go on with the queue names they
+    know (flags, the app, the workers). Other errors propagate."""
+    from celeryctl.collect.errors import DENIED, classify
+
+    try:
+        return collect_discovery(client, transport_options)
+    except Exception as exc:  # noqa: BLE001 - discovery refused: what else we know
+        kind, text = classify(exc)
+        if kind != DENIED:
+            raise
+        return RedisDiscovery(layout=RedisLayout.from_options(transport_options), error=text)
+
+
 def collect_discovery(client, options: dict[str, Any]) -> RedisDiscovery:
     """`SCAN MATCH *_kombu.binding.*` then `SMEMBERS` each (pipelined) -> bindings. A binding
     table this account may not read is named in `unreadable` (the others still count)."""

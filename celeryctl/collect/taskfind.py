@@ -431,7 +431,6 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
     from celeryctl.collect import _queue_names_redis, _shut
     from celeryctl.collect import redis as r
     from celeryctl.collect.bounded import spawn
-    from celeryctl.collect.errors import DENIED, classify
 
     url = target.broker_redacted
     opened: list = []
@@ -449,14 +448,7 @@ def _lookup_redis(lk: Lookup, target: Target, ids: list[str], deadline: float) -
         client, _ep = obs.value
 
         def discover():
-            try:
-                return r.collect_discovery(client, target.transport_options)
-            except Exception as exc:  # noqa: BLE001 - SCAN refused: the names we know
-                kind, text = classify(exc)
-                if kind != DENIED:
-                    raise
-                return r.RedisDiscovery(
-                    layout=r.RedisLayout.from_options(target.transport_options), error=text)
+            return r.discovery_or_known(client, target.transport_options)
 
         dobs = spawn("discovery", discover, "redis broker").wait(deadline)
         discovery = dobs.value if dobs.ok else r.RedisDiscovery(
