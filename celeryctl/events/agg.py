@@ -301,7 +301,8 @@ class Aggregator:
             if info.sent is not None and ts is not None:
                 t.sent_wait.add(ts - info.sent)
             if self.include_args:
-                info.args = _clip(f"args={ev.get('args')} kwargs={ev.get('kwargs')}")
+                info.args = _clip(redact_text(f"args={ev.get('args')} "
+                                              f"kwargs={ev.get('kwargs')}"))
             if uuid:
                 self._track(uuid, info)
         elif kind == "started":
@@ -504,7 +505,35 @@ def _clip(s: str) -> str:
     return s if len(s) <= EXAMPLE_CHARS else s[:EXAMPLE_CHARS - 1] + "…"
 
 
-def _example(etype: str, msg: str) -> str:
-    from celeryctl.urls import SECRETS
+# a secret-looking `key=value` or `'key': 'value'` in free text (an exception message, a repr of
+# arguments): the value is masked. The key (maybe quoted, maybe `db_password`, `X-Api-Key`)
+# names a password, token, secret, credential or key; `Authorization: Bearer X` masks X too.
+_SECRET_KEY = (r"pass(?:word|wd|phrase)?|pwd|token|secret|credentials?|auth(?:orization)?"
+               r"|api[_-]?key|private[_-]?key|access[_-]?key|secret[_-]?key|key")
+_SECRET_PAIR = re.compile(
+    r"(?P<key>(?<![\w.-])(?:\\?[\"'])?(?:[\w.-]*[_.-])?(?:" + _SECRET_KEY + r")"
+    r"(?:[_.-][\w.-]*)?(?:\\?[\"'])?)(?P<sep>\s*[=:]\s*)"
+    r"(?:(?P<open>\\?[\"'])(?P<qval>.*?)(?P<close>(?P=open))"
+    r"|(?P<val>(?:(?:bearer|basic|token|digest)\s+)?[^\s\"',;&)}\]\\]+))",
+    re.IGNORECASE)
 
-    return _clip(SECRETS.scrub(f"{etype}({msg})" if msg else etype))
+
+def redact_text(text: str) -> str:
+    """Free text from a worker (an exception's repr, arguments) with its secrets masked: the
+    credentials of every URL in it (celeryctl.snapfile.redact_text: also every password
+    celeryctl was given, celeryctl.urls.SECRETS) and secret-looking `key=value` pairs."""
+    from celeryctl.snapfile import MASK
+    from celeryctl.snapfile import redact_text as redact_urls
+
+    def pair(m: re.Match) -> str:
+        val = m.group("qval") if m.group("open") else m.group("val")
+        if val in ("", MASK):
+            return m.group(0)
+        q = m.group("open") or ""
+        return f"{m.group('key')}{m.group('sep')}{q}{MASK}{q}"
+
+    return _SECRET_PAIR.sub(pair, redact_urls(text))
+
+
+def _example(etype: str, msg: str) -> str:
+    return _clip(redact_text(f"{etype}({msg})" if msg else etype))

@@ -178,3 +178,46 @@ def test_own_enable_events_is_not_a_lost_event():
     b.feed(_ev("worker-heartbeat", "w1", clock=2, freq=2.0), 10.0)
     b.feed(_ev("worker-heartbeat", "w1", clock=4, freq=2.0), 12.0)
     assert b.summary(15.0)["workers"][0]["clock_gaps"] == 1
+
+
+def test_exception_examples_and_args_have_secrets_masked():
+    """Issue 15 review: a task raising Boom("url=redis://user:hunter2@... password=hunter2")
+    showed both in the JSON example and the table; `key=value` secrets are masked too."""
+    a = A.Aggregator(window_start=0.0, include_args=True)
+    a.feed(_ev("task-received", uuid="a", name="t.x", args="('redis://:argpw@h:6379/0',)",
+               kwargs="{'api_token': 'tok123'}"), 1.0)
+    a.feed(_ev("task-failed", uuid="a", exception="Boom('url=redis://user:hunter2@db.example"
+               ".com:6379/0 password=hunter2')"), 2.0)
+    [e] = a.summary(3.0)["tasks"][0]["exceptions"]
+    text = json.dumps(e)
+    for secret in ("hunter2", "argpw", "tok123"):
+        assert secret not in text, text
+    assert e["example"].startswith("Boom('url=redis://user:") and "@db.example.com" in text
+    cases = {
+        "E(\"{'password': 'a b', 'token': \\\"xyz\\\"}\")": ("a b", "xyz"),
+        "E('Authorization: Bearer abc.def')": ("abc.def",),
+        "E('X-Api-Key: k3y db_password=pw1 secret: s3')": ("k3y", "pw1", "s3"),
+    }
+    for raw, secrets in cases.items():
+        out = A.redact_text(raw)
+        assert not any(s in out for s in secrets), out
+    # what is not a secret stays readable
+    for raw in ("KeyError('missing')", "E('passed: 3 of 4, tokens=5')",
+                "E('amqp://guest@host//')", "E('password=')"):
+        assert A.redact_text(raw) == raw
+
+
+def test_openmetrics_label_values_carry_no_terminal_escape():
+    a = A.Aggregator(window_start=0.0)
+    name = "evil[b]\x1b[31mRED\x1b]0;pwned\x07\r\\x"
+    a.feed(_ev("task-received", uuid="a", name=name, ts=1.0), 1.0)
+    text = prometheus(a.summary(10.0, histograms=True))
+    assert not any(ch in text for ch in "\x1b\x07\r"), repr(text)
+    # visible text first (\x1b), then the format's escaping of the backslash
+    assert ('celeryctl_task_events_total{task="evil[b]\\\\x1b[31mRED\\\\x1b]0;pwned\\\\x07'
+            '\\\\r\\\\x",kind="received"} 1') in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    labels = {s.labels["task"] for f in text_string_to_metric_families(text.replace(
+        "# EOF\n", "")) for s in f.samples if "task" in s.labels}
+    assert labels == {"evil[b]\\x1b[31mRED\\x1b]0;pwned\\x07\\r\\x"}
