@@ -132,7 +132,9 @@ def render_final(out, err, summary: dict[str, Any], *, wide: bool = False) -> No
 # --- Prometheus / OpenMetrics ------------------------------------------------------------
 
 def _label(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    from celeryctl.render.prometheus import label_value
+
+    return label_value(v)
 
 
 def _num(v: float) -> str:

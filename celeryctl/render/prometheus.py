@@ -2,7 +2,8 @@
 node_exporter's textfile collector (write to a .prom file atomically: `> x.tmp && mv`).
 
 Names follow Prometheus conventions: a `celeryctl_` prefix, base units (`_seconds`), no unit
-for counts; labels are escaped per the exposition format. Only what was observed is exported:
+for counts; labels are escaped per the exposition format, control characters written as
+`\\x1b` text first (`label_value`). Only what was observed is exported:
 an unobserved source yields `celeryctl_source_up 0`, not zeros that look like data.
 """
 
@@ -13,14 +14,21 @@ from typing import Any
 SEVERITIES = ("info", "warning", "critical")
 
 
-def _esc(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def label_value(value: Any) -> str:
+    """A label value for the exposition text: control characters (ESC, BEL, CR, tab, C1, the
+    bidirectional overrides...) first written as visible text (`\\x1b`, as a terminal shows
+    names: celeryctl.render.text), then the format's own escaping of `\\`, `"` and newline —
+    so neither `cat` of a .prom file nor a scrape ever carries a raw terminal escape."""
+    from celeryctl.render.text import safe_lines
+
+    return safe_lines(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
 
 
 def _labels(**labels: Any) -> str:
     if not labels:
         return ""
-    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
+    return "{" + ",".join(f'{k}="{label_value(v)}"' for k, v in labels.items()) + "}"
 
 
 def _num(v: float | int) -> str:

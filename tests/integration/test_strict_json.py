@@ -178,10 +178,12 @@ def test_doctor_json_markdown_prometheus(hostile):
     for line in rows:  # every table row keeps its four cells, whatever the names
         assert len(_split_md_row(line)) == 4, line
     assert "q\\[/\\]x" in out  # escaped for markdown: renders as q[/]x
-    # Prometheus: machine output, names exact (the exposition format escapes \\, " and \n)
+    # Prometheus: the exposition format escapes \\, " and \n; other control characters are
+    # written as visible text first (no raw terminal escape in a .prom file)
     code, out, err, _ = run_cli("doctor", "--broker", hostile, "--format", "prometheus")
     assert "internal error" not in err, err
-    assert 'queue="nl\\nq\tt"' in out and 'queue="q[/]x"' in out
+    assert 'queue="nl\\nq\\\\tt"' in out and 'queue="q[/]x"' in out
+    assert "\x1b" not in out and "\\\\x1b" in out
 
 
 def _split_md_row(line: str) -> list[str]:
