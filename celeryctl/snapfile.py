@@ -247,6 +247,7 @@ class _EvConsumers:  # the `event_consumers` part (collect/doctor.py)
     senders: list[_EvSender]
     consumers: list[str] | None = None
     unknown: str | None = None
+    maybe: list[str] | None = None  # may consume events: cannot be attributed (EVT005 skips)
 
 
 # parts whose value is not a dataclass (validation only; load_snapshot keeps them as they are)

@@ -211,13 +211,15 @@ def task_events_without_consumer(snap, limits: Limits) -> Iterator[Finding]:
     Workers sending task events while nothing consumes them: no consumer on any `celeryev.*`
     queue (RabbitMQ, management API) or no subscriber to the event channels (Redis: PUBSUB
     NUMSUB and pattern subscribers beyond one per worker). A worker is known to send them when
-    its `conf` has `worker_send_task_events`, when a `celeryctl events` run killed with -9 left
-    them on (its state file on this host), or — with `--events` — when the window found them
-    already on (`-E`, or switched on by Flower).
+    its `conf` has `worker_send_task_events`, when a `celeryctl events` run that is no longer
+    running (killed with -9) left them on (its state file on this host), or — with `--events`
+    — when the window found them already on (`-E`, or switched on by Flower).
 
     A worker started with `-E` or switched on with `enable_events` does not say so in its
     `stats` or `conf`: without `--events` only the first two are seen. When it cannot be told
-    whether anything listens (no management API), the check is skipped with the reason.
+    whether anything listens, the check is skipped with the reason: no management API, or on
+    Redis pattern subscribers beyond one per worker — Redis does not say which pattern a
+    client holds, so one PSUBSCRIBEd to something else (`*pidbox*`) cannot be told from Flower.
 
     ## Why it matters
     Every task then sends three or more events that are published for nobody: broker load and
@@ -249,6 +251,10 @@ def task_events_without_consumer(snap, limits: Limits) -> Iterator[Finding]:
     if ec.get("unknown"):
         raise Skip(f"{count(len(senders), 'worker')} send task events, but whether anything "
                    f"consumes them is unknown: {ec['unknown']}")
+    if ec.get("maybe"):
+        raise Skip(f"{count(len(senders), 'worker')} send task events; whether anything "
+                   f"consumes them cannot be told: {'; '.join(map(str, ec['maybe']))} (Redis "
+                   "does not say which pattern a client subscribes to)")
     for s in sorted(senders, key=lambda s: str(s.get("worker"))):
         name = str(s.get("worker"))
         yield Finding(

@@ -68,20 +68,22 @@ def event_consumers(g: Gathered, target: Target, always: bool = False) -> Observ
             if w not in known:
                 known.add(w)
                 senders.append({"worker": w, "why": f"left on by celeryctl events pid "
-                                                    f"{st.pid}, killed at {st.started}"})
+                                                    f"{st.pid}, started {st.started}, no "
+                                                    "longer running"})
     if not senders and not always:
-        return Observed({"senders": [], "consumers": [], "unknown": None}, source="workers")
-    from celeryctl.collect.events import other_monitors
+        return Observed({"senders": [], "consumers": [], "maybe": [], "unknown": None},
+                        source="workers")
+    from celeryctl.collect.events import event_listeners
 
     t0 = time.monotonic()
     try:
-        found, unknown = other_monitors(target, len(nodes))
+        seen = event_listeners(target, len(nodes))
     except Exception as exc:  # noqa: BLE001 - said as unknown, never a traceback
         from celeryctl.collect.bounded import describe_error
 
-        found, unknown = [], f"unknown whether anything consumes events " \
-                             f"({describe_error(exc)})"
-    return Observed({"senders": senders, "consumers": found, "unknown": unknown},
+        seen = {"consumers": [], "maybe": [], "unknown": f"unknown whether anything "
+                f"consumes events ({describe_error(exc)})"}
+    return Observed({"senders": senders, **seen},
                     source="workers+broker", elapsed_seconds=time.monotonic() - t0)
 
 

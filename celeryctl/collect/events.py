@@ -256,10 +256,20 @@ def _quiet(fn) -> None:
 
 def other_monitors(target, workers: int, own_queue: str | None = None,
                    listening: bool = False) -> tuple[list[str], str | None]:
-    """(what else listens to events, or why that is unknown). Redis: SUBSCRIBE-ers of the
-    event channels (PUBSUB NUMSUB: another celeryctl) and pattern subscribers on the
-    database beyond one per worker (CLIENT LIST psub=: Flower, `celery events`, a worker with
-    gossip — Redis does not say which pattern a client holds, so this one is an estimate).
+    """(what else listens to events, or why that is unknown): `event_listeners` with its
+    estimates counted as found — a warning while celeryctl listens may be one."""
+    seen = event_listeners(target, workers, own_queue, listening)
+    return seen["consumers"] + seen["maybe"], seen["unknown"]
+
+
+def event_listeners(target, workers: int, own_queue: str | None = None,
+                    listening: bool = False) -> dict[str, Any]:
+    """{"consumers": what certainly consumes events, "maybe": what may (an estimate that
+    cannot be attributed), "unknown": why it could not be read, or None}.
+    Redis: SUBSCRIBE-ers of the event channels (PUBSUB NUMSUB: another celeryctl) are
+    consumers; pattern subscribers on the database beyond one per worker (CLIENT LIST psub=:
+    Flower, `celery events`, a worker with gossip — or any client PSUBSCRIBEd to something
+    else, e.g. `*pidbox*`: Redis does not say which pattern a client holds) only "maybe".
     RabbitMQ: consumers of `celeryev.*` queues (management API)."""
     from celeryctl.collect.bounded import call, shutdown_redis
 
@@ -275,6 +285,7 @@ def other_monitors(target, workers: int, own_queue: str | None = None,
 
         def read():
             found: list[str] = []
+            maybe: list[str] = []
             errors = []
             try:
                 numsub = client.pubsub_numsub(*channels)
@@ -292,21 +303,23 @@ def other_monitors(target, workers: int, own_queue: str | None = None,
                         and str(c.get("db")) == str(db)]
                 extra = len(psub) - workers
                 if extra > 0:
-                    found.append(f"{extra} pattern subscriber(s) on db {db} beyond one per "
+                    maybe.append(f"{extra} pattern subscriber(s) on db {db} beyond one per "
                                  f"worker ({workers}): likely an event monitor (Flower, "
                                  "celery events) or workers with gossip")
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"CLIENT LIST: {describe_error(exc)}")
-            return found, ("; ".join(errors) or None)
+            return found, maybe, ("; ".join(errors) or None)
 
         try:
-            found, err = call("monitors", read, "Redis monitors", t.timeout,
-                              cancel=lambda: shutdown_redis(client))
+            found, maybe, err = call("monitors", read, "Redis monitors", t.timeout,
+                                     cancel=lambda: shutdown_redis(client))
         except Exception as exc:  # noqa: BLE001
-            return [], describe_error(exc)
-        return found, (f"unknown whether another monitor listens ({err})" if err else None)
+            return {"consumers": [], "maybe": [], "unknown": describe_error(exc)}
+        return {"consumers": found, "maybe": maybe,
+                "unknown": f"unknown whether another monitor listens ({err})" if err else None}
     if target.rabbitmq_api is None:
-        return [], "unknown whether another monitor listens (no management API)"
+        return {"consumers": [], "maybe": [],
+                "unknown": "unknown whether another monitor listens (no management API)"}
     from celeryctl.collect.rabbitmq import ManagementAPI, vq
 
     api = ManagementAPI(target.rabbitmq_api, target.timeout)
@@ -315,7 +328,8 @@ def other_monitors(target, workers: int, own_queue: str | None = None,
                                                {"columns": "name,consumers"}),
                   "management API", target.timeout, cancel=api.abort)
     except Exception as exc:  # noqa: BLE001
-        return [], f"unknown whether another monitor listens ({describe_error(exc)})"
+        return {"consumers": [], "maybe": [],
+                "unknown": f"unknown whether another monitor listens ({describe_error(exc)})"}
     finally:
         api.close()
     found = []
@@ -325,4 +339,4 @@ def other_monitors(target, workers: int, own_queue: str | None = None,
             who = ("another celeryctl events" if name.startswith(QUEUE_PREFIX)
                    else "Flower, celery events, or a worker's gossip")
             found.append(f"queue {name} has {q.get('consumers')} consumer(s) ({who})")
-    return found, None
+    return {"consumers": found, "maybe": [], "unknown": None}

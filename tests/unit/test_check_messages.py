@@ -640,6 +640,15 @@ def test_evt_thresholds_and_skips():
     assert not found(_with(snap(), event_consumers={**ec, "senders": []}), "EVT005").findings
     r = found(_with(snap(), event_consumers={**ec, "unknown": "no management API"}), "EVT005")
     assert not r.findings and "no management API" in r.skipped[0].reason
+    # an extra Redis pattern subscriber (maybe `*pidbox*`, maybe Flower) cannot be attributed:
+    # skipped saying so, not a pass; a certain consumer still wins
+    maybe = ["1 pattern subscriber(s) on db 0 beyond one per worker (1)"]
+    r = found(_with(snap(), event_consumers={**ec, "maybe": maybe}), "EVT005")
+    assert not r.findings and "cannot be told" in r.skipped[0].reason
+    assert "1 pattern subscriber(s)" in r.skipped[0].reason
+    r = found(_with(snap(), event_consumers={**ec, "maybe": maybe,
+                                             "consumers": ["1 other subscriber(s)"]}), "EVT005")
+    assert not r.findings and not r.skipped
     # with a window, a worker that had task events on already is a sender too
     s = _window(workers=[_ev_worker("e@h", events_were_enabled=True)])
     s.parts["event_consumers"] = Observed({"senders": [], "consumers": [], "unknown": None})
