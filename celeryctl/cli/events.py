@@ -142,7 +142,8 @@ class _Run:
                          + "; ".join(f"{k}: {v}" for k, v in problems.items()), "red")
             else:
                 self.say(f"restored: task events turned off again on {', '.join(done) or '-'} "
-                         f"(left on by celeryctl events pid {st.pid}, killed at {st.started})",
+                         f"(left on by celeryctl events pid {st.pid}, started {st.started}, "
+                         "no longer running)",
                          "green")
             self._audit("events --restore", "ok" if not problems else "failed", done,
                         {"restored": len(done), "failed": len(problems)}, pid=st.pid)
