@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,14 +120,66 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671,
+                 "pyamqp": 5672, "librabbitmq": 5672}
+
+
+def broker_identity(url: str, vhost: str | None = None) -> str:
+    """The broker a (redacted) URL points at, whatever its spelling: scheme family, the host's
+    resolved address, the port (default filled in), the Redis db (default 0) or the virtual
+    host (default "/"). redis://localhost:6379, redis://127.0.0.1:6379/0 and
+    redis://LOCALHOST/ are one broker. Several endpoints (';'): each, sorted."""
+    from urllib.parse import unquote, urlsplit
+
+    out = []
+    for part in str(url or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            u = urlsplit(part)
+            scheme = (u.scheme or "").lower()
+            host = (u.hostname or "localhost").lower()
+            port = u.port or DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            out.append(part)
+            continue
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+            addr = sorted(str(i[4][0]) for i in infos)[0] if infos else host
+        except (OSError, UnicodeError):
+            addr = host
+        if addr in ("::1", "0:0:0:0:0:0:0:1") or addr.startswith("127."):
+            addr = "127.0.0.1"  # loopback, however it is spelled
+        path = unquote(u.path.lstrip("/"))
+        if scheme.startswith("redis"):
+            family = "redis"
+            try:
+                place = str(int(path.split("/")[0] or 0))
+            except ValueError:
+                place = path
+        else:
+            family = "amqp"
+            place = vhost if vhost is not None else (path or "/")
+        out.append(f"{family}://{addr}:{port}/{place}")
+    return ";".join(sorted(out))
+
+
+def same_broker(st: RunState, broker_redacted: str, vhost: str | None) -> bool:
+    if st.broker == broker_redacted and (st.vhost or None) == (vhost or None):
+        return True
+    return broker_identity(st.broker, st.vhost) == broker_identity(broker_redacted, vhost)
+
+
 def classify_states(states: list[RunState], broker_redacted: str, vhost: str | None,
                     alive=pid_alive) -> tuple[list[RunState], list[RunState], list[str]]:
     """(dead runs of this broker to finish, live runs of this broker, notes) — a file of
-    another host is never acted on (its pid cannot be checked from here)."""
+    another host is never acted on (its pid cannot be checked from here). The broker is
+    compared by identity (broker_identity), not by the literal URL."""
     dead, live, notes = [], [], []
     here = socket.gethostname()
     for st in states:
-        if st.broker != broker_redacted or (st.vhost or None) != (vhost or None):
+        if not same_broker(st, broker_redacted, vhost):
             continue
         if st.pid == os.getpid():
             continue
@@ -182,13 +235,39 @@ def _text(reply: Any) -> str | None:
     return None if reply is None else str(reply)
 
 
-def send(target, method: str, nodes: list[str]) -> tuple[dict[str, list[Any]], str | None]:
-    """Send enable_events/disable_events to exactly `nodes`; (replies, error)."""
+def send(target, method: str, nodes: list[str], deadline: float | None = None,
+         broadcast: bool = False) -> tuple[dict[str, list[Any]], str | None]:
+    """Send enable_events/disable_events (or ping) to exactly `nodes`; (replies, error).
+    `deadline` (time.monotonic()): a hard end — a broker that trickles bytes keeps every
+    per-recv timeout from firing, so the call runs in a thread and is abandoned then.
+    `broadcast`: to every worker (replies of all), waiting for `nodes`."""
     from celeryctl.collect import send_control
 
     if not nodes:
         return {}, None
-    obs = send_control(target, method, {}, destination=list(nodes), wanted=list(nodes))
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["obs"] = send_control(target, method, {},
+                                      destination=None if broadcast else list(nodes),
+                                      wanted=list(nodes))
+        except Exception as exc:  # noqa: BLE001 - said as the error
+            from celeryctl.collect.bounded import describe_error
+
+            box["exc"] = describe_error(exc)
+
+    if deadline is None:
+        call()
+    else:
+        th = threading.Thread(target=call, name=f"events-{method}", daemon=True)
+        th.start()
+        th.join(max(0.0, deadline - time.monotonic()))
+        if th.is_alive():
+            return {}, "no answer before the deadline (the broker is too slow or silent)"
+    if "exc" in box:
+        return {}, box["exc"]
+    obs = box["obs"]
     if not obs.ok:
         return {}, obs.error
     replies: dict[str, list[Any]] = {}
@@ -197,29 +276,74 @@ def send(target, method: str, nodes: list[str]) -> tuple[dict[str, list[Any]], s
     return replies, None
 
 
-def restore(target, st: RunState, attempts: int = 2) -> tuple[list[str], dict[str, str]]:
-    """Disable task events on the workers `st` enabled; removes the file when all are done,
-    else rewrites it with those left. (restored, problems)."""
-    todo = list(st.enabled)
-    done: list[str] = []
-    problems: dict[str, str] = {}
+@dataclass
+class Restored:
+    done: list[str] = field(default_factory=list)          # turned off again
+    problems: dict[str, str] = field(default_factory=dict)  # could not: node -> why
+    gone: dict[str, str] = field(default_factory=dict)      # went away: nothing to restore
+    kept: dict[str, int] = field(default_factory=dict)      # a live run relies on it: its pid
+
+
+def restore_deadline(target) -> float:
+    """A hard end for one restore: two tries of a control round trip, plus a ping."""
+    t = float(getattr(target, "timeout", None) or 2.0)
+    return time.monotonic() + 3 * t + 3.0
+
+
+def restore(target, st: RunState, attempts: int = 2, *, keep: dict[str, int] | None = None,
+            offline: set[str] | frozenset[str] = frozenset(),
+            deadline: float | None = None) -> Restored:
+    """Disable task events on the workers `st` enabled, within `deadline` (default
+    restore_deadline). Not on a worker another live run on this broker listens to (`keep`:
+    node -> its pid): it stays in the file, and the last run to end turns it off. A worker
+    that went offline (`offline`, or no reply to disable_events nor to a ping) needs nothing:
+    a restarted worker starts with task events off (unless -E); it is dropped from the file.
+    The file is removed when nothing is left, else rewritten with what is left (kept or
+    failed)."""
+    keep = keep or {}
+    deadline = deadline if deadline is not None else restore_deadline(target)
+    r = Restored()
+    todo = []
+    for n in st.enabled:
+        if n in keep:
+            r.kept[n] = keep[n]
+        elif n in offline:
+            r.gone[n] = "went offline during the window (worker-offline event)"
+        else:
+            todo.append(n)
     for _ in range(max(1, attempts)):
         if not todo:
             break
-        replies, err = send(target, "disable_events", todo)
+        replies, err = send(target, "disable_events", todo, deadline)
         if err:
-            problems = {n: f"could not send disable_events: {err}" for n in todo}
+            r.problems = {n: f"could not send disable_events: {err}" for n in todo}
+            if time.monotonic() >= deadline:
+                break
             continue
-        ok, problems = disable_outcome(replies, todo)
-        done += ok
+        ok, r.problems = disable_outcome(replies, todo)
+        r.done += ok
         todo = [n for n in todo if n not in ok]
-    if todo:
-        st.enabled = todo
+    silent = [n for n in todo if r.problems.get(n, "").startswith("no reply")]
+    if silent and time.monotonic() < deadline:
+        # a ping to every worker: a silent broker answers nothing, so a node counts as gone
+        # only when some other worker answers
+        replies, err = send(target, "ping", silent, deadline, broadcast=True)
+        if not err and any(replies.get(n) for n in replies if n not in silent):
+            for n in silent:
+                if not replies.get(n):
+                    r.gone[n] = ("no reply to disable_events nor to ping: the worker is gone "
+                                 "(it starts with task events off when it comes back, "
+                                 "unless -E)")
+                    r.problems.pop(n, None)
+            todo = [n for n in todo if n not in r.gone]
+    left = todo + [n for n in st.enabled if n in r.kept]
+    if left:
+        st.enabled = left
         try:
             write_state(st, st.path.parent if st.path else None)
         except OSError:
             pass
     else:
         remove_state(st)
-        problems = {}
-    return done, problems
+        r.problems = {}
+    return r

@@ -43,10 +43,12 @@ class _Handlers:
 class Deferred(_Handlers):
     """A context manager: record SIGINT/SIGTERM/SIGHUP instead of dying of them."""
 
-    def __init__(self, note: str = "") -> None:
+    def __init__(self, note: str = "",
+                 again: str = "kill -9 would leave messages set aside (docs/purge.md)") -> None:
         self.signal: str | None = None
         self.count = 0
         self._note = note
+        self._again = again
 
     @property
     def requested(self) -> bool:
@@ -58,8 +60,8 @@ class Deferred(_Handlers):
             self.signal = signal.Signals(signum).name
             text = f"\n{self.signal}: stopping at the next safe point{self._note}\n"
         else:
-            text = (f"\n{signal.Signals(signum).name} again: still stopping safely; kill -9 "
-                    f"would leave messages set aside (docs/purge.md)\n")
+            text = (f"\n{signal.Signals(signum).name} again: still stopping safely; "
+                    f"{self._again}\n")
         try:
             os.write(2, text.encode())
         except OSError:  # the terminal is gone (SIGHUP): nothing to tell

@@ -93,6 +93,8 @@ class _Run:
         self.notes: list[str] = []
         self.sources: list[dict[str, Any]] = []
         self.failure: str | None = None  # why no window ran (collect() returned no summary)
+        self.restart_problems: dict[str, str] = {}
+        self.enabled_by_live: dict[str, int] = {}
 
     def say(self, text: str, style: str = "yellow") -> None:
         from rich.text import Text
@@ -103,63 +105,110 @@ class _Run:
 
     # --- earlier runs ----------------------------------------------------------------
 
-    def finish_dead_runs(self) -> tuple[list[dict[str, Any]], bool]:
-        """Restore what runs killed with -9 left enabled. (report rows, all restored)."""
+    def live_runs(self):
+        """Other live `celeryctl events` runs on this broker (this host): (states, node ->
+        pid of a live run listening to it)."""
+        from celeryctl.actions.events import classify_states, read_states
+
+        _dead, live, _notes = classify_states(read_states(), self.t.broker_redacted, self.vhost)
+        relied: dict[str, int] = {}
+        for st in live:
+            for n in st.candidates:
+                relied.setdefault(n, st.pid)
+        return live, relied
+
+    def finish_dead_runs(self, quiet_live: bool = False) -> tuple[list[dict[str, Any]], bool]:
+        """Restore what runs that ended or died left enabled — except on a worker a live run
+        on this broker still listens to (the last live run turns it off). (rows, all ok)."""
         from celeryctl.actions.events import classify_states, read_states, remove_state, restore
 
         dead, live, notes = classify_states(read_states(), self.t.broker_redacted, self.vhost)
+        relied: dict[str, int] = {}
+        for st in live:
+            for n in st.candidates:
+                relied.setdefault(n, st.pid)
         for n in notes:
             self.notes.append(n)
             self.say("note: " + n)
-        for st in live:
-            text = (f"another celeryctl events (pid {st.pid}, since {st.started}) enabled task "
-                    f"events on {', '.join(st.enabled) or 'no worker'}; it turns them off when "
-                    "it ends, which this window will notice")
+        for st in live if not quiet_live else ():
+            text = (f"another celeryctl events (pid {st.pid}, started {st.started}) enabled "
+                    f"task events on {', '.join(st.enabled) or 'no worker'} and listens to "
+                    f"{', '.join(st.candidates) or 'no worker'}; the last of the runs to end "
+                    "turns them off")
             self.notes.append(text)
             self.say("warning: " + text)
         rows, ok = [], True
         for st in dead:
             if st.phase != "enabled":
-                text = (f"a celeryctl events run (pid {st.pid}, {st.started}) died while "
-                        f"enabling task events on {', '.join(st.candidates)}: which of them it "
-                        "turned on is unknown, so none is turned off (check with the workers' "
-                        "owners; `celeryctl control disable-events -d NODE` if they should be "
-                        "off)")
+                text = (f"a celeryctl events run (pid {st.pid}, started {st.started}) died "
+                        f"while enabling task events on {', '.join(st.candidates)}: which of "
+                        "them it turned on is unknown, so none is turned off (check with the "
+                        "workers' owners; `celeryctl control disable-events -d NODE` if they "
+                        "should be off)")
                 self.notes.append(text)
                 self.say("warning: " + text)
                 remove_state(st)
                 rows.append({"pid": st.pid, "started": st.started, "workers": st.candidates,
-                             "restored": [], "problems": {"*": "died while enabling"}})
+                             "restored": [], "gone": [], "kept": [],
+                             "problems": {"*": "died while enabling"}})
                 ok = False
                 continue
-            done, problems = restore(self.t, st)
-            rows.append({"pid": st.pid, "started": st.started, "workers": st.enabled + done
-                         if problems else done, "restored": done, "problems": problems})
-            if problems:
+            before = list(st.enabled)
+            r = restore(self.t, st, keep={n: p for n, p in relied.items() if n in st.enabled})
+            rows.append({"pid": st.pid, "started": st.started, "workers": before,
+                         "restored": r.done, "gone": sorted(r.gone), "kept": sorted(r.kept),
+                         "problems": r.problems})
+            who = f"celeryctl events pid {st.pid}, started {st.started}, no longer running"
+            if r.problems:
                 ok = False
-                self.say(f"error: task events of the dead run {st.pid} could not be turned "
-                         f"off on {', '.join(problems)}: "
-                         + "; ".join(f"{k}: {v}" for k, v in problems.items()), "red")
-            else:
-                self.say(f"restored: task events turned off again on {', '.join(done) or '-'} "
-                         f"(left on by celeryctl events pid {st.pid}, started {st.started}, "
-                         "no longer running)",
-                         "green")
-            self._audit("events --restore", "ok" if not problems else "failed", done,
-                        {"restored": len(done), "failed": len(problems)}, pid=st.pid)
+                self.say(f"error: task events left on by {who} could not be turned off on "
+                         f"{', '.join(r.problems)}: "
+                         + "; ".join(f"{k}: {v}" for k, v in r.problems.items())
+                         + " (the state file is kept: run `celeryctl events --restore`)", "red")
+            if r.done:
+                self.say(f"restored: task events turned off again on {', '.join(r.done)} "
+                         f"(left on by {who})", "green")
+            for n, why in r.gone.items():
+                text = f"{n}: nothing to restore ({why}); dropped from the state file of {who}"
+                self.notes.append(text)
+                self.say("note: " + text)
+            for n, pid in r.kept.items():
+                text = (f"{n}: task events left on by {who} stay on: celeryctl events pid {pid} "
+                        "is listening to it now (the last run to end turns them off)")
+                self.notes.append(text)
+                self.say("note: " + text)
+            self._audit("events --restore", "ok" if not r.problems else "failed", r.done,
+                        {"restored": len(r.done), "failed": len(r.problems),
+                         "gone": len(r.gone), "kept": len(r.kept)}, pid=st.pid)
         return rows, ok
+
+    def other_broker_leftovers(self) -> list[str]:
+        """State files of this host for other brokers (what --restore did not touch)."""
+        from celeryctl.actions.events import read_states, same_broker
+
+        here = __import__("socket").gethostname()
+        out = []
+        for st in read_states():
+            if st.host == here and not same_broker(st, self.t.broker_redacted, self.vhost) \
+                    and st.enabled:
+                out.append(f"{st.broker}{' vhost ' + st.vhost if st.vhost else ''}: pid "
+                           f"{st.pid} enabled {', '.join(st.enabled)} ({st.path})")
+        return out
 
     def restore_only(self) -> ExitStatus:
         from celeryctl.render.jsonout import dumps
 
         rows, ok = self.finish_dead_runs()
+        others = self.other_broker_leftovers() if not rows else []
         if self.fmt == "table":
             if not rows:
                 self.c.out.print("nothing to restore: no earlier celeryctl events run left task "
                                  "events on for this broker", highlight=False)
+            for line in others:
+                self.say("note: state file of another broker (not touched): " + line)
         else:
-            sys.stdout.write(dumps({"schema": 1, "restored": rows, "notes": self.notes},
-                                   indent=2) + "\n")
+            sys.stdout.write(dumps({"schema": 1, "restored": rows, "notes": self.notes,
+                                    "other_brokers": others}, indent=2) + "\n")
         return ExitStatus.OK if ok else ExitStatus.CRITICAL
 
     # --- the window ------------------------------------------------------------------
@@ -180,6 +229,7 @@ class _Run:
             enable_outcome,
             new_state,
             restore,
+            restore_deadline,
             send,
             write_state,
         )
@@ -214,10 +264,21 @@ class _Run:
 
         agg = Aggregator(window_start=time.time(), task_patterns=self.tasks,
                          workers=self.workers, include_args=self.include_args)
+        agg.expect_heartbeats = bool(candidates)
         lock = threading.Lock()
+        # worker lifecycle heard in this run: node -> ("online"|"offline", local time)
+        self.lifecycle: dict[str, tuple[str, float]] = {}
+        self.restarts: list[tuple[str, float]] = []
 
         def on_event(ev, at) -> None:
             with lock:
+                if isinstance(ev, dict) and ev.get("type") in ("worker-online",
+                                                               "worker-offline"):
+                    host = str(ev.get("hostname") or "?")
+                    kind = str(ev["type"])[7:]
+                    if kind == "online":
+                        self.restarts.append((host, at))
+                    self.lifecycle[host] = (kind, at)
                 agg.feed(ev, at)
 
         def on_bad() -> None:
@@ -245,14 +306,23 @@ class _Run:
         if unknown_why:
             self.notes.append(unknown_why)
 
+        live, _relied = self.live_runs()
+        # workers another live run enabled: "already enabled" to us, yet off before it
+        self.enabled_by_live = {n: st_.pid for st_ in live for n in st_.enabled}
         st = new_state(self.t.broker_redacted, self.vhost, candidates)
         mine: list[str] = []
         already: list[str] = []
         problems: dict[str, str] = {}
         restored: list[str] = []
         rproblems: dict[str, str] = {}
+        gone: dict[str, str] = {}
+        kept: dict[str, int] = {}
+        t0 = time.monotonic()
         interrupted = None
-        stop = Deferred(": turning task events back off first")
+        stop = Deferred(": turning task events back off first",
+                        again="kill -9 would leave task events on where this run turned them "
+                        "on (the state file stays: `celeryctl events --restore`, "
+                        "docs/commands.md#events)")
         with stop:
             try:
                 try:
@@ -263,7 +333,8 @@ class _Run:
                     self.failure = f"cannot write the state file ({exc.strerror or exc})"
                     listener.close()
                     return None, ExitStatus.CRITICAL
-                replies, send_err = send(self.t, "enable_events", candidates)
+                replies, send_err = send(self.t, "enable_events", candidates,
+                                         restore_deadline(self.t))
                 if candidates:  # a broadcast: every worker's clock steps once (not a loss)
                     with lock:
                         agg.note_control_sent(time.time())
@@ -281,26 +352,50 @@ class _Run:
                     self.notes.append(f"{n}: {p}")
                     self.say(f"warning: {n}: {p}")
                 agg.window_start = time.time()
-                self._wait(agg, lock, stop, listener)
+                self._wait(agg, lock, stop, listener, st, mine)
             finally:
+                listen_end = time.time()
                 listener.stop()
+                t0 = time.monotonic()
                 if st.phase == "enabled" or mine:
-                    restored, rproblems = restore(self.t, st)
+                    _live, relied = self.live_runs()
+                    offline = {n for n, (k, _at) in self.lifecycle.items() if k == "offline"}
+                    r = restore(self.t, st, keep={n: p for n, p in relied.items()
+                                                  if n in st.enabled}, offline=offline)
+                    restored, rproblems, gone, kept = r.done, r.problems, r.gone, r.kept
                 else:
                     from celeryctl.actions.events import remove_state
 
                     remove_state(st)
                 listener.close()
                 interrupted = stop.signal
-        now = time.time()
+        # runs that ended while this one listened handed their workers over: the last live
+        # run turns them off
+        _rows, handed_ok = self.finish_dead_runs(quiet_live=True)
+        restore_seconds = time.monotonic() - t0
         with lock:
-            summary = agg.summary(now, histograms=self.fmt == "prometheus")
+            summary = agg.summary(listen_end, histograms=self.fmt == "prometheus")
+        summary["restore_seconds"] = round(restore_seconds, 3)
         if listener.errors:
             self.notes.append(f"the event connection was lost ({listener.errors[-1]}); "
                               f"{listener.disconnected_seconds:.1f} s without events")
+        for n, why in gone.items():
+            self.notes.append(f"{n}: nothing to restore ({why})")
+        for n, pid in kept.items():
+            self.notes.append(f"{n}: task events left on: celeryctl events pid {pid} is still "
+                              "listening to it (the last run to end turns them off)")
         for n, p in rproblems.items():
             self.notes.append(f"{n}: {p} — run `celeryctl events --restore`")
         self._merge_workers(summary, candidates, mine, already, restored, rproblems)
+        for w in summary["workers"]:
+            pid = self.enabled_by_live.get(w["name"])
+            if pid is not None and w["name"] in already:
+                w["events_were_enabled"] = False
+                w["enabled_by"] = f"celeryctl events pid {pid}"
+            w["gone"] = w["name"] in gone
+            if w["name"] in kept:
+                w["restored"] = False
+                w["left_on_for"] = f"celeryctl events pid {kept[w['name']]}"
         summary["notes"] = self.notes + summary["notes"]
         summary["sources"] = self.sources
         summary["target"] = self.t.summary()
@@ -314,19 +409,22 @@ class _Run:
             return summary, ExitStatus.CRITICAL
         if interrupted:
             return summary, ExitStatus.INTERRUPTED
-        if not restored_ok:
+        if not (restored_ok and handed_ok):
             return summary, ExitStatus.CRITICAL
         o = summary["overall"]
-        if found or problems or o["failed"] or summary["events"]["clock_gaps"]:
+        if (found or problems or o["failed"] or summary["events"]["clock_gaps"]
+                or self.restart_problems or summary["events"].get("silent_seconds")):
             return summary, ExitStatus.WARNING
         return summary, ExitStatus.OK
 
-    def _wait(self, agg, lock, stop, listener) -> None:
+    def _wait(self, agg, lock, stop, listener, st=None, mine=None) -> None:
         end = time.monotonic() + self.seconds
         live = self.fmt == "table" and sys.stdout.isatty()
+        self.restart_problems: dict[str, str] = {}
         if not live:
             while not stop.requested and time.monotonic() < end:
                 time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+                self._restarted(agg, lock, st, mine, end)
             return
         from rich.live import Live
 
@@ -346,6 +444,50 @@ class _Run:
             while not stop.requested and time.monotonic() < end:
                 lv.update(screen(), refresh=True)
                 time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+                self._restarted(agg, lock, st, mine, end)
+
+    def _restarted(self, agg, lock, st, mine, end) -> None:
+        """A worker this run enabled came back (worker-online: restarted, task events off
+        again unless -E): send enable_events again, still owned by this run. Bounded by the
+        window's end."""
+        from celeryctl.actions.events import ENABLED, _text, send
+
+        with lock:
+            todo, self.restarts[:] = list(self.restarts), []
+        if not todo or st is None or mine is None:
+            return
+        nodes = sorted({n for n, _at in todo if n in mine})
+        if not nodes:
+            return
+        stamp = {n: time.strftime("%H:%M:%S", time.localtime(at)) for n, at in todo}
+        replies, err = send(self.t, "enable_events", nodes,
+                            min(end, time.monotonic() + 2 * float(self.t.timeout or 2.0)))
+        with lock:
+            agg.note_control_sent(time.time())
+        for n in nodes:
+            got = replies.get(n) or []
+            text = _text(got[0]) if got else None
+            if text in (ENABLED, "task events already enabled"):
+                self.restart_problems.pop(n, None)
+                note = (f"{n} restarted at {stamp[n]} (worker-online) with task events off: "
+                        "turned them on again; its tasks between the restart and then are "
+                        "not counted")
+            else:
+                why = err or (f"enable_events: {text}" if text else "no reply to enable_events")
+                self.restart_problems[n] = why
+                note = (f"{n} restarted at {stamp[n]} (worker-online) with task events off and "
+                        f"they could not be turned on again ({why}): its tasks since "
+                        f"{stamp[n]} are not counted")
+            self.notes.append(note)
+            self.say("warning: " + note)
+            if n not in st.enabled:  # gone from the file at its offline: own it again
+                st.enabled.append(n)
+        try:
+            from celeryctl.actions.events import write_state
+
+            write_state(st)
+        except OSError:
+            pass
 
     def _merge_workers(self, summary, candidates, mine, already, restored, rproblems) -> None:
         rows = {w["name"]: w for w in summary["workers"]}

@@ -68,8 +68,8 @@ def event_consumers(g: Gathered, target: Target, always: bool = False) -> Observ
             if w not in known:
                 known.add(w)
                 senders.append({"worker": w, "why": f"left on by celeryctl events pid "
-                                                    f"{st.pid}, started {st.started}, no "
-                                                    "longer running"})
+                                                    f"{st.pid} (started {st.started}, no longer "
+                                                    "running)"})
     if not senders and not always:
         return Observed({"senders": [], "consumers": [], "maybe": [], "unknown": None},
                         source="workers")

@@ -146,6 +146,11 @@ class Aggregator:
         # each one forwards every worker's logical clock by one without an event
         self.control_jumps = 0
         self.control_until: float | None = None
+        # silence: workers heartbeat every `freq` s (2 by default) even with task events
+        # off, so a stretch with no event at all is a dead event connection, not a quiet
+        # cluster (set by the caller when workers answered ping)
+        self.expect_heartbeats = False
+        self.silences: list[tuple[float, float]] = []  # (local start, seconds), in order
 
     # --- input ---------------------------------------------------------------------------
 
@@ -181,6 +186,7 @@ class Aggregator:
             self.duplicates += 1
             return
         self.events += 1
+        self._silence(received_at)
         self.last_event_at = received_at
         w.events += 1
         ts = _num(event.get("timestamp"))
@@ -202,6 +208,28 @@ class Aggregator:
         elif etype in TASK_EVENTS:
             w.task_events += 1
             self._task_event(etype, event, w, received_at)
+
+    def silence_limit(self) -> float:
+        """Seconds without any event that a heartbeat should have broken: twice the slowest
+        worker's heartbeat period plus a second (Celery's default period: 2 s)."""
+        freqs = [w.freq for w in self.workers.values() if w.freq]
+        return 2 * max(freqs or [2.0]) + 1.0
+
+    def _silence(self, at: float) -> None:
+        since = max(self.last_event_at or self.window_start, self.window_start)
+        if at - since > self.silence_limit():
+            self.silences.append((since, at - since))
+
+    def silent_seconds(self, now: float) -> float:
+        """Seconds of the window with no event where heartbeats were due (the stretch still
+        going at `now` included)."""
+        if not self.expect_heartbeats and not self.workers:
+            return 0.0
+        total = sum(d for start, d in self.silences if start >= self.window_start)
+        since = max(self.last_event_at or self.window_start, self.window_start)
+        if now - since > self.silence_limit():
+            total += now - since
+        return total
 
     def _worker(self, host: str, now: float) -> _Worker | None:
         w = self.workers.get(host)
@@ -398,19 +426,24 @@ class Aggregator:
                 "workers_dropped": self.workers_dropped,
                 "last_event_age_seconds": _r(now - self.last_event_at)
                 if self.last_event_at is not None else None,
+                "silent_seconds": _r(self.silent_seconds(now), 1),
             },
-            "notes": self.notes(gaps, ooo),
+            "notes": self.notes(gaps, ooo, self.silent_seconds(now)),
         }
 
-    def notes(self, gaps: int, ooo: int) -> list[str]:
+    def notes(self, gaps: int, ooo: int, silent: float = 0.0) -> list[str]:
         out = []
+        if silent:
+            out.append(f"no events for {silent:.1f} s (heartbeats missing from every "
+                       "worker): the event connection was dead or stalled, counts are "
+                       "incomplete")
         if not self.sent_seen:
             out.append("no task-sent events: the producers do not send them "
                        "(task_send_sent_event), so the wait from sent to received is unknown")
         if gaps:
             out.append(f"{gaps} event(s) possibly lost: gaps in the workers' logical clocks "
                        "(a gap is also what a worker's clock jumping forward looks like)")
-        else:
+        elif not silent:
             out.append("no event lost: every worker's logical clock advanced one by one")
         if ooo:
             out.append(f"{ooo} event(s) arrived out of order (a lower clock after a higher "

@@ -408,3 +408,245 @@ def test_own_enable_events_is_not_a_lost_event(cluster):
     assert doc["events"]["clock_gaps"] == 0, doc["workers"]
     assert not any("possibly lost" in n for n in doc["notes"]), doc["notes"]
     assert _state_files(cluster) == []
+
+
+# --- issue 15 hostile review: runs that overlap, workers that restart or leave, a broker
+# that trickles or goes silent, another spelling of the broker URL (Redis only) -------------
+
+R1, R2 = f"evr1@{H}", f"evr2@{H}"
+
+
+@pytest.fixture(scope="module")
+def rc(labdir, redis_server, tmp_path_factory):
+    """Two threads workers with task events off (queues q_r1, q_r2) on Redis db 12, and a
+    FaultProxy in front of that Redis for celeryctl only (the workers connect directly)."""
+    import redis
+
+    from celeryctl.lab.faultproxy import FaultProxy
+
+    port = int(redis_server["url"].rsplit(":", 1)[1].split("/")[0])
+    url = f"redis://127.0.0.1:{port}/12"
+    redis.Redis.from_url(url).flushdb()
+    proxy = FaultProxy("127.0.0.1", port).start()
+    procs = {R1: s.start_worker(labdir, url, "evr1@%h", queues="q_r1", concurrency=2),
+             R2: s.start_worker(labdir, url, "evr2@%h", queues="q_r2", concurrency=2)}
+    doc = {"kind": "redis", "url": url, "port": port, "extra": [], "procs": procs,
+           "labdir": labdir, "proxy": proxy, "via": f"redis://127.0.0.1:{proxy.port}/12",
+           "state": tmp_path_factory.mktemp("evrstate")}
+    try:
+        yield doc
+    finally:
+        proxy.stop()
+        for p in procs.values():
+            p.stop()
+
+
+@pytest.fixture
+def rcl(rc):
+    """Each test starts with both workers up, the proxy passing and no state file."""
+    rc["proxy"].mode = "pass"
+    for name, p in list(rc["procs"].items()):
+        if not p.alive():
+            rc["procs"][name] = s.start_worker(rc["labdir"], rc["url"], name.split("@")[0]
+                                               + "@%h", queues="q_" + name[2:4], concurrency=2)
+    d = rc["state"] / "celeryctl" / "events"
+    for f in d.glob("*.json") if d.exists() else ():
+        f.unlink()
+    yield rc
+    rc["proxy"].mode = "pass"
+    run_cli(*_args(rc, "--restore"), env=_env(rc))  # never leave events on for the next
+
+
+def _senders(url: str, queues: list[str], seconds: float = 2.5) -> set[str]:
+    """Hosts that send task events for one `add` on each of `queues`, heard by Celery's own
+    EventReceiver once both workers' heartbeats arrive."""
+    app = _app(url)
+    seen: list[dict] = []
+    with app.connection_for_read() as conn:
+        recv = app.events.Receiver(conn, handlers={"*": seen.append})
+        t = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None,
+                                                         wakeup=False), daemon=True)
+        t.start()
+        hosts = lambda: {e.get("hostname") for e in seen  # noqa: E731
+                         if e.get("type") == "worker-heartbeat"}
+        assert wait_for(lambda: {R1, R2} <= hosts(), timeout=15, interval=0.1), hosts()
+        for q in queues:
+            app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue=q)
+        time.sleep(seconds)
+        recv.should_stop = True
+        t.join(3)
+    return {e.get("hostname") for e in seen if str(e.get("type", "")).startswith("task-")}
+
+
+def _wait_pid_enabled(cluster, proc) -> dict:
+    def enabled():
+        if proc.poll() is not None:
+            raise AssertionError(f"events exited early: {proc.communicate()}")
+        return next((st for st in _state_files(cluster)
+                     if st["phase"] == "enabled" and st["pid"] == proc.pid), None)
+
+    st = wait_for(enabled, timeout=30, interval=0.1)
+    assert st, "the state file never reached phase 'enabled'"
+    return st
+
+
+def test_overlapping_runs_hand_over_to_the_last(rcl):
+    """Defect 1: A ends while B listens: A leaves the workers on for B, B reports they were
+    off before, and B (the last) turns them off."""
+    a = _start(rcl, "--for", "5", "--format", "json")
+    sa = _wait_pid_enabled(rcl, a)
+    assert sorted(sa["enabled"]) == [R1, R2]
+    b = _start(rcl, "--for", "14", "--format", "json")
+    _wait_pid_enabled(rcl, b)
+    out_a, err_a = a.communicate(timeout=40)
+    assert a.returncode in (0, 1), err_a
+    wa = {w["name"]: w for w in json.loads(out_a)["workers"]}
+    assert wa[R1]["restored"] is False and wa[R1]["left_on_for"] == f"celeryctl events pid " \
+        f"{b.pid}", wa
+    assert b.poll() is None
+    assert _senders(rcl["url"], ["q_r1", "q_r2"]) == {R1, R2}  # still on for B
+    out_b, err_b = b.communicate(timeout=40)
+    assert b.returncode in (0, 1), err_b
+    wb = {w["name"]: w for w in json.loads(out_b)["workers"]}
+    assert wb[R1]["events_were_enabled"] is False and wb[R1]["enabled_by"] == \
+        f"celeryctl events pid {a.pid}"
+    assert "restored: task events turned off again" in err_b
+    assert _state_files(rcl) == []
+    assert _senders(rcl["url"], ["q_r1", "q_r2"]) == set()
+
+
+def test_kill_9_then_restore_while_another_run_listens(rcl):
+    """Defect 1 (kill -9): --restore leaves on what a live run listens to; that run, last
+    to end, turns them off."""
+    a = _start(rcl, "--for", "60", "--format", "json")
+    _wait_pid_enabled(rcl, a)
+    b = _start(rcl, "--for", "9", "--format", "json")
+    _wait_pid_enabled(rcl, b)
+    os.kill(a.pid, signal.SIGKILL)
+    a.communicate(timeout=10)
+    code, out, err, _ = run_cli(*_args(rcl, "--restore", "--format", "json"), env=_env(rcl))
+    assert code == 0, err
+    row = json.loads(out)["restored"][0]
+    assert row["restored"] == [] and row["kept"] == [R1, R2], row
+    assert b.poll() is None
+    out_b, err_b = b.communicate(timeout=40)
+    assert b.returncode in (0, 1), err_b
+    assert _state_files(rcl) == []
+    assert _senders(rcl["url"], ["q_r1", "q_r2"]) == set()
+
+
+def test_worker_restarted_mid_window_is_enabled_again(rcl):
+    """Defect 2: the restarted worker gets enable_events again; its later tasks count."""
+    p = _start(rcl, "--for", "22", "--format", "json", "--worker", R2)
+    _wait_pid_enabled(rcl, p)
+    rcl["procs"][R2].stop()
+    rcl["procs"][R2] = s.start_worker(rcl["labdir"], rcl["url"], "evr2@%h", queues="q_r2",
+                                      concurrency=2)
+    time.sleep(2.0)  # the next poll sees worker-online and re-enables
+    app = _app(rcl["url"])
+    for _ in range(3):
+        app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue="q_r2")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode in (0, 1), err
+    doc = json.loads(out)
+    assert any(f"{R2} restarted at" in n and "turned them on again" in n
+               for n in doc["notes"]), doc["notes"]
+    add = next(t for t in doc["tasks"] if t["name"].endswith(".add"))
+    assert add["succeeded"] == 3, add
+    w = {x["name"]: x for x in doc["workers"]}[R2]
+    assert w["restored"] is True
+    assert _state_files(rcl) == []
+    assert _senders(rcl["url"], ["q_r2"]) == set()
+
+
+def test_worker_gone_needs_no_restore(rcl):
+    """Defect 5: a worker shut down mid-window is 'gone', not a failed restore; a killed
+    run's file naming a gone worker does not block --restore either."""
+    p = _start(rcl, "--for", "6", "--format", "json")
+    _wait_pid_enabled(rcl, p)
+    rcl["procs"][R2].stop()
+    out, err = p.communicate(timeout=40)
+    assert p.returncode in (0, 1), err
+    w = {x["name"]: x for x in json.loads(out)["workers"]}
+    assert w[R2]["gone"] is True and w[R1]["restored"] is True, w
+    assert _state_files(rcl) == []
+    # kill -9 with both up, then one leaves (SIGKILL: no worker-offline) before --restore
+    rcl["procs"][R2] = s.start_worker(rcl["labdir"], rcl["url"], "evr2@%h", queues="q_r2",
+                                      concurrency=2)
+    p = _start(rcl, "--for", "60", "--format", "json")
+    _wait_pid_enabled(rcl, p)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=10)
+    os.killpg(os.getpgid(rcl["procs"][R2].pid), signal.SIGKILL)
+    time.sleep(1.0)
+    code, out, err, _ = run_cli(*_args(rcl, "--restore", "--format", "json"), env=_env(rcl))
+    assert code == 0, err
+    row = json.loads(out)["restored"][0]
+    assert row["restored"] == [R1] and row["gone"] == [R2], row
+    assert _state_files(rcl) == []
+
+
+def test_leftover_found_under_another_spelling_of_the_url(rcl):
+    """Defect 4: a run on redis://localhost:P/12, killed; --restore with 127.0.0.1 finds it,
+    and doctor EVT005 too."""
+    args = ["events", "--broker", f"redis://localhost:{rcl['port']}/12"]
+    p = subprocess.Popen([*CELERYCTL, *args, "--for", "60", "--format", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=_cli_env(_env(rcl)), cwd=str(ROOT))
+    st = _wait_pid_enabled(rcl, p)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=10)
+    code, out, err, _ = run_cli("doctor", "--broker", rcl["url"], "--select", "EVT005",
+                                "--format", "json", env=_env(rcl))
+    got = {f["subject"]: f["message"] for f in json.loads(out)["findings"]}
+    assert f"celeryctl events pid {st['pid']}" in got.get(f"worker {R1}", ""), (got, err)
+    code, out, err, _ = run_cli(*_args(rcl, "--restore", "--format", "json"), env=_env(rcl))
+    assert code == 0, err
+    assert json.loads(out)["restored"][0]["restored"] == [R1, R2]
+    assert _state_files(rcl) == []
+
+
+def test_trickling_broker_window_and_restore_are_bounded(rcl):
+    """Defect 3: the broker trickles once the window runs: the window ends on time, the
+    restore gives up at its deadline, the state file is kept, exit 2."""
+    proxy = rcl["proxy"]
+    args = ["events", "--broker", rcl["via"], "--for", "4", "--format", "json"]
+    t0 = time.monotonic()
+    p = subprocess.Popen([*CELERYCTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_cli_env(_env(rcl)), cwd=str(ROOT))
+    _wait_pid_enabled(rcl, p)
+    proxy.trickle, proxy.mode = 0.5, "trickle"
+    out, err = p.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert p.returncode == 2, err
+    assert took < 25, took
+    doc = json.loads(out)
+    assert doc["window_seconds"] <= 4.6 and doc["restore_seconds"] <= 10.5, doc
+    assert "--restore" in err and [x["pid"] for x in _state_files(rcl)] == [p.pid]
+    proxy.mode = "pass"
+    code, out, err, _ = run_cli("events", "--broker", rcl["via"], "--restore", env=_env(rcl))
+    assert code == 0, err
+    assert _state_files(rcl) == []
+
+
+def test_dead_event_connection_is_not_no_event_lost(rcl):
+    """Defect 8: the proxy blackholes mid-window: the notes say how long nothing came and
+    that counts are incomplete, never 'no event lost'; window_seconds is the listening time."""
+    proxy = rcl["proxy"]
+    args = ["events", "--broker", rcl["via"], "--for", "9", "--format", "json"]
+    p = subprocess.Popen([*CELERYCTL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_cli_env(_env(rcl)), cwd=str(ROOT))
+    _wait_pid_enabled(rcl, p)
+    time.sleep(2.0)
+    proxy.mode = "blackhole"
+    out, err = p.communicate(timeout=60)
+    doc = json.loads(out)
+    assert doc["window_seconds"] <= 9.6, doc["window_seconds"]
+    assert doc["events"]["silent_seconds"] >= 3, doc["events"]
+    assert any(n.startswith("no events for") and "counts are incomplete" in n
+               for n in doc["notes"]), doc["notes"]
+    assert not any(n.startswith("no event lost") for n in doc["notes"])
+    assert p.returncode == 2, (err, doc["workers"], doc["notes"])  # nor the restore
+    proxy.mode = "pass"
+    code, out, err, _ = run_cli("events", "--broker", rcl["via"], "--restore", env=_env(rcl))
+    assert code == 0, err
