@@ -160,10 +160,10 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
     ## What it finds
     A queue with messages waiting whose every consuming worker runs as many tasks as its
     pool allows (`active == max-concurrency`): a warning from `--queue-warn` messages on,
-    info below it. Only when the longest of those running tasks has run a minute or more
-    (or no runtime is known): one sample of pools full of tasks that all started seconds ago
-    is a short burst being worked off, not a lack of capacity. The finding names the tasks keeping the pools busy and how long they have
-    run (the longest first).
+    info below it. Below `--queue-warn`, only when the longest of those running tasks has run
+    2 s or more (or no runtime is known): one sample of pools full of sub-second tasks is a
+    short burst being worked off, not a lack of capacity. The finding names the tasks keeping
+    the pools busy and how long they have run (the longest first).
 
     ## Why it matters
     The workers are not idle or stuck: there is simply not enough capacity. The backlog will
@@ -189,7 +189,8 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
                 full.append(name)
         if full and len(full) == len(q.consumer_workers):
             longest = _longest_runtime(snap, full)
-            if longest is not None and longest < SATURATED_AFTER:
+            if longest is not None and longest < SATURATED_AFTER and \
+                    q.ready < limits.queue_warn:
                 continue  # one sample of a short burst: full pools, but not for long
             busy = _busy_tasks(snap, full)
             yield Finding(Severity.WARNING if q.ready >= limits.queue_warn else Severity.INFO,
@@ -205,7 +206,9 @@ def pool_saturated(snap, limits: Limits) -> Iterator[Finding]:
                           commands=["celery -A proj control pool_grow 2"])
 
 
-SATURATED_AFTER = 60.0  # WRK005: the pools' longest running task has run at least this long
+# WRK005: below --queue-warn, the pools' longest running task has run at least this long
+# (a sub-second burst being worked off is no lack of capacity)
+SATURATED_AFTER = 2.0
 
 
 def _longest_runtime(snap, workers: list[str]) -> float | None:
