@@ -466,13 +466,7 @@ def _gather_rabbit(g: Gathered, target: Target, methods: tuple[str, ...], queues
                                                  source="management-api binding celery.pidbox"),
                       "management API")
 
-    def expected():
-        if ptask is None:
-            return Observed(error="no management API to read pidbox bindings from")
-        if not ptask.done():
-            return None
-        return ptask.wait(deadline)
-
+    expected = expected_from(ptask, deadline)
     want_workers = bool(methods) or queues
     worker_methods = tuple(methods) or ("active_queues",)
     wtask = None
@@ -793,3 +787,16 @@ def _addr(target: Target) -> str:
 
 
 __all__ = ["Gathered", "gather", "Connection", "QueueDepth"]
+
+
+def expected_from(ptask, deadline: float):
+    """The `expected` callable the workers collector polls: the pidbox bindings read by
+    `ptask` (the management API) once they are in, None while they are not, and why not when
+    there is no management API to read them from."""
+    def expected():
+        if ptask is None:
+            return Observed(error="no management API to read pidbox bindings from")
+        if not ptask.done():
+            return None
+        return ptask.wait(deadline)
+    return expected

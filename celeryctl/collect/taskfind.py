@@ -551,13 +551,9 @@ def _lookup_rabbit(lk: Lookup, target: Target, ids: list[str], deadline: float, 
             qtask = spawn("queues", lambda: rq.collect_rabbit_queues(
                 api, target.effective_vhost), "management API (queue list)")
 
-    def expected():
-        if ptask is None:
-            return Observed(error="no management API to read pidbox bindings from")
-        if not ptask.done():
-            return None
-        return ptask.wait(deadline)
+    from celeryctl.collect import expected_from
 
+    expected = expected_from(ptask, deadline)
     wtask = _spawn_workers(target, ids, target.transport_options, deadline - RESERVE, expected)
     wobs = wtask.wait(deadline)
     view = _finish_workers(lk, wobs, ids, url, time.time())

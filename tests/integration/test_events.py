@@ -103,9 +103,11 @@ def _app(url):
     return Celery("evtest", broker=url, set_as_current=False)
 
 
-def _task_event_hosts(url: str, queues: list[str], seconds: float = 4.0) -> set[str]:
+def _task_event_hosts(url: str, queues: list[str], seconds: float = 4.0,
+                      workers: tuple[str, ...] = ()) -> set[str]:
     """Run one `add` on each of `queues` and return the hostnames that sent task events
-    meanwhile, heard by Celery's own EventReceiver (not celeryctl's code)."""
+    meanwhile, heard by Celery's own EventReceiver (not celeryctl's code), once the heartbeats
+    of `workers` (default: the cluster's two) are heard."""
     app = _app(url)
     seen: list[dict] = []
     with app.connection_for_read() as conn:
@@ -118,7 +120,8 @@ def _task_event_hosts(url: str, queues: list[str], seconds: float = 4.0) -> set[
         # loaded machine, and then the -E worker's task events were missed
         hosts = lambda: {e.get("hostname") for e in seen  # noqa: E731
                          if e.get("type") == "worker-heartbeat"}
-        assert wait_for(lambda: {OFF, ON} <= hosts(), timeout=15, interval=0.1), hosts()
+        want = set(workers or (OFF, ON))
+        assert wait_for(lambda: want <= hosts(), timeout=15, interval=0.1), hosts()
         for q in queues:
             app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue=q)
         time.sleep(seconds)
@@ -458,24 +461,9 @@ def rcl(rc):
 
 
 def _senders(url: str, queues: list[str], seconds: float = 2.5) -> set[str]:
-    """Hosts that send task events for one `add` on each of `queues`, heard by Celery's own
-    EventReceiver once both workers' heartbeats arrive."""
-    app = _app(url)
-    seen: list[dict] = []
-    with app.connection_for_read() as conn:
-        recv = app.events.Receiver(conn, handlers={"*": seen.append})
-        t = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None,
-                                                         wakeup=False), daemon=True)
-        t.start()
-        hosts = lambda: {e.get("hostname") for e in seen  # noqa: E731
-                         if e.get("type") == "worker-heartbeat"}
-        assert wait_for(lambda: {R1, R2} <= hosts(), timeout=15, interval=0.1), hosts()
-        for q in queues:
-            app.send_task("celeryctl.lab.demoapp.add", args=[1, 2], queue=q)
-        time.sleep(seconds)
-        recv.should_stop = True
-        t.join(3)
-    return {e.get("hostname") for e in seen if str(e.get("type", "")).startswith("task-")}
+    """Hosts that send task events for one `add` on each of `queues`, once R1's and R2's
+    heartbeats arrive."""
+    return _task_event_hosts(url, queues, seconds, workers=(R1, R2))
 
 
 def _wait_pid_enabled(cluster, proc) -> dict:
