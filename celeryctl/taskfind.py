@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from celeryctl.views import human_age
+
 STATES = ("queued", "in_flight", "reserved", "active", "scheduled", "succeeded", "failed",
           "retrying", "revoked", "unknown")
 MAX_ID_LENGTH = 1024
@@ -166,23 +168,9 @@ class Finding:
                 "locations": self.locations}
 
 
-def age(seconds: float | None) -> str:
-    """5 s, 4 min, 2h13m, 3d4h."""
-    if seconds is None:
-        return "?"
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 def _limit_text(loc: dict[str, Any]) -> str:
     if loc.get("time_limit") is not None:
-        return f"hard time limit {age(loc['time_limit'])}"
+        return f"hard time limit {human_age(loc['time_limit'])}"
     if loc.get("time_limit_known"):
         return "no hard time limit"
     return "hard time limit unknown"
@@ -210,11 +198,11 @@ def _where_queue(q: dict[str, Any]) -> str:
 
 def _unacked_text(u: dict[str, Any], vt: float) -> str:
     d = u.get("delivered_seconds")
-    text = f"delivered {age(d)} ago" if d is not None else "delivered (receive time unknown)"
+    text = f"delivered {human_age(d)} ago" if d is not None else "delivered (receive time unknown)"
     if d is not None:
         left = vt - d
-        text += (f", redelivered in {age(left)} by visibility_timeout ({age(vt)})" if left > 0
-                 else f", past visibility_timeout ({age(vt)}) by {age(-left)}: the next "
+        text += (f", redelivered in {human_age(left)} by visibility_timeout ({human_age(vt)})" if left > 0
+                 else f", past visibility_timeout ({human_age(vt)}) by {human_age(-left)}: the next "
                       f"restore sweep of any worker delivers it again")
     return text
 
@@ -229,17 +217,17 @@ def _eta_text(eta: Any, now: float) -> str:
         return text
     d = ts - now
     if d >= 1:
-        return text + f" (in {age(d)})"
+        return text + f" (in {human_age(d)})"
     if d > -1:
         return text + " (due now)"
-    return text + f" (due {age(-d)} ago, not started yet)"
+    return text + f" (due {human_age(-d)} ago, not started yet)"
 
 
 def _finished_note(status: Any, done_age: float | None) -> str:
     """A task seen waiting / held / running while the backend already has its outcome."""
     if status not in ("SUCCESS", "FAILURE"):
         return ""
-    when = f" ({age(done_age)} ago)" if done_age is not None else ""
+    when = f" ({human_age(done_age)} ago)" if done_age is not None else ""
     return (f"; but the result backend already says {status}{when}: it will run again "
             f"(a redelivery or a duplicate message)")
 
@@ -272,7 +260,7 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
     if active:
         w = active[0]
         rt = w.get("runtime_seconds")
-        run = f"running {age(rt)}" if rt is not None else "running (for how long unknown)"
+        run = f"running {human_age(rt)}" if rt is not None else "running (for how long unknown)"
         text = f"{run} on {w.get('worker')} pid {w.get('pid') or '?'}, {_limit_text(w)}"
         if len(active) > 1:
             text += f" — and on {len(active) - 1} more worker(s): it runs twice"
@@ -280,7 +268,7 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
             text += f"; message {_unacked_text(ev.unacked, cov.visibility_timeout)}"
         if finished:
             text += (f"; the result backend already says {status}"
-                     + (f" ({age(done_age)} ago)" if done_age is not None else "")
+                     + (f" ({human_age(done_age)} ago)" if done_age is not None else "")
                      + ": this is another run")
         return Finding(ev.id, "active", text + revoked_note, locs)
     # revoked after it had started: it ran to the end all the same (a revoke without
@@ -296,7 +284,7 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
         elif held:
             text += f"; still held by {held[0].get('worker')}, which will discard it"
         elif done_age is not None:
-            text += f", recorded {age(done_age)} ago"
+            text += f", recorded {human_age(done_age)} ago"
         return Finding(ev.id, "revoked", text, locs)
     if held:
         w = held[0]
@@ -332,13 +320,13 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
     late = (f"; revoked on {', '.join(ev.revoked_by)} after it had started: the revoke came "
             f"too late" if late_revoke else "")
     if status == "SUCCESS":
-        return Finding(ev.id, "succeeded", (f"succeeded {age(done_age)} ago"
+        return Finding(ev.id, "succeeded", (f"succeeded {human_age(done_age)} ago"
                        if done_age is not None else "succeeded") + late, locs)
     if status == "FAILURE":
-        when = f"failed {age(done_age)} ago" if done_age is not None else "failed"
+        when = f"failed {human_age(done_age)} ago" if done_age is not None else "failed"
         return Finding(ev.id, "failed", f"{when}: {_exc_text(meta)}" + late, locs)
     if status == "RETRY":
-        when = f" {age(done_age)} ago" if done_age is not None else ""
+        when = f" {human_age(done_age)} ago" if done_age is not None else ""
         text = f"retrying: the last attempt failed{when}: {_exc_text(meta)}"
         if cov.gaps():
             text += "; its next attempt was not seen in " + "; ".join(cov.gaps())
@@ -353,7 +341,7 @@ def decide(ev: Evidence, cov: Coverage, now: float) -> Finding:
         return Finding(ev.id, "unknown", text, locs)
     if status:
         text = (f"the result backend says {status}"
-                + (f" ({age(done_age)} ago)" if done_age is not None else "")
+                + (f" ({human_age(done_age)} ago)" if done_age is not None else "")
                 + ", but no queue, in-flight message or worker that answered holds it")
         if status == "STARTED":
             text += ": the worker running it may have died"

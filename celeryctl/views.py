@@ -263,6 +263,21 @@ def _round(v: float | None) -> float | None:
     return round(v, 3) if isinstance(v, float) else v
 
 
+def human_age(seconds: float | None) -> str:
+    """A duration in a sentence (verdicts, findings): 5 s, 4 min, 2h13m, 3d4h. Table cells
+    use the shorter `human_seconds`."""
+    if seconds is None:
+        return "?"
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
 def human_seconds(v: float | None) -> str:
     if v is None:
         return "-"

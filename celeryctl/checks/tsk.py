@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from celeryctl.checks import Finding, Limits, Severity, Skip, check, count, rabbit, verb
-from celeryctl.taskfind import age  # 5 s, 4 min, 2h13m: as `celeryctl task` writes it
+from celeryctl.views import human_age as age  # 5 s, 4 min, 2h13m: as `task ID` writes it
 
 SHOWN = 10  # findings (or names) shown one by one before the rest are summed up
 NEAR = 0.8  # warn from this share of a timeout on

@@ -223,8 +223,8 @@ def _longest_runtime(snap, workers: list[str]) -> float | None:
 def _busy_tasks(snap, workers: list[str]) -> tuple[str, list[dict]] | None:
     """("t.a for 2h13m on w1@h, ...", evidence) for the tasks running on `workers`, the
     longest first; None when no running task is named."""
-    from celeryctl.checks.tsk import age
     from celeryctl.tasks import snapshot_task_view
+    from celeryctl.views import human_age as age
 
     rows = [r for r in snapshot_task_view(snap).rows
             if r.state == "active" and r.worker in workers and r.name]

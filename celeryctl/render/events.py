@@ -162,14 +162,20 @@ def prometheus(summary: dict[str, Any]) -> str:
                   "revoked"):
             lines.append(f'celeryctl_task_events_total{{task="{_label(t["name"])}",'
                          f'kind="{k}"}} {t[k]}')
-    for metric, key, help_ in (("celeryctl_task_failure_ratio", "failure_ratio",
-                                "failed / (succeeded + failed) in the window."),
-                               ("celeryctl_task_retry_ratio", "retry_ratio",
-                                "retried / (succeeded + failed + retried) in the window.")):
-        fam(metric, "gauge", help_)
-        for t in summary["tasks"]:
-            if t[key] is not None:
-                lines.append(f'{metric}{{task="{_label(t["name"])}"}} {t[key]}')
+    def gauges(rows: list[dict[str, Any]], label: str, specs: tuple[tuple[str, str, str], ...]
+               ) -> None:
+        """One gauge family per (metric, key, help); a sample per row whose key is known."""
+        for metric, key, help_ in specs:
+            fam(metric, "gauge", help_)
+            for r in rows:
+                if r.get(key) is not None:
+                    lines.append(f'{metric}{{{label}="{_label(r["name"])}"}} {r[key]}')
+
+    gauges(summary["tasks"], "task", (
+        ("celeryctl_task_failure_ratio", "failure_ratio",
+         "failed / (succeeded + failed) in the window."),
+        ("celeryctl_task_retry_ratio", "retry_ratio",
+         "retried / (succeeded + failed + retried) in the window.")))
     for metric, key, help_ in (
             ("celeryctl_task_runtime_seconds", "runtime",
              "Task runtime (task-succeeded runtime)."),
@@ -185,11 +191,10 @@ def prometheus(summary: dict[str, Any]) -> str:
                 lines.append(f'{metric}_bucket{{{lab},le="{_num(le)}"}} {c}')
             lines.append(f"{metric}_sum{{{lab}}} {round(h.sum, 6)}")
             lines.append(f"{metric}_count{{{lab}}} {h.count}")
-    fam("celeryctl_task_unfinished", "gauge", "Tasks started in the window, not finished.")
-    for t in summary["tasks"]:
-        lines.append(f'celeryctl_task_unfinished{{task="{_label(t["name"])}"}} '
-                     f'{t["unfinished_count"]}')
-    for metric, key, help_ in (
+    gauges(summary["tasks"], "task", (
+        ("celeryctl_task_unfinished", "unfinished_count",
+         "Tasks started in the window, not finished."),))
+    gauges(summary["workers"], "worker", (
             ("celeryctl_worker_tasks_per_second", "tasks_per_second",
              "Tasks finished per second in the window."),
             ("celeryctl_worker_heartbeat_age_seconds", "heartbeat_age_seconds",
@@ -197,10 +202,6 @@ def prometheus(summary: dict[str, Any]) -> str:
             ("celeryctl_worker_clock_drift_seconds", "clock_drift_seconds",
              "Smallest receive time minus event timestamp (clock drift plus transit)."),
             ("celeryctl_worker_clock_gaps", "clock_gaps",
-             "Gaps in the worker's logical clock (events possibly lost).")):
-        fam(metric, "gauge", help_)
-        for w in summary["workers"]:
-            if w.get(key) is not None:
-                lines.append(f'{metric}{{worker="{_label(w["name"])}"}} {w[key]}')
+             "Gaps in the worker's logical clock (events possibly lost).")))
     lines.append("# EOF")
     return "\n".join(lines) + "\n"

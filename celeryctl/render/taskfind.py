@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from celeryctl.render.text import literal, safe
-from celeryctl.taskfind import Finding, age
+from celeryctl.taskfind import Finding
+from celeryctl.views import human_age as age
 
 STATE_STYLE = {"active": "bold green", "failed": "bold red", "unknown": "bold yellow",
                "revoked": "magenta", "in_flight": "cyan", "retrying": "yellow"}

@@ -22,10 +22,11 @@ def _limits(r: dict[str, Any]) -> str:
                                                               r["time_limit"]))
 
 
-def _eta_in(v: float | None) -> str:
+def _eta_in(v: float | None, past: str = "ago") -> str:
+    """Time to an ETA: "in 12m"; one already passed: "3s ago" (or "3s late")."""
     if v is None:
         return "-"
-    return ("in " + human_seconds(v)) if v >= 0 else (human_seconds(-v) + " ago")
+    return ("in " + human_seconds(v)) if v >= 0 else (human_seconds(-v) + " " + past)
 
 
 def render_tasks(out, rows: list[dict[str, Any]], *, include_args: bool = False,
@@ -81,8 +82,7 @@ def _for(r: dict[str, Any]) -> str:
     """`for`: running for (active), time to its ETA (scheduled: "in 12m", "3s late"), held
     for (reserved); "?" when not known and a note (under the table) says why."""
     if r.get("state") == "scheduled" and r.get("eta_in_seconds") is not None:
-        v = r["eta_in_seconds"]
-        return ("in " + human_seconds(v)) if v >= 0 else (human_seconds(-v) + " late")
+        return _eta_in(r["eta_in_seconds"], past="late")
     v = r.get("runtime_seconds") if r.get("state") == "active" else r.get("held_seconds")
     if v is None and r.get("notes"):
         return "?"

@@ -66,6 +66,23 @@ def _leave_no_backlog(redis_server):
         redis.Redis.from_url(_db(redis_server["url"], db)).flushdb()
 
 
+def _every_state(app) -> dict[str, str]:
+    """Task ids by the state each is put in on the worker (threads, concurrency 1, prefetch
+    4): succeeded, failed, revoked, active (a 120 s sleep), reserved behind it, scheduled
+    (countdown 600). "queued" is the caller's to send; "unknown" is never sent."""
+    ids = {k: f"{k}-{uuid.uuid4()}" for k in ("queued", "active", "reserved", "scheduled",
+                                               "succeeded", "failed", "revoked", "unknown")}
+    app.send_task("celeryctl.lab.demoapp.add", (2, 2), task_id=ids["succeeded"]).get(20)
+    with pytest.raises(Exception, match="demo failure"):
+        app.send_task("celeryctl.lab.demoapp.fail", task_id=ids["failed"]).get(20)
+    app.control.revoke(ids["revoked"])
+    app.send_task("celeryctl.lab.demoapp.sleep", (120,), queue="celery", task_id=ids["active"])
+    app.send_task("celeryctl.lab.demoapp.add", (3, 3), task_id=ids["reserved"])
+    app.send_task("celeryctl.lab.demoapp.add", (4, 4), task_id=ids["scheduled"],
+                  countdown=600)
+    return ids
+
+
 @pytest.fixture(scope="module")
 def traced(labdir, redis_server):
     """One worker (threads, concurrency 1, acks_late, prefetch 4) on db 7, results on db 8;
@@ -79,18 +96,8 @@ def traced(labdir, redis_server):
                        concurrency=1, backend=backend,
                        env={"CELERYCTL_LAB_ACKS_LATE": "1", "CELERYCTL_LAB_PREFETCH": "4"})
     app = _app(broker, backend)
-    ids = {k: f"{k}-{uuid.uuid4()}" for k in ("queued", "active", "reserved", "scheduled",
-                                               "succeeded", "failed", "revoked", "unknown")}
     try:
-        app.send_task("celeryctl.lab.demoapp.add", (2, 2), task_id=ids["succeeded"]).get(20)
-        with pytest.raises(Exception, match="demo failure"):
-            app.send_task("celeryctl.lab.demoapp.fail", task_id=ids["failed"]).get(20)
-        app.control.revoke(ids["revoked"])
-        app.send_task("celeryctl.lab.demoapp.sleep", (120,), queue="celery",
-                      task_id=ids["active"])
-        app.send_task("celeryctl.lab.demoapp.add", (3, 3), task_id=ids["reserved"])
-        app.send_task("celeryctl.lab.demoapp.add", (4, 4), task_id=ids["scheduled"],
-                      countdown=600)
+        ids = _every_state(app)
         _fill(app, "deep", 4811, ids["queued"], 10_000 - 4812)
         time.sleep(1.5)  # the worker picks up the sleep, prefetches the rest
         yield {"broker": broker, "backend": backend, "ids": ids, "worker": w}
@@ -238,17 +245,8 @@ def test_each_state_on_rabbitmq(labdir, rabbit, vhost, redis_server):
     w = s.start_worker(labdir, url, "tkq@%h", queues="celery", pool="threads", concurrency=1,
                        backend=backend, env={"CELERYCTL_LAB_PREFETCH": "4"})
     app = _app(url, backend)
-    ids = {k: f"{k}-{uuid.uuid4()}" for k in ("queued", "active", "reserved", "scheduled",
-                                               "succeeded", "failed", "revoked", "unknown")}
     try:
-        app.send_task("celeryctl.lab.demoapp.add", (2, 2), task_id=ids["succeeded"]).get(20)
-        with pytest.raises(Exception, match="demo failure"):
-            app.send_task("celeryctl.lab.demoapp.fail", task_id=ids["failed"]).get(20)
-        app.control.revoke(ids["revoked"])
-        app.send_task("celeryctl.lab.demoapp.sleep", (120,), task_id=ids["active"])
-        app.send_task("celeryctl.lab.demoapp.add", (3, 3), task_id=ids["reserved"])
-        app.send_task("celeryctl.lab.demoapp.add", (4, 4), task_id=ids["scheduled"],
-                      countdown=600)
+        ids = _every_state(app)
         for _ in range(3):
             app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked")
         app.send_task("celeryctl.lab.demoapp.add", (1, 1), queue="parked",
